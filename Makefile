@@ -1,0 +1,7 @@
+.PHONY: test run
+
+test:
+	bash scripts/test.sh
+
+run:
+	bash scripts/run.sh

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The project's test command (`make test`; CI runs it through .ci/run).
+#
+#   1. installs missing Debian packages (dcmtk, postgresql-client),
+#   2. creates/refreshes the Python venv .venv-test from tests/python/requirements.txt,
+#   3. starts PostgreSQL and an S3 server (scripts/services/*-start.sh) and stops them on exit,
+#   4. cargo build --bins, cargo test --all-targets,
+#   5. the Python black-box suite: pytest tests/python against target/debug/phim.
+#
+# Extra arguments are passed to pytest, e.g. `bash scripts/test.sh -k roundtrip -x`.
+# Environment knobs:
+#   PHIM_SKIP_CARGO=1   skip step 4 (use an already built target/debug/phim)
+#   PHIM_TOOLS_DIR      where s3s-fs is installed (default ~/.cache/phim-tools)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+
+if [ -t 2 ]; then BOLD=$'\033[1m' RESET=$'\033[0m'; else BOLD='' RESET=''; fi
+step() { printf '\n%s==> %s%s\n' "$BOLD" "$*" "$RESET" >&2; }
+note() { printf '    %s\n' "$*" >&2; }
+
+START=$(date +%s)
+FAILED=()
+
+# ---------------------------------------------------------------- 1. system packages
+step "system packages"
+need_pkgs=()
+command -v storescu >/dev/null 2>&1 || need_pkgs+=(dcmtk)
+command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
+command -v pg_isready >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u)
+    note "installing: ${need_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+else
+    note "all present"
+fi
+
+# ---------------------------------------------------------------- 2. python venv
+step "python venv .venv-test"
+VENV=$ROOT/.venv-test
+REQ=$ROOT/tests/python/requirements.txt
+if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+fi
+req_hash=$( { sha256sum "$REQ"; "$VENV/bin/python" -V 2>&1; } | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$req_hash" ]; then
+    note "pip install -r tests/python/requirements.txt"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ"
+    echo "$req_hash" > "$VENV/.requirements.sha256"
+else
+    note "up to date"
+fi
+
+# ---------------------------------------------------------------- 3. services
+PG_STARTED=0
+S3_STARTED=0
+stop_services() {
+    local rc=$?
+    set +e
+    if [ "$S3_STARTED" = 1 ]; then bash "$ROOT/scripts/services/s3-stop.sh"; S3_STARTED=0; fi
+    if [ "$PG_STARTED" = 1 ]; then bash "$ROOT/scripts/services/pg-stop.sh"; PG_STARTED=0; fi
+    return $rc
+}
+trap stop_services EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+step "services: PostgreSQL"
+pg_env=$(bash scripts/services/pg-start.sh)
+set -a; eval "$pg_env"; set +a
+PG_STARTED=1
+note "PHIM_TEST_DATABASE_URL=$PHIM_TEST_DATABASE_URL ($PG_MODE)"
+
+step "services: S3 (s3s-fs)"
+s3_env=$(bash scripts/services/s3-start.sh)
+set -a; eval "$s3_env"; set +a
+S3_STARTED=1
+note "PHIM_TEST_S3_ENDPOINT=$PHIM_TEST_S3_ENDPOINT bucket=$PHIM_TEST_S3_BUCKET"
+
+# ---------------------------------------------------------------- 4. cargo
+if [ "${PHIM_SKIP_CARGO:-0}" != 1 ]; then
+    step "cargo build --bins"
+    if ! cargo build --bins; then
+        FAILED+=("cargo build")
+        # Nothing else can run without the binary.
+        step "FAILED: ${FAILED[*]}"
+        exit 1
+    fi
+
+    step "cargo test --all-targets"
+    cargo test --all-targets || FAILED+=("cargo test")
+else
+    step "cargo: skipped (PHIM_SKIP_CARGO=1)"
+fi
+
+# ---------------------------------------------------------------- 5. pytest
+step "pytest tests/python"
+export PHIM_BIN=$ROOT/target/debug/phim
+set +e
+"$VENV/bin/python" -m pytest -q tests/python "$@"
+rc=$?
+set -e
+# 5 = no tests collected, which must not pass silently either.
+[ $rc -eq 0 ] || FAILED+=("pytest (exit $rc)")
+
+# ---------------------------------------------------------------- summary
+elapsed=$(( $(date +%s) - START ))
+if [ ${#FAILED[@]} -gt 0 ]; then
+    step "FAILED after ${elapsed}s: ${FAILED[*]}"
+    exit 1
+fi
+step "all tests passed in ${elapsed}s"

@@ -1,0 +1,159 @@
+//! Configuration: one set of clap structs, flags with environment
+//! fallbacks, validated at start-up and logged without secrets.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::ingest::DuplicatePolicy;
+use crate::store::{S3Options, StoreError, StoreLocation};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "phim",
+    version,
+    about = "Phim: an open-source PACS (DICOMweb image store)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the DICOMweb server (runs pending migrations first).
+    Serve(ServeArgs),
+    /// Import DICOM files and folders through the ingest pipeline.
+    Import(ImportArgs),
+    /// Run pending index migrations and exit.
+    Migrate(StorageArgs),
+}
+
+/// Where the index and the objects live.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Data folder: SQLite index, filesystem objects and spool files.
+    #[arg(long, env = "PHIM_DATA_DIR", default_value = "./phim-data")]
+    pub data_dir: PathBuf,
+    /// Index database: postgres://… or sqlite://… (default: SQLite file in the data folder).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Object store: file://PATH, s3://BUCKET[/PREFIX] or memory:// (default: objects/ in the data folder).
+    #[arg(long, env = "PHIM_STORE")]
+    pub store: Option<String>,
+    /// S3 endpoint URL for MinIO, Garage, Ceph… (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "PHIM_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "PHIM_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Allow plain-HTTP S3 endpoints.
+    #[arg(long, env = "PHIM_ALLOW_HTTP")]
+    pub allow_http: bool,
+}
+
+impl StorageArgs {
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("index.db").display()),
+        }
+    }
+
+    pub fn store_location(&self) -> Result<StoreLocation, StoreError> {
+        match &self.store {
+            Some(s) => StoreLocation::parse(s),
+            None => Ok(StoreLocation::File(self.data_dir.join("objects"))),
+        }
+    }
+
+    pub fn s3_options(&self) -> S3Options {
+        S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            allow_http: self.allow_http,
+        }
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join("spool")
+    }
+}
+
+/// Options of the ingest pipeline shared by `serve` and `import`.
+#[derive(Debug, Clone, Args)]
+pub struct IngestArgs {
+    /// Same SOP Instance UID with different bytes: reject (0111) or replace.
+    #[arg(long, env = "PHIM_ON_DUPLICATE", value_enum, default_value = "reject")]
+    pub on_duplicate: DuplicatePolicy,
+    /// Largest instance accepted, in bytes.
+    #[arg(long, env = "PHIM_MAX_INSTANCE_SIZE", default_value_t = 4 << 30)]
+    pub max_instance_size: u64,
+    /// Instances scanned, stored and indexed at once.
+    #[arg(long, env = "PHIM_INGEST_CONCURRENCY", default_value_t = 8)]
+    pub ingest_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+    /// Address to listen on (port 0 picks a free port; the log says which).
+    #[arg(long, env = "PHIM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Public base URL used in RetrieveURL and BulkDataURI (default: from the request's Host).
+    #[arg(long, env = "PHIM_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+    /// Files and folders to import (folders recursively).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+/// A database URL with any password removed, for logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:****@h:5432/db"
+        );
+        assert_eq!(redact_url("sqlite://x/index.db"), "sqlite://x/index.db");
+    }
+
+    #[test]
+    fn defaults_are_embedded() {
+        let cli = Cli::try_parse_from(["phim", "serve", "--data-dir", "/tmp/d"]).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!()
+        };
+        assert_eq!(s.storage.database_url(), "sqlite:///tmp/d/index.db");
+        assert_eq!(
+            s.storage.store_location().unwrap(),
+            StoreLocation::File("/tmp/d/objects".into())
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! DICOM encoding knowledge: UIDs, transfer syntaxes, the Part 10 walker,
+//! text decoding and the DICOM JSON model (PS3.18 Annex F).
+
+pub mod json;
+pub mod scan;
+pub mod text;
+pub mod transfer_syntax;
+pub mod uid;
+
+pub use dicom_dictionary_std::tags;
+pub use uid::Uid;

@@ -1,0 +1,121 @@
+//! DICOMweb (PS3.18), one module per service: [`stow`] (§10.5), [`wado`]
+//! (§10.4), [`qido`] (§10.6). Routes are mounted under `/dicomweb`.
+
+pub mod media;
+pub mod multipart;
+pub mod qido;
+pub mod stow;
+pub mod wado;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::Router;
+
+use crate::dicom::Uid;
+use crate::error::ApiError;
+use crate::server::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/studies", get(qido::studies).post(stow::store))
+        .route("/series", get(qido::series))
+        .route("/instances", get(qido::instances))
+        .route(
+            "/studies/{study}",
+            get(wado::retrieve_study).post(stow::store_in_study),
+        )
+        .route("/studies/{study}/metadata", get(wado::study_metadata))
+        .route("/studies/{study}/series", get(qido::study_series))
+        .route("/studies/{study}/instances", get(qido::study_instances))
+        .route(
+            "/studies/{study}/series/{series}",
+            get(wado::retrieve_series),
+        )
+        .route(
+            "/studies/{study}/series/{series}/metadata",
+            get(wado::series_metadata),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances",
+            get(qido::series_instances),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}",
+            get(wado::retrieve_instance),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/metadata",
+            get(wado::instance_metadata),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{offset}/{length}",
+            get(wado::bulkdata),
+        )
+        // Resources of PS3.18 that this version does not serve yet answer
+        // 501 Not Implemented rather than a misleading 404.
+        .route("/studies/{study}/rendered", get(not_implemented))
+        .route("/studies/{study}/thumbnail", get(not_implemented))
+        .route(
+            "/studies/{study}/series/{series}/rendered",
+            get(not_implemented),
+        )
+        .route(
+            "/studies/{study}/series/{series}/thumbnail",
+            get(not_implemented),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/rendered",
+            get(not_implemented),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+            get(not_implemented),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+            get(not_implemented),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+            get(not_implemented),
+        )
+        // STOW bodies are streamed and bounded per instance by the ingest
+        // configuration, not by axum's 2 MB default.
+        .layer(DefaultBodyLimit::disable())
+}
+
+async fn not_implemented() -> ApiError {
+    ApiError::NotImplemented(
+        "this DICOMweb resource is not implemented by this Phim version".into(),
+    )
+}
+
+/// Parses a UID from a URL path segment (400 when malformed).
+pub fn path_uid(kind: &str, s: &str) -> Result<Uid, ApiError> {
+    Uid::parse(s).map_err(|e| ApiError::BadRequest(format!("malformed {kind} UID '{s}': {e}")))
+}
+
+/// The absolute URL of the DICOMweb root as the client sees it.
+pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(public) = &state.public_url {
+        return format!("{}/dicomweb", public.trim_end_matches('/'));
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.split(',').next().unwrap_or(s).trim().to_owned())
+    };
+    let host = header("x-forwarded-host")
+        .or_else(|| header("host"))
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+        })
+        .unwrap_or_else(|| state.listen_addr.to_string());
+    let proto = header("x-forwarded-proto")
+        .filter(|p| p == "https" || p == "http")
+        .unwrap_or_else(|| "http".into());
+    format!("{proto}://{host}/dicomweb")
+}

@@ -1,0 +1,28 @@
+//! multipart/related (RFC 2387) as DICOMweb uses it: parts in (via multer,
+//! which streams parts but only finds form-data boundaries by itself) and
+//! parts out (streamed, never assembled in memory).
+
+use bytes::Bytes;
+
+/// A fresh boundary for a response.
+pub fn new_boundary() -> String {
+    format!("phim-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The header block that opens a part.
+pub fn part_header(boundary: &str, headers: &[(&str, String)]) -> Bytes {
+    let mut s = format!("\r\n--{boundary}\r\n");
+    for (k, v) in headers {
+        s.push_str(k);
+        s.push_str(": ");
+        s.push_str(v);
+        s.push_str("\r\n");
+    }
+    s.push_str("\r\n");
+    Bytes::from(s)
+}
+
+/// The closing delimiter.
+pub fn closing(boundary: &str) -> Bytes {
+    Bytes::from(format!("\r\n--{boundary}--\r\n"))
+}

@@ -1,0 +1,481 @@
+//! WADO-RS (PS3.18 §10.4): instances as stored, metadata, bulk data.
+//!
+//! Instances are streamed from the object store part by part; nothing is
+//! parsed or buffered whole. Metadata comes from documents prepared at
+//! ingest (one index query per request), bulk data from range reads.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::{stream, StreamExt, TryStreamExt};
+
+use super::media::{self, MediaRange};
+use super::multipart::{closing, new_boundary, part_header};
+use super::{base_url, path_uid};
+use crate::dicom::transfer_syntax::{self, EXPLICIT_VR_LE};
+use crate::error::ApiError;
+use crate::index::{Scope, StoredInstance};
+use crate::ingest::inflate_metadata;
+use crate::server::AppState;
+use crate::store::ObjectKey;
+
+fn scope(study: &str, series: Option<&str>, instance: Option<&str>) -> Result<Scope, ApiError> {
+    Ok(Scope {
+        study: path_uid("study", study)?,
+        series: series.map(|s| path_uid("series", s)).transpose()?,
+        instance: instance.map(|s| path_uid("instance", s)).transpose()?,
+    })
+}
+
+fn not_found(scope: &Scope) -> ApiError {
+    let what = match (&scope.series, &scope.instance) {
+        (_, Some(i)) => format!("instance {i}"),
+        (Some(s), None) => format!("series {s}"),
+        _ => format!("study {}", scope.study),
+    };
+    ApiError::NotFound(format!("{what} not found"))
+}
+
+pub async fn retrieve_study(
+    State(st): State<AppState>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    retrieve(st, scope(&study, None, None)?, &headers).await
+}
+
+pub async fn retrieve_series(
+    State(st): State<AppState>,
+    Path((study, series)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    retrieve(st, scope(&study, Some(&series), None)?, &headers).await
+}
+
+pub async fn retrieve_instance(
+    State(st): State<AppState>,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    retrieve(st, scope(&study, Some(&series), Some(&instance))?, &headers).await
+}
+
+/// How instances will be sent.
+#[derive(Debug, PartialEq)]
+enum Delivery {
+    /// multipart/related; type="application/dicom", stored transfer syntax.
+    Multipart,
+    /// A bare application/dicom body (single instance only).
+    Single,
+}
+
+/// Accept negotiation for DICOM instances (PS3.18 §8.7.3). Without a
+/// `transfer-syntax` parameter the default is Explicit VR Little Endian
+/// (§8.7.3.5.2); `transfer-syntax=*` accepts the stored syntax. A missing
+/// Accept or `*/*` gets the stored syntax: no transcoding is done yet, so
+/// that is the one representation this server can produce.
+fn negotiate_instances(
+    headers: &HeaderMap,
+    instances: &[StoredInstance],
+) -> Result<Delivery, ApiError> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
+    let ranges = media::parse_accept(accept);
+    if ranges.is_empty() {
+        return Ok(Delivery::Multipart);
+    }
+    let syntax_ok = |r: &MediaRange| match r.param("transfer-syntax") {
+        Some("*") => true,
+        Some(ts) => instances.iter().all(|i| i.transfer_syntax_uid == ts),
+        None => instances
+            .iter()
+            .all(|i| i.transfer_syntax_uid == EXPLICIT_VR_LE),
+    };
+    let mut wanted_other_syntax = false;
+    for r in &ranges {
+        match r.essence.as_str() {
+            "*/*" | "multipart/*" => return Ok(Delivery::Multipart),
+            "multipart/related" => {
+                let ty = r.param("type").unwrap_or("application/dicom");
+                if !ty.eq_ignore_ascii_case("application/dicom") {
+                    continue;
+                }
+                if syntax_ok(r) {
+                    return Ok(Delivery::Multipart);
+                }
+                wanted_other_syntax = true;
+            }
+            "application/dicom" if instances.len() == 1 => {
+                if syntax_ok(r) {
+                    return Ok(Delivery::Single);
+                }
+                wanted_other_syntax = true;
+            }
+            _ => {}
+        }
+    }
+    Err(ApiError::NotAcceptable(if wanted_other_syntax {
+        "the instances are not stored in the requested transfer syntax and transcoding is not \
+         supported yet: ask with transfer-syntax=* to receive them as stored"
+            .into()
+    } else {
+        "acceptable media type for instances: multipart/related; type=\"application/dicom\"".into()
+    }))
+}
+
+async fn retrieve(st: AppState, scope: Scope, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let instances = st.index.instances(&scope).await?;
+    if instances.is_empty() {
+        return Err(not_found(&scope));
+    }
+    let delivery = negotiate_instances(headers, &instances)?;
+    let base = base_url(&st, headers);
+    tracing::debug!(study = %scope.study, count = instances.len(), "retrieve");
+
+    if delivery == Delivery::Single {
+        let inst = &instances[0];
+        let key = stored_key(inst)?;
+        let body = st.store.get_stream(&key).await?;
+        return Ok((
+            [
+                (
+                    header::CONTENT_TYPE,
+                    format!(
+                        "application/dicom; transfer-syntax={}",
+                        inst.transfer_syntax_uid
+                    ),
+                ),
+                (header::CONTENT_LENGTH, inst.size.to_string()),
+            ],
+            Body::from_stream(body),
+        )
+            .into_response());
+    }
+
+    let boundary = new_boundary();
+    let store = st.store.clone();
+    let b = boundary.clone();
+    let parts = stream::iter(instances)
+        .then(move |inst| {
+            let store = store.clone();
+            let b = b.clone();
+            let base = base.clone();
+            async move {
+                let key = stored_key(&inst).map_err(std::io::Error::other)?;
+                let body = store.get_stream(&key).await.map_err(|e| {
+                    tracing::error!(sop = %inst.sop_uid, error = %e, "stored object unreadable");
+                    std::io::Error::other(e)
+                })?;
+                let head = part_header(
+                    &b,
+                    &[
+                        (
+                            "Content-Type",
+                            format!(
+                                "application/dicom; transfer-syntax={}",
+                                inst.transfer_syntax_uid
+                            ),
+                        ),
+                        ("Content-Length", inst.size.to_string()),
+                        (
+                            "Content-Location",
+                            format!(
+                                "{base}/studies/{}/series/{}/instances/{}",
+                                inst.study_uid, inst.series_uid, inst.sop_uid
+                            ),
+                        ),
+                    ],
+                );
+                Ok::<_, std::io::Error>(
+                    stream::once(async move { Ok(head) })
+                        .chain(body.map_err(std::io::Error::other)),
+                )
+            }
+        })
+        .try_flatten()
+        .chain(stream::once({
+            let end = closing(&boundary);
+            async move { Ok(end) }
+        }));
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+        )],
+        Body::from_stream(parts),
+    )
+        .into_response())
+}
+
+fn stored_key(inst: &StoredInstance) -> Result<ObjectKey, ApiError> {
+    ObjectKey::from_stored(&inst.object_key)
+        .map_err(|e| ApiError::Internal(format!("bad object key in index: {e}")))
+}
+
+pub async fn study_metadata(
+    State(st): State<AppState>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    metadata(st, scope(&study, None, None)?, &headers).await
+}
+
+pub async fn series_metadata(
+    State(st): State<AppState>,
+    Path((study, series)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    metadata(st, scope(&study, Some(&series), None)?, &headers).await
+}
+
+pub async fn instance_metadata(
+    State(st): State<AppState>,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    metadata(st, scope(&study, Some(&series), Some(&instance))?, &headers).await
+}
+
+/// Checks that the client accepts DICOM JSON (PS3.18 §8.7.3.2); XML
+/// metadata is not produced.
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
+    let ranges = media::parse_accept(accept);
+    if ranges.is_empty()
+        || ranges
+            .iter()
+            .any(|r| r.matches("application/dicom+json") || r.matches("application/json"))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::NotAcceptable(
+            "this resource is available as application/dicom+json".into(),
+        ))
+    }
+}
+
+async fn metadata(st: AppState, scope: Scope, headers: &HeaderMap) -> Result<Response, ApiError> {
+    require_json(headers)?;
+    let docs = st.index.metadata(&scope).await?;
+    if docs.is_empty() {
+        return Err(not_found(&scope));
+    }
+    let base = base_url(&st, headers);
+    // Inflating a few hundred documents is CPU work: off the async workers.
+    let body = tokio::task::spawn_blocking(move || -> Result<String, std::io::Error> {
+        let needle = "\"BulkDataURI\":\"/";
+        let with_base = format!("\"BulkDataURI\":\"{base}/");
+        let mut out = String::with_capacity(docs.iter().map(|d| d.len() * 4).sum::<usize>() + 2);
+        out.push('[');
+        for (i, d) in docs.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let json = inflate_metadata(d)?;
+            out.push_str(&json.replace(needle, &with_base));
+        }
+        out.push(']');
+        Ok(out)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(format!("stored metadata unreadable: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/dicom+json")], body).into_response())
+}
+
+/// `…/bulkdata/{offset}/{length}`: the value bytes of one bulk element, as
+/// written in the instance's BulkDataURI (PS3.18 §10.4.1.1.3). `Range`
+/// (RFC 9110 §14) selects bytes within the value.
+pub async fn bulkdata(
+    State(st): State<AppState>,
+    Path((study, series, instance, offset, length)): Path<(String, String, String, u64, u64)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let scope = scope(&study, Some(&series), Some(&instance))?;
+    let inst = st
+        .index
+        .instances(&scope)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| not_found(&scope))?;
+    let key = stored_key(&inst)?;
+    let deflated = transfer_syntax::lookup(&inst.transfer_syntax_uid)
+        .map(|t| t.encoding.deflated)
+        .unwrap_or(false);
+    let bad_ref = || ApiError::NotFound("no such bulk data in this instance".into());
+    let end = offset.checked_add(length).ok_or_else(bad_ref)?;
+
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(r) => Some(parse_range(r, length)?),
+        None => None,
+    };
+    let (from, to) = range.unwrap_or((0, length));
+
+    let bytes = if deflated {
+        // Offsets of a deflated data set are in its inflated form.
+        let all = st.store.get_bytes(&key).await?;
+        let inflated =
+            tokio::task::spawn_blocking(move || crate::dicom::scan::inflated_dataset(&all))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(|e| ApiError::Internal(format!("stored object unreadable: {e}")))?;
+        if end > inflated.len() as u64 {
+            return Err(bad_ref());
+        }
+        bytes::Bytes::copy_from_slice(&inflated[(offset + from) as usize..(offset + to) as usize])
+    } else {
+        if end > inst.size as u64 {
+            return Err(bad_ref());
+        }
+        st.store.get_range(&key, offset + from..offset + to).await?
+    };
+
+    let wants_raw = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(|a| {
+            let ranges = media::parse_accept(a);
+            ranges
+                .first()
+                .is_some_and(|r| r.essence == "application/octet-stream")
+        })
+        .unwrap_or(false);
+    if range.is_some() || wants_raw {
+        let mut resp = (
+            [(header::CONTENT_TYPE, "application/octet-stream".to_owned())],
+            bytes,
+        )
+            .into_response();
+        if range.is_some() {
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            if let Ok(v) = format!("bytes {}-{}/{}", from, to.saturating_sub(1), length).parse() {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+        }
+        return Ok(resp);
+    }
+    let boundary = new_boundary();
+    let head = part_header(
+        &boundary,
+        &[
+            ("Content-Type", "application/octet-stream".to_owned()),
+            ("Content-Length", bytes.len().to_string()),
+        ],
+    );
+    let body = stream::iter([
+        Ok::<_, std::io::Error>(head),
+        Ok(bytes),
+        Ok(closing(&boundary)),
+    ]);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            format!("multipart/related; type=\"application/octet-stream\"; boundary={boundary}"),
+        )],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range into a
+/// half-open interval within `len`.
+fn parse_range(h: &str, len: u64) -> Result<(u64, u64), ApiError> {
+    let bad =
+        || ApiError::RangeNotSatisfiable(format!("unsatisfiable range '{h}' for {len} bytes"));
+    let spec = h.trim().strip_prefix("bytes=").ok_or_else(bad)?;
+    if spec.contains(',') {
+        return Err(ApiError::RangeNotSatisfiable(
+            "multiple ranges are not supported".into(),
+        ));
+    }
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let (from, to) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().map_err(|_| bad())?;
+            (len.saturating_sub(n), len)
+        }
+        (a, "") => (a.parse().map_err(|_| bad())?, len),
+        (a, b) => {
+            let a: u64 = a.parse().map_err(|_| bad())?;
+            let b: u64 = b.parse().map_err(|_| bad())?;
+            (a, b.saturating_add(1).min(len))
+        }
+    };
+    if from >= to || from >= len {
+        return Err(bad());
+    }
+    Ok((from, to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), (0, 10));
+        assert_eq!(parse_range("bytes=90-", 100).unwrap(), (90, 100));
+        assert_eq!(parse_range("bytes=-5", 100).unwrap(), (95, 100));
+        assert_eq!(parse_range("bytes=10-500", 100).unwrap(), (10, 100));
+        assert!(parse_range("bytes=100-", 100).is_err());
+        assert!(parse_range("items=1-2", 100).is_err());
+    }
+
+    fn inst(ts: &str) -> StoredInstance {
+        StoredInstance {
+            study_uid: "1".into(),
+            series_uid: "2".into(),
+            sop_uid: "3".into(),
+            sop_class_uid: "4".into(),
+            instance_number: None,
+            transfer_syntax_uid: ts.into(),
+            object_key: "k".into(),
+            size: 1,
+            sha256: "x".into(),
+        }
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::ACCEPT, v.parse().unwrap());
+            m
+        };
+        let jpeg = [inst("1.2.840.10008.1.2.4.50")];
+        let ele = [inst(EXPLICIT_VR_LE)];
+        let any = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
+        assert_eq!(
+            negotiate_instances(&h(any), &jpeg).unwrap(),
+            Delivery::Multipart
+        );
+        let default_ts = "multipart/related; type=\"application/dicom\"";
+        assert_eq!(
+            negotiate_instances(&h(default_ts), &ele).unwrap(),
+            Delivery::Multipart
+        );
+        assert!(matches!(
+            negotiate_instances(&h(default_ts), &jpeg),
+            Err(ApiError::NotAcceptable(_))
+        ));
+        assert!(matches!(
+            negotiate_instances(&h("image/png"), &ele),
+            Err(ApiError::NotAcceptable(_))
+        ));
+        assert_eq!(
+            negotiate_instances(&h("application/dicom"), &ele).unwrap(),
+            Delivery::Single
+        );
+        assert_eq!(
+            negotiate_instances(&HeaderMap::new(), &jpeg).unwrap(),
+            Delivery::Multipart
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! Errors become responses here, and only here.
+//!
+//! Policy: the client gets the DICOMweb status and a short message that
+//! names what was wrong with *its* request; internal detail (SQL, S3, I/O)
+//! goes to the log with the request's UIDs, never to the client, and no
+//! patient data goes to either. STOW failures per instance are DICOM
+//! Failure Reasons (PS3.18 Table 10.5.3-1, PS3.4 Annex GG / PS3.7 Annex C).
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::index::IndexError;
+use crate::ingest::IngestError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    NotAcceptable(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal server error".to_owned()
+            }
+            ApiError::Unavailable(detail) => {
+                tracing::error!(error = %detail, "back end unavailable");
+                "storage back end unavailable, try again later".to_owned()
+            }
+            other => other.to_string(),
+        };
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            message + "\n",
+        )
+            .into_response()
+    }
+}
+
+impl From<IndexError> for ApiError {
+    fn from(e: IndexError) -> Self {
+        match e {
+            IndexError::Unavailable(d) => ApiError::Unavailable(d),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // An indexed object that is missing is our fault, not a 404.
+            StoreError::NotFound(key) => {
+                ApiError::Internal(format!("indexed object missing: {key}"))
+            }
+            StoreError::Unavailable(d) => ApiError::Unavailable(d),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// DICOM status codes used in STOW-RS responses and (later) DIMSE.
+pub mod status {
+    /// Refused: Out of Resources.
+    pub const OUT_OF_RESOURCES: u16 = 0xA700;
+    /// Error: Data Set does not match SOP Class (also used for a Study
+    /// Instance UID that does not match the request, PS3.18 §10.5.3).
+    pub const DATASET_MISMATCH: u16 = 0xA900;
+    /// Error: Cannot understand.
+    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
+    /// Processing failure.
+    pub const PROCESSING_FAILURE: u16 = 0x0110;
+    /// Duplicate SOP Instance.
+    pub const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
+}
+
+/// The Failure Reason (0008,1197) for an instance that was not stored.
+pub fn failure_reason(e: &IngestError) -> u16 {
+    match e {
+        IngestError::Unparseable(_) => status::CANNOT_UNDERSTAND,
+        IngestError::InvalidAttribute { .. } | IngestError::StudyMismatch { .. } => {
+            status::DATASET_MISMATCH
+        }
+        IngestError::Duplicate => status::DUPLICATE_SOP_INSTANCE,
+        IngestError::TooLarge(_) => status::OUT_OF_RESOURCES,
+        IngestError::Receive(_)
+        | IngestError::Store(_)
+        | IngestError::Index(_)
+        | IngestError::Internal(_) => status::PROCESSING_FAILURE,
+    }
+}
+
+/// Whether the failure is the server's (logged as an error) rather than
+/// the instance's (logged as a warning).
+pub fn is_server_fault(e: &IngestError) -> bool {
+    matches!(
+        e,
+        IngestError::Store(_) | IngestError::Index(_) | IngestError::Internal(_)
+    )
+}

@@ -1,0 +1,230 @@
+//! The metadata index: one interface, two back ends (SQLite for the
+//! embedded default, PostgreSQL for production), one conformance suite
+//! (`tests/index_conformance.rs`) run against both.
+//!
+//! Both back ends share the SQL in [`sql`] through sqlx's `Any` driver; what
+//! differs (connection set-up, migrations, aggregate functions) lives in
+//! [`postgres`], [`sqlite`] and [`sql::Dialect`].
+
+pub mod postgres;
+pub mod sql;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::dicom::Uid;
+
+/// Back-end-neutral index errors. SQL detail stays in the message for the
+/// log; the HTTP layer only sees the variant.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index unavailable: {0}")]
+    Unavailable(String),
+    #[error("index conflict: {0}")]
+    Conflict(String),
+    #[error("invalid index configuration: {0}")]
+    Config(String),
+    #[error("index data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for IndexError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Configuration(c) => IndexError::Config(c.to_string()),
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                IndexError::Corrupt(e.to_string())
+            }
+            other => IndexError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for IndexError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        IndexError::Unavailable(format!("migration failed: {e}"))
+    }
+}
+
+/// Attributes of a new instance, as extracted at ingest.
+#[derive(Debug, Clone, Default)]
+pub struct NewInstance {
+    pub study_uid: String,
+    pub series_uid: String,
+    pub sop_uid: String,
+    pub sop_class_uid: String,
+    pub patient_id: Option<String>,
+    pub issuer_of_patient_id: Option<String>,
+    pub patient_name: Option<String>,
+    pub patient_birth_date: Option<String>,
+    pub patient_sex: Option<String>,
+    pub study_date: Option<String>,
+    pub study_time: Option<String>,
+    pub accession_number: Option<String>,
+    pub study_id: Option<String>,
+    pub referring_physician_name: Option<String>,
+    pub study_description: Option<String>,
+    pub modality: Option<String>,
+    pub series_number: Option<i64>,
+    pub series_description: Option<String>,
+    pub body_part_examined: Option<String>,
+    pub pps_start_date: Option<String>,
+    pub pps_start_time: Option<String>,
+    pub instance_number: Option<i64>,
+    pub rows: Option<i64>,
+    pub columns: Option<i64>,
+    pub frames: Option<i64>,
+    pub bits_allocated: Option<i64>,
+    pub transfer_syntax_uid: String,
+    pub object_key: String,
+    pub size: i64,
+    pub sha256: String,
+    /// Deflate-compressed DICOM JSON.
+    pub metadata: Vec<u8>,
+}
+
+/// An indexed instance and where its object is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInstance {
+    pub study_uid: String,
+    pub series_uid: String,
+    pub sop_uid: String,
+    pub sop_class_uid: String,
+    pub instance_number: Option<i64>,
+    pub transfer_syntax_uid: String,
+    pub object_key: String,
+    pub size: i64,
+    pub sha256: String,
+}
+
+/// The outcome of inserting an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Insert {
+    Inserted,
+    /// The SOP Instance UID is already indexed (with these attributes).
+    Exists(StoredInstance),
+}
+
+/// A resource in the study / series / instance hierarchy.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub study: Uid,
+    pub series: Option<Uid>,
+    pub instance: Option<Uid>,
+}
+
+/// Exact-match filters of the basic search (full QIDO matching builds on
+/// this in the QIDO module).
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub study_uid: Option<Uid>,
+    pub series_uid: Option<Uid>,
+    pub sop_uid: Option<Uid>,
+    pub patient_id: Option<String>,
+    pub accession_number: Option<String>,
+    pub modality: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StudyRow {
+    pub study_uid: String,
+    pub patient_name: Option<String>,
+    pub patient_id: Option<String>,
+    pub patient_birth_date: Option<String>,
+    pub patient_sex: Option<String>,
+    pub study_date: Option<String>,
+    pub study_time: Option<String>,
+    pub accession_number: Option<String>,
+    pub study_id: Option<String>,
+    pub referring_physician_name: Option<String>,
+    pub study_description: Option<String>,
+    pub modalities: Vec<String>,
+    pub num_series: i64,
+    pub num_instances: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SeriesRow {
+    pub study_uid: String,
+    pub series_uid: String,
+    pub modality: Option<String>,
+    pub series_number: Option<i64>,
+    pub series_description: Option<String>,
+    pub body_part_examined: Option<String>,
+    pub pps_start_date: Option<String>,
+    pub pps_start_time: Option<String>,
+    pub num_instances: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InstanceRow {
+    pub study_uid: String,
+    pub series_uid: String,
+    pub sop_uid: String,
+    pub sop_class_uid: String,
+    pub instance_number: Option<i64>,
+    pub rows: Option<i64>,
+    pub columns: Option<i64>,
+    pub frames: Option<i64>,
+    pub bits_allocated: Option<i64>,
+    pub transfer_syntax_uid: String,
+}
+
+#[async_trait]
+pub trait Index: Send + Sync + std::fmt::Debug {
+    /// Checks that the index answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), IndexError>;
+
+    async fn find_instance(&self, sop_uid: &str) -> Result<Option<StoredInstance>, IndexError>;
+
+    /// Inserts the instance and, as needed, its patient, study and series,
+    /// in one transaction. An existing SOP Instance UID is left untouched and
+    /// reported as [`Insert::Exists`].
+    async fn insert_instance(&self, rec: &NewInstance) -> Result<Insert, IndexError>;
+
+    /// Points an indexed instance at a new object (the `replace` duplicate
+    /// policy); only if it still points at `previous_key`.
+    async fn replace_instance(
+        &self,
+        rec: &NewInstance,
+        previous_key: &str,
+    ) -> Result<bool, IndexError>;
+
+    /// The instances of a study, series or single instance, in series and
+    /// instance-number order.
+    async fn instances(&self, scope: &Scope) -> Result<Vec<StoredInstance>, IndexError>;
+
+    /// The stored metadata documents of a scope, in the same order.
+    async fn metadata(&self, scope: &Scope) -> Result<Vec<Vec<u8>>, IndexError>;
+
+    async fn search_studies(&self, q: &Query) -> Result<Vec<StudyRow>, IndexError>;
+    async fn search_series(&self, q: &Query) -> Result<Vec<SeriesRow>, IndexError>;
+    async fn search_instances(&self, q: &Query) -> Result<Vec<InstanceRow>, IndexError>;
+}
+
+/// Opens the index named by a database URL (`sqlite://…` or
+/// `postgres://…`) and runs pending migrations when `migrate` is set.
+pub async fn open(url: &str, migrate: bool) -> Result<Arc<dyn Index>, IndexError> {
+    sqlx::any::install_default_drivers();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::open(url, migrate).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::open(url, migrate).await?))
+    } else {
+        Err(IndexError::Config(
+            "database URL must start with sqlite:// or postgres://".into(),
+        ))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,42 @@
+//! SQLite back end: the embedded default, one file in the data folder.
+
+use std::str::FromStr;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor};
+
+use super::sql::{Dialect, SqlIndex};
+use super::IndexError;
+
+pub async fn open(url: &str, migrate: bool) -> Result<SqlIndex, IndexError> {
+    // Create the file and switch it to WAL once, with the native driver
+    // (both settings persist in the database file).
+    {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+        let conn = opts.connect().await?;
+        conn.close().await?;
+    }
+    let pool = AnyPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(std::time::Duration::from_secs(30))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                // NORMAL is durable in WAL mode except for the last
+                // transactions before a power loss; FULL keeps those too.
+                conn.execute(
+                    "PRAGMA busy_timeout = 30000; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?;
+    if migrate {
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+    }
+    Ok(SqlIndex::new(pool, Dialect::Sqlite))
+}

@@ -1,0 +1,428 @@
+//! The ingest pipeline shared by STOW-RS, `phim import` and (later) DIMSE
+//! C-STORE: spool → scan the header → validate → store the bytes → index.
+//!
+//! Store first, index second: an instance is acknowledged only after its
+//! object is durable and its index rows are committed. A crash in between
+//! leaves at worst an unindexed object, never an index row without one.
+
+pub mod spool;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::dicom::json::{write_dataset, JsonOptions};
+use crate::dicom::scan::{scan_file, ScanError, ScanLimits, Scanned};
+use crate::dicom::{tags, Uid};
+use crate::index::{Index, IndexError, Insert, NewInstance};
+use crate::store::{ObjectKey, Store, StoreError};
+
+pub use spool::{Spool, SpoolError, SpoolWriter};
+
+/// What to do with a SOP Instance UID that is stored with other bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DuplicatePolicy {
+    /// Keep the stored instance; fail the new one (0111).
+    Reject,
+    /// Store the new instance in place of the old one.
+    Replace,
+}
+
+/// Why an instance was not stored. Each maps to one DICOM Failure Reason
+/// and one HTTP status in [`crate::error`].
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot parse the instance: {0}")]
+    Unparseable(#[from] ScanError),
+    #[error("required attribute {attribute} is missing or invalid: {reason}")]
+    InvalidAttribute {
+        attribute: &'static str,
+        reason: String,
+    },
+    #[error("Study Instance UID {found} does not match the study {expected} of the request")]
+    StudyMismatch { expected: String, found: String },
+    #[error("SOP Instance UID is already stored with different content")]
+    Duplicate,
+    #[error("instance too large: {0}")]
+    TooLarge(String),
+    #[error("could not receive the instance: {0}")]
+    Receive(String),
+    #[error("object store failure: {0}")]
+    Store(#[from] StoreError),
+    #[error("index failure: {0}")]
+    Index(#[from] IndexError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<SpoolError> for IngestError {
+    fn from(e: SpoolError) -> Self {
+        match e {
+            SpoolError::TooLarge(_) => IngestError::TooLarge(e.to_string()),
+            SpoolError::Io(io) => IngestError::Receive(io.to_string()),
+        }
+    }
+}
+
+/// A failure with whatever identifies the instance (for FailedSOPSequence).
+#[derive(Debug)]
+pub struct IngestFailure {
+    pub sop_class_uid: Option<String>,
+    pub sop_instance_uid: Option<String>,
+    pub error: IngestError,
+}
+
+impl From<IngestError> for IngestFailure {
+    fn from(error: IngestError) -> Self {
+        IngestFailure {
+            sop_class_uid: None,
+            sop_instance_uid: None,
+            error,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Stored,
+    /// The same bytes were already stored (an idempotent retry).
+    AlreadyStored,
+    Replaced,
+}
+
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub study_uid: Uid,
+    pub series_uid: Uid,
+    pub sop_uid: Uid,
+    pub sop_class_uid: String,
+    pub outcome: Outcome,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub spool_dir: PathBuf,
+    pub max_instance_size: u64,
+    pub on_duplicate: DuplicatePolicy,
+    /// Instances processed (scanned, stored, indexed) at once.
+    pub concurrency: usize,
+    pub limits: ScanLimits,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    store: Store,
+    index: Arc<dyn Index>,
+    config: Arc<IngestConfig>,
+    permits: Arc<Semaphore>,
+}
+
+/// The header, validated and turned into index rows.
+struct Prepared {
+    study: Uid,
+    series: Uid,
+    sop: Uid,
+    record: NewInstance,
+    warnings: Vec<String>,
+}
+
+impl Ingest {
+    pub fn new(
+        store: Store,
+        index: Arc<dyn Index>,
+        config: IngestConfig,
+    ) -> std::io::Result<Ingest> {
+        std::fs::create_dir_all(&config.spool_dir)?;
+        let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        Ok(Ingest {
+            store,
+            index,
+            config: Arc::new(config),
+            permits,
+        })
+    }
+
+    pub fn config(&self) -> &IngestConfig {
+        &self.config
+    }
+
+    /// A writer for one incoming instance.
+    pub async fn spool_writer(&self) -> Result<SpoolWriter, SpoolError> {
+        SpoolWriter::create(&self.config.spool_dir, self.config.max_instance_size).await
+    }
+
+    /// Stores one spooled instance. `expected_study` is the study of a
+    /// `POST /studies/{study}` request.
+    pub async fn ingest(
+        &self,
+        spool: Spool,
+        expected_study: Option<&Uid>,
+    ) -> Result<Stored, IngestFailure> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| IngestError::Internal(e.to_string()))?;
+
+        // Scanning and JSON generation are CPU and blocking I/O: off the
+        // async workers.
+        let path = spool.path().to_owned();
+        let limits = self.config.limits.clone();
+        let (size, sha) = (spool.size(), spool.sha256().to_owned());
+        let prepared = tokio::task::spawn_blocking(move || prepare(&path, &limits, size, &sha))
+            .await
+            .map_err(|e| IngestError::Internal(format!("scan task failed: {e}")))??;
+        let (class_uid, sop_uid) = (
+            prepared.record.sop_class_uid.clone(),
+            prepared.sop.to_string(),
+        );
+        let fail = move |error: IngestError| IngestFailure {
+            sop_class_uid: Some(class_uid.clone()),
+            sop_instance_uid: Some(sop_uid.clone()),
+            error,
+        };
+
+        if let Some(expected) = expected_study {
+            if *expected != prepared.study {
+                return Err(fail(IngestError::StudyMismatch {
+                    expected: expected.to_string(),
+                    found: prepared.study.to_string(),
+                }));
+            }
+        }
+
+        let key = ObjectKey::instance(
+            &prepared.study,
+            &prepared.series,
+            &prepared.sop,
+            spool.sha256(),
+        );
+        let mut record = prepared.record;
+        record.object_key = key.as_str().to_owned();
+        let stored = |outcome| Stored {
+            study_uid: prepared.study.clone(),
+            series_uid: prepared.series.clone(),
+            sop_uid: prepared.sop.clone(),
+            sop_class_uid: record.sop_class_uid.clone(),
+            outcome,
+            warnings: prepared.warnings.clone(),
+        };
+
+        // Decide on duplicates before writing anything.
+        let mut replacing = None;
+        match self.index.find_instance(prepared.sop.as_str()).await {
+            Ok(Some(existing)) if existing.sha256 == record.sha256 => {
+                return Ok(stored(Outcome::AlreadyStored))
+            }
+            Ok(Some(existing)) => match self.config.on_duplicate {
+                DuplicatePolicy::Reject => return Err(fail(IngestError::Duplicate)),
+                DuplicatePolicy::Replace => replacing = Some(existing.object_key),
+            },
+            Ok(None) => {}
+            Err(e) => return Err(fail(e.into())),
+        }
+
+        if let Err(e) = self
+            .store
+            .put_file(&key, spool.path(), spool.size(), spool.owned())
+            .await
+        {
+            return Err(fail(e.into()));
+        }
+
+        let outcome = match replacing {
+            Some(previous) => self.replace(&record, &previous, &key).await,
+            None => self.insert(&record, &key).await,
+        };
+        match outcome {
+            Ok(o) => {
+                tracing::debug!(sop = %prepared.sop, study = %prepared.study, outcome = ?o, "instance stored");
+                Ok(stored(o))
+            }
+            Err(e) => Err(fail(e)),
+        }
+    }
+
+    async fn insert(&self, record: &NewInstance, key: &ObjectKey) -> Result<Outcome, IngestError> {
+        match self.index.insert_instance(record).await {
+            Ok(Insert::Inserted) => Ok(Outcome::Stored),
+            // A concurrent request stored the same SOP Instance UID first.
+            Ok(Insert::Exists(existing)) if existing.sha256 == record.sha256 => {
+                Ok(Outcome::AlreadyStored)
+            }
+            Ok(Insert::Exists(existing)) => match self.config.on_duplicate {
+                DuplicatePolicy::Reject => {
+                    self.discard(key, &existing.object_key).await;
+                    Err(IngestError::Duplicate)
+                }
+                DuplicatePolicy::Replace => self.replace(record, &existing.object_key, key).await,
+            },
+            Err(e @ IndexError::Conflict(_)) => {
+                self.discard(key, "").await;
+                Err(e.into())
+            }
+            // Unavailable: whether the row committed is unknown, so the
+            // object stays (an orphan at worst, never a dangling row).
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn replace(
+        &self,
+        record: &NewInstance,
+        previous_key: &str,
+        key: &ObjectKey,
+    ) -> Result<Outcome, IngestError> {
+        if self.index.replace_instance(record, previous_key).await? {
+            if previous_key != key.as_str() {
+                if let Ok(old) = ObjectKey::from_stored(previous_key) {
+                    if let Err(e) = self.store.delete(&old).await {
+                        tracing::warn!(key = previous_key, error = %e, "replaced object not deleted");
+                    }
+                }
+            }
+            Ok(Outcome::Replaced)
+        } else {
+            Err(IngestError::Index(IndexError::Conflict(
+                "the instance changed while it was being replaced".into(),
+            )))
+        }
+    }
+
+    /// Deletes an object this request wrote, unless the index uses it.
+    async fn discard(&self, key: &ObjectKey, in_use: &str) {
+        if key.as_str() != in_use {
+            if let Err(e) = self.store.delete(key).await {
+                tracing::warn!(key = key.as_str(), error = %e, "unused object not deleted");
+            }
+        }
+    }
+}
+
+/// Scans the spooled file and builds the index record and metadata.
+fn prepare(
+    path: &std::path::Path,
+    limits: &ScanLimits,
+    size: u64,
+    sha256: &str,
+) -> Result<Prepared, IngestFailure> {
+    let file = std::fs::File::open(path).map_err(|e| IngestError::Receive(e.to_string()))?;
+    let scanned = scan_file(file, limits).map_err(IngestError::from)?;
+
+    let sop_class = scanned.text(tags::SOP_CLASS_UID);
+    let sop_raw = scanned.text(tags::SOP_INSTANCE_UID);
+    let fail = |error: IngestError| IngestFailure {
+        sop_class_uid: sop_class.clone(),
+        sop_instance_uid: sop_raw.clone(),
+        error,
+    };
+    let uid = |attribute: &'static str, value: &Option<String>| -> Result<Uid, IngestFailure> {
+        let v = value.as_deref().ok_or_else(|| {
+            fail(IngestError::InvalidAttribute {
+                attribute,
+                reason: "missing".into(),
+            })
+        })?;
+        Uid::from_value(v).map_err(|e| {
+            fail(IngestError::InvalidAttribute {
+                attribute,
+                reason: e.to_string(),
+            })
+        })
+    };
+    let sop = uid("SOPInstanceUID", &sop_raw)?;
+    let sop_class_uid = uid("SOPClassUID", &sop_class)?;
+    let study = uid("StudyInstanceUID", &scanned.text(tags::STUDY_INSTANCE_UID))?;
+    let series = uid(
+        "SeriesInstanceUID",
+        &scanned.text(tags::SERIES_INSTANCE_UID),
+    )?;
+
+    let mut warnings = scanned.warnings.clone();
+    if scanned.charset().unknown {
+        warnings.push("unknown Specific Character Set; text decoded as Latin-1".into());
+    }
+
+    let instance_path = format!("/studies/{study}/series/{series}/instances/{sop}");
+    let metadata = metadata_document(&scanned, &instance_path)
+        .map_err(|e| fail(IngestError::Internal(e.to_string())))?;
+
+    let int = |tag| scanned.uint(tag).and_then(|v| i64::try_from(v).ok());
+    let signed = |tag| {
+        scanned.text(tag).and_then(|s| {
+            s.split('\\')
+                .next()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+        })
+    };
+    let record = NewInstance {
+        study_uid: study.to_string(),
+        series_uid: series.to_string(),
+        sop_uid: sop.to_string(),
+        sop_class_uid: sop_class_uid.to_string(),
+        patient_id: scanned.text(tags::PATIENT_ID),
+        issuer_of_patient_id: scanned.text(tags::ISSUER_OF_PATIENT_ID),
+        patient_name: scanned.text(tags::PATIENT_NAME),
+        patient_birth_date: scanned.text(tags::PATIENT_BIRTH_DATE),
+        patient_sex: scanned.text(tags::PATIENT_SEX),
+        study_date: scanned.text(tags::STUDY_DATE),
+        study_time: scanned.text(tags::STUDY_TIME),
+        accession_number: scanned.text(tags::ACCESSION_NUMBER),
+        study_id: scanned.text(tags::STUDY_ID),
+        referring_physician_name: scanned.text(tags::REFERRING_PHYSICIAN_NAME),
+        study_description: scanned.text(tags::STUDY_DESCRIPTION),
+        modality: scanned.text(tags::MODALITY),
+        series_number: signed(tags::SERIES_NUMBER),
+        series_description: scanned.text(tags::SERIES_DESCRIPTION),
+        body_part_examined: scanned.text(tags::BODY_PART_EXAMINED),
+        pps_start_date: scanned.text(tags::PERFORMED_PROCEDURE_STEP_START_DATE),
+        pps_start_time: scanned.text(tags::PERFORMED_PROCEDURE_STEP_START_TIME),
+        instance_number: signed(tags::INSTANCE_NUMBER),
+        rows: int(tags::ROWS),
+        columns: int(tags::COLUMNS),
+        frames: int(tags::NUMBER_OF_FRAMES),
+        bits_allocated: int(tags::BITS_ALLOCATED),
+        transfer_syntax_uid: scanned.transfer_syntax.uid.to_owned(),
+        object_key: String::new(),
+        size: size as i64,
+        sha256: sha256.to_owned(),
+        metadata,
+    };
+    Ok(Prepared {
+        study,
+        series,
+        sop,
+        record,
+        warnings,
+    })
+}
+
+/// The instance's DICOM JSON, deflate-compressed for the index.
+fn metadata_document(scanned: &Scanned, instance_path: &str) -> std::io::Result<Vec<u8>> {
+    let mut json = String::with_capacity(8 * 1024);
+    write_dataset(
+        &mut json,
+        &scanned.dataset,
+        &JsonOptions {
+            encoding: scanned.encoding(),
+            instance_path,
+        },
+    );
+    let mut enc = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(json.len() / 3),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(json.as_bytes())?;
+    enc.finish()
+}
+
+/// Inflates a stored metadata document.
+pub fn inflate_metadata(doc: &[u8]) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut out = String::with_capacity(doc.len() * 4);
+    flate2::read::DeflateDecoder::new(doc).read_to_string(&mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,13 @@
+//! Phim: an open-source PACS. DICOMweb (STOW-RS, WADO-RS, QIDO-RS) over
+//! object storage and a SQL index. See ARCHITECTURE.md for the map.
+
+pub mod config;
+pub mod dicom;
+pub mod dicomweb;
+pub mod error;
+pub mod import;
+pub mod index;
+pub mod ingest;
+pub mod server;
+pub mod store;
+pub mod synth;

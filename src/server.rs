@@ -1,0 +1,159 @@
+//! The HTTP server: application state built once at start-up, routes,
+//! graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+
+use crate::config::{redact_url, ServeArgs};
+use crate::dicom::scan::ScanLimits;
+use crate::dicomweb;
+use crate::index::{self, Index};
+use crate::ingest::{Ingest, IngestConfig};
+use crate::store::Store;
+
+/// Everything a request handler needs, built once.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The metadata index (SQLite or PostgreSQL).
+    pub index: Arc<dyn Index>,
+    /// Object storage for instances.
+    pub store: Store,
+    /// The ingest pipeline (STOW-RS, import, C-STORE).
+    pub ingest: Ingest,
+    /// Base URL for RetrieveURL/BulkDataURI when set; else from Host.
+    pub public_url: Option<String>,
+    /// The bound address (fallback for URLs without a Host header).
+    pub listen_addr: SocketAddr,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest("/dicomweb", dicomweb::routes())
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(st): State<AppState>) -> (StatusCode, String) {
+    let index = st.index.ping().await;
+    let store = st.store.ping().await;
+    match (index, store) {
+        (Ok(()), Ok(())) => (StatusCode::OK, "ready\n".into()),
+        (i, s) => {
+            if let Err(e) = &i {
+                tracing::warn!(error = %e, "readiness: index");
+            }
+            if let Err(e) = &s {
+                tracing::warn!(error = %e, "readiness: store");
+            }
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "index: {}, store: {}\n",
+                    if i.is_ok() { "ok" } else { "unavailable" },
+                    if s.is_ok() { "ok" } else { "unavailable" }
+                ),
+            )
+        }
+    }
+}
+
+/// Opens the index and store and builds the ingest pipeline (shared by
+/// `serve` and `import`).
+pub async fn open_backends(
+    storage: &crate::config::StorageArgs,
+    ingest: &crate::config::IngestArgs,
+) -> anyhow_like::Result<(Arc<dyn Index>, Store, Ingest)> {
+    std::fs::create_dir_all(&storage.data_dir).map_err(|e| {
+        format!(
+            "cannot create data folder {}: {e}",
+            storage.data_dir.display()
+        )
+    })?;
+    let db_url = storage.database_url();
+    let index = index::open(&db_url, true)
+        .await
+        .map_err(|e| format!("index {}: {e}", redact_url(&db_url)))?;
+    let location = storage.store_location().map_err(|e| e.to_string())?;
+    let store = Store::open(&location, &storage.s3_options()).map_err(|e| e.to_string())?;
+    let pipeline = Ingest::new(
+        store.clone(),
+        index.clone(),
+        IngestConfig {
+            spool_dir: storage.spool_dir(),
+            max_instance_size: ingest.max_instance_size,
+            on_duplicate: ingest.on_duplicate,
+            concurrency: ingest.ingest_concurrency,
+            limits: ScanLimits::default(),
+        },
+    )
+    .map_err(|e| format!("cannot create spool folder: {e}"))?;
+    tracing::info!(
+        data_dir = %storage.data_dir.display(),
+        index = %redact_url(&db_url),
+        store = %store.description(),
+        on_duplicate = ?ingest.on_duplicate,
+        max_instance_size = ingest.max_instance_size,
+        ingest_concurrency = ingest.ingest_concurrency,
+        "back ends ready"
+    );
+    Ok((index, store, pipeline))
+}
+
+/// Minimal string-error result for start-up paths.
+pub mod anyhow_like {
+    pub type Result<T> = std::result::Result<T, String>;
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
+    let (index, store, ingest) = open_backends(&args.storage, &args.ingest).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let state = AppState {
+        index,
+        store,
+        ingest,
+        public_url: args.public_url.clone(),
+        listen_addr: addr,
+    };
+    tracing::info!("listening on http://{addr} (DICOMweb at http://{addr}/dicomweb)");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

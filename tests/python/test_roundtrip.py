@@ -1,0 +1,383 @@
+"""pydicom's test corpus through Phim: STOW-RS -> WADO-RS (byte for byte) -> metadata JSON.
+
+Every file of `pydicom.data.get_testdata_files()` (under pydicom's own test_files dir) that
+`pydicom.dcmread` reads without `force` and that has Study/Series/SOP Instance UIDs is stored,
+in batches of BATCH files per request.
+
+Several corpus files share a SOP Instance UID with different bytes. Per SOP Instance UID the
+first file (by path) is the "primary": it is stored first and round-tripped. The others
+("secondaries") are stored afterwards, at most one per UID per request, and must fail with
+0x0111 (or succeed, when their bytes equal the primary's), leaving the primary unchanged.
+"""
+
+from __future__ import annotations
+
+import collections
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+import pydicom.data
+import pytest
+from pydicom.uid import UID
+
+from dicom_json_compare import (
+    COMPARED_CHARSETS,
+    SWAP_WIDTH,
+    FileContext,
+    charset_of,
+    compare_dataset,
+    swap_bytes,
+)
+from phim_helpers import (
+    ACCEPT_OCTET_MULTIPART,
+    DICOM_JSON,
+    EXCLUSIONS,
+    FAIL_DUPLICATE,
+    FAIL_PROCESSING,
+    Instance,
+    StowResult,
+    assert_instance_bytes,
+    instance_path,
+    jvalue,
+    metadata,
+    note_exclusion,
+    parse_content_type,
+    qido,
+    response_parts,
+    stow,
+    stow_raw,
+)
+
+BATCH = 10
+DATA_ROOT = Path(pydicom.data.__file__).parent / "test_files"
+UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+# Corpus files that pydicom reads although they are damaged. The server may refuse them with
+# 0xC000 instead of storing them (or, for a secondary, instead of 0x0111).
+KNOWN_DAMAGED = {
+    "rtplan_truncated.dcm": "a value is cut short inside a sequence",
+}
+
+
+@dataclass
+class CorpusFile:
+    path: Path
+    name: str
+    study: str
+    series: str
+    sop: str
+    sop_class: str
+    charset: str
+    transfer_syntax: str
+    primary_name: str | None = None  # None: this file is the primary of its SOP Instance UID
+    same_bytes_as_primary: bool = False
+
+    @property
+    def data(self) -> bytes:
+        return self.path.read_bytes()
+
+    def read(self) -> pydicom.Dataset:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(self.path)
+
+
+def load_corpus() -> tuple[list[CorpusFile], collections.Counter]:
+    files: list[CorpusFile] = []
+    skipped: collections.Counter = collections.Counter()
+    for p in sorted(pydicom.data.get_testdata_files()):
+        path = Path(p)
+        if not path.is_file():
+            continue
+        try:
+            name = str(path.relative_to(DATA_ROOT))
+        except ValueError:
+            skipped["outside pydicom's own test_files (downloaded data)"] += 1
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ds = pydicom.dcmread(path)
+            except Exception:  # noqa: BLE001
+                skipped["not readable by pydicom.dcmread without force"] += 1
+                continue
+        if not all(k in ds and str(ds[k].value or "").strip() for k in UID_KEYWORDS):
+            skipped["without Study/Series/SOP Instance UID"] += 1
+            continue
+        files.append(
+            CorpusFile(
+                path=path,
+                name=name,
+                study=str(ds.StudyInstanceUID),
+                series=str(ds.SeriesInstanceUID),
+                sop=str(ds.SOPInstanceUID),
+                sop_class=str(ds.get("SOPClassUID", "")),
+                charset=charset_of(ds),
+                transfer_syntax=str(ds.file_meta.get("TransferSyntaxUID", "")),
+            )
+        )
+    by_sop: dict[str, list[CorpusFile]] = collections.defaultdict(list)
+    for f in files:
+        by_sop[f.sop].append(f)
+    for group in by_sop.values():
+        primary_bytes = group[0].data
+        for f in group[1:]:
+            f.primary_name = group[0].name
+            f.same_bytes_as_primary = f.data == primary_bytes
+    return files, skipped
+
+
+CORPUS, SKIPPED = load_corpus()
+BY_NAME = {f.name: f for f in CORPUS}
+PRIMARIES = [f for f in CORPUS if f.primary_name is None]
+SECONDARIES = [f for f in CORPUS if f.primary_name is not None]
+for _reason, _n in SKIPPED.items():
+    EXCLUSIONS[f"pydicom corpus files not used: {_reason}"] += _n
+
+
+def _batches() -> list[list[CorpusFile]]:
+    batches = [PRIMARIES[i : i + BATCH] for i in range(0, len(PRIMARIES), BATCH)]
+    # Secondaries in rounds: round k holds the k-th secondary of every SOP UID, so that no
+    # request carries two parts with one SOP Instance UID.
+    rank: dict[str, int] = collections.Counter()
+    rounds: dict[int, list[CorpusFile]] = collections.defaultdict(list)
+    for f in SECONDARIES:
+        rounds[rank[f.sop]].append(f)
+        rank[f.sop] += 1
+    for k in sorted(rounds):
+        r = rounds[k]
+        batches += [r[i : i + BATCH] for i in range(0, len(r), BATCH)]
+    return batches
+
+
+@dataclass
+class Stowed:
+    batches: list[list[CorpusFile]]
+    results: list[StowResult]
+    by_name: dict[str, StowResult]
+
+
+@pytest.fixture(scope="module")
+def stowed(server) -> Stowed:
+    batches = _batches()
+    results, by_name = [], {}
+    for batch in batches:
+        res = stow(server, [f.data for f in batch])
+        results.append(res)
+        for f in batch:
+            by_name[f.name] = res
+    return Stowed(batches, results, by_name)
+
+
+def _expect_stored(f: CorpusFile) -> bool:
+    return f.primary_name is None or f.same_bytes_as_primary
+
+
+def test_corpus_is_big_enough():
+    assert len(PRIMARIES) >= 80, f"only {len(PRIMARIES)} usable pydicom corpus files"
+    assert SECONDARIES, "expected pydicom files sharing a SOP Instance UID"
+
+
+def test_stow_batches_status(server, stowed):
+    problems = []
+    for batch, res in zip(stowed.batches, stowed.results):
+        ok = [f for f in batch if _expect_stored(f)]
+        expected = 200 if len(ok) == len(batch) else 409 if not ok else 202
+        if parse_content_type(res.content_type)[0] != DICOM_JSON:
+            problems.append(f"Content-Type {res.content_type!r} (expected {DICOM_JSON})")
+        if res.status != expected and not any(f.name in KNOWN_DAMAGED for f in batch):
+            problems.append(f"[{', '.join(f.name for f in batch)}]: expected HTTP {expected}, got {res.describe()}")
+        if res.status in (200, 202) and not res.retrieve_url:
+            problems.append(f"HTTP {res.status} without RetrieveURL (0008,1190)")
+    assert not problems, "\n".join(problems)
+
+
+def _referenced(res: StowResult, f: CorpusFile):
+    return [i for i in res.referenced if i.sop_instance == f.sop]
+
+
+def _failed(res: StowResult, f: CorpusFile):
+    return [i for i in res.failed if i.sop_instance == f.sop]
+
+
+@pytest.mark.parametrize("name", [f.name for f in PRIMARIES])
+def test_stored_and_retrieved_byte_identical(server, stowed, name):
+    f = BY_NAME[name]
+    res = stowed.by_name[name]
+    refs = _referenced(res, f)
+    if not refs and name in KNOWN_DAMAGED and [i.failure_reason for i in _failed(res, f)] == [FAIL_PROCESSING]:
+        note_exclusion("known-damaged corpus files refused with C000 (accepted)", name)
+        return
+    assert len(refs) == 1, f"{name} not stored: {res.describe()}"
+    item = refs[0]
+    assert item.sop_class == f.sop_class, f"ReferencedSOPClassUID {item.sop_class} != {f.sop_class}"
+    assert item.retrieve_url and f.sop in item.retrieve_url, f"RetrieveURL {item.retrieve_url!r}"
+    assert_instance_bytes(server, f.study, f.series, f.sop, f.data)
+
+
+@pytest.mark.parametrize("name", [f.name for f in SECONDARIES])
+def test_duplicate_sop_instance_uid(server, stowed, name):
+    f = BY_NAME[name]
+    primary = BY_NAME[f.primary_name]
+    res = stowed.by_name[name]
+    if f.same_bytes_as_primary:
+        assert _referenced(res, f), f"identical re-store of {name} must succeed: {res.describe()}"
+    else:
+        reasons = [i.failure_reason for i in _failed(res, f)]
+        allowed = {FAIL_DUPLICATE} | ({FAIL_PROCESSING} if name in KNOWN_DAMAGED else set())
+        assert len(reasons) == 1 and reasons[0] in allowed, (
+            f"{name} has SOP Instance UID {f.sop} of {primary.name} with different bytes: expected "
+            f"FailureReason 0111, got {res.describe()}"
+        )
+        assert not _referenced(res, f), f"{name} reported both stored and failed"
+    if not (primary.name in KNOWN_DAMAGED):
+        assert_instance_bytes(server, primary.study, primary.series, primary.sop, primary.data)
+
+
+def _context(f: CorpusFile, ds: pydicom.Dataset) -> FileContext:
+    implicit, little = ds.original_encoding
+    ts = UID(f.transfer_syntax) if f.transfer_syntax else None
+    return FileContext(
+        name=f.name,
+        implicit_vr=bool(implicit),
+        big_endian=not little,
+        encapsulated=bool(ts and ts.is_encapsulated),
+        compare_text=f.charset in COMPARED_CHARSETS,
+    )
+
+
+@pytest.mark.parametrize("name", [f.name for f in PRIMARIES])
+def test_instance_metadata(server, stowed, name):
+    f = BY_NAME[name]
+    if not _referenced(stowed.by_name[name], f):
+        pytest.fail(f"{name} was not stored: {stowed.by_name[name].describe()}")
+    ds = f.read()
+    ctx = _context(f, ds)
+    if not ctx.compare_text:
+        note_exclusion(
+            "files whose Specific Character Set is not absent/ISO_IR 6/100/192: only non-text values compared",
+            f"{name}: {f.charset}",
+        )
+    md = metadata(server, instance_path(f.study, f.series, f.sop))
+    assert len(md) == 1, f"instance metadata has {len(md)} data sets"
+    cmp = compare_dataset(ds, md[0], ctx)
+    problems = list(cmp.mismatches)
+
+    for b in cmp.bulk:
+        if not b.uri.startswith(server.base_url + "/"):
+            problems.append(f"{b.path}: BulkDataURI {b.uri} is not on this server ({server.base_url})")
+            continue
+        r = server.get(b.uri, headers={"Accept": ACCEPT_OCTET_MULTIPART})
+        if r.status_code != 200:
+            problems.append(f"{b.path}: GET BulkDataURI -> HTTP {r.status_code} {r.text[:200]}")
+            continue
+        try:
+            parts = response_parts(r)
+        except ValueError as e:
+            problems.append(f"{b.path}: bulk data answer is not multipart ({r.headers.get('Content-Type')}): {e}")
+            continue
+        if len(parts) != 1:
+            problems.append(f"{b.path}: bulk data answer has {len(parts)} parts")
+            continue
+        got = parts[0].content
+        if not b.comparable:
+            note_exclusion("encapsulated Pixel Data bulk values (fetched, not compared)", f"{name} {b.path}")
+            if not got:
+                problems.append(f"{b.path}: empty bulk data")
+            continue
+        if got == b.value:
+            continue
+        if b.swappable and got == swap_bytes(b.value, SWAP_WIDTH[b.vr]):
+            note_exclusion("big-endian bulk value returned byte-swapped (accepted)", f"{name} {b.path}")
+            continue
+        problems.append(f"{b.path}: bulk data ({len(got)} bytes) differs from the value ({len(b.value)} bytes)")
+
+    if problems:
+        shown = "\n  ".join(problems[:40])
+        more = f"\n  ... and {len(problems) - 40} more" if len(problems) > 40 else ""
+        pytest.fail(f"{name}: {len(problems)} metadata mismatches ({cmp.compared} attributes compared):\n  {shown}{more}")
+
+
+def test_bulkdata_accept_and_range(server, stowed):
+    """Pixel Data of a native Explicit VR Little Endian file through its BulkDataURI."""
+    f = BY_NAME["CT_small.dcm"]
+    assert _referenced(stowed.by_name[f.name], f), "CT_small.dcm was not stored"
+    value = f.read().PixelData
+    md = metadata(server, instance_path(f.study, f.series, f.sop))[0]
+    uri = md.get("7FE00010", {}).get("BulkDataURI")
+    assert uri, f"no BulkDataURI for Pixel Data: {md.get('7FE00010')!r:.200}"
+
+    # Default representation: multipart/related; type="application/octet-stream".
+    for accept in (ACCEPT_OCTET_MULTIPART, "*/*"):
+        r = server.get(uri, headers={"Accept": accept})
+        assert r.status_code == 200, (accept, r.status_code, r.text[:200])
+        mime, params = parse_content_type(r.headers.get("Content-Type"))
+        assert mime == "multipart/related", (accept, r.headers.get("Content-Type"))
+        assert params.get("type", "").lower() == "application/octet-stream", r.headers.get("Content-Type")
+        parts = response_parts(r)
+        assert len(parts) == 1 and parts[0].content == value
+
+    r = server.get(uri, headers={"Accept": "application/octet-stream"})
+    assert r.status_code == 200, r.text[:200]
+    assert parse_content_type(r.headers.get("Content-Type"))[0] == "application/octet-stream"
+    assert r.content == value
+
+    r = server.get(uri, headers={"Accept": "application/octet-stream", "Range": "bytes=100-1099"})
+    assert r.status_code == 206, r.status_code
+    assert r.content == value[100:1100], f"range body of {len(r.content)} bytes"
+    assert r.headers.get("Content-Range") == f"bytes 100-1099/{len(value)}", r.headers.get("Content-Range")
+
+    r = server.get(uri, headers={"Accept": "application/octet-stream", "Range": "bytes=-16"})
+    assert r.status_code == 206 and r.content == value[-16:]
+
+
+def test_qido_finds_corpus(server, stowed):
+    stored = [f for f in PRIMARIES if _referenced(stowed.by_name[f.name], f)]
+    assert stored, "nothing stored"
+    sample = stored[:: max(1, len(stored) // 12)]
+    problems = []
+    for f in sample:
+        hits = qido(server, "/dicomweb/instances", {"SOPInstanceUID": f.sop})
+        if [jvalue(h, "00080018") for h in hits] != [f.sop]:
+            problems.append(f"instances?SOPInstanceUID={f.sop} ({f.name}) -> {len(hits)} hits")
+        hits = qido(server, "/dicomweb/studies", {"StudyInstanceUID": f.study})
+        if [jvalue(h, "0020000D") for h in hits] != [f.study]:
+            problems.append(f"studies?StudyInstanceUID={f.study} ({f.name}) -> {len(hits)} hits")
+        hits = qido(server, f"/dicomweb/studies/{f.study}/series/{f.series}/instances")
+        if f.sop not in [jvalue(h, "00080018") for h in hits]:
+            problems.append(f"studies/{f.study}/series/{f.series}/instances lacks {f.sop} ({f.name})")
+    assert not problems, "\n".join(problems)
+
+
+def test_stow_single_application_dicom_body(server):
+    inst = Instance.make("roundtrip/single-body")
+    res = stow_raw(server, inst.data, "application/dicom")
+    assert res.status == 200, res.describe()
+    assert inst.sop in res.referenced_uids(), res.describe()
+    assert_instance_bytes(server, inst.study, inst.series, inst.sop, inst.data)
+
+
+def test_stow_to_study_url(server):
+    inst = Instance.make("roundtrip/study-url")
+    res = stow(server, [inst.data], study=inst.study)
+    assert res.status == 200, res.describe()
+    assert inst.sop in res.referenced_uids()
+    assert_instance_bytes(server, inst.study, inst.series, inst.sop, inst.data)
+
+
+def test_stow_part_without_preamble(server):
+    """A Part-10 stream that starts directly with the File Meta group (no 128-byte preamble and
+    'DICM'), as pydicom.dcmwrite writes data sets made in code and dicomweb-client sends them."""
+    import io
+
+    inst = Instance.make("roundtrip/no-preamble")
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, inst.ds)  # enforce_file_format=False: no preamble
+    data = buf.getvalue()
+    assert data[:4] == b"\x02\x00\x02\x00" and data != inst.data
+    res = stow(server, [data])
+    assert res.status == 200, res.describe()
+    assert inst.sop in res.referenced_uids()
+    assert_instance_bytes(server, inst.study, inst.series, inst.sop, data)
