@@ -864,7 +864,7 @@ pub(crate) mod tests_support {
     /// Builds a minimal Explicit VR LE Part 10 file.
     pub fn part10(dataset: &[u8], ts: &str) -> Vec<u8> {
         let mut meta = Vec::new();
-        let mut push = |out: &mut Vec<u8>, g: u16, e: u16, vr: &[u8; 2], v: &[u8]| {
+        let push = |out: &mut Vec<u8>, g: u16, e: u16, vr: &[u8; 2], v: &[u8]| {
             out.extend_from_slice(&g.to_le_bytes());
             out.extend_from_slice(&e.to_le_bytes());
             out.extend_from_slice(vr);
