@@ -9,7 +9,7 @@
 #
 # Extra arguments are passed to pytest, e.g. `bash scripts/test.sh -k roundtrip -x`.
 # Environment knobs:
-#   PHIM_SKIP_CARGO=1   skip step 4 (use an already built target/debug/phim)
+#   PHIM_SKIP_CARGO=1   skip step 4 (use an already built target/debug/phim, or $PHIM_BIN)
 #   PHIM_TOOLS_DIR      where s3s-fs is installed (default ~/.cache/phim-tools)
 set -euo pipefail
 
@@ -102,7 +102,11 @@ fi
 
 # ---------------------------------------------------------------- 5. pytest
 step "pytest tests/python"
-export PHIM_BIN=$ROOT/target/debug/phim
+if [ "${PHIM_SKIP_CARGO:-0}" = 1 ] && [ -n "${PHIM_BIN:-}" ]; then
+    note "PHIM_BIN=$PHIM_BIN (PHIM_SKIP_CARGO=1)"
+else
+    export PHIM_BIN=$ROOT/target/debug/phim
+fi
 set +e
 "$VENV/bin/python" -m pytest -q tests/python "$@"
 rc=$?

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! One index suite, run against SQLite and PostgreSQL.
 
 mod common;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! One storage suite, run against the filesystem, memory and a real
 //! S3-compatible server.
 

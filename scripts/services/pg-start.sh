@@ -75,7 +75,7 @@ find_bindir() {
         dirname "$(readlink -f "$(command -v initdb)")"
         return 0
     fi
-    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
         if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then echo "$d"; return 0; fi
     done
     return 1
@@ -125,7 +125,12 @@ cleanup_on_error() {
     as_pg "$BINDIR/pg_ctl" -D "$CLUSTER_DIR/data" -m immediate stop >/dev/null 2>&1 || true
     rm -rf "$CLUSTER_DIR"
 }
-trap 'rc=$?; if [ $rc -ne 0 ]; then cleanup_on_error; fi' EXIT
+# shellcheck disable=SC2317  # called from the EXIT trap
+on_exit() {
+    local rc=$?
+    if [ "$rc" -ne 0 ]; then cleanup_on_error; fi
+}
+trap on_exit EXIT
 
 log "initdb in $CLUSTER_DIR/data"
 as_pg "$BINDIR/initdb" -D "$CLUSTER_DIR/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$CLUSTER_DIR/initdb.log" 2>&1 \

@@ -47,7 +47,15 @@ PY
 S3_DIR=$(mktemp -d /tmp/phim-s3.XXXXXX)
 mkdir -p "$S3_DIR/root/$BUCKET"
 pid=""
-trap 'rc=$?; if [ $rc -ne 0 ]; then [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$S3_DIR"; fi' EXIT
+# shellcheck disable=SC2317  # called from the EXIT trap
+on_exit() {
+    local rc=$?
+    if [ "$rc" -ne 0 ]; then
+        if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
+        rm -rf "$S3_DIR"
+    fi
+}
+trap on_exit EXIT
 
 # The port is picked before s3s-fs binds it, so another process could take it in between:
 # retry a few times with a new port.

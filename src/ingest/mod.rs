@@ -136,6 +136,7 @@ impl Ingest {
         config: IngestConfig,
     ) -> std::io::Result<Ingest> {
         std::fs::create_dir_all(&config.spool_dir)?;
+        remove_stale_spools(&config.spool_dir);
         let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
         Ok(Ingest {
             store,
@@ -298,6 +299,25 @@ impl Ingest {
             if let Err(e) = self.store.delete(key).await {
                 tracing::warn!(key = key.as_str(), error = %e, "unused object not deleted");
             }
+        }
+    }
+}
+
+/// Removes spool files left by a process that died mid-request. Only old
+/// ones: another process may share the data folder.
+fn remove_stale_spools(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for e in entries.flatten() {
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|t| t < cutoff)
+            .unwrap_or(false);
+        if stale && e.path().extension().is_some_and(|x| x == "part") {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }

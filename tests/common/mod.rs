@@ -1,6 +1,6 @@
 //! Shared set-up for the conformance suites: real PostgreSQL and a real
 //! S3-compatible server, as started by `make test` (scripts/test.sh).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use sqlx::{Connection, Executor, PgConnection};
 

@@ -62,8 +62,9 @@ EXCLUSION_EXAMPLES: dict[str, list[str]] = collections.defaultdict(list)
 
 def note_exclusion(category: str, example: str = "") -> None:
     EXCLUSIONS[category] += 1
-    if example and len(EXCLUSION_EXAMPLES[category]) < 5:
-        EXCLUSION_EXAMPLES[category].append(example)
+    examples = EXCLUSION_EXAMPLES[category]
+    if example and len(examples) < 5 and example not in examples:
+        examples.append(example)
 
 
 # --------------------------------------------------------------------------- binary / env
