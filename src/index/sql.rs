@@ -30,11 +30,27 @@ impl Dialect {
 pub struct SqlIndex {
     pool: AnyPool,
     dialect: Dialect,
+    /// SQLite allows one writer at a time and makes the others poll with
+    /// sleeps of up to 100 ms (busy_timeout); queueing writers here instead
+    /// keeps concurrent ingest from stalling. PostgreSQL needs no such lock.
+    write_lock: Option<tokio::sync::Mutex<()>>,
 }
 
 impl SqlIndex {
     pub fn new(pool: AnyPool, dialect: Dialect) -> SqlIndex {
-        SqlIndex { pool, dialect }
+        let write_lock = (dialect == Dialect::Sqlite).then(|| tokio::sync::Mutex::new(()));
+        SqlIndex {
+            pool,
+            dialect,
+            write_lock,
+        }
+    }
+
+    async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.write_lock {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        }
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -141,6 +157,7 @@ impl Index for SqlIndex {
 
     async fn insert_instance(&self, rec: &NewInstance) -> Result<Insert, IndexError> {
         let now = now_ms();
+        let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
 
         // INSERT … ON CONFLICT DO NOTHING, then SELECT: no row locks are
@@ -264,6 +281,7 @@ impl Index for SqlIndex {
         rec: &NewInstance,
         previous_key: &str,
     ) -> Result<bool, IndexError> {
+        let _writer = self.writer().await;
         let done = sqlx::query(
             "UPDATE instances SET sop_class_uid = $1, instance_number = $2, num_rows = $3, \
              num_columns = $4, num_frames = $5, bits_allocated = $6, transfer_syntax_uid = $7, \

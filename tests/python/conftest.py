@@ -204,12 +204,22 @@ def server(request) -> PhimServer:
 # --------------------------------------------------------------------------- reporting
 
 
+_TAIL_SHOWN: set[int] = set()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
+    """On failure, attach the log tail of each running server (in full once per server,
+    as a pointer to the log file after that, to keep the output readable)."""
     report = yield
     if report.failed:
         for srv in list(LIVE_SERVERS):
-            report.sections.append((f"phim log tail: {srv.name} ({srv.log_path})", srv.log_tail(40)))
+            title = f"phim log: {srv.name}"
+            if id(srv) in _TAIL_SHOWN:
+                report.sections.append((title, f"(tail shown at an earlier failure) {srv.log_path}"))
+            else:
+                _TAIL_SHOWN.add(id(srv))
+                report.sections.append((f"{title} (tail of {srv.log_path})", srv.log_tail(40)))
     return report
 
 

@@ -72,9 +72,14 @@ class Comparison:
         self.mismatches.append(f"{path}: {msg}")
 
 
+DATASET_TRAILING_PADDING = 0xFFFCFFFC
+
+
 def _is_excluded_tag(tag: int) -> bool:
+    """Group 0002, group lengths (gggg,0000) and Data Set Trailing Padding (FFFC,FFFC), which
+    PS3.10 gives no meaning; a server may keep or drop them in metadata."""
     group, elem = tag >> 16, tag & 0xFFFF
-    return group == 0x0002 or elem == 0x0000
+    return group == 0x0002 or elem == 0x0000 or tag == DATASET_TRAILING_PADDING
 
 
 def charset_of(ds: Dataset) -> str:
@@ -160,6 +165,8 @@ def compare_dataset(ds: Dataset, got: dict, ctx: FileContext, path: str = "", re
     expected_keys: set[str] = set()
     for elem in _elements(ds, res, ctx, path):
         if _is_excluded_tag(elem.tag):
+            if elem.tag == DATASET_TRAILING_PADDING:
+                note_exclusion("Data Set Trailing Padding (FFFC,FFFC) (not compared)", f"{ctx.name} {path}")
             continue
         key = f"{elem.tag:08X}"
         expected_keys.add(key)

@@ -388,7 +388,7 @@ class StowItem:
     failure_reason: int | None = None
 
 
-@dataclass
+@dataclass(repr=False)
 class StowResult:
     status: int
     content_type: str
@@ -406,6 +406,9 @@ class StowResult:
 
     def failure_reasons(self) -> list[int | None]:
         return [i.failure_reason for i in self.failed]
+
+    def __repr__(self) -> str:
+        return f"<StowResult {self.describe()}>"
 
     def describe(self) -> str:
         refs = ", ".join(str(i.sop_instance) for i in self.referenced)
@@ -607,7 +610,7 @@ def make_instance(seed: str, **kw) -> tuple[Dataset, bytes]:
     return ds, encode(ds)
 
 
-@dataclass
+@dataclass(repr=False)
 class Instance:
     """A synthetic instance: its UIDs and Part-10 bytes."""
 
@@ -617,6 +620,9 @@ class Instance:
     sop_class: str
     data: bytes
     ds: Dataset
+
+    def __repr__(self) -> str:
+        return f"<Instance sop={self.sop} ({len(self.data)} bytes)>"
 
     @classmethod
     def make(cls, seed: str, **kw) -> "Instance":

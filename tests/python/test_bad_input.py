@@ -189,8 +189,9 @@ def test_study_uid_mismatch_only_fails_that_part(server, sentinel):
 
 
 def test_good_and_bad_parts(server, sentinel):
-    good1 = Instance.make("bad-input/mix-good-1")
-    good2 = Instance.make("bad-input/mix-good-2")
+    study = uid_for("bad-input", "mix-study")
+    good1 = Instance.make("bad-input/mix-good-1", study_uid=study)
+    good2 = Instance.make("bad-input/mix-good-2", study_uid=study)
     trunc = Instance.make("bad-input/mix-truncated")
     huge = Instance.make("bad-input/mix-huge")
     parts = [good1.data, random_bytes(3), b"", good2.data, truncated_in_header(trunc),
@@ -198,7 +199,7 @@ def test_good_and_bad_parts(server, sentinel):
     res = stow(server, parts)
     assert res.status == 202, res.describe()
     assert_json_response(res)
-    assert res.retrieve_url, "202 without RetrieveURL"
+    assert res.retrieve_url and study in res.retrieve_url, f"202 without the study's RetrieveURL: {res.retrieve_url!r}"
     assert res.referenced_uids() == {good1.sop, good2.sop}, res.describe()
     assert len(res.failed) == 4, res.describe()
     assert res.failure_reasons() == [FAIL_PROCESSING] * 4, res.describe()
