@@ -10,7 +10,15 @@ use phim::index::{self, NewInstance};
 use phim::synth::{self, Kind, StudySpec};
 
 fn ct_slice() -> Vec<u8> {
-    synth::instance(1, &StudySpec { index: 0, kind: Kind::Ct, instances: 100 }, 10)
+    synth::instance(
+        1,
+        &StudySpec {
+            index: 0,
+            kind: Kind::Ct,
+            instances: 100,
+        },
+        10,
+    )
 }
 
 fn scan(c: &mut Criterion) {
@@ -25,7 +33,14 @@ fn scan(c: &mut Criterion) {
     g.bench_function("DICOM JSON of a CT slice", |b| {
         b.iter(|| {
             let mut out = String::new();
-            write_dataset(&mut out, &scanned.dataset, &JsonOptions { encoding: scanned.encoding(), instance_path: "/x" });
+            write_dataset(
+                &mut out,
+                &scanned.dataset,
+                &JsonOptions {
+                    encoding: scanned.encoding(),
+                    instance_path: "/x",
+                },
+            );
             out
         })
     });

@@ -212,18 +212,41 @@ pub fn identity(seed: u64, study_index: u64) -> StudyIdentity {
 
 /// Generates instance `n` (0-based) of a study as a Part 10 file.
 pub fn instance(seed: u64, spec: &StudySpec, n: u32) -> Vec<u8> {
+    let frames = match spec.kind {
+        Kind::UsCine { frames } => frames,
+        _ => 1,
+    };
+    let (mut ds, sop_uid, rows, cols, bits) = header(seed, spec, n, frames);
+    let mut r = Rng::new(seed ^ (spec.index << 20) ^ n as u64);
+    let mut all = pixel_data(&mut r, spec.kind, rows, cols, n, spec.instances);
+    for f in 1..frames {
+        let mut r2 = Rng::new(seed ^ f as u64);
+        all.extend(pixel_data(&mut r2, spec.kind, rows, cols, f, frames));
+    }
+    ds.raw(0x7FE0, 0x0010, if bits == 8 { b"OB" } else { b"OW" }, &all);
+    part10(
+        spec.kind.sop_class(),
+        &sop_uid,
+        EXPLICIT_VR_LE,
+        &ds.into_bytes(),
+    )
+}
+
+/// The data set of an instance up to (not including) Pixel Data.
+fn header(
+    seed: u64,
+    spec: &StudySpec,
+    n: u32,
+    frames: u32,
+) -> (DataSetWriter, String, u16, u16, u16) {
     let id = identity(seed, spec.index);
     let sop_uid = format!("{}.{}", id.series_uid, n + 1);
-    let mut r = Rng::new(seed ^ (spec.index << 20) ^ n as u64);
-    let (rows, cols, samples, bits, signed, frames): (u16, u16, u16, u16, bool, u32) =
-        match spec.kind {
-            Kind::Ct => (512, 512, 1, 16, true, 1),
-            Kind::Mr => (256, 256, 1, 16, false, 1),
-            Kind::Cr => (2500, 2000, 1, 16, false, 1),
-            Kind::UsCine { frames } => (480, 640, 3, 8, false, frames),
-        };
-    let pixels = pixel_data(&mut r, spec.kind, rows, cols, n, spec.instances);
-
+    let (rows, cols, samples, bits, signed): (u16, u16, u16, u16, bool) = match spec.kind {
+        Kind::Ct => (512, 512, 1, 16, true),
+        Kind::Mr => (256, 256, 1, 16, false),
+        Kind::Cr => (2500, 2000, 1, 16, false),
+        Kind::UsCine { .. } => (480, 640, 3, 8, false),
+    };
     let mut ds = DataSetWriter::default();
     ds.str(0x0008, 0x0005, b"CS", "ISO_IR 192")
         .str(0x0008, 0x0008, b"CS", "ORIGINAL\\PRIMARY\\AXIAL")
@@ -308,18 +331,7 @@ pub fn instance(seed: u64, spec: &StudySpec, n: u32) -> Vec<u8> {
             .str(0x0028, 0x1052, b"DS", "-1024")
             .str(0x0028, 0x1053, b"DS", "1");
     }
-    let mut all = pixels;
-    for f in 1..frames {
-        let mut r2 = Rng::new(seed ^ f as u64);
-        all.extend(pixel_data(&mut r2, spec.kind, rows, cols, f, frames));
-    }
-    ds.raw(0x7FE0, 0x0010, if bits == 8 { b"OB" } else { b"OW" }, &all);
-    part10(
-        spec.kind.sop_class(),
-        &sop_uid,
-        EXPLICIT_VR_LE,
-        &ds.into_bytes(),
-    )
+    (ds, sop_uid, rows, cols, bits)
 }
 
 /// A phantom: an elliptic body with a few "organs" and noise, so that
@@ -386,6 +398,42 @@ fn pixel_data(r: &mut Rng, kind: Kind, rows: u16, cols: u16, n: u32, total: u32)
     out
 }
 
+/// Writes a large multi-frame US cine (640×480 RGB, `frames` frames) to
+/// `out` without holding it in memory: for flat-memory ingest checks.
+pub fn write_large_cine(
+    out: &mut impl std::io::Write,
+    seed: u64,
+    frames: u32,
+) -> std::io::Result<u64> {
+    let spec = StudySpec {
+        index: 9_000 + seed,
+        kind: Kind::UsCine { frames },
+        instances: 1,
+    };
+    let (ds, sop_uid, rows, cols, _) = header(seed, &spec, 0, frames);
+    let head = part10(
+        spec.kind.sop_class(),
+        &sop_uid,
+        EXPLICIT_VR_LE,
+        &ds.into_bytes(),
+    );
+    let frame_len = rows as u64 * cols as u64 * 3;
+    let len = u32::try_from(frame_len * frames as u64)
+        .map_err(|_| std::io::Error::other("too many frames for one OB value"))?;
+    out.write_all(&head)?;
+    let mut el = vec![0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0];
+    el.extend_from_slice(&len.to_le_bytes());
+    out.write_all(&el)?;
+    // A cine loop of eight distinct frames.
+    let distinct: Vec<Vec<u8>> = (0..8u32)
+        .map(|f| pixel_data(&mut Rng::new(seed ^ f as u64), spec.kind, rows, cols, f, 8))
+        .collect();
+    for f in 0..frames as usize {
+        out.write_all(&distinct[f % distinct.len()])?;
+    }
+    Ok(head.len() as u64 + el.len() as u64 + len as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,5 +455,15 @@ mod tests {
         assert_eq!(s.uint(tags::ROWS), Some(256));
         assert_eq!(s.get(tags::PIXEL_DATA).unwrap().length, 256 * 256 * 2);
         assert!(s.text(tags::PATIENT_NAME).is_some());
+    }
+
+    #[test]
+    fn large_cine_is_valid() {
+        let mut buf = Vec::new();
+        let n = write_large_cine(&mut buf, 1, 3).unwrap();
+        assert_eq!(n as usize, buf.len());
+        let s = scan_bytes(&buf, &ScanLimits::default()).unwrap();
+        assert_eq!(s.uint(tags::NUMBER_OF_FRAMES), Some(3));
+        assert_eq!(s.get(tags::PIXEL_DATA).unwrap().length, 3 * 640 * 480 * 3);
     }
 }

@@ -10,12 +10,7 @@ use phim::store::{ObjectKey, S3Options, Store, StoreError, StoreLocation};
 
 fn key(n: u32) -> ObjectKey {
     let u = |s: &str| Uid::parse(s).unwrap();
-    ObjectKey::instance(
-        &u("1.2"),
-        &u("1.2.3"),
-        &u(&format!("1.2.3.{n}")),
-        "00112233445566778899",
-    )
+    ObjectKey::instance(&u("1.2"), &format!("{n:064}"))
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {

@@ -43,6 +43,13 @@ enum Cmd {
         #[arg(long, default_value_t = 40)]
         us_frames: u32,
     },
+    /// Write one large multi-frame instance (for flat-memory ingest checks).
+    GenLarge {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        frames: u32,
+    },
     /// STOW the dataset with concurrent clients.
     Stow {
         /// DICOMweb root, e.g. http://127.0.0.1:8080/dicomweb
@@ -110,6 +117,17 @@ fn main() {
                 "generated {files} instances, {:.1} MB in {}",
                 bytes as f64 / 1e6,
                 out.display()
+            );
+        }
+        Cmd::GenLarge { out, frames } => {
+            std::fs::create_dir_all(&out).expect("create output folder");
+            let path = out.join("large-cine.dcm");
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create file"));
+            let n = synth::write_large_cine(&mut f, 1, frames).expect("write");
+            println!(
+                "generated {} ({:.1} MB, {frames} frames)",
+                path.display(),
+                n as f64 / 1e6
             );
         }
         Cmd::Stow {

@@ -95,6 +95,8 @@ impl Writer<'_, '_> {
             vr.to_string()
         );
         match &e.value {
+            // An empty sequence has no Value (PS3.18 F.2.5).
+            Value::Sequence { items, .. } if items.is_empty() => {}
             Value::Sequence { items, .. } => {
                 self.out.push_str(",\"Value\":[");
                 for (i, item) in items.iter().enumerate() {

@@ -107,13 +107,22 @@ pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
             .and_then(|v| v.to_str().ok())
             .map(|s| s.split(',').next().unwrap_or(s).trim().to_owned())
     };
-    let host = header("x-forwarded-host")
-        .or_else(|| header("host"))
-        .filter(|h| {
-            h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
-        })
-        .unwrap_or_else(|| state.listen_addr.to_string());
+    let valid = |h: &String| {
+        h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+    };
+    let host = match header("x-forwarded-host").filter(valid) {
+        Some(forwarded) => forwarded,
+        None => match header("host").filter(valid) {
+            // A Host without a port while we listen elsewhere than 80 (some
+            // clients omit it): name the port we actually listen on.
+            Some(h) if !h.ends_with(']') && !h.contains(':') && state.listen_addr.port() != 80 => {
+                format!("{h}:{}", state.listen_addr.port())
+            }
+            Some(h) => h,
+            None => state.listen_addr.to_string(),
+        },
+    };
     let proto = header("x-forwarded-proto")
         .filter(|p| p == "https" || p == "http")
         .unwrap_or_else(|| "http".into());

@@ -318,7 +318,9 @@ fn respond(base: &str, study: Option<&Uid>, results: &[PartResult]) -> Response 
 
     let status = if referenced.is_empty() {
         StatusCode::CONFLICT
-    } else if failed.is_empty() && warnings.is_empty() {
+    } else if failed.is_empty() {
+        // Notes about stored instances (nothing coerced, so no
+        // WarningReason) travel in Warning headers with a 200.
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED

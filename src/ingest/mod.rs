@@ -173,9 +173,14 @@ impl Ingest {
         let path = spool.path().to_owned();
         let limits = self.config.limits.clone();
         let (size, sha) = (spool.size(), spool.sha256().to_owned());
-        let prepared = tokio::task::spawn_blocking(move || prepare(&path, &limits, size, &sha))
+        let mut prepared = tokio::task::spawn_blocking(move || prepare(&path, &limits, size, &sha))
             .await
             .map_err(|e| IngestError::Internal(format!("scan task failed: {e}")))??;
+        if spool.prefixed() {
+            prepared.warnings.push(
+                "the file had no Part 10 preamble/DICM prefix; it was added (PS3.10 §7.1)".into(),
+            );
+        }
         let (class_uid, sop_uid) = (
             prepared.record.sop_class_uid.clone(),
             prepared.sop.to_string(),
@@ -195,12 +200,7 @@ impl Ingest {
             }
         }
 
-        let key = ObjectKey::instance(
-            &prepared.study,
-            &prepared.series,
-            &prepared.sop,
-            spool.sha256(),
-        );
+        let key = ObjectKey::instance(&prepared.study, spool.sha256());
         let mut record = prepared.record;
         record.object_key = key.as_str().to_owned();
         let stored = |outcome| Stored {

@@ -24,6 +24,9 @@ pub struct Spool {
     /// Our temporary file (removed on drop, may be moved into the store);
     /// otherwise a user's file (import) that is only read.
     owned: bool,
+    /// The received bytes lacked the Part 10 preamble and/or "DICM" prefix,
+    /// which was added in front of them.
+    prefixed: bool,
 }
 
 impl Spool {
@@ -46,6 +49,7 @@ impl Spool {
             size,
             sha256: hex::encode(hasher.finalize()),
             owned: false,
+            prefixed: false,
         })
     }
 
@@ -61,6 +65,9 @@ impl Spool {
     pub fn owned(&self) -> bool {
         self.owned
     }
+    pub fn prefixed(&self) -> bool {
+        self.prefixed
+    }
 }
 
 impl Drop for Spool {
@@ -73,6 +80,13 @@ impl Drop for Spool {
 }
 
 /// Writes chunks to a new spool file.
+///
+/// Some writers (pydicom's `dcmwrite` without `enforce_file_format`, and
+/// clients built on it) send the file meta group without the 128-byte
+/// preamble and "DICM" that PS3.10 §7.1 requires. The first bytes are held
+/// back until that can be told, and the missing prefix is written in front:
+/// what is stored and served is then a valid Part 10 file whose data is the
+/// received bytes, unchanged.
 pub struct SpoolWriter {
     file: BufWriter<tokio::fs::File>,
     path: PathBuf,
@@ -80,7 +94,11 @@ pub struct SpoolWriter {
     size: u64,
     max: u64,
     done: bool,
+    head: Option<Vec<u8>>,
+    prefixed: bool,
 }
+
+const PREFIX_LEN: usize = 132;
 
 impl SpoolWriter {
     pub async fn create(dir: &Path, max: u64) -> Result<SpoolWriter, SpoolError> {
@@ -93,20 +111,64 @@ impl SpoolWriter {
             size: 0,
             max,
             done: false,
+            head: Some(Vec::with_capacity(PREFIX_LEN)),
+            prefixed: false,
         })
     }
 
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), SpoolError> {
-        self.size += chunk.len() as u64;
-        if self.size > self.max {
+        if self.size + chunk.len() as u64 > self.max {
             return Err(SpoolError::TooLarge(self.max));
         }
-        self.hasher.update(chunk);
-        self.file.write_all(chunk).await?;
+        if let Some(head) = &mut self.head {
+            head.extend_from_slice(chunk);
+            if head.len() >= PREFIX_LEN {
+                self.flush_head().await?;
+            }
+            return Ok(());
+        }
+        self.put(chunk).await
+    }
+
+    async fn put(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
+        self.size += bytes.len() as u64;
+        self.hasher.update(bytes);
+        self.file.write_all(bytes).await?;
         Ok(())
     }
 
+    async fn flush_head(&mut self) -> Result<(), SpoolError> {
+        let Some(head) = self.head.take() else {
+            return Ok(());
+        };
+        let has_preamble = head.get(128..132) == Some(b"DICM");
+        let prefix: &[u8] = if has_preamble {
+            &[]
+        } else if head.starts_with(b"DICM") {
+            &[0u8; 128]
+        } else if head.starts_with(&[0x02, 0x00]) {
+            // A file meta group element (0002,xxxx), little endian.
+            const PREAMBLE_AND_MAGIC: [u8; 132] = {
+                let mut p = [0u8; 132];
+                p[128] = b'D';
+                p[129] = b'I';
+                p[130] = b'C';
+                p[131] = b'M';
+                p
+            };
+            &PREAMBLE_AND_MAGIC
+        } else {
+            &[]
+        };
+        if !prefix.is_empty() {
+            self.prefixed = true;
+            self.put(prefix).await?;
+        }
+        self.put(&head).await
+    }
+
     pub async fn finish(mut self) -> Result<Spool, SpoolError> {
+        self.flush_head().await?;
         self.file.flush().await?;
         self.done = true;
         Ok(Spool {
@@ -114,6 +176,7 @@ impl SpoolWriter {
             size: self.size,
             sha256: hex::encode(std::mem::take(&mut self.hasher).finalize()),
             owned: true,
+            prefixed: self.prefixed,
         })
     }
 }

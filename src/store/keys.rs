@@ -1,9 +1,11 @@
 //! The object key layout, in one place.
 //!
-//! `studies/{study}/series/{series}/instances/{sop}/{sha256[..16]}.dcm`:
-//! grouped by study so a study can be listed or removed by prefix, and
-//! versioned by content hash so a different object for the same SOP Instance
-//! UID never overwrites the stored one before the index has decided.
+//! `studies/{study}/{sha256[..32]}.dcm`: grouped by study so a study can be
+//! listed or removed by prefix, and named by content hash so a different
+//! object for the same SOP Instance UID never overwrites the stored one
+//! before the index has decided (the index maps SOP Instance UIDs to keys).
+//! Keys stay under 120 bytes: S3 allows 1024, but some servers map keys to
+//! file names and fail far earlier (s3s-fs at about 160).
 
 use object_store::path::Path;
 
@@ -13,11 +15,9 @@ use crate::dicom::Uid;
 pub struct ObjectKey(Path);
 
 impl ObjectKey {
-    pub fn instance(study: &Uid, series: &Uid, sop: &Uid, sha256_hex: &str) -> ObjectKey {
-        let version = sha256_hex.get(..16).unwrap_or(sha256_hex);
-        ObjectKey(Path::from(format!(
-            "studies/{study}/series/{series}/instances/{sop}/{version}.dcm"
-        )))
+    pub fn instance(study: &Uid, sha256_hex: &str) -> ObjectKey {
+        let name = sha256_hex.get(..32).unwrap_or(sha256_hex);
+        ObjectKey(Path::from(format!("studies/{study}/{name}.dcm")))
     }
 
     /// A key that never exists, for readiness probes.
@@ -46,11 +46,14 @@ mod tests {
     #[test]
     fn instance_key_layout() {
         let u = |s| Uid::parse(s).unwrap();
-        let k = ObjectKey::instance(&u("1.2"), &u("1.3"), &u("1.4"), "abcdef0123456789ffff");
+        let sha = "abcdef0123456789abcdef0123456789ffff";
+        let k = ObjectKey::instance(&u("1.2"), sha);
         assert_eq!(
             k.as_str(),
-            "studies/1.2/series/1.3/instances/1.4/abcdef0123456789.dcm"
+            "studies/1.2/abcdef0123456789abcdef0123456789.dcm"
         );
+        let longest = ObjectKey::instance(&u(&"1".repeat(64)), &"f".repeat(64));
+        assert!(longest.as_str().len() < 120);
         assert_eq!(ObjectKey::from_stored(k.as_str()).unwrap(), k);
     }
 }
