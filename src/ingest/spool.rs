@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::AsyncReadExt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -81,6 +81,10 @@ impl Drop for Spool {
 
 /// Writes chunks to a new spool file.
 ///
+/// Chunks are gathered in memory up to [`FLUSH_AT`] and then hashed and
+/// written in one call on the blocking pool: an instance of a few hundred
+/// KB costs one thread hop, and SHA-256 never runs on the async workers.
+///
 /// Some writers (pydicom's `dcmwrite` without `enforce_file_format`, and
 /// clients built on it) send the file meta group without the 128-byte
 /// preamble and "DICM" that PS3.10 §7.1 requires. The first bytes are held
@@ -88,30 +92,35 @@ impl Drop for Spool {
 /// what is stored and served is then a valid Part 10 file whose data is the
 /// received bytes, unchanged.
 pub struct SpoolWriter {
-    file: BufWriter<tokio::fs::File>,
+    /// File and hasher; `None` only while a flush is running.
+    sink: Option<(std::fs::File, Sha256)>,
+    pending: Vec<u8>,
     path: PathBuf,
-    hasher: Sha256,
+    /// Bytes accepted so far (prefix included).
     size: u64,
     max: u64,
     done: bool,
-    head: Option<Vec<u8>>,
+    /// Still deciding whether a prefix is needed.
+    head_open: bool,
     prefixed: bool,
 }
 
 const PREFIX_LEN: usize = 132;
+/// Pending bytes that trigger a write.
+const FLUSH_AT: usize = 1 << 20;
 
 impl SpoolWriter {
     pub async fn create(dir: &Path, max: u64) -> Result<SpoolWriter, SpoolError> {
         let path = dir.join(format!("{}.part", uuid::Uuid::new_v4().simple()));
-        let file = tokio::fs::File::create(&path).await?;
+        let file = tokio::fs::File::create(&path).await?.into_std().await;
         Ok(SpoolWriter {
-            file: BufWriter::with_capacity(256 * 1024, file),
+            sink: Some((file, Sha256::new())),
+            pending: Vec::with_capacity(FLUSH_AT + 64 * 1024),
             path,
-            hasher: Sha256::new(),
             size: 0,
             max,
             done: false,
-            head: Some(Vec::with_capacity(PREFIX_LEN)),
+            head_open: true,
             prefixed: false,
         })
     }
@@ -120,61 +129,77 @@ impl SpoolWriter {
         if self.size + chunk.len() as u64 > self.max {
             return Err(SpoolError::TooLarge(self.max));
         }
-        if let Some(head) = &mut self.head {
-            head.extend_from_slice(chunk);
-            if head.len() >= PREFIX_LEN {
-                self.flush_head().await?;
-            }
-            return Ok(());
+        self.size += chunk.len() as u64;
+        self.pending.extend_from_slice(chunk);
+        if self.head_open && self.pending.len() >= PREFIX_LEN {
+            self.close_head();
         }
-        self.put(chunk).await
-    }
-
-    async fn put(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
-        self.size += bytes.len() as u64;
-        self.hasher.update(bytes);
-        self.file.write_all(bytes).await?;
+        if !self.head_open && self.pending.len() >= FLUSH_AT {
+            self.flush().await?;
+        }
         Ok(())
     }
 
-    async fn flush_head(&mut self) -> Result<(), SpoolError> {
-        let Some(head) = self.head.take() else {
-            return Ok(());
-        };
-        let has_preamble = head.get(128..132) == Some(b"DICM");
-        let prefix: &[u8] = if has_preamble {
-            &[]
-        } else if head.starts_with(b"DICM") {
-            &[0u8; 128]
+    /// Decides on the Part 10 prefix once the first bytes are known.
+    fn close_head(&mut self) {
+        self.head_open = false;
+        let head = &self.pending;
+        if head.get(128..132) == Some(b"DICM") {
+            return;
+        }
+        let prefix: Vec<u8> = if head.starts_with(b"DICM") {
+            vec![0u8; 128]
         } else if head.starts_with(&[0x02, 0x00]) {
             // A file meta group element (0002,xxxx), little endian.
-            const PREAMBLE_AND_MAGIC: [u8; 132] = {
-                let mut p = [0u8; 132];
-                p[128] = b'D';
-                p[129] = b'I';
-                p[130] = b'C';
-                p[131] = b'M';
-                p
-            };
-            &PREAMBLE_AND_MAGIC
+            let mut p = vec![0u8; 128];
+            p.extend_from_slice(b"DICM");
+            p
         } else {
-            &[]
+            return; // not DICOM: the scan will say so
         };
-        if !prefix.is_empty() {
-            self.prefixed = true;
-            self.put(prefix).await?;
+        self.prefixed = true;
+        self.size += prefix.len() as u64;
+        self.pending.splice(0..0, prefix);
+    }
+
+    /// Hashes and writes the pending bytes on the blocking pool.
+    async fn flush(&mut self) -> Result<(), SpoolError> {
+        if self.pending.is_empty() {
+            return Ok(());
         }
-        self.put(&head).await
+        let (mut file, mut hasher) = self
+            .sink
+            .take()
+            .ok_or_else(|| SpoolError::Io(std::io::Error::other("spool writer poisoned")))?;
+        let mut buf = std::mem::take(&mut self.pending);
+        let (file, hasher, buf) = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            hasher.update(&buf);
+            file.write_all(&buf)?;
+            buf.clear();
+            Ok::<_, std::io::Error>((file, hasher, buf))
+        })
+        .await
+        .map_err(|e| SpoolError::Io(std::io::Error::other(e)))??;
+        self.sink = Some((file, hasher));
+        self.pending = buf;
+        Ok(())
     }
 
     pub async fn finish(mut self) -> Result<Spool, SpoolError> {
-        self.flush_head().await?;
-        self.file.flush().await?;
+        if self.head_open {
+            self.close_head();
+        }
+        self.flush().await?;
+        let (_, hasher) = self
+            .sink
+            .take()
+            .ok_or_else(|| SpoolError::Io(std::io::Error::other("spool writer poisoned")))?;
         self.done = true;
         Ok(Spool {
             path: std::mem::take(&mut self.path),
             size: self.size,
-            sha256: hex::encode(std::mem::take(&mut self.hasher).finalize()),
+            sha256: hex::encode(hasher.finalize()),
             owned: true,
             prefixed: self.prefixed,
         })
