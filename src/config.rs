@@ -107,6 +107,68 @@ pub struct ServeArgs {
     /// Public base URL used in RetrieveURL and BulkDataURI (default: from the request's Host).
     #[arg(long, env = "PHIM_PUBLIC_URL")]
     pub public_url: Option<String>,
+    #[command(flatten)]
+    pub dimse: DimseArgs,
+}
+
+/// The DICOM (DIMSE) listener for modalities and workstations.
+#[derive(Debug, Clone, Args)]
+pub struct DimseArgs {
+    /// DICOM listen address, or "off" to disable DIMSE.
+    #[arg(long, env = "PHIM_DICOM_LISTEN", default_value = "127.0.0.1:11112")]
+    pub dicom_listen: String,
+    /// Our AE title (the called AE title peers must use).
+    #[arg(long, env = "PHIM_AE_TITLE", default_value = "PHIM")]
+    pub ae_title: String,
+    /// Calling AE titles allowed to associate (repeatable or comma-separated; default: any).
+    #[arg(long = "dicom-allow", env = "PHIM_DICOM_ALLOW", value_delimiter = ',')]
+    pub dicom_allow: Vec<String>,
+    /// Associations served at once; more are rejected (transient, local limit exceeded).
+    #[arg(long, env = "PHIM_DICOM_MAX_ASSOCIATIONS", default_value_t = 32)]
+    pub dicom_max_associations: usize,
+    /// ARTIM, read and write timeout of associations, in seconds.
+    #[arg(long, env = "PHIM_DICOM_TIMEOUT", default_value_t = 60)]
+    pub dicom_timeout: u64,
+    /// Largest P-DATA PDU accepted, in bytes.
+    #[arg(long, env = "PHIM_DICOM_MAX_PDU", default_value_t = 262_144)]
+    pub dicom_max_pdu: u32,
+}
+
+impl DimseArgs {
+    /// The listener configuration, or `None` when DIMSE is off.
+    pub fn config(&self) -> Result<Option<crate::dimse::DimseConfig>, String> {
+        if self.dicom_listen.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let listen = self
+            .dicom_listen
+            .parse()
+            .map_err(|e| format!("--dicom-listen '{}': {e}", self.dicom_listen))?;
+        let ae = self.ae_title.trim();
+        if ae.is_empty()
+            || ae.len() > 16
+            || !ae.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+            || ae.contains('\\')
+        {
+            return Err(format!(
+                "--ae-title '{}' is not a valid AE title (1-16 characters, PS3.5 §6.2)",
+                self.ae_title
+            ));
+        }
+        Ok(Some(crate::dimse::DimseConfig {
+            listen,
+            ae_title: ae.to_owned(),
+            allowed_callers: self
+                .dicom_allow
+                .iter()
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty())
+                .collect(),
+            max_associations: self.dicom_max_associations,
+            timeout: std::time::Duration::from_secs(self.dicom_timeout.max(1)),
+            max_pdu_length: self.dicom_max_pdu.clamp(4096, 16 << 20),
+        }))
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod dicom;
 pub mod dicomweb;
+pub mod dimse;
 pub mod error;
 pub mod import;
 pub mod index;

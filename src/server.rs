@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{redact_url, ServeArgs};
 use crate::dicom::scan::ScanLimits;
@@ -115,11 +116,36 @@ pub mod anyhow_like {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
+    let dimse = args.dimse.config()?;
     let (index, store, ingest) = open_backends(&args.storage, &args.ingest).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let shutdown = CancellationToken::new();
+
+    let dimse_task = match dimse {
+        Some(config) => {
+            let dicom = crate::dimse::bind(&config)
+                .await
+                .map_err(|e| format!("cannot listen for DICOM on {}: {e}", config.listen))?;
+            let dicom_addr = dicom.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(
+                ae_title = %config.ae_title,
+                allowed_callers = ?config.allowed_callers,
+                max_associations = config.max_associations,
+                "DICOM listening on {dicom_addr}"
+            );
+            Some(tokio::spawn(crate::dimse::serve(
+                dicom,
+                config,
+                ingest.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+
     let state = AppState {
         index,
         store,
@@ -128,10 +154,22 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         listen_addr: addr,
     };
     tracing::info!("listening on http://{addr} (DICOMweb at http://{addr}/dicomweb)");
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            shutdown.cancel();
+        }
+    });
+    let http_shutdown = shutdown.clone();
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
         .await
         .map_err(|e| e.to_string())?;
+    shutdown.cancel();
+    if let Some(t) = dimse_task {
+        let _ = t.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

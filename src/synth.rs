@@ -2,10 +2,10 @@
 //! generator of realistic-looking Part 10 files (CT, MR, CR, US cine), so
 //! no test data is committed and every run sees the same bytes.
 //!
-//! The writer here only produces Explicit VR Little Endian; it is for
-//! generating data, never for re-encoding received instances.
+//! Files are Explicit VR Little Endian, written with `dicom::write`.
 
 use crate::dicom::transfer_syntax::EXPLICIT_VR_LE;
+use crate::dicom::write::{file_meta_prefix, ElementWriter as DataSetWriter};
 
 /// A small, fast, seedable generator (SplitMix64).
 #[derive(Debug, Clone)]
@@ -35,60 +35,6 @@ impl Rng {
     }
 }
 
-/// Builds an Explicit VR Little Endian data set, elements in tag order.
-#[derive(Default)]
-pub struct DataSetWriter {
-    buf: Vec<u8>,
-}
-
-fn long_form(vr: &[u8; 2]) -> bool {
-    matches!(
-        vr,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"SQ"
-            | b"SV"
-            | b"UC"
-            | b"UN"
-            | b"UR"
-            | b"UT"
-            | b"UV"
-    )
-}
-
-impl DataSetWriter {
-    pub fn raw(&mut self, group: u16, element: u16, vr: &[u8; 2], value: &[u8]) -> &mut Self {
-        let mut v = value.to_vec();
-        if v.len() % 2 == 1 {
-            v.push(if vr == b"UI" || vr == b"OB" { 0 } else { b' ' });
-        }
-        self.buf.extend_from_slice(&group.to_le_bytes());
-        self.buf.extend_from_slice(&element.to_le_bytes());
-        self.buf.extend_from_slice(vr);
-        if long_form(vr) {
-            self.buf.extend_from_slice(&[0, 0]);
-            self.buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
-        } else {
-            self.buf.extend_from_slice(&(v.len() as u16).to_le_bytes());
-        }
-        self.buf.extend_from_slice(&v);
-        self
-    }
-    pub fn str(&mut self, group: u16, element: u16, vr: &[u8; 2], value: &str) -> &mut Self {
-        self.raw(group, element, vr, value.as_bytes())
-    }
-    pub fn us(&mut self, group: u16, element: u16, value: u16) -> &mut Self {
-        self.raw(group, element, b"US", &value.to_le_bytes())
-    }
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.buf
-    }
-}
-
 /// Wraps a data set in a Part 10 file (preamble, DICM, meta group).
 pub fn part10(
     sop_class: &str,
@@ -96,21 +42,7 @@ pub fn part10(
     transfer_syntax: &str,
     dataset: &[u8],
 ) -> Vec<u8> {
-    let mut meta = DataSetWriter::default();
-    meta.raw(0x0002, 0x0001, b"OB", &[0, 1])
-        .str(0x0002, 0x0002, b"UI", sop_class)
-        .str(0x0002, 0x0003, b"UI", sop_instance)
-        .str(0x0002, 0x0010, b"UI", transfer_syntax)
-        .str(0x0002, 0x0012, b"UI", "1.2.826.0.1.3680043.10.1420.1")
-        .str(0x0002, 0x0013, b"SH", "PHIM_SYNTH");
-    let meta = meta.into_bytes();
-    let mut out = Vec::with_capacity(132 + 12 + meta.len() + dataset.len());
-    out.resize(128, 0);
-    out.extend_from_slice(b"DICM");
-    let mut gl = DataSetWriter::default();
-    gl.raw(0x0002, 0x0000, b"UL", &(meta.len() as u32).to_le_bytes());
-    out.extend_from_slice(&gl.into_bytes());
-    out.extend_from_slice(&meta);
+    let mut out = file_meta_prefix(sop_class, sop_instance, transfer_syntax);
     out.extend_from_slice(dataset);
     out
 }

@@ -6,6 +6,7 @@ pub mod scan;
 pub mod text;
 pub mod transfer_syntax;
 pub mod uid;
+pub mod write;
 
 pub use dicom_dictionary_std::tags;
 pub use uid::Uid;

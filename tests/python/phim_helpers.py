@@ -30,6 +30,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 LISTEN_RE = re.compile(r"listening on http://([0-9.]+:[0-9]+)")
+DICOM_LISTEN_RE = re.compile(r"DICOM listening on ([0-9.]+):([0-9]+)")
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -113,6 +114,10 @@ class PhimServer:
         self.env.setdefault("NO_COLOR", "1")
         self.proc: subprocess.Popen | None = None
         self.addr: str | None = None
+        # (host, port) of the DIMSE listener; every test server picks a free port.
+        self.dicom_addr: tuple[str, int] | None = None
+        if not any(a.startswith("--dicom-listen") for a in self.args):
+            self.args += ["--dicom-listen", "127.0.0.1:0"]
         self.http = requests.Session()
         self.exit_code: int | None = None
 
@@ -131,6 +136,9 @@ class PhimServer:
         deadline = time.monotonic() + timeout
         try:
             self.addr = self._wait_listening(deadline)
+            m = DICOM_LISTEN_RE.search(ANSI_RE.sub("", self.log_text()))
+            if m:
+                self.dicom_addr = (m.group(1), int(m.group(2)))
             self._wait_ready(deadline)
         except BaseException:
             self.stop()

@@ -1,0 +1,255 @@
+"""DIMSE with real peers: dcmtk's echoscu/storescu and pynetdicom against `phim serve`.
+
+C-STORE shares the STOW-RS ingest path, so what a modality sends is visible over
+QIDO/WADO exactly as if it came by STOW; the data set arrives without a file meta
+group and is stored behind Phim's own, byte for byte."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pydicom.data
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (
+    CTImageStorage,
+    SecondaryCaptureImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
+
+from phim_helpers import Instance, assert_instance_bytes, qido, wado_instance_bytes
+
+DCMTK = shutil.which("storescu") and shutil.which("echoscu")
+pytestmark = pytest.mark.skipif(not DCMTK, reason="dcmtk is installed by `make test`")
+
+
+def dataset_bytes(part10: bytes) -> bytes:
+    """The data set of a Part 10 file (what travels over DIMSE)."""
+    assert part10[128:132] == b"DICM"
+    group_len = int.from_bytes(part10[140:144], "little")
+    return part10[144 + group_len :]
+
+
+def dimse_env() -> dict:
+    env = dict(os.environ)
+    env["TCP_NODELAY"] = "1"
+    return env
+
+
+def run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=dimse_env())
+
+
+def write_study(tmp: Path, seed: str, n: int) -> list[Instance]:
+    out = []
+    study = f"2.25.{abs(hash(seed)) % 10**20}1"
+    series = study + ".1"
+    for i in range(n):
+        inst = Instance.make(f"{seed}-{i}", study_uid=study, series_uid=series,
+                             instance_number=i + 1, rows=64, cols=64)
+        (tmp / f"{i:03d}.dcm").write_bytes(inst.data)
+        out.append(inst)
+    return out
+
+
+def test_c_echo(server):
+    host, port = server.dicom_addr
+    r = run(["echoscu", "-aec", "PHIM", host, str(port)])
+    assert r.returncode == 0, r.stderr
+    wrong = run(["echoscu", "-aec", "NOT_PHIM", host, str(port)])
+    assert wrong.returncode != 0
+    assert "Called AE Title Not Recognized" in wrong.stderr + wrong.stdout
+
+
+def test_storescu_study_is_visible_over_dicomweb(server, tmp_path):
+    insts = write_study(tmp_path, f"dimse-study-{server.profile}", 12)
+    host, port = server.dicom_addr
+    r = run(["storescu", "-aec", "PHIM", "-aet", "MODALITY", host, str(port), *sorted(map(str, tmp_path.glob("*.dcm")))])
+    assert r.returncode == 0, r.stderr
+    study = insts[0].study
+    found = qido(server, "/dicomweb/studies", {"StudyInstanceUID": study})
+    assert len(found) == 1
+    assert found[0]["00201208"]["Value"] == [12]
+    for inst in insts[:3]:
+        got = wado_instance_bytes(server, inst.study, inst.series, inst.sop)
+        # Phim's own meta group, then the data set exactly as sent.
+        assert dataset_bytes(got) == dataset_bytes(inst.data)
+        ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(got))
+        assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert ds.file_meta.MediaStorageSOPInstanceUID == inst.sop
+
+
+# pydicom sample file, and the storescu option that proposes its transfer syntax first.
+SAMPLES = [
+    ("CT_small.dcm", "-xe"),
+    ("MR_small_implicit.dcm", "-xi"),
+    ("MR_small_bigendian.dcm", "-xb"),
+    ("JPEG2000.dcm", "-xw"),
+    ("MR_small_jp2klossless.dcm", "-xv"),
+    ("SC_rgb_rle.dcm", "-xr"),
+    ("image_dfl.dcm", "-xd"),
+    ("SC_rgb_jpeg_dcmtk.dcm", "-xy"),
+    ("SC_rgb_jpeg_gdcm.dcm", "-xs"),
+    ("MR_small_jpeg_ls_lossless.dcm", "-xt"),
+]
+
+
+def same_content(a: pydicom.Dataset, b: pydicom.Dataset) -> list[str]:
+    """Differences between two data sets, ignoring group lengths and padding
+    (storescu re-encodes the data set it sends)."""
+    diffs = []
+    for elem in a:
+        if elem.tag.element == 0 or elem.tag == 0xFFFCFFFC:
+            continue
+        if elem.tag not in b:
+            diffs.append(f"{elem.tag} missing")
+        elif elem.VR != "SQ" and b[elem.tag].value != elem.value:
+            diffs.append(f"{elem.tag} differs")
+    return diffs
+
+
+@pytest.mark.parametrize("name,propose", SAMPLES)
+def test_storescu_pydicom_samples_in_their_transfer_syntax(phim_factory, tmp_path, name, propose):
+    server = phim_factory.start("embedded")
+    path = Path(pydicom.data.get_testdata_file(name))
+    original = pydicom.dcmread(path)
+    host, port = server.dicom_addr
+    # Phim must accept the file's own transfer syntax: no conversion by storescu.
+    r = run(["storescu", "-aec", "PHIM", propose, "--required", host, str(port), str(path)])
+    assert r.returncode == 0, r.stderr + r.stdout
+    got = wado_instance_bytes(server, original.StudyInstanceUID, original.SeriesInstanceUID,
+                              original.SOPInstanceUID)
+    ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(got))
+    assert ds.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+    assert same_content(original, ds) == []
+
+
+# pynetdicom re-deflates a deflated data set before sending it (dropping
+# image_dfl.dcm's 8 bytes after the deflate stream): its content is checked
+# in the storescu test instead.
+@pytest.mark.parametrize("name", [n for n, _ in SAMPLES if n != "image_dfl.dcm"])
+def test_pynetdicom_sends_files_and_they_are_stored_byte_for_byte(phim_factory, name):
+    """pynetdicom sends a file's encoded data set unchanged: Phim stores exactly
+    those bytes behind its own file meta group."""
+    server = phim_factory.start("embedded")
+    path = Path(pydicom.data.get_testdata_file(name))
+    original = pydicom.dcmread(path)
+    ae = AE(ae_title="PYNET")
+    ae.add_requested_context(original.SOPClassUID, [original.file_meta.TransferSyntaxUID])
+    host, port = server.dicom_addr
+    assoc = ae.associate(host, port, ae_title="PHIM")
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_store(path).Status == 0x0000
+    finally:
+        assoc.release()
+    got = wado_instance_bytes(server, original.StudyInstanceUID, original.SeriesInstanceUID,
+                              original.SOPInstanceUID)
+    assert dataset_bytes(got) == dataset_bytes(path.read_bytes())
+
+
+def test_pynetdicom_store_status_and_duplicates(server):
+    ae = AE(ae_title="PYNET")
+    ae.add_requested_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    ae.add_requested_context(Verification)
+    host, port = server.dicom_addr
+    assoc = ae.associate(host, port, ae_title="PHIM")
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_echo().Status == 0x0000
+        inst = Instance.make(f"pynet-{server.profile}")
+        status = assoc.send_c_store(inst.ds)
+        assert status.Status == 0x0000
+        # The same instance again: success (idempotent).
+        assert assoc.send_c_store(inst.ds).Status == 0x0000
+        # Same SOP Instance UID, other content: 0111, the first one is kept.
+        other = copy.deepcopy(inst.ds)
+        other.PatientName = "Other^Name"
+        dup = assoc.send_c_store(other)
+        assert dup.Status == 0x0111, hex(dup.Status)
+        assert "ErrorComment" in dup
+    finally:
+        assoc.release()
+    got = wado_instance_bytes(server, inst.study, inst.series, inst.sop)
+    assert pydicom.dcmread(pydicom.filebase.DicomBytesIO(got)).PatientName == inst.ds.PatientName
+
+
+def test_unsupported_abstract_syntax_is_rejected(server):
+    ae = AE(ae_title="PYNET")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_requested_context(CTImageStorage)
+    host, port = server.dicom_addr
+    assoc = ae.associate(host, port, ae_title="PHIM")
+    assert assoc.is_established
+    try:
+        accepted = {cx.abstract_syntax for cx in assoc.accepted_contexts}
+        rejected = {cx.abstract_syntax for cx in assoc.rejected_contexts}
+        assert CTImageStorage in accepted
+        assert StudyRootQueryRetrieveInformationModelFind in rejected
+    finally:
+        assoc.release()
+
+
+def test_association_limit_and_calling_ae_allow_list(phim_factory):
+    server = phim_factory.start("embedded", extra_args=["--dicom-max-associations", "1",
+                                                         "--dicom-allow", "ALLOWED,PYNET"])
+    host, port = server.dicom_addr
+    blocked = run(["echoscu", "-aet", "INTRUDER", "-aec", "PHIM", host, str(port)])
+    assert blocked.returncode != 0
+    assert "Calling AE Title Not Recognized" in blocked.stderr + blocked.stdout
+    ae = AE(ae_title="PYNET")
+    ae.add_requested_context(Verification)
+    first = ae.associate(host, port, ae_title="PHIM")
+    assert first.is_established
+    try:
+        second = run(["echoscu", "-aet", "ALLOWED", "-aec", "PHIM", host, str(port)])
+        assert second.returncode != 0  # rejected: local limit exceeded
+    finally:
+        first.release()
+    time.sleep(0.3)
+    assert run(["echoscu", "-aet", "ALLOWED", "-aec", "PHIM", host, str(port)]).returncode == 0
+
+
+def big_instance(path: Path, frames: int) -> pydicom.Dataset:
+    inst = Instance.make("dimse-big", rows=512, cols=512)
+    ds = inst.ds
+    ds.NumberOfFrames = frames
+    ds.PixelData = np.zeros((frames, 512, 512), dtype=np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return ds
+
+
+def test_peer_killed_mid_transfer_leaves_nothing_half_stored(phim_factory, tmp_path):
+    server = phim_factory.start("embedded")
+    host, port = server.dicom_addr
+    path = tmp_path / "big.dcm"
+    ds = big_instance(path, 400)  # 200 MB
+    proc = subprocess.Popen(
+        ["storescu", "-aec", "PHIM", "--max-send-pdu", "16384", host, str(port), str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dimse_env())
+    time.sleep(0.4)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    # The server is fine, the instance is not indexed, and no spool file remains.
+    deadline = time.monotonic() + 10
+    spool = server.data_dir / "spool"
+    while time.monotonic() < deadline and any(spool.glob("*.part")):
+        time.sleep(0.1)
+    assert not any(spool.glob("*.part")), "partial spool file left behind"
+    assert server.get("/healthz").status_code == 200
+    assert qido(server, "/dicomweb/instances", {"SOPInstanceUID": ds.SOPInstanceUID}) == []
+    assert run(["echoscu", "-aec", "PHIM", host, str(port)]).returncode == 0
+    # A complete transfer afterwards works.
+    r = run(["storescu", "-aec", "PHIM", host, str(port), str(path)], timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert len(qido(server, "/dicomweb/instances", {"SOPInstanceUID": ds.SOPInstanceUID})) == 1
