@@ -9,6 +9,7 @@ pub mod error;
 pub mod import;
 pub mod index;
 pub mod ingest;
+pub mod query;
 pub mod server;
 pub mod store;
 pub mod synth;

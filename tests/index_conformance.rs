@@ -6,7 +6,8 @@ mod common;
 use std::sync::Arc;
 
 use phim::dicom::Uid;
-use phim::index::{self, Index, IndexError, Insert, NewInstance, Query, Scope};
+use phim::index::{self, Index, IndexError, Insert, NewInstance, Scope};
+use phim::query::{attribute_by_keyword, parse_match, Filter, Level, Query};
 
 fn instance(study: &str, series: &str, sop: &str) -> NewInstance {
     NewInstance {
@@ -44,10 +45,22 @@ fn scope(study: &str, series: Option<&str>) -> Scope {
 }
 
 fn all() -> Query {
-    Query {
-        limit: 100,
-        ..Default::default()
+    Query::new(Level::Study)
+}
+
+/// A query at `level` with QIDO-style (keyword, value) keys.
+fn q(level: Level, keys: &[(&str, &str)]) -> Query {
+    let mut query = Query::new(level);
+    for (k, v) in keys {
+        let attribute = attribute_by_keyword(k).unwrap();
+        if let Some(matching) = parse_match(attribute, v, false).unwrap() {
+            query.filters.push(Filter {
+                attribute,
+                matching,
+            });
+        }
     }
+    query
 }
 
 async fn suite(ix: Arc<dyn Index>) {
@@ -124,30 +137,19 @@ async fn suite(ix: Arc<dyn Index>) {
     assert_eq!((s.num_series, s.num_instances), (2, 6));
     assert_eq!(s.modalities, ["CT", "MR"]);
     assert_eq!(s.patient_name.as_deref(), Some("Nguyễn^Văn An"));
-    let by_pid = Query {
-        patient_id: Some("PID-1".into()),
-        ..all()
-    };
+    let by_pid = q(Level::Study, &[("PatientID", "PID-1")]);
     assert_eq!(ix.search_studies(&by_pid).await.unwrap().len(), 1);
-    let none = Query {
-        patient_id: Some("nobody".into()),
-        ..all()
-    };
+    let none = q(Level::Study, &[("PatientID", "nobody")]);
     assert!(ix.search_studies(&none).await.unwrap().is_empty());
-    let by_mod = Query {
-        modality: Some("MR".into()),
-        ..all()
-    };
+    let by_mod = q(Level::Study, &[("ModalitiesInStudy", "MR")]);
     assert_eq!(ix.search_studies(&by_mod).await.unwrap().len(), 1);
-    assert_eq!(ix.search_series(&by_mod).await.unwrap().len(), 1);
+    let mr_series = q(Level::Series, &[("Modality", "MR")]);
+    assert_eq!(ix.search_series(&mr_series).await.unwrap().len(), 1);
 
     // Instance search and paging.
-    let page = Query {
-        study_uid: Some(Uid::parse("1.1").unwrap()),
-        limit: 2,
-        offset: 4,
-        ..all()
-    };
+    let mut page = q(Level::Instance, &[("StudyInstanceUID", "1.1")]);
+    page.limit = 2;
+    page.offset = 4;
     let rows = ix.search_instances(&page).await.unwrap();
     assert_eq!(
         rows.iter().map(|r| r.sop_uid.as_str()).collect::<Vec<_>>(),
@@ -185,11 +187,8 @@ async fn suite(ix: Arc<dyn Index>) {
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap(), Insert::Inserted);
     }
-    let q = Query {
-        study_uid: Some(Uid::parse("2.1").unwrap()),
-        ..all()
-    };
-    let s = ix.search_studies(&q).await.unwrap();
+    let two = q(Level::Study, &[("StudyInstanceUID", "2.1")]);
+    let s = ix.search_studies(&two).await.unwrap();
     assert_eq!((s[0].num_series, s[0].num_instances), (3, 24));
 
     // Patients without an ID are not merged across studies.
@@ -200,6 +199,169 @@ async fn suite(ix: Arc<dyn Index>) {
     ix.insert_instance(&anon1).await.unwrap();
     ix.insert_instance(&anon2).await.unwrap();
     assert_eq!(ix.search_studies(&all()).await.unwrap().len(), 4);
+
+    matching(ix).await;
+}
+
+/// Every matching type at every level (PS3.4 C.2.2.2), on a small archive.
+async fn matching(ix: Arc<dyn Index>) {
+    let mk = |study: &str, name: &str, date: &str, time: &str, modality: &str, acc: &str| {
+        let mut r = instance(study, &format!("{study}.1"), &format!("{study}.1.1"));
+        r.patient_name = Some(name.into());
+        r.patient_id = Some(format!("P-{study}"));
+        r.study_date = Some(date.into());
+        r.study_time = Some(time.into());
+        r.modality = Some(modality.into());
+        r.accession_number = Some(acc.into());
+        r.series_description = Some(format!("{modality} series"));
+        r.sequence_values = vec![("00400275.00401001".into(), format!("RP-{acc}"))];
+        r
+    };
+    for r in [
+        mk("9.1", "Nguyễn^Văn An", "20230105", "083000", "CT", "A100"),
+        mk("9.2", "NGUYEN^VAN BINH", "20240310", "101500", "MR", "A200"),
+        mk(
+            "9.3",
+            "Smith^John=スミス^ジョン",
+            "20240311",
+            "230000",
+            "US",
+            "B300",
+        ),
+        mk("9.4", "Trần^Thị Bích", "20250101", "000500", "CT", "B400"),
+    ] {
+        assert_eq!(ix.insert_instance(&r).await.unwrap(), Insert::Inserted);
+    }
+    let uids = |rows: Vec<phim::index::StudyRow>| {
+        let mut v: Vec<String> = rows
+            .into_iter()
+            .map(|r| r.study_uid)
+            .filter(|u| u.starts_with("9."))
+            .collect();
+        v.sort();
+        v
+    };
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (&[("PatientName", "nguyễn^văn an")], &["9.1"]), // case-insensitive
+        (&[("PatientName", "Nguy*")], &["9.1", "9.2"]),  // wildcard, prefix
+        (&[("PatientName", "*binh")], &["9.2"]),         // wildcard, suffix
+        (&[("PatientName", "Tran*")], &[]),              // accent-sensitive without fuzzy
+        (&[("PatientName", "Tr?n^*")], &["9.4"]),
+        (&[("PatientName", "smith^john")], &["9.3"]), // alphabetic group
+        (&[("StudyDate", "20240101-")], &["9.2", "9.3", "9.4"]), // open range
+        (&[("StudyDate", "-20240310")], &["9.1", "9.2"]),
+        (&[("StudyDate", "20240310-20240311")], &["9.2", "9.3"]),
+        (&[("StudyDate", "20240311")], &["9.3"]),
+        (
+            &[("StudyDate", "20240310-20240311"), ("StudyTime", "10-12")],
+            &["9.2"],
+        ),
+        (&[("StudyInstanceUID", "9.1,9.4")], &["9.1", "9.4"]), // UID list
+        (&[("StudyInstanceUID", "9.1\\9.3")], &["9.1", "9.3"]),
+        (&[("ModalitiesInStudy", "CT")], &["9.1", "9.4"]),
+        (&[("ModalitiesInStudy", "US\\MR")], &["9.2", "9.3"]),
+        (&[("AccessionNumber", "B*")], &["9.3", "9.4"]),
+        (&[("AccessionNumber", "a100")], &[]), // text is case-sensitive
+        (&[("SeriesDescription", "CT*")], &["9.1", "9.4"]), // series key at study level
+        (&[("PatientID", ""), ("AccessionNumber", "A200")], &["9.2"]), // universal
+    ];
+    for (keys, want) in cases {
+        let got = uids(ix.search_studies(&q(Level::Study, keys)).await.unwrap());
+        assert_eq!(got, *want, "study query {keys:?}");
+    }
+    // Combined date-time range (PS3.4 C.2.2.2.5.1): from 2024-03-10 12:00
+    // to 2025-01-01 00:10.
+    let mut combined = q(
+        Level::Study,
+        &[
+            ("StudyDate", "20240310-20250101"),
+            ("StudyTime", "120000-0010"),
+        ],
+    );
+    combined.combined_datetime = true;
+    assert_eq!(
+        uids(ix.search_studies(&combined).await.unwrap()),
+        ["9.3", "9.4"]
+    );
+
+    // Fuzzy: accent- and order-insensitive word prefixes.
+    for (query, want) in [
+        ("nguyen van an", &["9.1"][..]),
+        ("NGUYEN^VAN^AN", &["9.1"]),
+        ("Văn An", &["9.1"]),
+        ("nguyen", &["9.1", "9.2"]),
+        ("bich tran", &["9.4"]),
+        ("ジョン", &["9.3"]),
+    ] {
+        let a = attribute_by_keyword("PatientName").unwrap();
+        let mut fq = Query::new(Level::Study);
+        fq.filters.push(Filter {
+            attribute: a,
+            matching: parse_match(a, query, true).unwrap().unwrap(),
+        });
+        assert_eq!(
+            uids(ix.search_studies(&fq).await.unwrap()),
+            want,
+            "fuzzy {query}"
+        );
+    }
+
+    // Sequence matching.
+    let mut sq = Query::new(Level::Study);
+    sq.sequence_filters.push(phim::query::SequenceFilter {
+        path: "00400275.00401001".into(),
+        matching: phim::query::Match::Single("RP-B300".into()),
+    });
+    assert_eq!(uids(ix.search_studies(&sq).await.unwrap()), ["9.3"]);
+
+    // Series and instance levels with upper-level keys.
+    let series = ix
+        .search_series(&q(
+            Level::Series,
+            &[("PatientName", "nguy*"), ("Modality", "MR")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        series
+            .iter()
+            .map(|s| s.series_uid.as_str())
+            .collect::<Vec<_>>(),
+        ["9.2.1", "1.1.2"]
+    );
+    let inst = ix
+        .search_instances(&q(
+            Level::Instance,
+            &[
+                ("StudyDate", "20250101"),
+                ("SOPClassUID", "1.2.840.10008.5.1.4.1.1.2"),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        inst.iter().map(|i| i.sop_uid.as_str()).collect::<Vec<_>>(),
+        ["9.4.1.1"]
+    );
+
+    // Newest first, and limit + 1 rows to tell that more exist.
+    let mut page = q(Level::Study, &[("StudyInstanceUID", "9.1,9.2,9.3,9.4")]);
+    page.limit = 2;
+    let rows = ix.search_studies(&page).await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| r.study_uid.as_str())
+            .collect::<Vec<_>>(),
+        ["9.4", "9.3", "9.2"]
+    );
+
+    // Representative metadata for includefield.
+    let reps = ix
+        .representatives(Level::Study, &["9.1".into(), "9.3".into()])
+        .await
+        .unwrap();
+    assert_eq!(reps.len(), 2);
 }
 
 #[tokio::test]

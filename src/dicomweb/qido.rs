@@ -1,134 +1,203 @@
-//! QIDO-RS (PS3.18 §10.6), basic: exact matching on UIDs, Patient ID,
-//! Accession Number and Modality, with `limit`/`offset`. Other matching keys
-//! are answered with the `Warning: 299` that PS3.18 §8.3.4 requires for
-//! unsupported parameters, never silently ignored.
+//! QIDO-RS (PS3.18 §10.6): search for studies, series and instances.
+//!
+//! Matching follows PS3.4 C.2.2.2 through the shared query model
+//! ([`crate::query`]): single value, universal, wildcard, DA/TM ranges (and
+//! combined StudyDate+StudyTime ranges), UID lists, sequence matching on the
+//! indexed sequences, ModalitiesInStudy against any series of the study,
+//! case-insensitive person names and, with `fuzzymatching=true`, accent- and
+//! order-insensitive names. A valid attribute Phim cannot match on is
+//! answered with `Warning: 299` (PS3.18 §8.3.4.2), never silently ignored;
+//! an unknown or malformed parameter is a 400 that names it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_dictionary_std::StandardDataDictionary;
+use serde_json::{json, Map, Value};
 
 use super::wado::require_json;
 use super::{base_url, path_uid};
-use crate::dicom::json::json_string;
 use crate::error::ApiError;
-use crate::index::{InstanceRow, Query, SeriesRow, StudyRow};
+use crate::index::{InstanceRow, SeriesRow, StudyRow};
+use crate::ingest::inflate_metadata;
+use crate::query::{
+    attribute_by_tag, parse_match, Filter, Include, Level, Match, Query, SequenceFilter,
+    INDEXED_SEQUENCES,
+};
 use crate::server::AppState;
 
 pub const DEFAULT_LIMIT: i64 = 100;
+/// Largest page (PS3.18 lets the origin server cap `limit`).
 pub const MAX_LIMIT: i64 = 1000;
+/// Deepest `offset`: paging further is a scan; narrow the query instead.
+pub const MAX_OFFSET: i64 = 100_000;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Level {
-    Study,
-    Series,
-    Instance,
-}
-
-/// Parsed query parameters.
+/// A parsed request.
 struct Params {
     query: Query,
     unsupported: Vec<String>,
 }
 
-fn keyword(key: &str) -> &str {
-    // Tags in hex map to the keywords handled here.
-    match key.to_ascii_uppercase().as_str() {
-        "0020000D" => "StudyInstanceUID",
-        "0020000E" => "SeriesInstanceUID",
-        "00080018" => "SOPInstanceUID",
-        "00100020" => "PatientID",
-        "00080050" => "AccessionNumber",
-        "00080060" => "Modality",
-        "00080061" => "ModalitiesInStudy",
-        _ => key,
+/// Resolves a query key (keyword or 8-digit hex tag) to a tag.
+fn resolve_tag(key: &str) -> Option<u32> {
+    if key.len() == 8 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return u32::from_str_radix(key, 16).ok();
     }
+    StandardDataDictionary
+        .by_name(key)
+        .map(|e| ((e.tag().group() as u32) << 16) | e.tag().element() as u32)
 }
 
 fn parse(raw: Option<&str>, level: Level) -> Result<Params, ApiError> {
-    let mut query = Query {
-        limit: DEFAULT_LIMIT,
-        ..Default::default()
-    };
+    let mut query = Query::new(level);
+    query.limit = DEFAULT_LIMIT;
     let mut unsupported = Vec::new();
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    let bad = |k: &str, why: String| ApiError::BadRequest(format!("query parameter '{k}': {why}"));
+    let once = |k: &str| pairs.iter().filter(|(p, _)| p == k).count() <= 1;
+
+    let fuzzy = match pairs.iter().find(|(k, _)| k == "fuzzymatching") {
+        None => false,
+        Some((_, v)) if v == "true" => true,
+        Some((_, v)) if v == "false" => false,
+        Some((k, v)) => return Err(bad(k, format!("must be true or false, got '{v}'"))),
+    };
+    let mut include_tags = Vec::new();
+    let mut include_all = false;
+    // Values per attribute, to merge repeated parameters.
+    let mut values: BTreeMap<u32, (String, Vec<String>)> = BTreeMap::new();
+
     for (k, v) in &pairs {
-        *seen.entry(k.clone()).or_default() += 1;
-        let uid = |name: &str| {
-            path_uid(name, v).map_err(|e| ApiError::BadRequest(format!("parameter {k}: {e}")))
-        };
-        let value = (!v.is_empty()).then(|| v.clone());
-        match keyword(k) {
+        match k.as_str() {
+            "limit" | "offset" if !once(k) => return Err(bad(k, "given more than once".into())),
             "limit" => {
                 query.limit = v
                     .parse::<i64>()
                     .ok()
                     .filter(|l| *l > 0)
-                    .ok_or_else(|| {
-                        ApiError::BadRequest(format!("limit must be a positive integer, got '{v}'"))
-                    })?
+                    .ok_or_else(|| bad(k, format!("must be a positive integer, got '{v}'")))?
                     .min(MAX_LIMIT)
             }
             "offset" => {
-                query.offset = v.parse::<i64>().ok().filter(|o| *o >= 0).ok_or_else(|| {
-                    ApiError::BadRequest(format!(
-                        "offset must be a non-negative integer, got '{v}'"
-                    ))
-                })?
-            }
-            "StudyInstanceUID" if value.is_some() => {
-                query.study_uid = Some(uid("StudyInstanceUID")?)
-            }
-            "SeriesInstanceUID" if value.is_some() => {
-                query.series_uid = Some(uid("SeriesInstanceUID")?)
-            }
-            "SOPInstanceUID" if value.is_some() => query.sop_uid = Some(uid("SOPInstanceUID")?),
-            "PatientID" => query.patient_id = value,
-            "AccessionNumber" => query.accession_number = value,
-            "Modality" | "ModalitiesInStudy" => query.modality = value,
-            "StudyInstanceUID" | "SeriesInstanceUID" | "SOPInstanceUID" => {}
-            "includefield" | "fuzzymatching" => unsupported.push(k.clone()),
-            other => {
-                let valid = other.chars().all(|c| c.is_ascii_alphanumeric() || c == '.');
-                if !valid || other.is_empty() {
-                    return Err(ApiError::BadRequest(format!(
-                        "unknown query parameter '{k}'"
-                    )));
+                let o =
+                    v.parse::<i64>().ok().filter(|o| *o >= 0).ok_or_else(|| {
+                        bad(k, format!("must be a non-negative integer, got '{v}'"))
+                    })?;
+                if o > MAX_OFFSET {
+                    return Err(bad(
+                        k,
+                        format!("deeper than {MAX_OFFSET}: narrow the query (for example by date)"),
+                    ));
                 }
-                unsupported.push(k.clone());
+                query.offset = o;
+            }
+            "fuzzymatching" => {}
+            "includefield" => {
+                for f in v.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+                    if f == "all" {
+                        include_all = true;
+                    } else {
+                        let tag = resolve_tag(f)
+                            .ok_or_else(|| bad(k, format!("unknown attribute '{f}'")))?;
+                        include_tags.push(tag);
+                    }
+                }
+            }
+            key if key.contains('.') => {
+                // Sequence matching: SEQUENCE.ATTRIBUTE (PS3.18 §8.3.4.1).
+                let (seq, inner) = key.split_once('.').unwrap_or((key, ""));
+                let seq_tag =
+                    resolve_tag(seq).ok_or_else(|| bad(k, format!("unknown attribute '{seq}'")))?;
+                let inner_tag = resolve_tag(inner)
+                    .ok_or_else(|| bad(k, format!("unknown attribute '{inner}'")))?;
+                if !INDEXED_SEQUENCES.contains(&seq_tag) || inner.contains('.') {
+                    unsupported.push(k.clone());
+                    continue;
+                }
+                if v.is_empty() {
+                    continue;
+                }
+                let has_wildcard = v.contains(['*', '?']);
+                query.sequence_filters.push(SequenceFilter {
+                    path: format!("{seq_tag:08X}.{inner_tag:08X}"),
+                    matching: if has_wildcard {
+                        Match::Wildcard(v.clone())
+                    } else {
+                        Match::Single(v.clone())
+                    },
+                });
+            }
+            key => {
+                let tag = resolve_tag(key)
+                    .ok_or_else(|| bad(k, "unknown attribute or parameter".into()))?;
+                include_tags.push(tag);
+                if attribute_by_tag(tag).is_none() {
+                    // A real attribute that is not indexed for matching.
+                    if !v.is_empty() {
+                        unsupported.push(k.clone());
+                    }
+                    continue;
+                }
+                values
+                    .entry(tag)
+                    .or_insert_with(|| (k.clone(), Vec::new()))
+                    .1
+                    .push(v.clone());
             }
         }
     }
-    if let Some((k, _)) = seen
-        .iter()
-        .find(|(k, n)| **n > 1 && (k.as_str() == "limit" || k.as_str() == "offset"))
-    {
-        return Err(ApiError::BadRequest(format!(
-            "parameter {k} given more than once"
-        )));
+
+    for (tag, (key, vals)) in values {
+        let Some(attribute) = attribute_by_tag(tag) else {
+            continue;
+        };
+        let joined = if vals.len() > 1 {
+            if vals.iter().any(|v| v.contains(['*', '?', '-'])) {
+                return Err(bad(&key, "repeated with a wildcard or range".into()));
+            }
+            vals.join("\\")
+        } else {
+            vals.into_iter().next().unwrap_or_default()
+        };
+        let matching =
+            parse_match(attribute, &joined, fuzzy).map_err(|e| bad(&key, e.to_string()))?;
+        if let Some(matching) = matching {
+            query.filters.push(Filter {
+                attribute,
+                matching,
+            });
+        }
     }
-    let _ = level;
+    // StudyDate and StudyTime ranges together mean one date-time range.
+    query.combined_datetime = true;
+    query.include = if include_all {
+        Include::All
+    } else if include_tags.is_empty() {
+        Include::Default
+    } else {
+        Include::Tags(include_tags)
+    };
     Ok(Params { query, unsupported })
 }
 
-fn respond(items: Vec<String>, limit: i64, unsupported: &[String]) -> Response {
-    let full = items.len() as i64 >= limit;
-    let body = format!("[{}]", items.join(","));
+fn respond(items: Vec<Value>, more: bool, unsupported: &[String]) -> Response {
+    let body = Value::Array(items).to_string();
     let mut resp = ([(header::CONTENT_TYPE, "application/dicom+json")], body).into_response();
     if !unsupported.is_empty() {
         let text = format!(
-            "299 phim \"The following query parameters are not supported: {}\"",
+            "299 phim \"The following query parameters are not supported for matching: {}\"",
             unsupported.join(", ").replace(['"', '\\'], " ")
         );
         if let Ok(v) = HeaderValue::from_str(&text) {
             resp.headers_mut().append(header::WARNING, v);
         }
     }
-    if full {
+    if more {
         resp.headers_mut().append(
             header::WARNING,
             HeaderValue::from_static(
@@ -139,133 +208,222 @@ fn respond(items: Vec<String>, limit: i64, unsupported: &[String]) -> Response {
     resp
 }
 
-struct Json(String);
+/// A DICOM JSON object under construction (keys sort as tags).
+#[derive(Default)]
+struct Obj(Map<String, Value>);
 
-impl Json {
-    fn new() -> Json {
-        Json(String::from("{"))
-    }
-    fn field(&mut self, tag: &str, vr: &str, values: &[String]) {
-        if self.0.len() > 1 {
-            self.0.push(',');
-        }
-        if values.is_empty() {
-            self.0.push_str(&format!("\"{tag}\":{{\"vr\":\"{vr}\"}}"));
+impl Obj {
+    fn put(&mut self, tag: &str, vr: &str, values: Vec<Value>) {
+        let v = if values.is_empty() {
+            json!({ "vr": vr })
         } else {
-            self.0.push_str(&format!(
-                "\"{tag}\":{{\"vr\":\"{vr}\",\"Value\":[{}]}}",
-                values.join(",")
-            ));
-        }
+            json!({ "vr": vr, "Value": values })
+        };
+        self.0.insert(tag.to_owned(), v);
     }
     fn str(&mut self, tag: &str, vr: &str, v: &Option<String>) {
-        let vals: Vec<String> = v.iter().map(|s| json_string(s)).collect();
-        self.field(tag, vr, &vals)
+        self.put(tag, vr, v.iter().map(|s| json!(s)).collect())
     }
     fn pn(&mut self, tag: &str, v: &Option<String>) {
-        let vals: Vec<String> = v
+        let vals = v
             .iter()
             .map(|s| {
-                format!(
-                    "{{\"Alphabetic\":{}}}",
-                    json_string(s.split('=').next().unwrap_or(""))
-                )
+                let mut groups = Map::new();
+                for (key, g) in ["Alphabetic", "Ideographic", "Phonetic"]
+                    .iter()
+                    .zip(s.split('='))
+                {
+                    if !g.is_empty() {
+                        groups.insert((*key).to_owned(), json!(g));
+                    }
+                }
+                Value::Object(groups)
             })
             .collect();
-        self.field(tag, "PN", &vals)
+        self.put(tag, "PN", vals)
     }
     fn int(&mut self, tag: &str, vr: &str, v: Option<i64>) {
-        let vals: Vec<String> = v.iter().map(|n| n.to_string()).collect();
-        self.field(tag, vr, &vals)
-    }
-    fn done(mut self) -> String {
-        self.0.push('}');
-        self.0
+        self.put(tag, vr, v.iter().map(|n| json!(n)).collect())
     }
 }
 
-/// PS3.18 Table 6.7.1-2 attributes (ordered by tag).
-fn study_json(base: &str, r: &StudyRow) -> String {
-    let mut j = Json::new();
-    j.field("00080005", "CS", &[json_string("ISO_IR 192")]);
+/// PS3.18 Table 6.7.1-2.
+fn study_json(base: &str, r: &StudyRow) -> Obj {
+    let mut j = Obj::default();
+    j.put("00080005", "CS", vec![json!("ISO_IR 192")]);
     j.str("00080020", "DA", &r.study_date);
     j.str("00080030", "TM", &r.study_time);
     j.str("00080050", "SH", &r.accession_number);
-    j.field("00080056", "CS", &[json_string("ONLINE")]);
-    j.field(
+    j.put("00080056", "CS", vec![json!("ONLINE")]);
+    j.put(
         "00080061",
         "CS",
-        &r.modalities
-            .iter()
-            .map(|m| json_string(m))
-            .collect::<Vec<_>>(),
+        r.modalities.iter().map(|m| json!(m)).collect(),
     );
     j.pn("00080090", &r.referring_physician_name);
     j.str("00081030", "LO", &r.study_description);
-    j.field(
+    j.put(
         "00081190",
         "UR",
-        &[json_string(&format!("{base}/studies/{}", r.study_uid))],
+        vec![json!(format!("{base}/studies/{}", r.study_uid))],
     );
     j.pn("00100010", &r.patient_name);
     j.str("00100020", "LO", &r.patient_id);
     j.str("00100030", "DA", &r.patient_birth_date);
     j.str("00100040", "CS", &r.patient_sex);
-    j.field("0020000D", "UI", &[json_string(&r.study_uid)]);
+    j.put("0020000D", "UI", vec![json!(r.study_uid)]);
     j.str("00200010", "SH", &r.study_id);
     j.int("00201206", "IS", Some(r.num_series));
     j.int("00201208", "IS", Some(r.num_instances));
-    j.done()
+    j
 }
 
-/// PS3.18 Table 6.7.1-2a attributes.
-fn series_json(base: &str, r: &SeriesRow) -> String {
-    let mut j = Json::new();
-    j.field("00080005", "CS", &[json_string("ISO_IR 192")]);
+/// PS3.18 Table 6.7.1-2a.
+fn series_json(base: &str, r: &SeriesRow) -> Obj {
+    let mut j = Obj::default();
+    j.put("00080005", "CS", vec![json!("ISO_IR 192")]);
     j.str("00080060", "CS", &r.modality);
     j.str("0008103E", "LO", &r.series_description);
-    j.field(
+    j.put(
         "00081190",
         "UR",
-        &[json_string(&format!(
+        vec![json!(format!(
             "{base}/studies/{}/series/{}",
             r.study_uid, r.series_uid
         ))],
     );
     j.str("00180015", "CS", &r.body_part_examined);
-    j.field("0020000D", "UI", &[json_string(&r.study_uid)]);
-    j.field("0020000E", "UI", &[json_string(&r.series_uid)]);
+    j.put("0020000D", "UI", vec![json!(r.study_uid)]);
+    j.put("0020000E", "UI", vec![json!(r.series_uid)]);
     j.int("00200011", "IS", r.series_number);
     j.int("00201209", "IS", Some(r.num_instances));
     j.str("00400244", "DA", &r.pps_start_date);
     j.str("00400245", "TM", &r.pps_start_time);
-    j.done()
+    j
 }
 
-/// PS3.18 Table 6.7.1-2b attributes.
-fn instance_json(base: &str, r: &InstanceRow) -> String {
-    let mut j = Json::new();
-    j.field("00080005", "CS", &[json_string("ISO_IR 192")]);
-    j.field("00080016", "UI", &[json_string(&r.sop_class_uid)]);
-    j.field("00080018", "UI", &[json_string(&r.sop_uid)]);
-    j.field("00080056", "CS", &[json_string("ONLINE")]);
-    j.field(
+/// PS3.18 Table 6.7.1-2b.
+fn instance_json(base: &str, r: &InstanceRow) -> Obj {
+    let mut j = Obj::default();
+    j.put("00080005", "CS", vec![json!("ISO_IR 192")]);
+    j.put("00080016", "UI", vec![json!(r.sop_class_uid)]);
+    j.put("00080018", "UI", vec![json!(r.sop_uid)]);
+    j.put("00080056", "CS", vec![json!("ONLINE")]);
+    j.put(
         "00081190",
         "UR",
-        &[json_string(&format!(
+        vec![json!(format!(
             "{base}/studies/{}/series/{}/instances/{}",
             r.study_uid, r.series_uid, r.sop_uid
         ))],
     );
-    j.field("00083002", "UI", &[json_string(&r.transfer_syntax_uid)]);
-    j.field("0020000D", "UI", &[json_string(&r.study_uid)]);
-    j.field("0020000E", "UI", &[json_string(&r.series_uid)]);
+    j.put("00083002", "UI", vec![json!(r.transfer_syntax_uid)]);
+    j.put("0020000D", "UI", vec![json!(r.study_uid)]);
+    j.put("0020000E", "UI", vec![json!(r.series_uid)]);
     j.int("00200013", "IS", r.instance_number);
     j.int("00280008", "IS", r.frames);
     j.int("00280010", "US", r.rows);
     j.int("00280011", "US", r.columns);
     j.int("00280100", "US", r.bits_allocated);
-    j.done()
+    j
+}
+
+/// Whether `includefield=all` at a level returns a tag of the
+/// representative instance: study level keeps patient and study
+/// attributes, series level adds series attributes, instance level all.
+fn level_allows(level: Level, tag: u32) -> bool {
+    const INSTANCE_SPECIFIC: &[u32] = &[
+        0x0008_0008,
+        0x0008_0012,
+        0x0008_0013,
+        0x0008_0016,
+        0x0008_0018,
+        0x0008_0022,
+        0x0008_0023,
+        0x0008_0032,
+        0x0008_0033,
+        0x0020_0013,
+        0x0020_0032,
+        0x0020_0037,
+        0x0020_1041,
+    ];
+    const SERIES_SPECIFIC: &[u32] = &[
+        0x0008_0021,
+        0x0008_0031,
+        0x0008_0060,
+        0x0008_103E,
+        0x0020_000E,
+        0x0020_0011,
+        0x0020_0060,
+        0x0020_0052,
+        0x0018_0015,
+        0x0018_1030,
+        0x0018_5100,
+        0x0040_0244,
+        0x0040_0245,
+        0x0040_0253,
+        0x0040_0254,
+        0x0040_0275,
+    ];
+    if level == Level::Instance {
+        return true;
+    }
+    if INSTANCE_SPECIFIC.contains(&tag) {
+        return false;
+    }
+    if SERIES_SPECIFIC.contains(&tag) {
+        return level == Level::Series;
+    }
+    matches!(tag >> 16, 0x0008 | 0x0010 | 0x0020 | 0x0032)
+}
+
+/// Adds attributes of each result's representative instance that are not
+/// in the row already (`includefield`, matching keys Phim does not index).
+async fn enrich(
+    st: &AppState,
+    level: Level,
+    include: &Include,
+    rows: &mut [(String, Obj)],
+) -> Result<(), ApiError> {
+    if *include == Include::Default || rows.is_empty() {
+        return Ok(());
+    }
+    let uids: Vec<String> = rows.iter().map(|(u, _)| u.clone()).collect();
+    let docs = st.index.representatives(level, &uids).await?;
+    let include = include.clone();
+    let parsed: HashMap<String, Map<String, Value>> = tokio::task::spawn_blocking(move || {
+        docs.into_iter()
+            .filter_map(|(uid, doc)| {
+                let text = inflate_metadata(&doc).ok()?;
+                match serde_json::from_str::<Value>(&text).ok()? {
+                    Value::Object(m) => Some((uid, m)),
+                    _ => None,
+                }
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    for (uid, obj) in rows.iter_mut() {
+        let Some(doc) = parsed.get(uid) else { continue };
+        for (key, value) in doc {
+            let Ok(tag) = u32::from_str_radix(key, 16) else {
+                continue;
+            };
+            if obj.0.contains_key(key) || value.get("BulkDataURI").is_some() {
+                continue;
+            }
+            let wanted = match &include {
+                Include::All => level_allows(level, tag),
+                Include::Tags(tags) => tags.contains(&tag),
+                Include::Default => false,
+            };
+            if wanted {
+                obj.0.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn search(
@@ -279,36 +437,45 @@ async fn search(
     require_json(&headers)?;
     let mut p = parse(raw.as_deref(), level)?;
     if let Some(s) = study {
-        p.query.study_uid = Some(path_uid("study", &s)?);
+        p.query = p
+            .query
+            .with_uid("StudyInstanceUID", &path_uid("study", &s)?);
     }
     if let Some(s) = series {
-        p.query.series_uid = Some(path_uid("series", &s)?);
+        p.query = p
+            .query
+            .with_uid("SeriesInstanceUID", &path_uid("series", &s)?);
     }
     let base = base_url(&st, &headers);
-    let items: Vec<String> = match level {
+    let limit = p.query.limit as usize;
+    let mut rows: Vec<(String, Obj)> = match level {
         Level::Study => st
             .index
             .search_studies(&p.query)
             .await?
             .iter()
-            .map(|r| study_json(&base, r))
+            .map(|r| (r.study_uid.clone(), study_json(&base, r)))
             .collect(),
         Level::Series => st
             .index
             .search_series(&p.query)
             .await?
             .iter()
-            .map(|r| series_json(&base, r))
+            .map(|r| (r.series_uid.clone(), series_json(&base, r)))
             .collect(),
         Level::Instance => st
             .index
             .search_instances(&p.query)
             .await?
             .iter()
-            .map(|r| instance_json(&base, r))
+            .map(|r| (r.sop_uid.clone(), instance_json(&base, r)))
             .collect(),
     };
-    Ok(respond(items, p.query.limit, &p.unsupported))
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    enrich(&st, level, &p.query.include, &mut rows).await?;
+    let items = rows.into_iter().map(|(_, o)| Value::Object(o.0)).collect();
+    Ok(respond(items, more, &p.unsupported))
 }
 
 pub async fn studies(
@@ -360,4 +527,53 @@ pub async fn series_instances(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     search(st, headers, q, Level::Instance, Some(study), Some(series)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_parameters() {
+        let p = parse(
+            Some("PatientName=Nguy%E1%BB%85n*&00080060=CT&limit=5&includefield=00081030,all"),
+            Level::Study,
+        )
+        .unwrap();
+        assert_eq!(p.query.limit, 5);
+        assert_eq!(p.query.filters.len(), 2);
+        assert_eq!(p.query.include, Include::All);
+        let pn = p
+            .query
+            .filters
+            .iter()
+            .find(|f| f.attribute.keyword == "PatientName")
+            .unwrap();
+        assert_eq!(pn.matching, Match::Wildcard("nguyễn*".into()));
+        assert!(
+            matches!(parse(Some("Bogus=1"), Level::Study), Err(ApiError::BadRequest(m)) if m.contains("Bogus"))
+        );
+        assert!(parse(Some("limit=0"), Level::Study).is_err());
+        assert!(parse(Some("offset=100000000"), Level::Study).is_err());
+        assert!(parse(Some("StudyDate=2024"), Level::Study).is_err());
+        let p = parse(Some("SeriesNumber=3&fuzzymatching=true"), Level::Study).unwrap();
+        assert!(p.unsupported.is_empty());
+        let p = parse(Some("ScanningSequence=SE"), Level::Study).unwrap();
+        assert_eq!(p.unsupported, ["ScanningSequence"]);
+        let p = parse(
+            Some("StudyInstanceUID=1.2&StudyInstanceUID=1.3"),
+            Level::Study,
+        )
+        .unwrap();
+        assert_eq!(
+            p.query.filters[0].matching,
+            Match::List(vec!["1.2".into(), "1.3".into()])
+        );
+        let p = parse(
+            Some("RequestAttributesSequence.RequestedProcedureID=RP1"),
+            Level::Study,
+        )
+        .unwrap();
+        assert_eq!(p.query.sequence_filters[0].path, "00400275.00401001");
+    }
 }

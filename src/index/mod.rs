@@ -15,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::dicom::Uid;
+pub use crate::query::{Level, Query};
 
 /// Back-end-neutral index errors. SQL detail stays in the message for the
 /// log; the HTTP layer only sees the variant.
@@ -83,6 +84,9 @@ pub struct NewInstance {
     pub sha256: String,
     /// Deflate-compressed DICOM JSON.
     pub metadata: Vec<u8>,
+    /// (path, value) of items of the indexed sequences
+    /// ([`crate::query::INDEXED_SEQUENCES`]), for sequence matching.
+    pub sequence_values: Vec<(String, String)>,
 }
 
 /// An indexed instance and where its object is.
@@ -113,20 +117,6 @@ pub struct Scope {
     pub study: Uid,
     pub series: Option<Uid>,
     pub instance: Option<Uid>,
-}
-
-/// Exact-match filters of the basic search (full QIDO matching builds on
-/// this in the QIDO module).
-#[derive(Debug, Clone, Default)]
-pub struct Query {
-    pub study_uid: Option<Uid>,
-    pub series_uid: Option<Uid>,
-    pub sop_uid: Option<Uid>,
-    pub patient_id: Option<String>,
-    pub accession_number: Option<String>,
-    pub modality: Option<String>,
-    pub limit: i64,
-    pub offset: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -201,9 +191,20 @@ pub trait Index: Send + Sync + std::fmt::Debug {
     /// The stored metadata documents of a scope, in the same order.
     async fn metadata(&self, scope: &Scope) -> Result<Vec<Vec<u8>>, IndexError>;
 
+    /// QIDO / C-FIND at the query's level; at most `limit + 1` rows, so
+    /// the caller can tell that more exist.
     async fn search_studies(&self, q: &Query) -> Result<Vec<StudyRow>, IndexError>;
     async fn search_series(&self, q: &Query) -> Result<Vec<SeriesRow>, IndexError>;
     async fn search_instances(&self, q: &Query) -> Result<Vec<InstanceRow>, IndexError>;
+
+    /// The metadata document of one representative instance (the first
+    /// stored) of each given study or series UID, for attributes that are
+    /// not index columns (`includefield`).
+    async fn representatives(
+        &self,
+        level: Level,
+        uids: &[String],
+    ) -> Result<Vec<(String, Vec<u8>)>, IndexError>;
 }
 
 /// Opens the index named by a database URL (`sqlite://…` or

@@ -16,5 +16,7 @@ pub async fn open(url: &str, migrate: bool) -> Result<SqlIndex, IndexError> {
         // sqlx takes an advisory lock, so concurrent start-ups migrate once.
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
     }
-    Ok(SqlIndex::new(pool, Dialect::Postgres))
+    let index = SqlIndex::new(pool, Dialect::Postgres);
+    index.backfill().await?;
+    Ok(index)
 }

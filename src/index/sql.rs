@@ -6,9 +6,11 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use super::{
-    now_ms, Index, IndexError, Insert, InstanceRow, NewInstance, Query, Scope, SeriesRow,
-    StoredInstance, StudyRow,
+    now_ms, Index, IndexError, Insert, InstanceRow, NewInstance, Scope, SeriesRow, StoredInstance,
+    StudyRow,
 };
+use crate::query::names::{fuzzy_words, pn_match_key, prefix_upper_bound};
+use crate::query::{Kind, Level, Match, Query};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -53,6 +55,44 @@ impl SqlIndex {
         }
     }
 
+    /// Fills the derived name columns of studies indexed before they
+    /// existed (migration 0002); a no-op once done.
+    pub async fn backfill(&self) -> Result<(), IndexError> {
+        let rows = sqlx::query(
+            "SELECT pk, patient_name FROM studies \
+             WHERE patient_name IS NOT NULL AND patient_name_key IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        for r in &rows {
+            let pk: i64 = r.try_get(0)?;
+            let name: String = r.try_get(1)?;
+            sqlx::query("UPDATE studies SET patient_name_key = $1 WHERE pk = $2")
+                .bind(pn_match_key(&name))
+                .bind(pk)
+                .execute(&mut *tx)
+                .await?;
+            for word in fuzzy_words(&name) {
+                sqlx::query(
+                    "INSERT INTO study_name_words (study_pk, word) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(pk)
+                .bind(word)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        tracing::info!(studies = rows.len(), "name search keys backfilled");
+        Ok(())
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }
@@ -93,28 +133,61 @@ fn patient_key(rec: &NewInstance) -> String {
     }
 }
 
-/// Builds `WHERE` conditions with numbered placeholders.
-struct Filter {
-    conds: Vec<String>,
-    args: Vec<String>,
+async fn insert_sequence_values(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    rec: &NewInstance,
+    instance_pk: i64,
+    series_pk: i64,
+    study_pk: i64,
+) -> Result<(), sqlx::Error> {
+    for (path, value) in &rec.sequence_values {
+        sqlx::query(
+            "INSERT INTO sequence_items (instance_pk, series_pk, study_pk, path, value) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(instance_pk)
+        .bind(series_pk)
+        .bind(study_pk)
+        .bind(path)
+        .bind(value)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
-impl Filter {
-    fn new() -> Filter {
-        Filter {
-            conds: Vec::new(),
-            args: Vec::new(),
-        }
+/// A bound parameter.
+#[derive(Debug, Clone)]
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// Builds `WHERE` conditions with numbered placeholders.
+#[derive(Default)]
+struct Sql {
+    conds: Vec<String>,
+    args: Vec<Arg>,
+}
+
+impl Sql {
+    fn arg(&mut self, a: Arg) -> String {
+        self.args.push(a);
+        format!("${}", self.args.len())
+    }
+
+    fn text(&mut self, v: &str) -> String {
+        self.arg(Arg::Text(v.to_owned()))
     }
 
     fn eq(&mut self, column: &str, value: Option<&str>) {
         if let Some(v) = value {
-            self.args.push(v.to_owned());
-            self.conds.push(format!("{column} = ${}", self.args.len()));
+            let p = self.text(v);
+            self.conds.push(format!("{column} = {p}"));
         }
     }
 
-    fn sql(&self) -> String {
+    fn where_sql(&self) -> String {
         if self.conds.is_empty() {
             String::new()
         } else {
@@ -122,17 +195,227 @@ impl Filter {
         }
     }
 
-    fn next(&self) -> usize {
-        self.args.len() + 1
+    fn bind<'q>(
+        &'q self,
+        mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        for a in &self.args {
+            q = match a {
+                Arg::Text(t) => q.bind(t.as_str()),
+                Arg::Int(i) => q.bind(*i),
+            };
+        }
+        q
+    }
+
+    /// The SQL condition for one match on `column` (PS3.4 C.2.2.2).
+    fn condition(&mut self, column: &str, kind: Kind, m: &Match) -> String {
+        let value = |s: &mut Sql, v: &str| -> String {
+            if kind == Kind::Integer {
+                s.arg(Arg::Int(v.parse().unwrap_or(i64::MIN)))
+            } else {
+                s.text(v)
+            }
+        };
+        match m {
+            Match::Single(v) => {
+                let p = value(self, v);
+                format!("{column} = {p}")
+            }
+            Match::List(vs) => {
+                let ps: Vec<String> = vs.iter().map(|v| value(self, v)).collect();
+                format!("{column} IN ({})", ps.join(", "))
+            }
+            Match::Wildcard(w) => {
+                // A trailing '*' alone is a prefix: an index range in both
+                // databases. Anything else is LIKE with escapes.
+                let body = &w[..w.len().saturating_sub(1)];
+                if w.ends_with('*') && !body.contains(['*', '?']) {
+                    let lo = self.text(body);
+                    match prefix_upper_bound(body) {
+                        Some(hi) => {
+                            let hi = self.text(&hi);
+                            format!("({column} >= {lo} AND {column} < {hi})")
+                        }
+                        None => format!("{column} >= {lo}"),
+                    }
+                } else {
+                    let p = self.text(&like_pattern(w));
+                    format!("{column} LIKE {p} ESCAPE '\\'")
+                }
+            }
+            Match::Range(lo, hi) => {
+                let mut parts = Vec::new();
+                if let Some(lo) = lo {
+                    let p = self.text(lo);
+                    parts.push(format!("{column} >= {p}"));
+                }
+                if let Some(hi) = hi {
+                    // Inclusive of everything that starts with `hi` (a TM of
+                    // lower precision covers the whole hour or minute).
+                    match (kind, prefix_upper_bound(hi)) {
+                        (Kind::Time, Some(next)) => {
+                            let p = self.text(&next);
+                            parts.push(format!("{column} < {p}"));
+                        }
+                        _ => {
+                            let p = self.text(hi);
+                            parts.push(format!("{column} <= {p}"));
+                        }
+                    }
+                }
+                format!("({})", parts.join(" AND "))
+            }
+            Match::Fuzzy(words) => {
+                // Only PatientName has a word table; other names fall back
+                // to case-insensitive substring matching per word.
+                let conds: Vec<String> = words
+                    .iter()
+                    .map(|w| {
+                        let p = self.text(&format!("%{}%", like_escape(w)));
+                        format!("lower({column}) LIKE {p} ESCAPE '\\'")
+                    })
+                    .collect();
+                format!("({})", conds.join(" AND "))
+            }
+        }
     }
 }
 
-fn scope_filter(scope: &Scope) -> Filter {
-    let mut f = Filter::new();
+fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// DICOM wildcards to a LIKE pattern.
+fn like_pattern(w: &str) -> String {
+    like_escape(w).replace('*', "%").replace('?', "_")
+}
+
+fn scope_filter(scope: &Scope) -> Sql {
+    let mut f = Sql::default();
     f.eq("st.study_uid", Some(scope.study.as_str()));
     f.eq("se.series_uid", scope.series.as_ref().map(|u| u.as_str()));
     f.eq("i.sop_uid", scope.instance.as_ref().map(|u| u.as_str()));
     f
+}
+
+/// The WHERE conditions of a search at `q.level` (aliases st, se, i).
+fn search_conditions(q: &Query) -> Sql {
+    let mut sql = Sql::default();
+    let date = q
+        .filters
+        .iter()
+        .find(|f| f.attribute.keyword == "StudyDate");
+    let time = q
+        .filters
+        .iter()
+        .find(|f| f.attribute.keyword == "StudyTime");
+    let combined = match (date.map(|f| &f.matching), time.map(|f| &f.matching)) {
+        (Some(Match::Range(dlo, dhi)), Some(Match::Range(tlo, thi))) if q.combined_datetime => {
+            // PS3.4 C.2.2.2.5.1: one range over date and time together.
+            let mut parts = Vec::new();
+            if let Some(d) = dlo {
+                let (d1, d2) = (sql.text(d), sql.text(d));
+                let t = tlo.as_deref().unwrap_or("");
+                let t = sql.text(t);
+                parts.push(format!(
+                    "(st.study_date > {d1} OR (st.study_date = {d2} AND COALESCE(st.study_time, '') >= {t}))"
+                ));
+            }
+            if let Some(d) = dhi {
+                let (d1, d2) = (sql.text(d), sql.text(d));
+                let t = thi
+                    .as_deref()
+                    .and_then(prefix_upper_bound)
+                    .unwrap_or_else(|| "999999".into());
+                let t = sql.text(&t);
+                parts.push(format!(
+                    "(st.study_date < {d1} OR (st.study_date = {d2} AND COALESCE(st.study_time, '') < {t}))"
+                ));
+            }
+            if !parts.is_empty() {
+                sql.conds.push(parts.join(" AND "));
+            }
+            true
+        }
+        _ => false,
+    };
+
+    for f in &q.filters {
+        let a = f.attribute;
+        if combined && (a.keyword == "StudyDate" || a.keyword == "StudyTime") {
+            continue;
+        }
+        if a.keyword == "ModalitiesInStudy" {
+            let c = sql.condition("m.modality", a.kind, &f.matching);
+            sql.conds.push(format!(
+                "EXISTS (SELECT 1 FROM series m WHERE m.study_pk = st.pk AND {c})"
+            ));
+            continue;
+        }
+        if a.keyword == "PatientName" {
+            match &f.matching {
+                Match::Fuzzy(words) => {
+                    for w in words {
+                        let lo = sql.text(w);
+                        let cond = match prefix_upper_bound(w) {
+                            Some(hi) => {
+                                let hi = sql.text(&hi);
+                                format!("w.word >= {lo} AND w.word < {hi}")
+                            }
+                            None => format!("w.word >= {lo}"),
+                        };
+                        sql.conds.push(format!(
+                            "st.pk IN (SELECT w.study_pk FROM study_name_words w WHERE {cond})"
+                        ));
+                    }
+                }
+                m => {
+                    let c = sql.condition("st.patient_name_key", a.kind, m);
+                    sql.conds.push(c);
+                }
+            }
+            continue;
+        }
+        let column = if a.kind == Kind::PersonName {
+            format!("lower({})", a.column)
+        } else {
+            a.column.to_owned()
+        };
+        let c = sql.condition(&column, a.kind, &f.matching);
+        // A key below the query level matches when any child matches
+        // (relational matching, as users expect from QIDO).
+        let c = match (q.level, a.level) {
+            (Level::Study, Level::Series) => {
+                format!("EXISTS (SELECT 1 FROM series se WHERE se.study_pk = st.pk AND {c})")
+            }
+            (Level::Study, Level::Instance) => format!(
+                "EXISTS (SELECT 1 FROM series se JOIN instances i ON i.series_pk = se.pk \
+                 WHERE se.study_pk = st.pk AND {c})"
+            ),
+            (Level::Series, Level::Instance) => {
+                format!("EXISTS (SELECT 1 FROM instances i WHERE i.series_pk = se.pk AND {c})")
+            }
+            _ => c,
+        };
+        sql.conds.push(c);
+    }
+
+    for sf in &q.sequence_filters {
+        let path = sql.text(&sf.path);
+        let c = sql.condition("q.value", Kind::Text, &sf.matching);
+        let link = match q.level {
+            Level::Study => "q.study_pk = st.pk",
+            Level::Series => "q.series_pk = se.pk",
+            Level::Instance => "q.instance_pk = i.pk",
+        };
+        sql.conds.push(format!(
+            "EXISTS (SELECT 1 FROM sequence_items q WHERE {link} AND q.path = {path} AND {c})"
+        ));
+    }
+    sql
 }
 
 const HIERARCHY: &str =
@@ -180,11 +463,11 @@ impl Index for SqlIndex {
             .await?
             .try_get(0)?;
 
-        sqlx::query(
+        let new_study = sqlx::query(
             "INSERT INTO studies (study_uid, patient_pk, patient_name, patient_id, \
              patient_birth_date, patient_sex, study_date, study_time, accession_number, \
-             study_id, referring_physician_name, study_description, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             study_id, referring_physician_name, study_description, created_at, patient_name_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (study_uid) DO NOTHING",
         )
         .bind(&rec.study_uid)
@@ -200,13 +483,33 @@ impl Index for SqlIndex {
         .bind(&rec.referring_physician_name)
         .bind(&rec.study_description)
         .bind(now)
+        .bind(rec.patient_name.as_deref().map(pn_match_key))
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected()
+            == 1;
         let study_pk: i64 = sqlx::query("SELECT pk FROM studies WHERE study_uid = $1")
             .bind(&rec.study_uid)
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
+        if new_study {
+            for word in rec
+                .patient_name
+                .as_deref()
+                .map(fuzzy_words)
+                .unwrap_or_default()
+            {
+                sqlx::query(
+                    "INSERT INTO study_name_words (study_pk, word) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(study_pk)
+                .bind(word)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
 
         sqlx::query(
             "INSERT INTO series (series_uid, study_pk, modality, series_number, \
@@ -242,7 +545,7 @@ impl Index for SqlIndex {
              num_rows, num_columns, num_frames, bits_allocated, transfer_syntax_uid, \
              object_key, size, sha256, metadata, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             ON CONFLICT (sop_uid) DO NOTHING",
+             ON CONFLICT (sop_uid) DO NOTHING RETURNING pk",
         )
         .bind(&rec.sop_uid)
         .bind(series_pk)
@@ -258,11 +561,10 @@ impl Index for SqlIndex {
         .bind(&rec.sha256)
         .bind(&rec.metadata)
         .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_optional(&mut *tx)
+        .await?;
 
-        if inserted == 0 {
+        let Some(row) = inserted else {
             tx.rollback().await?;
             return match self.find_instance(&rec.sop_uid).await? {
                 Some(existing) => Ok(Insert::Exists(existing)),
@@ -271,7 +573,9 @@ impl Index for SqlIndex {
                     rec.sop_uid
                 ))),
             };
-        }
+        };
+        let instance_pk: i64 = row.try_get(0)?;
+        insert_sequence_values(&mut tx, rec, instance_pk, series_pk, study_pk).await?;
         tx.commit().await?;
         Ok(Insert::Inserted)
     }
@@ -282,6 +586,7 @@ impl Index for SqlIndex {
         previous_key: &str,
     ) -> Result<bool, IndexError> {
         let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE instances SET sop_class_uid = $1, instance_number = $2, num_rows = $3, \
              num_columns = $4, num_frames = $5, bits_allocated = $6, transfer_syntax_uid = $7, \
@@ -302,23 +607,38 @@ impl Index for SqlIndex {
         .bind(now_ms())
         .bind(&rec.sop_uid)
         .bind(previous_key)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
-        Ok(done == 1)
+        if done != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let row = sqlx::query(
+            "SELECT i.pk, i.series_pk, se.study_pk FROM instances i \
+             JOIN series se ON se.pk = i.series_pk WHERE i.sop_uid = $1",
+        )
+        .bind(&rec.sop_uid)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (instance_pk, series_pk, study_pk): (i64, i64, i64) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        sqlx::query("DELETE FROM sequence_items WHERE instance_pk = $1")
+            .bind(instance_pk)
+            .execute(&mut *tx)
+            .await?;
+        insert_sequence_values(&mut tx, rec, instance_pk, series_pk, study_pk).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn instances(&self, scope: &Scope) -> Result<Vec<StoredInstance>, IndexError> {
         let f = scope_filter(scope);
         let sql = format!(
             "SELECT {STORED_COLUMNS} FROM {HIERARCHY}{}{INSTANCE_ORDER}",
-            f.sql()
+            f.where_sql()
         );
-        let mut q = sqlx::query(&sql);
-        for a in &f.args {
-            q = q.bind(a);
-        }
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = f.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
         Ok(rows
             .iter()
             .map(stored_from_row)
@@ -329,13 +649,9 @@ impl Index for SqlIndex {
         let f = scope_filter(scope);
         let sql = format!(
             "SELECT i.metadata FROM {HIERARCHY}{}{INSTANCE_ORDER}",
-            f.sql()
+            f.where_sql()
         );
-        let mut q = sqlx::query(&sql);
-        for a in &f.args {
-            q = q.bind(a);
-        }
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = f.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
         Ok(rows
             .iter()
             .map(|r| r.try_get::<Vec<u8>, _>(0))
@@ -343,19 +659,10 @@ impl Index for SqlIndex {
     }
 
     async fn search_studies(&self, q: &Query) -> Result<Vec<StudyRow>, IndexError> {
-        let mut f = Filter::new();
-        f.eq("st.study_uid", q.study_uid.as_ref().map(|u| u.as_str()));
-        f.eq("st.patient_id", q.patient_id.as_deref());
-        f.eq("st.accession_number", q.accession_number.as_deref());
-        if let Some(m) = &q.modality {
-            f.args.push(m.clone());
-            f.conds.push(format!(
-                "EXISTS (SELECT 1 FROM series m WHERE m.study_pk = st.pk AND m.modality = ${})",
-                f.args.len()
-            ));
-        }
-        let n = f.next();
-        let sql = format!(
+        let mut sql = search_conditions(q);
+        let lim = sql.arg(Arg::Int(q.limit + 1));
+        let off = sql.arg(Arg::Int(q.offset));
+        let text = format!(
             "SELECT st.study_uid, st.patient_name, st.patient_id, st.patient_birth_date, \
              st.patient_sex, st.study_date, st.study_time, st.accession_number, st.study_id, \
              st.referring_physician_name, st.study_description, \
@@ -364,21 +671,12 @@ impl Index for SqlIndex {
              (SELECT COUNT(*) FROM instances i4 JOIN series s4 ON s4.pk = i4.series_pk \
               WHERE s4.study_pk = st.pk) \
              FROM studies st{where_} \
-             ORDER BY st.study_date DESC, st.study_time DESC, st.pk DESC \
-             LIMIT ${n} OFFSET ${m}",
+             ORDER BY st.study_date DESC NULLS LAST, st.study_time DESC NULLS LAST, st.pk DESC \
+             LIMIT {lim} OFFSET {off}",
             mods = self.dialect.distinct_list("s2.modality"),
-            where_ = f.sql(),
-            m = n + 1
+            where_ = sql.where_sql(),
         );
-        let mut query = sqlx::query(&sql);
-        for a in &f.args {
-            query = query.bind(a);
-        }
-        let rows = query
-            .bind(q.limit)
-            .bind(q.offset)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sql.bind(sqlx::query(&text)).fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let mods: Option<String> = r.try_get(11)?;
@@ -409,31 +707,18 @@ impl Index for SqlIndex {
     }
 
     async fn search_series(&self, q: &Query) -> Result<Vec<SeriesRow>, IndexError> {
-        let mut f = Filter::new();
-        f.eq("st.study_uid", q.study_uid.as_ref().map(|u| u.as_str()));
-        f.eq("se.series_uid", q.series_uid.as_ref().map(|u| u.as_str()));
-        f.eq("st.patient_id", q.patient_id.as_deref());
-        f.eq("st.accession_number", q.accession_number.as_deref());
-        f.eq("se.modality", q.modality.as_deref());
-        let n = f.next();
-        let sql = format!(
+        let mut sql = search_conditions(q);
+        let lim = sql.arg(Arg::Int(q.limit + 1));
+        let off = sql.arg(Arg::Int(q.offset));
+        let text = format!(
             "SELECT st.study_uid, se.series_uid, se.modality, se.series_number, \
              se.series_description, se.body_part_examined, se.pps_start_date, se.pps_start_time, \
              (SELECT COUNT(*) FROM instances i2 WHERE i2.series_pk = se.pk) \
              FROM series se JOIN studies st ON st.pk = se.study_pk{} \
-             ORDER BY st.pk DESC, se.series_number, se.pk LIMIT ${n} OFFSET ${}",
-            f.sql(),
-            n + 1
+             ORDER BY st.pk DESC, se.series_number, se.pk LIMIT {lim} OFFSET {off}",
+            sql.where_sql(),
         );
-        let mut query = sqlx::query(&sql);
-        for a in &f.args {
-            query = query.bind(a);
-        }
-        let rows = query
-            .bind(q.limit)
-            .bind(q.offset)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sql.bind(sqlx::query(&text)).fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             out.push(SeriesRow {
@@ -452,30 +737,17 @@ impl Index for SqlIndex {
     }
 
     async fn search_instances(&self, q: &Query) -> Result<Vec<InstanceRow>, IndexError> {
-        let mut f = Filter::new();
-        f.eq("st.study_uid", q.study_uid.as_ref().map(|u| u.as_str()));
-        f.eq("se.series_uid", q.series_uid.as_ref().map(|u| u.as_str()));
-        f.eq("i.sop_uid", q.sop_uid.as_ref().map(|u| u.as_str()));
-        f.eq("st.patient_id", q.patient_id.as_deref());
-        f.eq("st.accession_number", q.accession_number.as_deref());
-        f.eq("se.modality", q.modality.as_deref());
-        let n = f.next();
-        let sql = format!(
+        let mut sql = search_conditions(q);
+        let lim = sql.arg(Arg::Int(q.limit + 1));
+        let off = sql.arg(Arg::Int(q.offset));
+        let text = format!(
             "SELECT st.study_uid, se.series_uid, i.sop_uid, i.sop_class_uid, i.instance_number, \
              i.num_rows, i.num_columns, i.num_frames, i.bits_allocated, i.transfer_syntax_uid \
-             FROM {HIERARCHY}{}{INSTANCE_ORDER} LIMIT ${n} OFFSET ${}",
-            f.sql(),
-            n + 1
+             FROM {HIERARCHY}{} ORDER BY st.pk DESC, se.series_number, se.pk, i.instance_number, i.pk \
+             LIMIT {lim} OFFSET {off}",
+            sql.where_sql(),
         );
-        let mut query = sqlx::query(&sql);
-        for a in &f.args {
-            query = query.bind(a);
-        }
-        let rows = query
-            .bind(q.limit)
-            .bind(q.offset)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sql.bind(sqlx::query(&text)).fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             out.push(InstanceRow {
@@ -490,6 +762,34 @@ impl Index for SqlIndex {
                 bits_allocated: r.try_get(8)?,
                 transfer_syntax_uid: r.try_get(9)?,
             });
+        }
+        Ok(out)
+    }
+
+    async fn representatives(
+        &self,
+        level: Level,
+        uids: &[String],
+    ) -> Result<Vec<(String, Vec<u8>)>, IndexError> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::default();
+        let ps: Vec<String> = uids.iter().map(|u| sql.text(u)).collect();
+        let (key, group) = match level {
+            Level::Study => ("st.study_uid", "se.study_pk"),
+            Level::Series => ("se.series_uid", "i.series_pk"),
+            Level::Instance => ("i.sop_uid", "i.pk"),
+        };
+        let text = format!(
+            "SELECT {key}, i.metadata FROM {HIERARCHY} WHERE i.pk IN \
+             (SELECT MIN(i.pk) FROM {HIERARCHY} WHERE {key} IN ({}) GROUP BY {group})",
+            ps.join(", ")
+        );
+        let rows = sql.bind(sqlx::query(&text)).fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push((r.try_get(0)?, r.try_get(1)?));
         }
         Ok(out)
     }

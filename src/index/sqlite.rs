@@ -26,8 +26,10 @@ pub async fn open(url: &str, migrate: bool) -> Result<SqlIndex, IndexError> {
             Box::pin(async move {
                 // NORMAL is durable in WAL mode except for the last
                 // transactions before a power loss; FULL keeps those too.
+                // LIKE is case-sensitive, as in PostgreSQL (PS3.4 C.2.2.2.4).
                 conn.execute(
-                    "PRAGMA busy_timeout = 30000; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+                    "PRAGMA busy_timeout = 30000; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+                     PRAGMA case_sensitive_like = ON;",
                 )
                 .await?;
                 Ok(())
@@ -38,5 +40,7 @@ pub async fn open(url: &str, migrate: bool) -> Result<SqlIndex, IndexError> {
     if migrate {
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
     }
-    Ok(SqlIndex::new(pool, Dialect::Sqlite))
+    let index = SqlIndex::new(pool, Dialect::Sqlite);
+    index.backfill().await?;
+    Ok(index)
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::dicom::json::{write_dataset, JsonOptions};
-use crate::dicom::scan::{scan_file, ScanError, ScanLimits, Scanned};
+use crate::dicom::scan::{is_binary_vr, scan_file, ScanError, ScanLimits, Scanned, Value};
 use crate::dicom::{tags, Uid};
 use crate::index::{Index, IndexError, Insert, NewInstance};
 use crate::store::{ObjectKey, Store, StoreError};
@@ -410,6 +410,7 @@ fn prepare(
         size: size as i64,
         sha256: sha256.to_owned(),
         metadata,
+        sequence_values: sequence_values(&scanned),
     };
     Ok(Prepared {
         study,
@@ -418,6 +419,60 @@ fn prepare(
         record,
         warnings,
     })
+}
+
+/// Text values inside the items of the sequences indexed for sequence
+/// matching, as (`SSSSSSSS.EEEEEEEE`, value) pairs.
+fn sequence_values(scanned: &Scanned) -> Vec<(String, String)> {
+    let charset = scanned.charset();
+    let mut out = Vec::new();
+    for seq in &scanned.dataset {
+        let tag = ((seq.tag.0 as u32) << 16) | seq.tag.1 as u32;
+        if !crate::query::INDEXED_SEQUENCES.contains(&tag) {
+            continue;
+        }
+        let Value::Sequence { items, .. } = &seq.value else {
+            continue;
+        };
+        for item in items {
+            for e in item {
+                let Value::Inline(bytes) = &e.value else {
+                    continue;
+                };
+                if is_binary_vr(e.vr) || !is_text_vr(e.vr) {
+                    continue;
+                }
+                let inner = ((e.tag.0 as u32) << 16) | e.tag.1 as u32;
+                for v in charset.decode(bytes).split('\\') {
+                    let v = v.trim_matches([' ', '\0']);
+                    if !v.is_empty() {
+                        out.push((format!("{tag:08X}.{inner:08X}"), v.to_owned()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn is_text_vr(vr: dicom_core::VR) -> bool {
+    use dicom_core::VR;
+    matches!(
+        vr,
+        VR::AE
+            | VR::AS
+            | VR::CS
+            | VR::DA
+            | VR::DS
+            | VR::DT
+            | VR::IS
+            | VR::LO
+            | VR::PN
+            | VR::SH
+            | VR::TM
+            | VR::UC
+            | VR::UI
+    )
 }
 
 /// The instance's DICOM JSON, deflate-compressed for the index.

@@ -1,0 +1,26 @@
+-- Full QIDO / C-FIND matching (PS3.4 C.2.2.2): case-folded person names,
+-- accent-folded name words for fuzzy matching, indexed sequence items, and
+-- an index for the newest-first study order.
+
+ALTER TABLE studies ADD COLUMN patient_name_key TEXT;
+CREATE INDEX studies_patient_name_key ON studies (patient_name_key);
+CREATE INDEX studies_recent ON studies (study_date DESC, study_time DESC, pk DESC);
+CREATE INDEX series_study_modality ON series (study_pk, modality);
+
+CREATE TABLE study_name_words (
+    study_pk INTEGER NOT NULL REFERENCES studies (pk),
+    word     TEXT NOT NULL,
+    PRIMARY KEY (study_pk, word)
+);
+CREATE INDEX study_name_words_word ON study_name_words (word, study_pk);
+
+CREATE TABLE sequence_items (
+    instance_pk INTEGER NOT NULL REFERENCES instances (pk),
+    series_pk   INTEGER NOT NULL,
+    study_pk    INTEGER NOT NULL,
+    -- SSSSSSSS.EEEEEEEE: the sequence and the element inside its items.
+    path        TEXT NOT NULL,
+    value       TEXT NOT NULL
+);
+CREATE INDEX sequence_items_path_value ON sequence_items (path, value);
+CREATE INDEX sequence_items_instance ON sequence_items (instance_pk);
