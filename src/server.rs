@@ -139,7 +139,10 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
             Some(tokio::spawn(crate::dimse::serve(
                 dicom,
                 config,
-                ingest.clone(),
+                crate::dimse::Services {
+                    ingest: ingest.clone(),
+                    index: index.clone(),
+                },
                 shutdown.clone(),
             )))
         }

@@ -8,10 +8,20 @@ pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.1476908747636860195222574585768
 /// Phim's Implementation Version Name (at most 16 characters).
 pub const IMPLEMENTATION_VERSION_NAME: &str = "PHIM_0_1";
 
-/// Builds an Explicit VR Little Endian data set, elements in tag order.
-#[derive(Default)]
+/// Builds a Little Endian data set (Explicit VR by default), elements in
+/// tag order.
 pub struct ElementWriter {
     buf: Vec<u8>,
+    explicit: bool,
+}
+
+impl Default for ElementWriter {
+    fn default() -> Self {
+        ElementWriter {
+            buf: Vec::new(),
+            explicit: true,
+        }
+    }
 }
 
 fn long_form(vr: &[u8; 2]) -> bool {
@@ -34,6 +44,25 @@ fn long_form(vr: &[u8; 2]) -> bool {
 }
 
 impl ElementWriter {
+    /// A writer for Implicit VR Little Endian (PS3.5 §7.1.3).
+    pub fn implicit() -> ElementWriter {
+        ElementWriter {
+            buf: Vec::new(),
+            explicit: false,
+        }
+    }
+
+    /// Appends a sequence whose items are already encoded (defined lengths).
+    pub fn sequence(&mut self, group: u16, element: u16, items: &[Vec<u8>]) -> &mut Self {
+        let mut value = Vec::new();
+        for item in items {
+            value.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+            value.extend_from_slice(&(item.len() as u32).to_le_bytes());
+            value.extend_from_slice(item);
+        }
+        self.raw(group, element, b"SQ", &value)
+    }
+
     /// Appends an element; odd-length values are padded (NUL for UI and OB,
     /// space otherwise, PS3.5 §6.2).
     pub fn raw(&mut self, group: u16, element: u16, vr: &[u8; 2], value: &[u8]) -> &mut Self {
@@ -41,11 +70,14 @@ impl ElementWriter {
         let len = value.len() + pad as usize;
         self.buf.extend_from_slice(&group.to_le_bytes());
         self.buf.extend_from_slice(&element.to_le_bytes());
-        self.buf.extend_from_slice(vr);
-        if long_form(vr) {
+        if !self.explicit {
+            self.buf.extend_from_slice(&(len as u32).to_le_bytes());
+        } else if long_form(vr) {
+            self.buf.extend_from_slice(vr);
             self.buf.extend_from_slice(&[0, 0]);
             self.buf.extend_from_slice(&(len as u32).to_le_bytes());
         } else {
+            self.buf.extend_from_slice(vr);
             self.buf.extend_from_slice(&(len as u16).to_le_bytes());
         }
         self.buf.extend_from_slice(value);

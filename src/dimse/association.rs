@@ -13,15 +13,16 @@ use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultRe
 
 use super::command::{field, Command, MAX_COMMAND_LEN};
 use super::sop_classes::STORAGE_SOP_CLASSES;
-use super::{echo, store, DimseConfig, Policy, VERIFICATION};
+use super::{echo, find, store, DimseConfig, Policy, Services, VERIFICATION};
 use crate::dicom::transfer_syntax;
-use crate::ingest::Ingest;
 
 /// What the association is in the middle of.
 enum State {
     Idle,
     /// A C-STORE whose data set is being received.
     Storing(Box<store::Receiving>),
+    /// A C-FIND whose identifier is being received.
+    Finding(Box<find::Finding>),
 }
 
 pub(super) async fn run(
@@ -29,7 +30,7 @@ pub(super) async fn run(
     peer: SocketAddr,
     config: &DimseConfig,
     policy: Policy,
-    ingest: &Ingest,
+    services: &Services,
 ) {
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(policy)
@@ -38,7 +39,9 @@ pub(super) async fn run(
         .strict(true)
         .read_timeout(config.timeout)
         .write_timeout(config.timeout)
-        .with_abstract_syntax(VERIFICATION);
+        .with_abstract_syntax(VERIFICATION)
+        .with_abstract_syntax(find::PATIENT_ROOT_FIND)
+        .with_abstract_syntax(find::STUDY_ROOT_FIND);
     for (uid, _) in STORAGE_SOP_CLASSES {
         options = options.with_abstract_syntax(*uid);
     }
@@ -74,23 +77,25 @@ pub(super) async fn run(
         match pdu {
             Pdu::PData { data } => {
                 for pdv in data {
-                    match handle_pdv(
+                    let handled = handle_pdv(
                         pdv,
                         &mut state,
                         &mut command_buf,
                         &assoc,
-                        ingest,
+                        services,
+                        config,
                         &mut stored,
                     )
-                    .await
-                    {
-                        Ok(Some(reply)) => {
-                            if let Err(e) = assoc.send(&reply).await {
-                                tracing::warn!(%peer, error = %e, "cannot send response");
-                                return;
+                    .await;
+                    match handled {
+                        Ok(replies) => {
+                            for reply in replies {
+                                if let Err(e) = assoc.send(&reply).await {
+                                    tracing::warn!(%peer, error = %e, "cannot send response");
+                                    return;
+                                }
                             }
                         }
-                        Ok(None) => {}
                         Err(reason) => {
                             tracing::warn!(%peer, calling_ae = %calling, %reason, "protocol error: aborting association");
                             let _ = assoc.abort().await;
@@ -117,19 +122,21 @@ pub(super) async fn run(
     }
 }
 
-/// Handles one PDV; returns a PDU to send back, if any.
+/// Handles one PDV; returns the PDUs to send back.
 async fn handle_pdv<S>(
     pdv: PDataValue,
     state: &mut State,
     command_buf: &mut Vec<u8>,
     assoc: &dicom_ul::association::server::AsyncServerAssociation<S>,
-    ingest: &Ingest,
+    services: &Services,
+    config: &DimseConfig,
     stored: &mut usize,
-) -> Result<Option<Pdu>, String> {
+) -> Result<Vec<Pdu>, String> {
+    let ingest = &services.ingest;
     let pc_id = pdv.presentation_context_id;
     match pdv.value_type {
         PDataValueType::Command => {
-            if matches!(state, State::Storing(_)) {
+            if !matches!(state, State::Idle) {
                 return Err("command received in the middle of a data set".into());
             }
             if command_buf.len() + pdv.data.len() > MAX_COMMAND_LEN {
@@ -137,7 +144,7 @@ async fn handle_pdv<S>(
             }
             command_buf.extend_from_slice(&pdv.data);
             if !pdv.is_last {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             let cmd = Command::parse(command_buf).map_err(|e| e.to_string());
             command_buf.clear();
@@ -152,39 +159,61 @@ async fn handle_pdv<S>(
             match cmd.field().map_err(|e| e.to_string())? {
                 field::C_ECHO_RQ => {
                     let rsp = echo::respond(&cmd).map_err(|e| e.to_string())?;
-                    Ok(Some(command_pdu(pc_id, rsp)))
+                    Ok(vec![command_pdu(pc_id, rsp)])
                 }
                 field::C_STORE_RQ => {
                     let receiving = store::Receiving::start(&cmd, pc, ingest)
                         .await
                         .map_err(|e| e.to_string())?;
                     *state = State::Storing(Box::new(receiving));
-                    Ok(None)
+                    Ok(Vec::new())
                 }
-                field::C_CANCEL_RQ => Ok(None), // nothing cancellable is running
+                field::C_FIND_RQ => {
+                    let finding = find::Finding::start(&cmd, pc).map_err(|e| e.to_string())?;
+                    *state = State::Finding(Box::new(finding));
+                    Ok(Vec::new())
+                }
+                // C-FIND answers are sent as soon as they are known, so a
+                // cancel finds nothing running.
+                field::C_CANCEL_RQ => Ok(Vec::new()),
                 other => Err(format!("unsupported command field {other:#06x}")),
             }
         }
-        PDataValueType::Data => {
-            let State::Storing(receiving) = state else {
-                return Err("data set without a command".into());
-            };
-            if receiving.pc_id() != pc_id {
-                return Err("data set on another presentation context".into());
+        PDataValueType::Data => match state {
+            State::Idle => Err("data set without a command".into()),
+            State::Storing(receiving) => {
+                if receiving.pc_id() != pc_id {
+                    return Err("data set on another presentation context".into());
+                }
+                receiving.write(&pdv.data).await;
+                if !pdv.is_last {
+                    return Ok(Vec::new());
+                }
+                let State::Storing(receiving) = std::mem::replace(state, State::Idle) else {
+                    return Err("lost C-STORE state".into());
+                };
+                let (rsp, ok) = receiving.finish(ingest).await;
+                if ok {
+                    *stored += 1;
+                }
+                Ok(vec![command_pdu(pc_id, rsp)])
             }
-            receiving.write(&pdv.data).await;
-            if !pdv.is_last {
-                return Ok(None);
+            State::Finding(finding) => {
+                if finding.pc_id() != pc_id {
+                    return Err("identifier on another presentation context".into());
+                }
+                finding.write(&pdv.data)?;
+                if !pdv.is_last {
+                    return Ok(Vec::new());
+                }
+                let State::Finding(finding) = std::mem::replace(state, State::Idle) else {
+                    return Err("lost C-FIND state".into());
+                };
+                Ok(finding
+                    .finish(services.index.as_ref(), &config.ae_title, assoc.requestor_max_pdu_length())
+                    .await)
             }
-            let State::Storing(receiving) = std::mem::replace(state, State::Idle) else {
-                return Err("lost C-STORE state".into());
-            };
-            let (rsp, ok) = receiving.finish(ingest).await;
-            if ok {
-                *stored += 1;
-            }
-            Ok(Some(command_pdu(pc_id, rsp)))
-        }
+        },
     }
 }
 

@@ -1,6 +1,7 @@
 //! DIMSE (PS3.7, PS3.8) for modalities and workstations: associations on
 //! dicom-ul, our own command handling on top. One file per service:
-//! [`echo`] (C-ECHO, PS3.4 Annex A), [`store`] (C-STORE SCP, Annex B).
+//! [`echo`] (C-ECHO, PS3.4 Annex A), [`store`] (C-STORE SCP, Annex B),
+//! [`find`] (C-FIND SCP, Annex C).
 //!
 //! Every association runs in its own task under a global bound; reads and
 //! writes have timeouts, so a slow or dead peer only holds its own task.
@@ -8,6 +9,7 @@
 pub mod association;
 pub mod command;
 pub mod echo;
+pub mod find;
 pub mod sop_classes;
 pub mod store;
 
@@ -24,7 +26,15 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::index::Index;
 use crate::ingest::Ingest;
+
+/// What the services need from the rest of Phim.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub ingest: Ingest,
+    pub index: Arc<dyn Index>,
+}
 
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
 
@@ -81,7 +91,7 @@ pub async fn bind(config: &DimseConfig) -> std::io::Result<tokio::net::TcpListen
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: DimseConfig,
-    ingest: Ingest,
+    services: Services,
     shutdown: CancellationToken,
 ) {
     let limit = Arc::new(Semaphore::new(config.max_associations.max(1)));
@@ -121,9 +131,9 @@ pub async fn serve(
             });
             continue;
         };
-        let (config, ingest, policy) = (config.clone(), ingest.clone(), policy.clone());
+        let (config, services, policy) = (config.clone(), services.clone(), policy.clone());
         tokio::spawn(async move {
-            association::run(socket, peer, &config, policy, &ingest).await;
+            association::run(socket, peer, &config, policy, &services).await;
             drop(permit);
         });
     }

@@ -1,0 +1,259 @@
+//! Search results as DICOM JSON objects (PS3.18 Tables 6.7.1-2/-2a/-2b),
+//! shared by QIDO-RS (sent as JSON) and C-FIND (encoded as data sets).
+
+use std::collections::HashMap;
+
+use serde_json::{json, Map, Value};
+
+use super::{Include, Level, Query};
+use crate::index::{Index, IndexError, InstanceRow, SeriesRow, StudyRow};
+use crate::ingest::inflate_metadata;
+
+/// Runs a search; returns at most `q.limit` objects and whether more match.
+/// `base` is the DICOMweb root for RetrieveURL (none for C-FIND).
+pub async fn run(
+    index: &dyn Index,
+    q: &Query,
+    base: Option<&str>,
+) -> Result<(Vec<Map<String, Value>>, bool), IndexError> {
+    let limit = q.limit as usize;
+    let mut rows: Vec<(String, Obj)> = match q.level {
+        Level::Study => index
+            .search_studies(q)
+            .await?
+            .iter()
+            .map(|r| (r.study_uid.clone(), study_json(base, r)))
+            .collect(),
+        Level::Series => index
+            .search_series(q)
+            .await?
+            .iter()
+            .map(|r| (r.series_uid.clone(), series_json(base, r)))
+            .collect(),
+        Level::Instance => index
+            .search_instances(q)
+            .await?
+            .iter()
+            .map(|r| (r.sop_uid.clone(), instance_json(base, r)))
+            .collect(),
+    };
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    enrich(index, q.level, &q.include, &mut rows).await?;
+    Ok((rows.into_iter().map(|(_, o)| o.0).collect(), more))
+}
+
+/// A DICOM JSON object under construction (keys sort as tags).
+#[derive(Default)]
+struct Obj(Map<String, Value>);
+
+impl Obj {
+    fn put(&mut self, tag: &str, vr: &str, values: Vec<Value>) {
+        let v = if values.is_empty() {
+            json!({ "vr": vr })
+        } else {
+            json!({ "vr": vr, "Value": values })
+        };
+        self.0.insert(tag.to_owned(), v);
+    }
+    fn str(&mut self, tag: &str, vr: &str, v: &Option<String>) {
+        self.put(tag, vr, v.iter().map(|s| json!(s)).collect())
+    }
+    fn pn(&mut self, tag: &str, v: &Option<String>) {
+        let vals = v
+            .iter()
+            .map(|s| {
+                let mut groups = Map::new();
+                for (key, g) in ["Alphabetic", "Ideographic", "Phonetic"]
+                    .iter()
+                    .zip(s.split('='))
+                {
+                    if !g.is_empty() {
+                        groups.insert((*key).to_owned(), json!(g));
+                    }
+                }
+                Value::Object(groups)
+            })
+            .collect();
+        self.put(tag, "PN", vals)
+    }
+    fn int(&mut self, tag: &str, vr: &str, v: Option<i64>) {
+        self.put(tag, vr, v.iter().map(|n| json!(n)).collect())
+    }
+}
+
+/// PS3.18 Table 6.7.1-2.
+fn study_json(base: Option<&str>, r: &StudyRow) -> Obj {
+    let mut j = Obj::default();
+    j.put("00080005", "CS", vec![json!("ISO_IR 192")]);
+    j.str("00080020", "DA", &r.study_date);
+    j.str("00080030", "TM", &r.study_time);
+    j.str("00080050", "SH", &r.accession_number);
+    j.put("00080056", "CS", vec![json!("ONLINE")]);
+    j.put(
+        "00080061",
+        "CS",
+        r.modalities.iter().map(|m| json!(m)).collect(),
+    );
+    j.pn("00080090", &r.referring_physician_name);
+    j.str("00081030", "LO", &r.study_description);
+    if let Some(base) = base {
+        j.put("00081190", "UR", vec![json!(format!("{base}/studies/{}", r.study_uid))]);
+    }
+    j.pn("00100010", &r.patient_name);
+    j.str("00100020", "LO", &r.patient_id);
+    j.str("00100030", "DA", &r.patient_birth_date);
+    j.str("00100040", "CS", &r.patient_sex);
+    j.put("0020000D", "UI", vec![json!(r.study_uid)]);
+    j.str("00200010", "SH", &r.study_id);
+    j.int("00201206", "IS", Some(r.num_series));
+    j.int("00201208", "IS", Some(r.num_instances));
+    j
+}
+
+/// PS3.18 Table 6.7.1-2a.
+fn series_json(base: Option<&str>, r: &SeriesRow) -> Obj {
+    let mut j = Obj::default();
+    j.put("00080005", "CS", vec![json!("ISO_IR 192")]);
+    j.str("00080060", "CS", &r.modality);
+    j.str("0008103E", "LO", &r.series_description);
+    if let Some(base) = base {
+        let url = format!("{base}/studies/{}/series/{}", r.study_uid, r.series_uid);
+        j.put("00081190", "UR", vec![json!(url)]);
+    }
+    j.str("00180015", "CS", &r.body_part_examined);
+    j.put("0020000D", "UI", vec![json!(r.study_uid)]);
+    j.put("0020000E", "UI", vec![json!(r.series_uid)]);
+    j.int("00200011", "IS", r.series_number);
+    j.int("00201209", "IS", Some(r.num_instances));
+    j.str("00400244", "DA", &r.pps_start_date);
+    j.str("00400245", "TM", &r.pps_start_time);
+    j
+}
+
+/// PS3.18 Table 6.7.1-2b.
+fn instance_json(base: Option<&str>, r: &InstanceRow) -> Obj {
+    let mut j = Obj::default();
+    j.put("00080005", "CS", vec![json!("ISO_IR 192")]);
+    j.put("00080016", "UI", vec![json!(r.sop_class_uid)]);
+    j.put("00080018", "UI", vec![json!(r.sop_uid)]);
+    j.put("00080056", "CS", vec![json!("ONLINE")]);
+    if let Some(base) = base {
+        j.put(
+            "00081190",
+            "UR",
+            vec![json!(format!(
+                "{base}/studies/{}/series/{}/instances/{}",
+                r.study_uid, r.series_uid, r.sop_uid
+            ))],
+        );
+    }
+    j.put("00083002", "UI", vec![json!(r.transfer_syntax_uid)]);
+    j.put("0020000D", "UI", vec![json!(r.study_uid)]);
+    j.put("0020000E", "UI", vec![json!(r.series_uid)]);
+    j.int("00200013", "IS", r.instance_number);
+    j.int("00280008", "IS", r.frames);
+    j.int("00280010", "US", r.rows);
+    j.int("00280011", "US", r.columns);
+    j.int("00280100", "US", r.bits_allocated);
+    j
+}
+
+/// Whether `includefield=all` at a level returns a tag of the
+/// representative instance: study level keeps patient and study
+/// attributes, series level adds series attributes, instance level all.
+fn level_allows(level: Level, tag: u32) -> bool {
+    const INSTANCE_SPECIFIC: &[u32] = &[
+        0x0008_0008,
+        0x0008_0012,
+        0x0008_0013,
+        0x0008_0016,
+        0x0008_0018,
+        0x0008_0022,
+        0x0008_0023,
+        0x0008_0032,
+        0x0008_0033,
+        0x0020_0013,
+        0x0020_0032,
+        0x0020_0037,
+        0x0020_1041,
+    ];
+    const SERIES_SPECIFIC: &[u32] = &[
+        0x0008_0021,
+        0x0008_0031,
+        0x0008_0060,
+        0x0008_103E,
+        0x0020_000E,
+        0x0020_0011,
+        0x0020_0060,
+        0x0020_0052,
+        0x0018_0015,
+        0x0018_1030,
+        0x0018_5100,
+        0x0040_0244,
+        0x0040_0245,
+        0x0040_0253,
+        0x0040_0254,
+        0x0040_0275,
+    ];
+    if level == Level::Instance {
+        return true;
+    }
+    if INSTANCE_SPECIFIC.contains(&tag) {
+        return false;
+    }
+    if SERIES_SPECIFIC.contains(&tag) {
+        return level == Level::Series;
+    }
+    matches!(tag >> 16, 0x0008 | 0x0010 | 0x0020 | 0x0032)
+}
+
+/// Adds attributes of each result's representative instance that are not
+/// in the row already (`includefield`, matching keys Phim does not index).
+async fn enrich(
+    index: &dyn Index,
+    level: Level,
+    include: &Include,
+    rows: &mut [(String, Obj)],
+) -> Result<(), IndexError> {
+    if *include == Include::Default || rows.is_empty() {
+        return Ok(());
+    }
+    let uids: Vec<String> = rows.iter().map(|(u, _)| u.clone()).collect();
+    let docs = index.representatives(level, &uids).await?;
+    let include = include.clone();
+    let parsed: HashMap<String, Map<String, Value>> = tokio::task::spawn_blocking(move || {
+        docs.into_iter()
+            .filter_map(|(uid, doc)| {
+                let text = inflate_metadata(&doc).ok()?;
+                match serde_json::from_str::<Value>(&text).ok()? {
+                    Value::Object(m) => Some((uid, m)),
+                    _ => None,
+                }
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| IndexError::Unavailable(format!("metadata task failed: {e}")))?;
+    for (uid, obj) in rows.iter_mut() {
+        let Some(doc) = parsed.get(uid) else { continue };
+        for (key, value) in doc {
+            let Ok(tag) = u32::from_str_radix(key, 16) else {
+                continue;
+            };
+            if obj.0.contains_key(key) || value.get("BulkDataURI").is_some() {
+                continue;
+            }
+            let wanted = match &include {
+                Include::All => level_allows(level, tag),
+                Include::Tags(tags) => tags.contains(&tag),
+                Include::Default => false,
+            };
+            if wanted {
+                obj.0.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
