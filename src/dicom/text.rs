@@ -520,6 +520,14 @@ impl Out {
                     );
                     1
                 }
+                // Not JIS X 0201 but a Shift_JIS double-byte character, as
+                // writers that declare ISO_IR 13 for Shift_JIS text write
+                // (pydicom decodes ISO_IR 13 as Shift_JIS too). Its trail
+                // byte may be 0x5C: decoded together, never a delimiter.
+                (0x81..=0x9F | 0xE0..=0xFC, Some(t @ (0x40..=0x7E | 0x80..=0xFC))) => {
+                    self.push_encoded(encoding_rs::SHIFT_JIS, &[b, t]);
+                    2
+                }
                 _ => {
                     self.push_char(REPLACEMENT);
                     1
@@ -835,6 +843,16 @@ mod tests {
         assert_eq!(cs("\\ISO 2022 IR 87").decode(b"\xe9"), "é");
         // UHC (CP949) syllables outside KS X 1001, trail an ASCII letter.
         assert_eq!(cs("\\ISO 2022 IR 149").decode(b"\x1b$)C\x81\x41"), "갂");
+    }
+
+    /// Shift_JIS text declared as ISO_IR 13 (JIS X 0201) is decoded as
+    /// Shift_JIS, with 0x5C trail bytes kept inside their characters.
+    #[test]
+    fn shift_jis_declared_as_iso_ir_13() {
+        let c = cs("ISO_IR 13");
+        // 山田 0x8E52 0x9363, ソ 0x835C, 表 0x955C, then ﾔ and a delimiter.
+        let bytes = b"\x8e\x52\x93\x63^\x83\x5c\x95\x5c\xd4\\x";
+        assert_eq!(c.decode_vr(bytes, VR::PN), "山田^ソ表ﾔ\\x");
     }
 
     /// Malformed bytes never panic and never turn a byte of a broken
