@@ -170,7 +170,7 @@ impl Writer<'_, '_> {
                 values.push(json_string(&format!("{g:04X}{el:04X}")));
             }),
             VR::PN => {
-                let text = charset.decode(bytes);
+                let text = charset.decode_vr(bytes, vr);
                 for v in split_values(&text, vr) {
                     values.push(person_name(v));
                 }
@@ -183,7 +183,7 @@ impl Writer<'_, '_> {
             }
             _ => {
                 let text = if matches!(vr, VR::SH | VR::LO | VR::ST | VR::LT | VR::UC | VR::UT) {
-                    charset.decode(bytes)
+                    charset.decode_vr(bytes, vr)
                 } else {
                     String::from_utf8_lossy(bytes).into_owned()
                 };

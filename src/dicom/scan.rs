@@ -159,7 +159,7 @@ impl Scanned {
         let Value::Inline(bytes) = &e.value else {
             return None;
         };
-        let s = self.charset().decode(bytes);
+        let s = self.charset().decode_vr(bytes, e.vr);
         let s = s.trim_matches(|c: char| c == ' ' || c == '\0');
         (!s.is_empty()).then(|| s.to_owned())
     }

@@ -210,7 +210,11 @@ async fn handle_pdv<S>(
                     return Err("lost C-FIND state".into());
                 };
                 Ok(finding
-                    .finish(services.index.as_ref(), &config.ae_title, assoc.requestor_max_pdu_length())
+                    .finish(
+                        services.index.as_ref(),
+                        &config.ae_title,
+                        assoc.requestor_max_pdu_length(),
+                    )
                     .await)
             }
         },

@@ -15,7 +15,10 @@ use crate::dicom::scan::{is_binary_vr, scan_bytes, ScanLimits, Scanned, Value};
 use crate::dicom::transfer_syntax;
 use crate::dicom::write::{file_meta_prefix, ElementWriter};
 use crate::index::Index;
-use crate::query::{attribute_by_tag, parse_match, results, Filter, Include, Level, Match, Query, SequenceFilter, INDEXED_SEQUENCES};
+use crate::query::{
+    attribute_by_tag, parse_match, results, Filter, Include, Level, Match, Query, SequenceFilter,
+    INDEXED_SEQUENCES,
+};
 
 pub const PATIENT_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.1.1";
 pub const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
@@ -42,7 +45,10 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn start(rq: &Command, pc: &PresentationContextNegotiated) -> Result<Finding, CommandError> {
+    pub fn start(
+        rq: &Command,
+        pc: &PresentationContextNegotiated,
+    ) -> Result<Finding, CommandError> {
         if !rq.has_data_set() {
             return Err(CommandError::Missing("identifier"));
         }
@@ -74,14 +80,25 @@ impl Finding {
         let done = |status: u16, comment: Option<String>| {
             let mut rsp = response(C_FIND_RSP, &self.sop_class, self.message_id, status);
             if let Some(c) = comment {
-                let c: String = c.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).take(64).collect();
+                let c: String = c
+                    .chars()
+                    .filter(|c| c.is_ascii() && !c.is_ascii_control())
+                    .take(64)
+                    .collect();
                 rsp = rsp.text(tag::ERROR_COMMENT, &c);
             }
             command_pdu(self.pc_id, rsp.into_bytes())
         };
         let implicit = match transfer_syntax::lookup(&self.transfer_syntax) {
-            Some(ts) if !ts.encoding.big_endian && !ts.encoding.deflated => !ts.encoding.explicit_vr,
-            _ => return vec![done(UNABLE_TO_PROCESS, Some("transfer syntax not supported for C-FIND".into()))],
+            Some(ts) if !ts.encoding.big_endian && !ts.encoding.deflated => {
+                !ts.encoding.explicit_vr
+            }
+            _ => {
+                return vec![done(
+                    UNABLE_TO_PROCESS,
+                    Some("transfer syntax not supported for C-FIND".into()),
+                )]
+            }
         };
         let mut file = file_meta_prefix(&self.sop_class, "1.2", &self.transfer_syntax);
         file.extend_from_slice(&self.identifier);
@@ -105,7 +122,11 @@ impl Finding {
                 return vec![done(OUT_OF_RESOURCES, Some("index unavailable".into()))];
             }
         };
-        let rows = if level_name == "PATIENT" { distinct_patients(found) } else { found };
+        let rows = if level_name == "PATIENT" {
+            distinct_patients(found)
+        } else {
+            found
+        };
 
         let requested: Vec<(u32, VR)> = scanned
             .dataset
@@ -173,19 +194,28 @@ fn build_query(scanned: &Scanned, sop_class: &str) -> Result<(Query, String), St
         tags.push(tag);
         match &e.value {
             Value::Inline(bytes) if !is_binary_vr(e.vr) => {
-                let Some(attribute) = attribute_by_tag(tag) else { continue };
-                let text = charset.decode(bytes);
+                let Some(attribute) = attribute_by_tag(tag) else {
+                    continue;
+                };
+                let text = charset.decode_vr(bytes, e.vr);
                 let text = text.trim_matches([' ', '\0']);
-                if let Some(matching) = parse_match(attribute, text, false).map_err(|e| e.to_string())? {
-                    query.filters.push(Filter { attribute, matching });
+                if let Some(matching) =
+                    parse_match(attribute, text, false).map_err(|e| e.to_string())?
+                {
+                    query.filters.push(Filter {
+                        attribute,
+                        matching,
+                    });
                 }
             }
             Value::Sequence { items, .. } if INDEXED_SEQUENCES.contains(&tag) => {
                 // Sequence matching: the keys of the (single) item.
                 for item in items.iter().take(1) {
                     for inner in item {
-                        let Value::Inline(bytes) = &inner.value else { continue };
-                        let text = charset.decode(bytes);
+                        let Value::Inline(bytes) = &inner.value else {
+                            continue;
+                        };
+                        let text = charset.decode_vr(bytes, inner.vr);
                         let text = text.trim_matches([' ', '\0']);
                         if text.is_empty() || text == "*" {
                             continue;
@@ -215,8 +245,12 @@ fn distinct_patients(rows: Vec<Map<String, Json>>) -> Vec<Map<String, Json>> {
     for row in rows {
         let key = format!(
             "{}\u{1}{}",
-            row.get("00100020").map(|v| v.to_string()).unwrap_or_default(),
-            row.get("00100010").map(|v| v.to_string()).unwrap_or_default()
+            row.get("00100020")
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            row.get("00100010")
+                .map(|v| v.to_string())
+                .unwrap_or_default()
         );
         seen.entry(key).or_insert(row);
     }
@@ -240,16 +274,31 @@ fn encode_identifier(
         let vr = value
             .and_then(|v| v.get("vr"))
             .and_then(|v| v.as_str())
-            .and_then(|s| VR::from_binary([*s.as_bytes().first().unwrap_or(&b'U'), *s.as_bytes().get(1).unwrap_or(&b'N')]))
+            .and_then(|s| {
+                VR::from_binary([
+                    *s.as_bytes().first().unwrap_or(&b'U'),
+                    *s.as_bytes().get(1).unwrap_or(&b'N'),
+                ])
+            })
             .unwrap_or(*vr);
         if vr == VR::SQ {
             let items = encode_items(value, implicit);
             elements.insert(*tag, (VR::SQ, items));
             continue;
         }
-        elements.insert(*tag, (vr, value.map(|v| json_value_bytes(vr, v)).unwrap_or_default()));
+        elements.insert(
+            *tag,
+            (
+                vr,
+                value.map(|v| json_value_bytes(vr, v)).unwrap_or_default(),
+            ),
+        );
     }
-    let mut w = if implicit { ElementWriter::implicit() } else { ElementWriter::default() };
+    let mut w = if implicit {
+        ElementWriter::implicit()
+    } else {
+        ElementWriter::default()
+    };
     for (tag, (vr, bytes)) in elements {
         let vr_bytes: [u8; 2] = vr.to_string().as_bytes().try_into().unwrap_or(*b"UN");
         w.raw((tag >> 16) as u16, tag as u16, &vr_bytes, &bytes);
@@ -260,21 +309,41 @@ fn encode_identifier(
 /// Items of a sequence value, encoded with defined lengths.
 fn encode_items(value: Option<&Json>, implicit: bool) -> Vec<u8> {
     let mut out = Vec::new();
-    let items = value.and_then(|v| v.get("Value")).and_then(|v| v.as_array());
+    let items = value
+        .and_then(|v| v.get("Value"))
+        .and_then(|v| v.as_array());
     for item in items.into_iter().flatten() {
-        let Some(obj) = item.as_object() else { continue };
-        let mut w = if implicit { ElementWriter::implicit() } else { ElementWriter::default() };
+        let Some(obj) = item.as_object() else {
+            continue;
+        };
+        let mut w = if implicit {
+            ElementWriter::implicit()
+        } else {
+            ElementWriter::default()
+        };
         let mut keys: Vec<&String> = obj.keys().collect();
         keys.sort();
         for key in keys {
-            let Ok(tag) = u32::from_str_radix(key, 16) else { continue };
+            let Ok(tag) = u32::from_str_radix(key, 16) else {
+                continue;
+            };
             let v = &obj[key];
             let vr_s = v.get("vr").and_then(|x| x.as_str()).unwrap_or("UN");
             let vr_b: [u8; 2] = vr_s.as_bytes().try_into().unwrap_or(*b"UN");
             if vr_s == "SQ" {
-                w.raw((tag >> 16) as u16, tag as u16, b"SQ", &encode_items(Some(v), implicit));
+                w.raw(
+                    (tag >> 16) as u16,
+                    tag as u16,
+                    b"SQ",
+                    &encode_items(Some(v), implicit),
+                );
             } else if let Some(vr) = VR::from_binary(vr_b) {
-                w.raw((tag >> 16) as u16, tag as u16, &vr_b, &json_value_bytes(vr, v));
+                w.raw(
+                    (tag >> 16) as u16,
+                    tag as u16,
+                    &vr_b,
+                    &json_value_bytes(vr, v),
+                );
             }
         }
         let bytes = w.into_bytes();
@@ -288,22 +357,43 @@ fn encode_items(value: Option<&Json>, implicit: bool) -> Vec<u8> {
 /// A DICOM JSON attribute's value in binary form (PS3.18 F.2 inverted).
 fn json_value_bytes(vr: VR, attr: &Json) -> Vec<u8> {
     if let Some(b64) = attr.get("InlineBinary").and_then(|v| v.as_str()) {
-        return base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default();
+        return base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap_or_default();
     }
     let Some(values) = attr.get("Value").and_then(|v| v.as_array()) else {
         return Vec::new();
     };
-    let num = |v: &Json| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0.0);
+    let num = |v: &Json| {
+        v.as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(0.0)
+    };
     let mut out = Vec::new();
     match vr {
-        VR::US => values.iter().for_each(|v| out.extend_from_slice(&(num(v) as u16).to_le_bytes())),
-        VR::SS => values.iter().for_each(|v| out.extend_from_slice(&(num(v) as i16).to_le_bytes())),
-        VR::UL => values.iter().for_each(|v| out.extend_from_slice(&(num(v) as u32).to_le_bytes())),
-        VR::SL => values.iter().for_each(|v| out.extend_from_slice(&(num(v) as i32).to_le_bytes())),
-        VR::FL => values.iter().for_each(|v| out.extend_from_slice(&(num(v) as f32).to_le_bytes())),
-        VR::FD => values.iter().for_each(|v| out.extend_from_slice(&num(v).to_le_bytes())),
+        VR::US => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&(num(v) as u16).to_le_bytes())),
+        VR::SS => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&(num(v) as i16).to_le_bytes())),
+        VR::UL => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&(num(v) as u32).to_le_bytes())),
+        VR::SL => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&(num(v) as i32).to_le_bytes())),
+        VR::FL => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&(num(v) as f32).to_le_bytes())),
+        VR::FD => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&num(v).to_le_bytes())),
         VR::AT => values.iter().for_each(|v| {
-            let t = v.as_str().and_then(|s| u32::from_str_radix(s, 16).ok()).unwrap_or(0);
+            let t = v
+                .as_str()
+                .and_then(|s| u32::from_str_radix(s, 16).ok())
+                .unwrap_or(0);
             out.extend_from_slice(&((t >> 16) as u16).to_le_bytes());
             out.extend_from_slice(&(t as u16).to_le_bytes());
         }),

@@ -443,7 +443,7 @@ fn sequence_values(scanned: &Scanned) -> Vec<(String, String)> {
                     continue;
                 }
                 let inner = ((e.tag.0 as u32) << 16) | e.tag.1 as u32;
-                for v in charset.decode(bytes).split('\\') {
+                for v in charset.decode_vr(bytes, e.vr).split('\\') {
                     let v = v.trim_matches([' ', '\0']);
                     if !v.is_empty() {
                         out.push((format!("{tag:08X}.{inner:08X}"), v.to_owned()));

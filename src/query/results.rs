@@ -98,7 +98,11 @@ fn study_json(base: Option<&str>, r: &StudyRow) -> Obj {
     j.pn("00080090", &r.referring_physician_name);
     j.str("00081030", "LO", &r.study_description);
     if let Some(base) = base {
-        j.put("00081190", "UR", vec![json!(format!("{base}/studies/{}", r.study_uid))]);
+        j.put(
+            "00081190",
+            "UR",
+            vec![json!(format!("{base}/studies/{}", r.study_uid))],
+        );
     }
     j.pn("00100010", &r.patient_name);
     j.str("00100020", "LO", &r.patient_id);
@@ -256,4 +260,3 @@ async fn enrich(
     }
     Ok(())
 }
-

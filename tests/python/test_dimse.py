@@ -22,6 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (
     CTImageStorage,
+    ModalityWorklistInformationFind,
     SecondaryCaptureImageStorage,
     StudyRootQueryRetrieveInformationModelFind,
     Verification,
@@ -186,7 +187,7 @@ def test_pynetdicom_store_status_and_duplicates(server):
 
 def test_unsupported_abstract_syntax_is_rejected(server):
     ae = AE(ae_title="PYNET")
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_requested_context(ModalityWorklistInformationFind)
     ae.add_requested_context(CTImageStorage)
     host, port = server.dicom_addr
     assoc = ae.associate(host, port, ae_title="PHIM")
@@ -195,7 +196,7 @@ def test_unsupported_abstract_syntax_is_rejected(server):
         accepted = {cx.abstract_syntax for cx in assoc.accepted_contexts}
         rejected = {cx.abstract_syntax for cx in assoc.rejected_contexts}
         assert CTImageStorage in accepted
-        assert StudyRootQueryRetrieveInformationModelFind in rejected
+        assert ModalityWorklistInformationFind in rejected
     finally:
         assoc.release()
 
@@ -253,3 +254,136 @@ def test_peer_killed_mid_transfer_leaves_nothing_half_stored(phim_factory, tmp_p
     r = run(["storescu", "-aec", "PHIM", host, str(port), str(path)], timeout=300)
     assert r.returncode == 0, r.stderr
     assert len(qido(server, "/dicomweb/instances", {"SOPInstanceUID": ds.SOPInstanceUID})) == 1
+
+
+# ----------------------------------------------------------------------------- C-FIND
+
+from pydicom.dataset import Dataset  # noqa: E402
+from pynetdicom.sop_class import (  # noqa: E402
+    PatientRootQueryRetrieveInformationModelFind,
+)
+
+FIND_NAME = "Nguyễn^Văn An"
+
+
+@pytest.fixture(scope="module")
+def find_study(server):
+    """A study of 2 series (CT, MR) with 3 instances, stored by STOW."""
+    from phim_helpers import stow
+
+    study = f"2.25.{abs(hash('find-' + server.profile)) % 10**20}"
+    insts = []
+    for i, (series_suffix, modality) in enumerate([(".1", "CT"), (".1", "CT"), (".2", "MR")]):
+        inst = Instance.make(f"find-{server.profile}-{i}", study_uid=study, series_uid=study + series_suffix,
+                             instance_number=i + 1, modality=modality, patient_id=f"PFIND-{server.profile}",
+                             patient_name=FIND_NAME)
+        inst.ds.SpecificCharacterSet = "ISO_IR 192"
+        inst.ds.AccessionNumber = "ACC-FIND"
+        inst.ds.StudyDate = "20240315"
+        from phim_helpers import encode
+        inst.data = encode(inst.ds)
+        insts.append(inst)
+    res = stow(server, [i.data for i in insts])
+    assert res.status == 200, res.describe()
+    return insts
+
+
+def c_find(server, model, identifier: Dataset) -> list[Dataset]:
+    ae = AE(ae_title="PYNET")
+    ae.add_requested_context(model)
+    host, port = server.dicom_addr
+    assoc = ae.associate(host, port, ae_title="PHIM")
+    assert assoc.is_established
+    found = []
+    try:
+        for status, ds in assoc.send_c_find(identifier, model):
+            assert status is not None and status.Status in (0xFF00, 0xFF01, 0x0000), status
+            if status.Status in (0xFF00, 0xFF01):
+                found.append(ds)
+    finally:
+        assoc.release()
+    return found
+
+
+def ident(level: str, **keys) -> Dataset:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.QueryRetrieveLevel = level
+    for k, v in keys.items():
+        setattr(ds, k, v)
+    return ds
+
+
+def test_c_find_study_level_matches_qido(server, find_study):
+    pid = find_study[0].ds.PatientID
+    found = c_find(server, StudyRootQueryRetrieveInformationModelFind,
+                   ident("STUDY", PatientID=pid, StudyInstanceUID="", PatientName="", StudyDate="",
+                         AccessionNumber="", ModalitiesInStudy="", NumberOfStudyRelatedInstances=""))
+    qido_rows = qido(server, "/dicomweb/studies", {"PatientID": pid})
+    assert len(found) == len(qido_rows) == 1
+    f, q = found[0], qido_rows[0]
+    assert f.StudyInstanceUID == q["0020000D"]["Value"][0] == find_study[0].study
+    assert str(f.PatientName) == q["00100010"]["Value"][0]["Alphabetic"] == FIND_NAME
+    assert f.AccessionNumber == q["00080050"]["Value"][0] == "ACC-FIND"
+    assert f.StudyDate == q["00080020"]["Value"][0] == "20240315"
+    assert sorted(f.ModalitiesInStudy) == sorted(q["00080061"]["Value"]) == ["CT", "MR"]
+    assert int(f.NumberOfStudyRelatedInstances) == q["00201208"]["Value"][0] == 3
+    assert f.RetrieveAETitle == "PHIM"
+
+
+def test_c_find_wildcard_name_and_date_range(server, find_study):
+    found = c_find(server, StudyRootQueryRetrieveInformationModelFind,
+                   ident("STUDY", PatientName="nguyễn*", StudyDate="20240301-20240331",
+                         StudyInstanceUID=find_study[0].study))
+    assert [f.StudyInstanceUID for f in found] == [find_study[0].study]
+    none = c_find(server, StudyRootQueryRetrieveInformationModelFind,
+                  ident("STUDY", PatientName="nguyễn*", StudyDate="20250101-",
+                        StudyInstanceUID=find_study[0].study))
+    assert none == []
+
+
+def test_c_find_series_and_image_levels_match_qido(server, find_study):
+    study = find_study[0].study
+    series = c_find(server, StudyRootQueryRetrieveInformationModelFind,
+                    ident("SERIES", StudyInstanceUID=study, SeriesInstanceUID="", Modality="",
+                          NumberOfSeriesRelatedInstances=""))
+    q_series = qido(server, f"/dicomweb/studies/{study}/series")
+    assert sorted(s.SeriesInstanceUID for s in series) == sorted(r["0020000E"]["Value"][0] for r in q_series)
+    assert {s.Modality for s in series} == {"CT", "MR"}
+    images = c_find(server, StudyRootQueryRetrieveInformationModelFind,
+                    ident("IMAGE", StudyInstanceUID=study, SeriesInstanceUID=study + ".1",
+                          SOPInstanceUID="", InstanceNumber=""))
+    q_images = qido(server, f"/dicomweb/studies/{study}/series/{study}.1/instances")
+    assert sorted(i.SOPInstanceUID for i in images) == sorted(r["00080018"]["Value"][0] for r in q_images)
+    assert len(images) == 2
+
+
+def test_c_find_patient_root_patient_level(server, find_study):
+    pid = find_study[0].ds.PatientID
+    found = c_find(server, PatientRootQueryRetrieveInformationModelFind,
+                   ident("PATIENT", PatientID=pid, PatientName=""))
+    assert len(found) == 1
+    assert str(found[0].PatientName) == FIND_NAME
+
+
+def test_findscu(server, find_study):
+    host, port = server.dicom_addr
+    pid = find_study[0].ds.PatientID
+    r = run(["findscu", "-S", "-aec", "PHIM", "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientID={pid}",
+             "-k", "StudyInstanceUID", host, str(port)])
+    assert r.returncode == 0, r.stderr
+    assert find_study[0].study in r.stdout + r.stderr
+
+
+def test_c_find_bad_level_is_a900(server):
+    ae = AE(ae_title="PYNET")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    host, port = server.dicom_addr
+    assoc = ae.associate(host, port, ae_title="PHIM")
+    assert assoc.is_established
+    try:
+        statuses = [s.Status for s, _ in assoc.send_c_find(ident("BOGUS", PatientID=""),
+                                                            StudyRootQueryRetrieveInformationModelFind)]
+    finally:
+        assoc.release()
+    assert statuses == [0xA900]

@@ -315,7 +315,9 @@ def _context(f: CorpusFile, ds: pydicom.Dataset, implicit: bool) -> FileContext:
         implicit_vr=implicit,
         big_endian=not little,
         encapsulated=bool(ts and ts.is_encapsulated),
-        compare_text=f.charset in COMPARED_CHARSETS,
+        # Every character set is decoded since the PS3.5 §6.1 work: compare
+        # text of every file (COMPARED_CHARSETS is kept for reference).
+        compare_text=True,
     )
 
 
