@@ -77,20 +77,42 @@ impl SqlIndex {
                 .bind(pk)
                 .execute(&mut *tx)
                 .await?;
-            for word in fuzzy_words(&name) {
-                sqlx::query(
-                    "INSERT INTO study_name_words (study_pk, word) VALUES ($1, $2) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(pk)
-                .bind(word)
-                .execute(&mut *tx)
-                .await?;
-            }
+            insert_name_words(&mut tx, pk, &name).await?;
         }
         tx.commit().await?;
         tracing::info!(studies = rows.len(), "name search keys backfilled");
         Ok(())
+    }
+
+    /// Runs the fuzzy name-word intersection of a query on its own, when it
+    /// is small enough to inline (see [`FUZZY_INLINE_MAX`]).
+    async fn resolve_fuzzy(&self, q: &Query) -> Result<Option<Vec<i64>>, IndexError> {
+        let Some(words) = q
+            .filters
+            .iter()
+            .find_map(|f| match (&f.matching, f.attribute.keyword) {
+                (Match::Fuzzy(words), "PatientName") => Some(words),
+                _ => None,
+            })
+        else {
+            return Ok(None);
+        };
+        let (set, args) = fuzzy_study_set(words, 0);
+        let text = format!("{set} LIMIT {}", FUZZY_INLINE_MAX + 1);
+        let sql = Sql {
+            conds: Vec::new(),
+            args,
+        };
+        let rows = sql.bind(sqlx::query(&text)).fetch_all(&self.pool).await?;
+        if rows.len() > FUZZY_INLINE_MAX {
+            return Ok(None);
+        }
+        let mut pks = rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        pks.sort_unstable();
+        Ok(Some(pks))
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -131,6 +153,24 @@ fn patient_key(rec: &NewInstance) -> String {
         ),
         _ => format!("study:{}", rec.study_uid),
     }
+}
+
+/// The fuzzy-matching words of a study's patient name.
+async fn insert_name_words(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    study_pk: i64,
+    name: &str,
+) -> Result<(), sqlx::Error> {
+    for word in fuzzy_words(name) {
+        sqlx::query(
+            "INSERT INTO study_name_words (study_pk, word) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(study_pk)
+        .bind(word)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn insert_sequence_values(
@@ -301,8 +341,36 @@ fn scope_filter(scope: &Scope) -> Sql {
     f
 }
 
+/// Studies whose name words match every fuzzy query word: one index range
+/// on the word table per word, intersected. Returns the SQL (placeholders
+/// numbered after `first_arg`) and its arguments.
+fn fuzzy_study_set(words: &[String], first_arg: usize) -> (String, Vec<Arg>) {
+    let mut args = Vec::new();
+    let mut p = |v: String| {
+        args.push(Arg::Text(v));
+        format!("${}", first_arg + args.len())
+    };
+    let sets: Vec<String> = words
+        .iter()
+        .map(|w| {
+            let lo = p(w.clone());
+            let cond = match prefix_upper_bound(w) {
+                Some(hi) => format!("word >= {lo} AND word < {}", p(hi)),
+                None => format!("word >= {lo}"),
+            };
+            format!("SELECT study_pk FROM study_name_words WHERE {cond}")
+        })
+        .collect();
+    (sets.join(" INTERSECT "), args)
+}
+
+/// Fuzzy candidate sets up to this size are resolved first and passed as
+/// keys: planners misjudge the size of an intersection and would scan
+/// every study to join a few hundred.
+const FUZZY_INLINE_MAX: usize = 20_000;
+
 /// The WHERE conditions of a search at `q.level` (aliases st, se, i).
-fn search_conditions(q: &Query) -> Sql {
+fn search_conditions(q: &Query, fuzzy_studies: Option<&[i64]>) -> Sql {
     let mut sql = Sql::default();
     let date = q
         .filters
@@ -357,21 +425,19 @@ fn search_conditions(q: &Query) -> Sql {
         }
         if a.keyword == "PatientName" {
             match &f.matching {
-                Match::Fuzzy(words) => {
-                    for w in words {
-                        let lo = sql.text(w);
-                        let cond = match prefix_upper_bound(w) {
-                            Some(hi) => {
-                                let hi = sql.text(&hi);
-                                format!("w.word >= {lo} AND w.word < {hi}")
-                            }
-                            None => format!("w.word >= {lo}"),
-                        };
-                        sql.conds.push(format!(
-                            "st.pk IN (SELECT w.study_pk FROM study_name_words w WHERE {cond})"
-                        ));
+                Match::Fuzzy(words) => match fuzzy_studies {
+                    // Resolved beforehand: the matching studies by key.
+                    Some(pks) if pks.is_empty() => sql.conds.push("1 = 0".into()),
+                    Some(pks) => {
+                        let list: Vec<String> = pks.iter().map(i64::to_string).collect();
+                        sql.conds.push(format!("st.pk IN ({})", list.join(",")));
                     }
-                }
+                    None => {
+                        let (set, args) = fuzzy_study_set(words, sql.args.len());
+                        sql.args.extend(args);
+                        sql.conds.push(format!("st.pk IN ({set})"));
+                    }
+                },
                 m => {
                     let c = sql.condition("st.patient_name_key", a.kind, m);
                     sql.conds.push(c);
@@ -493,22 +559,8 @@ impl Index for SqlIndex {
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
-        if new_study {
-            for word in rec
-                .patient_name
-                .as_deref()
-                .map(fuzzy_words)
-                .unwrap_or_default()
-            {
-                sqlx::query(
-                    "INSERT INTO study_name_words (study_pk, word) VALUES ($1, $2) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(study_pk)
-                .bind(word)
-                .execute(&mut *tx)
-                .await?;
-            }
+        if let (true, Some(name)) = (new_study, rec.patient_name.as_deref()) {
+            insert_name_words(&mut tx, study_pk, name).await?;
         }
 
         sqlx::query(
@@ -659,7 +711,8 @@ impl Index for SqlIndex {
     }
 
     async fn search_studies(&self, q: &Query) -> Result<Vec<StudyRow>, IndexError> {
-        let mut sql = search_conditions(q);
+        let fuzzy = self.resolve_fuzzy(q).await?;
+        let mut sql = search_conditions(q, fuzzy.as_deref());
         let lim = sql.arg(Arg::Int(q.limit + 1));
         let off = sql.arg(Arg::Int(q.offset));
         let text = format!(
@@ -670,9 +723,11 @@ impl Index for SqlIndex {
              (SELECT COUNT(*) FROM series s3 WHERE s3.study_pk = st.pk), \
              (SELECT COUNT(*) FROM instances i4 JOIN series s4 ON s4.pk = i4.series_pk \
               WHERE s4.study_pk = st.pk) \
-             FROM studies st{where_} \
-             ORDER BY st.study_date DESC NULLS LAST, st.study_time DESC NULLS LAST, st.pk DESC \
-             LIMIT {lim} OFFSET {off}",
+             FROM (SELECT st.* FROM studies st{where_} ORDER BY {order} LIMIT {lim} OFFSET {off}) st \
+             ORDER BY {order}",
+            // The page is chosen first; the computed attributes are worked
+            // out for its rows only, not for every row skipped by OFFSET.
+            order = "st.study_date DESC NULLS LAST, st.study_time DESC NULLS LAST, st.pk DESC",
             mods = self.dialect.distinct_list("s2.modality"),
             where_ = sql.where_sql(),
         );
@@ -707,15 +762,18 @@ impl Index for SqlIndex {
     }
 
     async fn search_series(&self, q: &Query) -> Result<Vec<SeriesRow>, IndexError> {
-        let mut sql = search_conditions(q);
+        let fuzzy = self.resolve_fuzzy(q).await?;
+        let mut sql = search_conditions(q, fuzzy.as_deref());
         let lim = sql.arg(Arg::Int(q.limit + 1));
         let off = sql.arg(Arg::Int(q.offset));
         let text = format!(
             "SELECT st.study_uid, se.series_uid, se.modality, se.series_number, \
              se.series_description, se.body_part_examined, se.pps_start_date, se.pps_start_time, \
              (SELECT COUNT(*) FROM instances i2 WHERE i2.series_pk = se.pk) \
-             FROM series se JOIN studies st ON st.pk = se.study_pk{} \
-             ORDER BY st.pk DESC, se.series_number, se.pk LIMIT {lim} OFFSET {off}",
+             FROM (SELECT se.* , st.pk AS st_pk FROM series se JOIN studies st ON st.pk = se.study_pk{} \
+             ORDER BY st.pk DESC, se.series_number, se.pk LIMIT {lim} OFFSET {off}) se \
+             JOIN studies st ON st.pk = se.st_pk \
+             ORDER BY st.pk DESC, se.series_number, se.pk",
             sql.where_sql(),
         );
         let rows = sql.bind(sqlx::query(&text)).fetch_all(&self.pool).await?;
@@ -737,7 +795,8 @@ impl Index for SqlIndex {
     }
 
     async fn search_instances(&self, q: &Query) -> Result<Vec<InstanceRow>, IndexError> {
-        let mut sql = search_conditions(q);
+        let fuzzy = self.resolve_fuzzy(q).await?;
+        let mut sql = search_conditions(q, fuzzy.as_deref());
         let lim = sql.arg(Arg::Int(q.limit + 1));
         let off = sql.arg(Arg::Int(q.offset));
         let text = format!(
