@@ -427,7 +427,7 @@ fn search_conditions(q: &Query, fuzzy_studies: Option<&[i64]>) -> Sql {
             match &f.matching {
                 Match::Fuzzy(words) => match fuzzy_studies {
                     // Resolved beforehand: the matching studies by key.
-                    Some(pks) if pks.is_empty() => sql.conds.push("1 = 0".into()),
+                    Some([]) => sql.conds.push("1 = 0".into()),
                     Some(pks) => {
                         let list: Vec<String> = pks.iter().map(i64::to_string).collect();
                         sql.conds.push(format!("st.pk IN ({})", list.join(",")));
