@@ -6,9 +6,10 @@
 //! instance; 0119 when the SOP class differs from the stored one).
 //!
 //! The report goes on the requesting association while it is open. When
-//! the requester released it before acknowledging the report, the report
-//! goes on a new association to the requester (from the remote AE table),
-//! where we take the SCP role of the commitment class (PS3.4 J.3.3).
+//! the requester released it before acknowledging the report, or answered
+//! it with a failure, the report goes on a new association to the
+//! requester (from the remote AE table), where we take the SCP role of the
+//! commitment class (PS3.4 J.3.3).
 
 use std::time::Duration;
 
@@ -330,14 +331,20 @@ impl Report {
         // the channel of responses) lives as long.
         if sent {
             match tokio::time::timeout(self.timeout, responses.recv()).await {
-                Ok(Some(rsp)) => {
+                Ok(Some(rsp)) if rsp.us(tag::STATUS) == Some(status::SUCCESS) => {
                     tracing::info!(
                         transaction_uid = %self.transaction,
-                        status = ?rsp.us(tag::STATUS),
                         "storage commitment report acknowledged"
                     );
                     return;
                 }
+                // The requester could not take the report here (e.g. no
+                // handler on its requesting side): try a new association.
+                Ok(Some(rsp)) => tracing::warn!(
+                    transaction_uid = %self.transaction,
+                    status = ?rsp.us(tag::STATUS),
+                    "storage commitment report refused on the requesting association"
+                ),
                 Ok(None) => {} // released before acknowledging
                 Err(_) => {
                     tracing::warn!(transaction_uid = %self.transaction, "storage commitment report not acknowledged");

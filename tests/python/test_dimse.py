@@ -634,3 +634,49 @@ def test_storage_commitment_reports_held_and_missing(server):
     assert info.TransactionUID == request.TransactionUID
     assert sorted(i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence) == sorted(i.sop for i in insts)
     assert [(i.ReferencedSOPInstanceUID, i.FailureReason) for i in info.FailedSOPSequence] == [(unknown, 0x0112)]
+
+
+def test_storage_commitment_report_on_a_new_association(phim_factory):
+    """A requester that does not take the report on its own association (no
+    handler there, or released) gets it on a new one, at its --remote-ae."""
+    reports = []
+    got = threading.Event()
+
+    def on_report(event):
+        reports.append((event.event_type, event.event_information, event.assoc.requestor.ae_title))
+        got.set()
+        return 0x0000, None
+
+    listener = AE(ae_title="COMMITTER")
+    listener.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
+    listen_port = free_port()
+    scp = listener.start_server(("127.0.0.1", listen_port), block=False,
+                                evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    try:
+        server = phim_factory.start("embedded", extra_args=["--remote-ae", f"COMMITTER=127.0.0.1:{listen_port}"])
+        insts = store_study(server, "commit-new-assoc", 1)
+        ae = AE(ae_title="COMMITTER")
+        ae.add_requested_context(StorageCommitmentPushModel)
+        host, port = server.dicom_addr
+        assoc = ae.associate(host, port, ae_title="PHIM")  # no N-EVENT-REPORT handler
+        assert assoc.is_established
+        request = Dataset()
+        request.TransactionUID = pydicom.uid.generate_uid()
+        item = Dataset()
+        item.ReferencedSOPClassUID = insts[0].sop_class
+        item.ReferencedSOPInstanceUID = insts[0].sop
+        request.ReferencedSOPSequence = [item]
+        try:
+            status, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1")
+            assert status.Status == 0x0000
+        finally:
+            assoc.release()
+        assert got.wait(15), "no N-EVENT-REPORT on a new association"
+    finally:
+        scp.shutdown()
+    event_type, info, calling = reports[0]
+    assert event_type == 1
+    assert calling.strip() == "PHIM"
+    assert info.TransactionUID == request.TransactionUID
+    assert [i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence] == [insts[0].sop]
+    assert "FailedSOPSequence" not in info
