@@ -680,3 +680,39 @@ def test_storage_commitment_report_on_a_new_association(phim_factory):
     assert info.TransactionUID == request.TransactionUID
     assert [i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence] == [insts[0].sop]
     assert "FailedSOPSequence" not in info
+
+
+def test_c_get_cancel_stops_the_sub_operations(phim_factory):
+    from pynetdicom import build_role
+
+    server = phim_factory.start("embedded")
+    insts = store_study(server, "get-cancel", 60)
+    stored = []
+
+    def on_store(event):
+        time.sleep(0.05)
+        stored.append(event.request.AffectedSOPInstanceUID)
+        return 0x0000
+
+    ae = AE(ae_title="GETTER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian])
+    host, port = server.dicom_addr
+    assoc = ae.associate(host, port, ae_title="PHIM",
+                         ext_neg=[build_role(SecondaryCaptureImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    statuses = []
+    try:
+        for status, _ in assoc.send_c_get(ident("STUDY", StudyInstanceUID=insts[0].study),
+                                          StudyRootQueryRetrieveInformationModelGet, msg_id=9):
+            statuses.append(status)
+            if len(statuses) == 3:
+                assoc.send_c_cancel(9, query_model=StudyRootQueryRetrieveInformationModelGet)
+    finally:
+        assoc.release()
+    final = statuses[-1]
+    assert final.Status == 0xFE00, hex(final.Status)
+    assert 3 <= final.NumberOfCompletedSuboperations < 60
+    assert final.NumberOfRemainingSuboperations == 60 - final.NumberOfCompletedSuboperations
+    assert len(stored) == final.NumberOfCompletedSuboperations
