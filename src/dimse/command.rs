@@ -46,6 +46,8 @@ pub mod status {
     /// N-ACTION: invalid argument value / missing attribute.
     pub const INVALID_ARGUMENT: u16 = 0x0115;
     pub const MISSING_ATTRIBUTE: u16 = 0x0120;
+    pub const RESOURCE_LIMITATION: u16 = 0x0213;
+    pub const NO_SUCH_SOP_CLASS: u16 = 0x0118;
     /// Storage commitment Failure Reasons (PS3.4 J.3.2.1.1.1).
     pub const NO_SUCH_OBJECT_INSTANCE: u16 = 0x0112;
     pub const CLASS_INSTANCE_CONFLICT: u16 = 0x0119;

@@ -122,7 +122,7 @@ impl Request {
         config: &DimseConfig,
     ) -> (Vec<Pdu>, Option<Job>) {
         if self.sop_class != STORAGE_COMMITMENT {
-            return (vec![self.action_rsp(0x0118)], None); // no such SOP class
+            return (vec![self.action_rsp(status::NO_SUCH_SOP_CLASS)], None);
         }
         if self.action_type != Some(1) {
             return (vec![self.action_rsp(status::NO_SUCH_ACTION)], None);
@@ -154,6 +154,14 @@ impl Request {
         else {
             return (vec![self.action_rsp(status::MISSING_ATTRIBUTE)], None);
         };
+        if items.len() > config.max_retrieve {
+            tracing::warn!(
+                calling_ae,
+                instances = items.len(),
+                "storage commitment: too many instances"
+            );
+            return (vec![self.action_rsp(status::RESOURCE_LIMITATION)], None);
+        }
         let charset = scanned.charset();
         let text = |item: &[crate::dicom::scan::Element], t: Tag| -> String {
             crate::dicom::scan::find(item, t)
@@ -166,7 +174,6 @@ impl Request {
         };
         let references: Vec<(String, String)> = items
             .iter()
-            .take(config.max_retrieve)
             .map(|item| {
                 (
                     text(item, REFERENCED_SOP_CLASS_UID),
