@@ -132,6 +132,46 @@ pub struct DimseArgs {
     /// Largest P-DATA PDU accepted, in bytes.
     #[arg(long, env = "PHIM_DICOM_MAX_PDU", default_value_t = 262_144)]
     pub dicom_max_pdu: u32,
+    /// Remote AEs for C-MOVE destinations and storage commitment replies:
+    /// TITLE=host:port (repeatable or comma-separated).
+    #[arg(long = "remote-ae", env = "PHIM_REMOTE_AE", value_delimiter = ',')]
+    pub remote_ae: Vec<String>,
+    /// Instances one C-MOVE or C-GET may retrieve at most.
+    #[arg(long, env = "PHIM_DICOM_MAX_RETRIEVE", default_value_t = 100_000)]
+    pub dicom_max_retrieve: usize,
+}
+
+/// Checks an AE title (PS3.5 §6.2: 1-16 characters, no backslash or control).
+fn valid_ae_title(ae: &str) -> bool {
+    !ae.is_empty()
+        && ae.len() <= 16
+        && ae.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+        && !ae.contains('\\')
+}
+
+/// Parses one `TITLE=host:port` entry.
+pub fn parse_remote_ae(entry: &str) -> Result<crate::dimse::RemoteAe, String> {
+    let (title, addr) = entry
+        .split_once('=')
+        .ok_or_else(|| format!("--remote-ae '{entry}': expected TITLE=host:port"))?;
+    let title = title.trim();
+    let addr = addr.trim();
+    if !valid_ae_title(title) {
+        return Err(format!(
+            "--remote-ae '{entry}': '{title}' is not a valid AE title"
+        ));
+    }
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("--remote-ae '{entry}': expected host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!("--remote-ae '{entry}': expected host:port"));
+    }
+    Ok(crate::dimse::RemoteAe {
+        title: title.to_owned(),
+        address: addr.to_owned(),
+    })
 }
 
 impl DimseArgs {
@@ -145,11 +185,7 @@ impl DimseArgs {
             .parse()
             .map_err(|e| format!("--dicom-listen '{}': {e}", self.dicom_listen))?;
         let ae = self.ae_title.trim();
-        if ae.is_empty()
-            || ae.len() > 16
-            || !ae.chars().all(|c| c.is_ascii_graphic() || c == ' ')
-            || ae.contains('\\')
-        {
+        if !valid_ae_title(ae) {
             return Err(format!(
                 "--ae-title '{}' is not a valid AE title (1-16 characters, PS3.5 §6.2)",
                 self.ae_title
@@ -167,6 +203,21 @@ impl DimseArgs {
             max_associations: self.dicom_max_associations,
             timeout: std::time::Duration::from_secs(self.dicom_timeout.max(1)),
             max_pdu_length: self.dicom_max_pdu.clamp(4096, 16 << 20),
+            remote_aes: {
+                let mut remote = Vec::new();
+                for entry in self.remote_ae.iter().filter(|e| !e.trim().is_empty()) {
+                    let ae = parse_remote_ae(entry)?;
+                    if remote
+                        .iter()
+                        .any(|r: &crate::dimse::RemoteAe| r.title == ae.title)
+                    {
+                        return Err(format!("--remote-ae: '{}' is given twice", ae.title));
+                    }
+                    remote.push(ae);
+                }
+                remote
+            },
+            max_retrieve: self.dicom_max_retrieve.max(1),
         }))
     }
 }
@@ -213,9 +264,55 @@ mod tests {
             panic!()
         };
         assert_eq!(s.storage.database_url(), "sqlite:///tmp/d/index.db");
+        assert!(s.dimse.config().unwrap().unwrap().remote_aes.is_empty());
         assert_eq!(
             s.storage.store_location().unwrap(),
             StoreLocation::File("/tmp/d/objects".into())
         );
+    }
+
+    #[test]
+    fn remote_aes() {
+        let cli = Cli::try_parse_from([
+            "phim",
+            "serve",
+            "--remote-ae",
+            "VIEWER=127.0.0.1:104,ARCHIVE=archive.local:11112",
+            "--remote-ae",
+            "WS=[::1]:4242",
+        ])
+        .unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!()
+        };
+        let c = s.dimse.config().unwrap().unwrap();
+        let got: Vec<(&str, &str)> = c
+            .remote_aes
+            .iter()
+            .map(|r| (r.title.as_str(), r.address.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("VIEWER", "127.0.0.1:104"),
+                ("ARCHIVE", "archive.local:11112"),
+                ("WS", "[::1]:4242")
+            ]
+        );
+        assert_eq!(c.max_retrieve, 100_000);
+        for bad in [
+            "NOPORT=host",
+            "=h:1",
+            "X=h:0",
+            "X=h:port",
+            "WAY_TOO_LONG_AE_TITLE=h:1",
+        ] {
+            assert!(parse_remote_ae(bad).is_err(), "{bad}");
+        }
+        let twice = Cli::try_parse_from(["phim", "serve", "--remote-ae", "A=h:1,A=h:2"]).unwrap();
+        let Command::Serve(s) = twice.command else {
+            panic!()
+        };
+        assert!(s.dimse.config().is_err());
     }
 }

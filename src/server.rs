@@ -142,6 +142,7 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
                 crate::dimse::Services {
                     ingest: ingest.clone(),
                     index: index.clone(),
+                    store: store.clone(),
                 },
                 shutdown.clone(),
             )))

@@ -4,17 +4,65 @@
 //! fragments of a C-STORE are streamed to a spool file as they arrive, so
 //! an instance never sits whole in memory. A command and the first data
 //! fragment may share one PDU.
+//!
+//! C-MOVE, C-GET and storage commitment run as a [`Job`]: a task that
+//! hands the PDUs it wants sent on this association to the loop through a
+//! channel, while the loop keeps reading, so that a C-CANCEL-RQ (or the
+//! C-STORE-RSPs of a C-GET) reach it. One job at a time.
 
 use std::net::SocketAddr;
 
 use dicom_ul::association::server::ServerAssociationOptions;
 use dicom_ul::association::Association;
-use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultReason};
+use dicom_ul::pdu::{
+    PDataValue, PDataValueType, Pdu, PresentationContextNegotiated,
+    PresentationContextResultReason, UserVariableItem,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::command::{field, Command, MAX_COMMAND_LEN};
+use super::command::{field, response, status, Command, MAX_COMMAND_LEN};
 use super::sop_classes::STORAGE_SOP_CLASSES;
-use super::{echo, find, store, DimseConfig, Policy, Services, VERIFICATION};
+use super::{
+    commitment, echo, find, retrieve, store, DimseConfig, Policy, Roles, Services, VERIFICATION,
+};
 use crate::dicom::transfer_syntax;
+
+/// A C-MOVE, C-GET or storage commitment running beside the loop.
+pub(super) struct Job {
+    /// PDUs to send on this association, in order.
+    pub out: mpsc::Receiver<Pdu>,
+    /// Set on C-CANCEL-RQ.
+    pub cancel: CancellationToken,
+    /// Responses received for the job's own requests on this association
+    /// (C-STORE-RSP of a C-GET, N-EVENT-REPORT-RSP).
+    pub responses: mpsc::Sender<Command>,
+    /// The request's Message ID (what a C-CANCEL-RQ refers to).
+    pub message_id: u16,
+    pub task: tokio::task::JoinHandle<()>,
+    /// Let the task finish after the association ends (a commitment
+    /// report then goes on a new association).
+    pub detached: bool,
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if !self.detached {
+            self.cancel.cancel();
+            self.task.abort();
+        }
+    }
+}
+
+/// Capacity of a job's channels: a few PDUs ahead of the socket.
+pub(super) const JOB_QUEUE: usize = 4;
+
+async fn next_out(job: &mut Option<Job>) -> Option<Pdu> {
+    match job {
+        Some(j) => j.out.recv().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// What the association is in the middle of.
 enum State {
@@ -23,6 +71,10 @@ enum State {
     Storing(Box<store::Receiving>),
     /// A C-FIND whose identifier is being received.
     Finding(Box<find::Finding>),
+    /// A C-MOVE or C-GET whose identifier is being received.
+    Retrieving(Box<retrieve::Request>),
+    /// An N-ACTION whose action information is being received.
+    Committing(Box<commitment::Request>),
 }
 
 pub(super) async fn run(
@@ -41,7 +93,13 @@ pub(super) async fn run(
         .write_timeout(config.timeout)
         .with_abstract_syntax(VERIFICATION)
         .with_abstract_syntax(find::PATIENT_ROOT_FIND)
-        .with_abstract_syntax(find::STUDY_ROOT_FIND);
+        .with_abstract_syntax(find::STUDY_ROOT_FIND)
+        .with_abstract_syntax(retrieve::PATIENT_ROOT_MOVE)
+        .with_abstract_syntax(retrieve::STUDY_ROOT_MOVE)
+        .with_abstract_syntax(retrieve::PATIENT_ROOT_GET)
+        .with_abstract_syntax(retrieve::STUDY_ROOT_GET)
+        .with_abstract_syntax(commitment::STORAGE_COMMITMENT)
+        .with_negotiation(Roles);
     for (uid, _) in STORAGE_SOP_CLASSES {
         options = options.with_abstract_syntax(*uid);
     }
@@ -62,13 +120,53 @@ pub(super) async fn run(
         .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
         .count();
     tracing::info!(%peer, calling_ae = %calling, contexts = accepted, "association established");
+    let info = Peer {
+        calling_ae: calling.trim().to_owned(),
+        contexts: assoc.presentation_contexts().to_vec(),
+        scp_roles: assoc
+            .user_variables()
+            .iter()
+            .filter_map(|v| match v {
+                UserVariableItem::ScuScpRoleSelectionSubItem(uid, roles) if roles.scp => {
+                    Some(uid.trim_end_matches(['\0', ' ']).to_owned())
+                }
+                _ => None,
+            })
+            .collect(),
+        max_pdu: assoc.requestor_max_pdu_length(),
+    };
 
     let mut state = State::Idle;
     let mut command_buf: Vec<u8> = Vec::new();
     let mut stored = 0usize;
+    let mut job: Option<Job> = None;
     loop {
-        let pdu = match assoc.receive().await {
+        // `receive` keeps partial PDUs in the association's buffer, so it
+        // may be interrupted by an outgoing PDU and called again.
+        let event = tokio::select! {
+            r = assoc.receive() => Ok(r),
+            out = next_out(&mut job) => Err(out),
+        };
+        let received = match event {
+            Err(Some(out)) => {
+                if let Err(e) = assoc.send(&out).await {
+                    tracing::warn!(%peer, calling_ae = %calling, error = %e, "cannot send response");
+                    return;
+                }
+                continue;
+            }
+            Err(None) => {
+                // The job sent all it had to.
+                job = None;
+                continue;
+            }
+            Ok(r) => r,
+        };
+        let pdu = match received {
             Ok(p) => p,
+            // The peer waits quietly while a job runs; the job has its own
+            // time limits.
+            Err(dicom_ul::association::Error::Timeout { .. }) if job.is_some() => continue,
             Err(e) => {
                 tracing::warn!(%peer, calling_ae = %calling, error = %e, "association ended by error");
                 return; // a partial spool is removed on drop
@@ -81,10 +179,11 @@ pub(super) async fn run(
                         pdv,
                         &mut state,
                         &mut command_buf,
-                        &assoc,
+                        &info,
                         services,
                         config,
                         &mut stored,
+                        &mut job,
                     )
                     .await;
                     match handled {
@@ -123,14 +222,16 @@ pub(super) async fn run(
 }
 
 /// Handles one PDV; returns the PDUs to send back.
-async fn handle_pdv<S>(
+#[allow(clippy::too_many_arguments)]
+async fn handle_pdv(
     pdv: PDataValue,
     state: &mut State,
     command_buf: &mut Vec<u8>,
-    assoc: &dicom_ul::association::server::AsyncServerAssociation<S>,
+    assoc: &Peer,
     services: &Services,
     config: &DimseConfig,
     stored: &mut usize,
+    job: &mut Option<Job>,
 ) -> Result<Vec<Pdu>, String> {
     let ingest = &services.ingest;
     let pc_id = pdv.presentation_context_id;
@@ -173,9 +274,41 @@ async fn handle_pdv<S>(
                     *state = State::Finding(Box::new(finding));
                     Ok(Vec::new())
                 }
+                field::C_MOVE_RQ | field::C_GET_RQ => {
+                    let request = retrieve::Request::start(&cmd, pc).map_err(|e| e.to_string())?;
+                    *state = State::Retrieving(Box::new(request));
+                    Ok(Vec::new())
+                }
+                field::N_ACTION_RQ => {
+                    let request =
+                        commitment::Request::start(&cmd, pc).map_err(|e| e.to_string())?;
+                    *state = State::Committing(Box::new(request));
+                    Ok(Vec::new())
+                }
                 // C-FIND answers are sent as soon as they are known, so a
-                // cancel finds nothing running.
-                field::C_CANCEL_RQ => Ok(Vec::new()),
+                // cancel finds nothing running there; a C-MOVE or C-GET
+                // stops at its next sub-operation.
+                field::C_CANCEL_RQ => {
+                    let id = cmd.us(super::command::tag::MESSAGE_ID_BEING_RESPONDED_TO);
+                    if let Some(j) = job.as_ref().filter(|j| Some(j.message_id) == id) {
+                        tracing::info!(message_id = j.message_id, "C-CANCEL-RQ");
+                        j.cancel.cancel();
+                    }
+                    Ok(Vec::new())
+                }
+                field::C_STORE_RSP | field::N_EVENT_REPORT_RSP => {
+                    match job.as_ref() {
+                        // A full queue means a response nobody asked for.
+                        Some(j) => {
+                            let _ = j.responses.try_send(cmd);
+                        }
+                        None => tracing::warn!(
+                            field = cmd.field().unwrap_or(0),
+                            "response to no request of ours: ignored"
+                        ),
+                    }
+                    Ok(Vec::new())
+                }
                 other => Err(format!("unsupported command field {other:#06x}")),
             }
         }
@@ -217,11 +350,93 @@ async fn handle_pdv<S>(
                     )
                     .await)
             }
+            State::Retrieving(request) => {
+                if request.pc_id() != pc_id {
+                    return Err("identifier on another presentation context".into());
+                }
+                request.write(&pdv.data)?;
+                if !pdv.is_last {
+                    return Ok(Vec::new());
+                }
+                let State::Retrieving(request) = std::mem::replace(state, State::Idle) else {
+                    return Err("lost C-MOVE/C-GET state".into());
+                };
+                if job.is_some() {
+                    return Ok(vec![request.busy()]);
+                }
+                let (replies, started) = request.run(assoc, services, config).await;
+                if started.is_some() {
+                    *job = started;
+                }
+                Ok(replies)
+            }
+            State::Committing(request) => {
+                if request.pc_id() != pc_id {
+                    return Err("action information on another presentation context".into());
+                }
+                request.write(&pdv.data)?;
+                if !pdv.is_last {
+                    return Ok(Vec::new());
+                }
+                let State::Committing(request) = std::mem::replace(state, State::Idle) else {
+                    return Err("lost N-ACTION state".into());
+                };
+                if job.is_some() {
+                    return Ok(vec![request.busy()]);
+                }
+                let (replies, started) = request.run(&calling_ae(assoc), services, config);
+                if started.is_some() {
+                    *job = started;
+                }
+                Ok(replies)
+            }
         },
     }
 }
 
-fn command_pdu(pc_id: u8, data: Vec<u8>) -> Pdu {
+fn calling_ae(peer: &Peer) -> String {
+    peer.calling_ae.clone()
+}
+
+/// What the services need to know of the association.
+pub(super) struct Peer {
+    pub calling_ae: String,
+    contexts: Vec<PresentationContextNegotiated>,
+    /// Storage SOP classes for which the requestor took the SCP role.
+    scp_roles: Vec<String>,
+    max_pdu: u32,
+}
+
+impl Peer {
+    pub fn presentation_contexts(&self) -> &[PresentationContextNegotiated] {
+        &self.contexts
+    }
+
+    /// Largest PDU the requestor accepts.
+    pub fn requestor_max_pdu_length(&self) -> u32 {
+        self.max_pdu
+    }
+
+    /// Whether the requestor may act as SCP for `sop_class` (C-GET).
+    pub fn is_scp_for(&self, sop_class: &str) -> bool {
+        self.scp_roles.iter().any(|c| c == sop_class)
+    }
+}
+
+/// A final response refusing a request because another job runs.
+pub(super) fn busy_response(field: u16, sop_class: &str, message_id: u16, pc_id: u8) -> Pdu {
+    command_pdu(
+        pc_id,
+        response(field, sop_class, message_id, status::OUT_OF_RESOURCES)
+            .text(
+                super::command::tag::ERROR_COMMENT,
+                "another operation is running",
+            )
+            .into_bytes(),
+    )
+}
+
+pub(super) fn command_pdu(pc_id: u8, data: Vec<u8>) -> Pdu {
     Pdu::PData {
         data: vec![PDataValue {
             presentation_context_id: pc_id,

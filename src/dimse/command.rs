@@ -13,6 +13,50 @@ pub mod field {
     pub const C_ECHO_RQ: u16 = 0x0030;
     pub const C_ECHO_RSP: u16 = 0x8030;
     pub const C_CANCEL_RQ: u16 = 0x0FFF;
+    pub const C_FIND_RSP: u16 = 0x8020;
+    pub const C_GET_RSP: u16 = 0x8010;
+    pub const C_MOVE_RSP: u16 = 0x8021;
+    pub const N_EVENT_REPORT_RQ: u16 = 0x0100;
+    pub const N_EVENT_REPORT_RSP: u16 = 0x8100;
+    pub const N_ACTION_RQ: u16 = 0x0130;
+    pub const N_ACTION_RSP: u16 = 0x8130;
+}
+
+/// DIMSE status codes (PS3.7 Annex C, PS3.4 Annexes B, C, J), in one place.
+pub mod status {
+    pub const SUCCESS: u16 = 0x0000;
+    pub const PENDING: u16 = 0xFF00;
+    pub const CANCEL: u16 = 0xFE00;
+    /// Sub-operations complete, one or more failures or warnings.
+    pub const SUB_OPERATIONS_WARNING: u16 = 0xB000;
+    /// Refused: out of resources.
+    pub const OUT_OF_RESOURCES: u16 = 0xA700;
+    /// Refused: out of resources, unable to calculate the number of matches.
+    pub const OUT_OF_RESOURCES_MATCHES: u16 = 0xA701;
+    /// Refused: out of resources, unable to perform sub-operations.
+    pub const OUT_OF_RESOURCES_SUB_OPERATIONS: u16 = 0xA702;
+    /// Refused: Move Destination unknown.
+    pub const MOVE_DESTINATION_UNKNOWN: u16 = 0xA801;
+    /// Identifier does not match SOP Class.
+    pub const IDENTIFIER_MISMATCH: u16 = 0xA900;
+    /// Unable to process.
+    pub const UNABLE_TO_PROCESS: u16 = 0xC000;
+    /// N-ACTION: no such action type.
+    pub const NO_SUCH_ACTION: u16 = 0x0123;
+    /// N-ACTION: invalid argument value / missing attribute.
+    pub const INVALID_ARGUMENT: u16 = 0x0115;
+    pub const MISSING_ATTRIBUTE: u16 = 0x0120;
+    pub const RESOURCE_LIMITATION: u16 = 0x0213;
+    pub const NO_SUCH_SOP_CLASS: u16 = 0x0118;
+    /// Storage commitment Failure Reasons (PS3.4 J.3.2.1.1.1).
+    pub const NO_SUCH_OBJECT_INSTANCE: u16 = 0x0112;
+    pub const CLASS_INSTANCE_CONFLICT: u16 = 0x0119;
+    pub const PROCESSING_FAILURE: u16 = 0x0110;
+
+    /// Warning statuses (0001, Bxxx) of a C-STORE-RSP.
+    pub fn is_warning(s: u16) -> bool {
+        s == 0x0001 || (s & 0xF000) == 0xB000
+    }
 }
 
 /// Command elements used by Phim (tag numbers within group 0000).
@@ -27,10 +71,23 @@ pub mod tag {
     pub const STATUS: u32 = 0x0000_0900;
     pub const ERROR_COMMENT: u32 = 0x0000_0902;
     pub const AFFECTED_SOP_INSTANCE_UID: u32 = 0x0000_1000;
+    pub const REQUESTED_SOP_CLASS_UID: u32 = 0x0000_0003;
+    pub const MOVE_DESTINATION: u32 = 0x0000_0600;
+    pub const REQUESTED_SOP_INSTANCE_UID: u32 = 0x0000_1001;
+    pub const EVENT_TYPE_ID: u32 = 0x0000_1002;
+    pub const ACTION_TYPE_ID: u32 = 0x0000_1008;
+    pub const REMAINING_SUB_OPERATIONS: u32 = 0x0000_1020;
+    pub const COMPLETED_SUB_OPERATIONS: u32 = 0x0000_1021;
+    pub const FAILED_SUB_OPERATIONS: u32 = 0x0000_1022;
+    pub const WARNING_SUB_OPERATIONS: u32 = 0x0000_1023;
+    pub const MOVE_ORIGINATOR_AE_TITLE: u32 = 0x0000_1030;
+    pub const MOVE_ORIGINATOR_MESSAGE_ID: u32 = 0x0000_1031;
 }
 
 /// (0000,0800) value meaning "no data set follows".
 pub const NO_DATA_SET: u16 = 0x0101;
+/// (0000,0800) value meaning "a data set follows" (any other than 0101).
+pub const DATA_SET: u16 = 0x0000;
 
 /// Largest command set accepted (they are a few hundred bytes).
 pub const MAX_COMMAND_LEN: usize = 64 * 1024;

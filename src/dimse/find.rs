@@ -25,15 +25,10 @@ pub const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
 /// Matches returned for one C-FIND at most.
 pub const MAX_MATCHES: i64 = 5000;
 const MAX_IDENTIFIER: usize = 1 << 20;
-const C_FIND_RSP: u16 = 0x8020;
-const PENDING: u16 = 0xFF00;
-const SUCCESS: u16 = 0x0000;
-/// Identifier does not match SOP Class (PS3.4 C.4.1.1.4).
-const IDENTIFIER_MISMATCH: u16 = 0xA900;
-/// Unable to process.
-const UNABLE_TO_PROCESS: u16 = 0xC000;
-/// Refused: out of resources.
-const OUT_OF_RESOURCES: u16 = 0xA700;
+use super::command::field::C_FIND_RSP;
+use super::command::status::{
+    IDENTIFIER_MISMATCH, OUT_OF_RESOURCES, PENDING, SUCCESS, UNABLE_TO_PROCESS,
+};
 
 /// A C-FIND whose identifier is arriving.
 pub struct Finding {

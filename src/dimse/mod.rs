@@ -1,15 +1,18 @@
 //! DIMSE (PS3.7, PS3.8) for modalities and workstations: associations on
 //! dicom-ul, our own command handling on top. One file per service:
 //! [`echo`] (C-ECHO, PS3.4 Annex A), [`store`] (C-STORE SCP, Annex B),
-//! [`find`] (C-FIND SCP, Annex C).
+//! [`find`] (C-FIND SCP, Annex C), [`retrieve`] (C-MOVE and C-GET SCP,
+//! Annex C), [`commitment`] (Storage Commitment Push Model SCP, Annex J).
 //!
 //! Every association runs in its own task under a global bound; reads and
 //! writes have timeouts, so a slow or dead peer only holds its own task.
 
 pub mod association;
 pub mod command;
+pub mod commitment;
 pub mod echo;
 pub mod find;
+pub mod retrieve;
 pub mod sop_classes;
 pub mod store;
 
@@ -17,10 +20,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dicom_ul::association::server::AccessControl;
+use dicom_ul::association::server::{AccessControl, Negotiation};
 use dicom_ul::pdu::{
     AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
-    AssociationRJServiceUserReason, AssociationRJSource, Pdu, UserIdentity,
+    AssociationRJServiceUserReason, AssociationRJSource, Pdu, RequestorRoles, UserIdentity,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
@@ -28,12 +31,23 @@ use tokio_util::sync::CancellationToken;
 
 use crate::index::Index;
 use crate::ingest::Ingest;
+use crate::store::Store;
 
 /// What the services need from the rest of Phim.
 #[derive(Debug, Clone)]
 pub struct Services {
     pub ingest: Ingest,
     pub index: Arc<dyn Index>,
+    pub store: Store,
+}
+
+/// A peer we open associations to: C-MOVE destinations, storage
+/// commitment requesters that want their report on a new association.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAe {
+    pub title: String,
+    /// host:port
+    pub address: String,
 }
 
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
@@ -50,6 +64,41 @@ pub struct DimseConfig {
     pub timeout: Duration,
     /// Largest P-DATA PDU we accept (strictly enforced).
     pub max_pdu_length: u32,
+    /// Known remote AEs (C-MOVE destinations, commitment requesters).
+    pub remote_aes: Vec<RemoteAe>,
+    /// Instances one C-MOVE or C-GET may retrieve at most.
+    pub max_retrieve: usize,
+}
+
+impl DimseConfig {
+    pub fn remote_ae(&self, title: &str) -> Option<&RemoteAe> {
+        let title = title.trim();
+        self.remote_aes.iter().find(|r| r.title == title)
+    }
+}
+
+/// SCP/SCU role selection (PS3.7 D.3.3.4): a C-GET SCU takes the SCP role
+/// for the storage classes it wants to receive; we accept the roles it
+/// proposes for those, and answer nothing (default roles) for the rest.
+#[derive(Debug, Clone, Copy)]
+struct Roles;
+
+impl Negotiation for Roles {
+    fn negotiate_roles(
+        &self,
+        sop_class_uid: &str,
+        scu_role: bool,
+        scp_role: bool,
+    ) -> Option<RequestorRoles> {
+        let uid = sop_class_uid.trim_end_matches(['\0', ' ']);
+        sop_classes::STORAGE_SOP_CLASSES
+            .iter()
+            .any(|(u, _)| *u == uid)
+            .then_some(RequestorRoles {
+                scu: scu_role,
+                scp: scp_role,
+            })
+    }
 }
 
 /// Who may associate: the called AE title must be ours, and the calling
@@ -138,4 +187,32 @@ pub async fn serve(
         });
     }
     tracing::info!("DICOM listener stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scp_role_only_for_storage_classes() {
+        let ct = "1.2.840.10008.5.1.4.1.1.2";
+        assert_eq!(
+            Roles.negotiate_roles(ct, true, true),
+            Some(RequestorRoles {
+                scu: true,
+                scp: true
+            })
+        );
+        assert_eq!(
+            Roles.negotiate_roles(&format!("{ct}\0"), false, true),
+            Some(RequestorRoles {
+                scu: false,
+                scp: true
+            })
+        );
+        assert_eq!(
+            Roles.negotiate_roles(commitment::STORAGE_COMMITMENT, true, true),
+            None
+        );
+    }
 }

@@ -387,3 +387,332 @@ def test_c_find_bad_level_is_a900(server):
     finally:
         assoc.release()
     assert statuses == [0xA900]
+
+
+# ------------------------------------------------------------------ C-MOVE, C-GET
+
+import socket  # noqa: E402
+import threading  # noqa: E402
+
+from pynetdicom.sop_class import (  # noqa: E402
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
+)
+
+from conftest import PROFILES  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_storescp(out: Path, aet: str) -> tuple[subprocess.Popen, int]:
+    """dcmtk's storescp writing what it receives bit for bit (+B)."""
+    out.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    proc = subprocess.Popen(["storescp", "-aet", aet, "+xa", "+B", "-od", str(out), str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dimse_env())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, port
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("storescp did not start")
+
+
+def store_study(server, seed: str, n: int) -> list[Instance]:
+    from phim_helpers import stow
+
+    study = f"2.25.{abs(hash(seed)) % 10**20}3"
+    insts = [Instance.make(f"{seed}-{i}", study_uid=study, series_uid=study + ".1",
+                           instance_number=i + 1, rows=16, cols=16, patient_id=f"P-{seed}")
+             for i in range(n)]
+    res = stow(server, [i.data for i in insts])
+    assert res.status == 200, res.describe()
+    return insts
+
+
+def received(out: Path) -> dict[str, bytes]:
+    """SOP Instance UID -> data set bytes of the files a storescp wrote."""
+    got = {}
+    for f in out.iterdir():
+        data = f.read_bytes()
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        got[str(ds.SOPInstanceUID)] = dataset_bytes(data)
+    return got
+
+
+def move(server, model, identifier: Dataset, dest: str) -> list:
+    ae = AE(ae_title="MOVER")
+    ae.add_requested_context(model)
+    host, port = server.dicom_addr
+    assoc = ae.associate(host, port, ae_title="PHIM")
+    assert assoc.is_established
+    try:
+        return [status for status, _ in assoc.send_c_move(identifier, dest, model)]
+    finally:
+        assoc.release()
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_movescu_to_storescp_sends_stored_bytes(phim_factory, tmp_path, profile):
+    out = tmp_path / "received"
+    scp, scp_port = start_storescp(out, "DEST")
+    try:
+        server = phim_factory.start(profile, extra_args=["--remote-ae", f"DEST=127.0.0.1:{scp_port}"])
+        insts = store_study(server, f"move-{profile}", 5)
+        host, port = server.dicom_addr
+        r = run(["movescu", "-v", "-S", "-aet", "MOVER", "-aec", "PHIM", "-aem", "DEST",
+                 "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={insts[0].study}",
+                 host, str(port)])
+        assert r.returncode == 0, r.stderr + r.stdout
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(list(out.iterdir())) < 5:
+            time.sleep(0.1)
+        got = received(out)
+        assert set(got) == {i.sop for i in insts}
+        for inst in insts:
+            stored = wado_instance_bytes(server, inst.study, inst.series, inst.sop)
+            assert got[inst.sop] == dataset_bytes(stored)
+
+        # Patient Root, PATIENT level; Study Root, IMAGE level with a list.
+        statuses = move(server, PatientRootQueryRetrieveInformationModelMove,
+                        ident("PATIENT", PatientID=insts[0].ds.PatientID), "DEST")
+        assert statuses[-1].Status == 0x0000
+        assert statuses[-1].NumberOfCompletedSuboperations == 5
+        assert [s.NumberOfRemainingSuboperations for s in statuses[:-1]] == [4, 3, 2, 1]
+        statuses = move(server, StudyRootQueryRetrieveInformationModelMove,
+                        ident("IMAGE", StudyInstanceUID=insts[0].study,
+                              SeriesInstanceUID=insts[0].series,
+                              SOPInstanceUID=[insts[1].sop, insts[3].sop]), "DEST")
+        assert statuses[-1].Status == 0x0000
+        assert statuses[-1].NumberOfCompletedSuboperations == 2
+        # Nothing matches: success, no sub-operations.
+        statuses = move(server, StudyRootQueryRetrieveInformationModelMove,
+                        ident("SERIES", StudyInstanceUID=insts[0].study, SeriesInstanceUID="1.2.3.4"),
+                        "DEST")
+        assert statuses[-1].Status == 0x0000
+        assert statuses[-1].NumberOfCompletedSuboperations == 0
+    finally:
+        scp.terminate()
+        scp.wait(timeout=10)
+
+
+def test_c_move_unknown_destination_is_a801(server):
+    statuses = move(server, StudyRootQueryRetrieveInformationModelMove,
+                    ident("STUDY", StudyInstanceUID="1.2.3"), "NOWHERE")
+    assert len(statuses) == 1
+    assert statuses[0].Status == 0xA801
+
+
+def test_c_move_destination_down_fails_the_sub_operations(phim_factory):
+    server = phim_factory.start("embedded", extra_args=["--remote-ae", f"DOWN=127.0.0.1:{free_port()}"])
+    insts = store_study(server, "move-down", 2)
+    statuses = move(server, StudyRootQueryRetrieveInformationModelMove,
+                    ident("STUDY", StudyInstanceUID=insts[0].study), "DOWN")
+    final = statuses[-1]
+    assert final.Status == 0xA702, hex(final.Status)
+    assert final.NumberOfFailedSuboperations == 2
+
+
+def test_getscu_retrieves_a_study(server, tmp_path):
+    insts = store_study(server, f"get-{server.profile}", 4)
+    host, port = server.dicom_addr
+    out = tmp_path / "got"
+    out.mkdir()
+    r = run(["getscu", "-v", "-S", "-aet", "GETTER", "-aec", "PHIM", "+xe", "-od", str(out),
+             "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={insts[0].study}",
+             host, str(port)])
+    assert r.returncode == 0, r.stderr + r.stdout
+    got = {}
+    for f in out.iterdir():
+        ds = pydicom.dcmread(f)
+        got[str(ds.SOPInstanceUID)] = ds
+    assert set(got) == {i.sop for i in insts}
+    for inst in insts:
+        assert same_content(inst.ds, got[inst.sop]) == []
+
+
+def test_pynetdicom_c_get_without_scp_role_fails_sub_operations(server):
+    insts = store_study(server, f"get-norole-{server.profile}", 2)
+    ae = AE(ae_title="GETTER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian])
+    host, port = server.dicom_addr
+    assoc = ae.associate(host, port, ae_title="PHIM")  # no role selection
+    assert assoc.is_established
+    try:
+        statuses = [s for s, _ in assoc.send_c_get(ident("STUDY", StudyInstanceUID=insts[0].study),
+                                                   StudyRootQueryRetrieveInformationModelGet)]
+    finally:
+        assoc.release()
+    assert statuses[-1].Status == 0xB000
+    assert statuses[-1].NumberOfFailedSuboperations == 2
+
+
+def test_c_move_cancel_stops_the_sub_operations(phim_factory):
+    # A slow destination: 50 ms per instance.
+    slow = AE(ae_title="SLOW")
+    slow.add_supported_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    stored = []
+
+    def on_store(event):
+        time.sleep(0.05)
+        stored.append(event.request.AffectedSOPInstanceUID)
+        return 0x0000
+
+    slow_port = free_port()
+    scp = slow.start_server(("127.0.0.1", slow_port), block=False,
+                            evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        server = phim_factory.start("embedded", extra_args=["--remote-ae", f"SLOW=127.0.0.1:{slow_port}"])
+        insts = store_study(server, "move-cancel", 200)
+        ae = AE(ae_title="MOVER")
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+        host, port = server.dicom_addr
+        assoc = ae.associate(host, port, ae_title="PHIM")
+        assert assoc.is_established
+        statuses = []
+        try:
+            for status, _ in assoc.send_c_move(ident("STUDY", StudyInstanceUID=insts[0].study), "SLOW",
+                                               StudyRootQueryRetrieveInformationModelMove, msg_id=7):
+                statuses.append(status)
+                if len(statuses) == 5:
+                    assoc.send_c_cancel(7, query_model=StudyRootQueryRetrieveInformationModelMove)
+        finally:
+            assoc.release()
+        final = statuses[-1]
+        assert final.Status == 0xFE00, hex(final.Status)
+        assert 5 <= final.NumberOfCompletedSuboperations < 200
+        assert final.NumberOfRemainingSuboperations == 200 - final.NumberOfCompletedSuboperations
+        assert len(stored) < 200
+    finally:
+        scp.shutdown()
+
+
+# ------------------------------------------------------------ storage commitment
+
+
+def test_storage_commitment_reports_held_and_missing(server):
+    insts = store_study(server, f"commit-{server.profile}", 2)
+    reports = []
+    got = threading.Event()
+
+    def on_report(event):
+        reports.append((event.event_type, event.event_information))
+        got.set()
+        return 0x0000, None
+
+    ae = AE(ae_title="COMMITTER")
+    ae.add_requested_context(StorageCommitmentPushModel)
+    host, port = server.dicom_addr
+    assoc = ae.associate(host, port, ae_title="PHIM", evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    assert assoc.is_established
+    request = Dataset()
+    request.TransactionUID = pydicom.uid.generate_uid()
+    request.ReferencedSOPSequence = []
+    unknown = pydicom.uid.generate_uid()
+    for cls, sop in [(i.sop_class, i.sop) for i in insts] + [(SecondaryCaptureImageStorage, unknown)]:
+        item = Dataset()
+        item.ReferencedSOPClassUID = cls
+        item.ReferencedSOPInstanceUID = sop
+        request.ReferencedSOPSequence.append(item)
+    try:
+        status, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1")
+        assert status.Status == 0x0000
+        assert got.wait(15), "no N-EVENT-REPORT"
+    finally:
+        assoc.release()
+    event_type, info = reports[0]
+    assert event_type == 2
+    assert info.TransactionUID == request.TransactionUID
+    assert sorted(i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence) == sorted(i.sop for i in insts)
+    assert [(i.ReferencedSOPInstanceUID, i.FailureReason) for i in info.FailedSOPSequence] == [(unknown, 0x0112)]
+
+
+def test_storage_commitment_report_on_a_new_association(phim_factory):
+    """A requester that does not take the report on its own association (no
+    handler there, or released) gets it on a new one, at its --remote-ae."""
+    reports = []
+    got = threading.Event()
+
+    def on_report(event):
+        reports.append((event.event_type, event.event_information, event.assoc.requestor.ae_title))
+        got.set()
+        return 0x0000, None
+
+    listener = AE(ae_title="COMMITTER")
+    listener.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
+    listen_port = free_port()
+    scp = listener.start_server(("127.0.0.1", listen_port), block=False,
+                                evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    try:
+        server = phim_factory.start("embedded", extra_args=["--remote-ae", f"COMMITTER=127.0.0.1:{listen_port}"])
+        insts = store_study(server, "commit-new-assoc", 1)
+        ae = AE(ae_title="COMMITTER")
+        ae.add_requested_context(StorageCommitmentPushModel)
+        host, port = server.dicom_addr
+        assoc = ae.associate(host, port, ae_title="PHIM")  # no N-EVENT-REPORT handler
+        assert assoc.is_established
+        request = Dataset()
+        request.TransactionUID = pydicom.uid.generate_uid()
+        item = Dataset()
+        item.ReferencedSOPClassUID = insts[0].sop_class
+        item.ReferencedSOPInstanceUID = insts[0].sop
+        request.ReferencedSOPSequence = [item]
+        try:
+            status, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1")
+            assert status.Status == 0x0000
+        finally:
+            assoc.release()
+        assert got.wait(15), "no N-EVENT-REPORT on a new association"
+    finally:
+        scp.shutdown()
+    event_type, info, calling = reports[0]
+    assert event_type == 1
+    assert calling.strip() == "PHIM"
+    assert info.TransactionUID == request.TransactionUID
+    assert [i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence] == [insts[0].sop]
+    assert "FailedSOPSequence" not in info
+
+
+def test_c_get_cancel_stops_the_sub_operations(phim_factory):
+    from pynetdicom import build_role
+
+    server = phim_factory.start("embedded")
+    insts = store_study(server, "get-cancel", 60)
+    stored = []
+
+    def on_store(event):
+        time.sleep(0.05)
+        stored.append(event.request.AffectedSOPInstanceUID)
+        return 0x0000
+
+    ae = AE(ae_title="GETTER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian])
+    host, port = server.dicom_addr
+    assoc = ae.associate(host, port, ae_title="PHIM",
+                         ext_neg=[build_role(SecondaryCaptureImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    statuses = []
+    try:
+        for status, _ in assoc.send_c_get(ident("STUDY", StudyInstanceUID=insts[0].study),
+                                          StudyRootQueryRetrieveInformationModelGet, msg_id=9):
+            statuses.append(status)
+            if len(statuses) == 3:
+                assoc.send_c_cancel(9, query_model=StudyRootQueryRetrieveInformationModelGet)
+    finally:
+        assoc.release()
+    final = statuses[-1]
+    assert final.Status == 0xFE00, hex(final.Status)
+    assert 3 <= final.NumberOfCompletedSuboperations < 60
+    assert final.NumberOfRemainingSuboperations == 60 - final.NumberOfCompletedSuboperations
+    assert len(stored) == final.NumberOfCompletedSuboperations

@@ -1,0 +1,935 @@
+//! C-MOVE and C-GET SCP (PS3.4 C.4.2, C.4.3; PS3.7 §9.1.3, §9.1.4):
+//! Patient Root and Study Root, PATIENT/STUDY/SERIES/IMAGE levels with
+//! unique keys only. The instances are sent as stored (no transcoding):
+//! their data set bytes, read from the store after the Part 10 prefix,
+//! in a presentation context with the stored transfer syntax.
+//!
+//! C-MOVE opens a sub-association to the Move Destination (looked up in
+//! the remote AE table); C-GET sends the C-STORE-RQs back on the requesting
+//! association, for the storage classes the requestor took the SCP role
+//! for. Both run as a [`Job`] so that a C-CANCEL-RQ is read while they run;
+//! it stops them before their next sub-operation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use dicom_core::Tag;
+use dicom_ul::association::client::{AsyncClientAssociation, ClientAssociationOptions};
+use dicom_ul::pdu::{
+    PDataValue, PDataValueType, Pdu, PresentationContextNegotiated, PresentationContextResultReason,
+};
+use futures::StreamExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::association::{busy_response, command_pdu, Job, Peer, JOB_QUEUE};
+use super::command::{
+    field, response, status, tag, Command, CommandError, CommandWriter, DATA_SET, MAX_COMMAND_LEN,
+};
+use super::{DimseConfig, RemoteAe, Services};
+use crate::dicom::scan::{scan_bytes, ScanLimits, Scanned};
+use crate::dicom::transfer_syntax;
+use crate::dicom::write::{file_meta_prefix, ElementWriter};
+use crate::dicom::Uid;
+use crate::index::{Index, Scope, StoredInstance};
+use crate::query::{attribute_by_tag, Filter, Level, Match, Query};
+use crate::store::{ObjectKey, Store};
+
+pub const PATIENT_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.1.2";
+pub const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
+pub const PATIENT_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.1.3";
+pub const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
+const MAX_IDENTIFIER: usize = 1 << 20;
+/// Largest PDV we send, whatever the peer accepts (bounds queued memory).
+const MAX_PDV: u32 = 1 << 20;
+/// Presentation contexts one association can carry (odd IDs 1..=255).
+const MAX_CONTEXTS: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Move,
+    Get,
+}
+
+/// A C-MOVE or C-GET whose identifier is arriving.
+pub struct Request {
+    kind: Kind,
+    pc_id: u8,
+    message_id: u16,
+    sop_class: String,
+    transfer_syntax: String,
+    destination: Option<String>,
+    identifier: Vec<u8>,
+}
+
+impl Request {
+    pub fn start(
+        rq: &Command,
+        pc: &PresentationContextNegotiated,
+    ) -> Result<Request, CommandError> {
+        let kind = if rq.field()? == field::C_MOVE_RQ {
+            Kind::Move
+        } else {
+            Kind::Get
+        };
+        if !rq.has_data_set() {
+            return Err(CommandError::Missing("identifier"));
+        }
+        Ok(Request {
+            kind,
+            pc_id: pc.id,
+            message_id: rq.message_id()?,
+            sop_class: pc.abstract_syntax.trim_end_matches('\0').to_owned(),
+            transfer_syntax: pc.transfer_syntax.trim_end_matches('\0').to_owned(),
+            destination: rq.ui(tag::MOVE_DESTINATION).map(|d| d.trim().to_owned()),
+            identifier: Vec::new(),
+        })
+    }
+
+    pub fn pc_id(&self) -> u8 {
+        self.pc_id
+    }
+
+    pub fn write(&mut self, fragment: &[u8]) -> Result<(), String> {
+        if self.identifier.len() + fragment.len() > MAX_IDENTIFIER {
+            return Err("C-MOVE/C-GET identifier larger than 1 MiB".into());
+        }
+        self.identifier.extend_from_slice(fragment);
+        Ok(())
+    }
+
+    fn rsp_field(&self) -> u16 {
+        match self.kind {
+            Kind::Move => field::C_MOVE_RSP,
+            Kind::Get => field::C_GET_RSP,
+        }
+    }
+
+    /// The refusal when another operation runs on the association.
+    pub fn busy(&self) -> Pdu {
+        busy_response(
+            self.rsp_field(),
+            &self.sop_class,
+            self.message_id,
+            self.pc_id,
+        )
+    }
+
+    fn refuse(&self, status: u16, comment: &str) -> Vec<Pdu> {
+        let c: String = comment
+            .chars()
+            .filter(|c| c.is_ascii() && !c.is_ascii_control())
+            .take(64)
+            .collect();
+        vec![command_pdu(
+            self.pc_id,
+            response(self.rsp_field(), &self.sop_class, self.message_id, status)
+                .text(tag::ERROR_COMMENT, &c)
+                .into_bytes(),
+        )]
+    }
+
+    /// Selects the instances and starts the sub-operations; returns what
+    /// to send now and the job, if one was started.
+    pub(super) async fn run(
+        self,
+        peer: &Peer,
+        services: &Services,
+        config: &DimseConfig,
+    ) -> (Vec<Pdu>, Option<Job>) {
+        let implicit = match transfer_syntax::lookup(&self.transfer_syntax) {
+            Some(ts) if !ts.encoding.big_endian && !ts.encoding.deflated => {
+                !ts.encoding.explicit_vr
+            }
+            _ => {
+                return (
+                    self.refuse(status::UNABLE_TO_PROCESS, "transfer syntax not supported"),
+                    None,
+                )
+            }
+        };
+        let patient_root = match (self.kind, self.sop_class.as_str()) {
+            (Kind::Move, PATIENT_ROOT_MOVE) | (Kind::Get, PATIENT_ROOT_GET) => true,
+            (Kind::Move, STUDY_ROOT_MOVE) | (Kind::Get, STUDY_ROOT_GET) => false,
+            _ => {
+                return (
+                    self.refuse(
+                        status::UNABLE_TO_PROCESS,
+                        "SOP class does not fit the command",
+                    ),
+                    None,
+                )
+            }
+        };
+        let destination = match self.kind {
+            Kind::Get => None,
+            Kind::Move => {
+                let title = self.destination.clone().unwrap_or_default();
+                match config.remote_ae(&title) {
+                    Some(d) => Some(d.clone()),
+                    None => {
+                        tracing::warn!(calling_ae = %peer.calling_ae, destination = %title, "C-MOVE: unknown Move Destination");
+                        return (
+                            self.refuse(
+                                status::MOVE_DESTINATION_UNKNOWN,
+                                "Move Destination unknown",
+                            ),
+                            None,
+                        );
+                    }
+                }
+            }
+        };
+        let mut file = file_meta_prefix(&self.sop_class, "1.2", &self.transfer_syntax);
+        file.extend_from_slice(&self.identifier);
+        let scanned = match scan_bytes(&file, &ScanLimits::default()) {
+            Ok(s) => s,
+            Err(e) => {
+                return (
+                    self.refuse(status::IDENTIFIER_MISMATCH, &format!("identifier: {e}")),
+                    None,
+                )
+            }
+        };
+        let instances = match select(
+            services.index.as_ref(),
+            &scanned,
+            patient_root,
+            config.max_retrieve,
+        )
+        .await
+        {
+            Ok(i) => i,
+            Err((status, comment)) => return (self.refuse(status, &comment), None),
+        };
+        tracing::info!(
+            calling_ae = %peer.calling_ae,
+            destination = destination.as_ref().map(|d| d.title.as_str()).unwrap_or("(C-GET)"),
+            instances = instances.len(),
+            kind = ?self.kind,
+            "retrieve started"
+        );
+
+        let (out_tx, out_rx) = mpsc::channel(JOB_QUEUE);
+        let (rsp_tx, rsp_rx) = mpsc::channel(JOB_QUEUE);
+        let cancel = CancellationToken::new();
+        let ctx = Ctx {
+            kind: self.kind,
+            pc_id: self.pc_id,
+            message_id: self.message_id,
+            sop_class: self.sop_class.clone(),
+            implicit,
+            our_ae: config.ae_title.clone(),
+            calling_ae: peer.calling_ae.clone(),
+            timeout: config.timeout,
+            max_pdu: config.max_pdu_length,
+            store: services.store.clone(),
+            out: out_tx,
+            cancel: cancel.clone(),
+        };
+        let task = match destination {
+            Some(dest) => tokio::spawn(run_move(ctx, instances, dest)),
+            None => {
+                let targets = get_contexts(peer, &instances);
+                let max_pdu = peer.requestor_max_pdu_length();
+                tokio::spawn(run_get(ctx, instances, targets, rsp_rx, max_pdu))
+            }
+        };
+        (
+            Vec::new(),
+            Some(Job {
+                out: out_rx,
+                cancel,
+                responses: rsp_tx,
+                message_id: self.message_id,
+                task,
+                detached: false,
+            }),
+        )
+    }
+}
+
+/// What a running retrieve needs.
+struct Ctx {
+    kind: Kind,
+    pc_id: u8,
+    message_id: u16,
+    sop_class: String,
+    /// Encoding of the requesting presentation context (failed UID list).
+    implicit: bool,
+    our_ae: String,
+    calling_ae: String,
+    timeout: Duration,
+    max_pdu: u32,
+    store: Store,
+    out: mpsc::Sender<Pdu>,
+    cancel: CancellationToken,
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    remaining: usize,
+    completed: usize,
+    warning: usize,
+    failed: Vec<String>,
+}
+
+fn count(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
+impl Ctx {
+    fn rsp_field(&self) -> u16 {
+        match self.kind {
+            Kind::Move => field::C_MOVE_RSP,
+            Kind::Get => field::C_GET_RSP,
+        }
+    }
+
+    fn counts(&self, status: u16, p: &Progress, with_remaining: bool) -> CommandWriter {
+        let mut w = response(self.rsp_field(), &self.sop_class, self.message_id, status)
+            .us(tag::COMPLETED_SUB_OPERATIONS, count(p.completed))
+            .us(tag::FAILED_SUB_OPERATIONS, count(p.failed.len()))
+            .us(tag::WARNING_SUB_OPERATIONS, count(p.warning));
+        if with_remaining {
+            w = w.us(tag::REMAINING_SUB_OPERATIONS, count(p.remaining));
+        }
+        w
+    }
+
+    async fn pending(&self, p: &Progress) -> Result<(), ()> {
+        let rsp = self.counts(status::PENDING, p, true).into_bytes();
+        self.out
+            .send(command_pdu(self.pc_id, rsp))
+            .await
+            .map_err(|_| ())
+    }
+
+    /// Sends the final response: Cancel, Success, or Warning (B000) when
+    /// any sub-operation failed or warned, or `refused` when given.
+    async fn finish(&self, p: &Progress, cancelled: bool, refused: Option<u16>) {
+        let status = if cancelled {
+            status::CANCEL
+        } else if let Some(s) = refused {
+            s
+        } else if !p.failed.is_empty() || p.warning > 0 {
+            status::SUB_OPERATIONS_WARNING
+        } else {
+            status::SUCCESS
+        };
+        tracing::info!(
+            calling_ae = %self.calling_ae,
+            status = format_args!("{status:#06x}"),
+            completed = p.completed,
+            failed = p.failed.len(),
+            warning = p.warning,
+            remaining = p.remaining,
+            "retrieve finished"
+        );
+        let mut rsp = self.counts(status, p, cancelled);
+        let data = (!p.failed.is_empty()).then(|| failed_list(&p.failed, self.implicit));
+        if data.is_some() {
+            rsp = rsp.us(tag::COMMAND_DATA_SET_TYPE, DATA_SET);
+        }
+        if self
+            .out
+            .send(command_pdu(self.pc_id, rsp.into_bytes()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if let Some(data) = data {
+            let _ = self
+                .out
+                .send(Pdu::PData {
+                    data: vec![PDataValue {
+                        presentation_context_id: self.pc_id,
+                        value_type: PDataValueType::Data,
+                        is_last: true,
+                        data,
+                    }],
+                })
+                .await;
+        }
+    }
+
+    fn store_rq(&self, id: u16, inst: &StoredInstance) -> Vec<u8> {
+        let mut w = CommandWriter::default()
+            .ui(tag::AFFECTED_SOP_CLASS_UID, &inst.sop_class_uid)
+            .us(tag::COMMAND_FIELD, field::C_STORE_RQ)
+            .us(tag::MESSAGE_ID, id)
+            .us(tag::PRIORITY, 0)
+            .us(tag::COMMAND_DATA_SET_TYPE, DATA_SET)
+            .ui(tag::AFFECTED_SOP_INSTANCE_UID, &inst.sop_uid);
+        if self.kind == Kind::Move {
+            w = w
+                .text(tag::MOVE_ORIGINATOR_AE_TITLE, &self.calling_ae)
+                .us(tag::MOVE_ORIGINATOR_MESSAGE_ID, self.message_id);
+        }
+        w.into_bytes()
+    }
+}
+
+/// Failed SOP Instance UID List (0008,0058), within what one UI value
+/// can hold (explicit VR: a 16-bit length).
+fn failed_list(uids: &[String], implicit: bool) -> Vec<u8> {
+    let limit = if implicit { 1 << 20 } else { 0xFFFE };
+    let mut value = String::new();
+    for uid in uids {
+        if value.len() + uid.len() + 2 > limit {
+            break;
+        }
+        if !value.is_empty() {
+            value.push('\\');
+        }
+        value.push_str(uid);
+    }
+    let mut w = if implicit {
+        ElementWriter::implicit()
+    } else {
+        ElementWriter::default()
+    };
+    w.str(0x0008, 0x0058, b"UI", &value);
+    w.into_bytes()
+}
+
+/// The instances an identifier designates (unique keys only).
+async fn select(
+    index: &dyn Index,
+    scanned: &Scanned,
+    patient_root: bool,
+    max: usize,
+) -> Result<Vec<StoredInstance>, (u16, String)> {
+    let bad = |m: &str| (status::IDENTIFIER_MISMATCH, m.to_owned());
+    let level = scanned
+        .text(Tag(0x0008, 0x0052))
+        .map(|l| l.to_ascii_uppercase())
+        .ok_or_else(|| bad("Query/Retrieve Level (0008,0052) missing"))?;
+    let uids = |tag: Tag, name: &str| -> Result<Vec<Uid>, (u16, String)> {
+        let list: Vec<Uid> = scanned
+            .text(tag)
+            .unwrap_or_default()
+            .split('\\')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| Uid::parse(s).map_err(|e| bad(&format!("{name}: {e}"))))
+            .collect::<Result<_, _>>()?;
+        if list.is_empty() {
+            return Err(bad(&format!("{name} missing")));
+        }
+        Ok(list)
+    };
+    let one = |tag: Tag, name: &str| -> Result<Uid, (u16, String)> {
+        let mut list = uids(tag, name)?;
+        if list.len() != 1 {
+            return Err(bad(&format!("{name}: one value expected")));
+        }
+        list.pop().ok_or_else(|| bad(name))
+    };
+    let internal = |e: crate::index::IndexError| {
+        tracing::error!(error = %e, "retrieve: index failed");
+        (status::UNABLE_TO_PROCESS, "index unavailable".to_owned())
+    };
+    let study_tag = Tag(0x0020, 0x000D);
+    let series_tag = Tag(0x0020, 0x000E);
+    let (scopes, wanted): (Vec<Scope>, Option<BTreeSet<String>>) = match level.as_str() {
+        "PATIENT" if patient_root => {
+            let pid = scanned
+                .text(Tag(0x0010, 0x0020))
+                .ok_or_else(|| bad("Patient ID (0010,0020) missing"))?;
+            if pid.contains(['*', '?', '\\']) {
+                return Err(bad("Patient ID must be a single value"));
+            }
+            let attribute =
+                attribute_by_tag(0x0010_0020).ok_or_else(|| bad("Patient ID not indexed"))?;
+            let mut q = Query::new(Level::Study);
+            q.filters.push(Filter {
+                attribute,
+                matching: Match::Single(pid),
+            });
+            q.limit = i64::try_from(max).unwrap_or(i64::MAX);
+            let studies = index.search_studies(&q).await.map_err(internal)?;
+            let mut scopes = Vec::new();
+            for s in studies {
+                if let Ok(study) = Uid::parse(&s.study_uid) {
+                    scopes.push(Scope {
+                        study,
+                        series: None,
+                        instance: None,
+                    });
+                }
+            }
+            (scopes, None)
+        }
+        "STUDY" => (
+            uids(study_tag, "Study Instance UID")?
+                .into_iter()
+                .map(|study| Scope {
+                    study,
+                    series: None,
+                    instance: None,
+                })
+                .collect(),
+            None,
+        ),
+        "SERIES" => {
+            let study = one(study_tag, "Study Instance UID")?;
+            (
+                uids(series_tag, "Series Instance UID")?
+                    .into_iter()
+                    .map(|series| Scope {
+                        study: study.clone(),
+                        series: Some(series),
+                        instance: None,
+                    })
+                    .collect(),
+                None,
+            )
+        }
+        "IMAGE" => {
+            let study = one(study_tag, "Study Instance UID")?;
+            let series = one(series_tag, "Series Instance UID")?;
+            let sops = uids(Tag(0x0008, 0x0018), "SOP Instance UID")?;
+            (
+                vec![Scope {
+                    study,
+                    series: Some(series),
+                    instance: None,
+                }],
+                Some(sops.iter().map(|u| u.as_str().to_owned()).collect()),
+            )
+        }
+        other => return Err(bad(&format!("Query/Retrieve Level {other} not supported"))),
+    };
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for scope in &scopes {
+        for inst in index.instances(scope).await.map_err(internal)? {
+            if wanted.as_ref().is_some_and(|w| !w.contains(&inst.sop_uid)) {
+                continue;
+            }
+            if seen.insert(inst.sop_uid.clone()) {
+                out.push(inst);
+            }
+            if out.len() > max {
+                return Err((
+                    status::OUT_OF_RESOURCES_MATCHES,
+                    format!("more than {max} instances"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Where data go: the sub-association of a C-MOVE, or the requesting
+/// association (through the job's queue) for a C-GET.
+enum Sink<'a> {
+    Sub(&'a mut AsyncClientAssociation<TcpStream>),
+    Main(&'a mpsc::Sender<Pdu>),
+}
+
+impl Sink<'_> {
+    async fn send(&mut self, pdu: Pdu) -> Result<(), String> {
+        match self {
+            Sink::Sub(a) => a.send(&pdu).await.map_err(|e| e.to_string()),
+            Sink::Main(tx) => tx
+                .send(pdu)
+                .await
+                .map_err(|_| "association closed".to_owned()),
+        }
+    }
+}
+
+/// Why an instance was not sent.
+enum SendError {
+    /// Nothing was sent: only this instance fails.
+    Instance(String),
+    /// The association is in an unknown state: stop.
+    Link(String),
+}
+
+/// Sends a C-STORE-RQ and the stored data set (after its Part 10 prefix),
+/// in PDVs of at most `max_pdu` (the peer's limit) less the headers.
+async fn send_instance(
+    sink: &mut Sink<'_>,
+    store: &Store,
+    inst: &StoredInstance,
+    pc_id: u8,
+    max_pdu: u32,
+    command: Vec<u8>,
+) -> Result<(), SendError> {
+    let key = ObjectKey::from_stored(&inst.object_key)
+        .map_err(|e| SendError::Instance(format!("object key: {e}")))?;
+    let mut stream = store
+        .get_stream(&key)
+        .await
+        .map_err(|e| SendError::Instance(format!("store: {e}")))?;
+    // The prefix: preamble, DICM, meta group (its length at 140..144).
+    let mut pending: Vec<u8> = Vec::new();
+    let mut skip: Option<usize> = None;
+    let mut ended = false;
+    loop {
+        if skip.is_none() && pending.len() >= 144 {
+            if &pending[128..132] != b"DICM" || pending[132..136] != [2, 0, 0, 0] {
+                return Err(SendError::Instance("stored object is not Part 10".into()));
+            }
+            let gl = u32::from_le_bytes([pending[140], pending[141], pending[142], pending[143]]);
+            skip = Some(144 + gl as usize);
+        }
+        if let Some(s) = skip {
+            if pending.len() >= s {
+                pending.drain(..s);
+                break;
+            }
+        }
+        match stream.next().await {
+            Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
+            Some(Err(e)) => return Err(SendError::Instance(format!("store: {e}"))),
+            None => {
+                ended = true;
+                if skip.is_some_and(|s| pending.len() >= s) {
+                    continue;
+                }
+                return Err(SendError::Instance("stored object truncated".into()));
+            }
+        }
+        if pending.len() > (1 << 20) && skip.is_none_or(|s| s > (1 << 24)) {
+            return Err(SendError::Instance(
+                "stored object has no sane meta group".into(),
+            ));
+        }
+    }
+    sink.send(command_pdu(pc_id, command))
+        .await
+        .map_err(SendError::Link)?;
+    let chunk = (max_pdu.min(MAX_PDV) as usize).saturating_sub(12).max(64);
+    let data_pdu = |data: Vec<u8>, is_last: bool| Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc_id,
+            value_type: PDataValueType::Data,
+            is_last,
+            data,
+        }],
+    };
+    loop {
+        while pending.len() > chunk {
+            let rest = pending.split_off(chunk);
+            let piece = std::mem::replace(&mut pending, rest);
+            sink.send(data_pdu(piece, false))
+                .await
+                .map_err(SendError::Link)?;
+        }
+        if ended {
+            break;
+        }
+        match stream.next().await {
+            Some(Ok(c)) => pending.extend_from_slice(&c),
+            Some(Err(e)) => return Err(SendError::Link(format!("store failed mid-object: {e}"))),
+            None => ended = true,
+        }
+    }
+    sink.send(data_pdu(pending, true))
+        .await
+        .map_err(SendError::Link)
+}
+
+/// Reads one command (a C-STORE-RSP) from the sub-association.
+async fn read_command(
+    sub: &mut AsyncClientAssociation<TcpStream>,
+    timeout: Duration,
+) -> Result<Command, String> {
+    let mut buf = Vec::new();
+    loop {
+        let pdu = tokio::time::timeout(timeout, sub.receive())
+            .await
+            .map_err(|_| "timed out waiting for C-STORE-RSP".to_owned())?
+            .map_err(|e| e.to_string())?;
+        match pdu {
+            Pdu::PData { data } => {
+                for pdv in data {
+                    if pdv.value_type != PDataValueType::Command {
+                        return Err("unexpected data set".into());
+                    }
+                    if buf.len() + pdv.data.len() > MAX_COMMAND_LEN {
+                        return Err("command set too large".into());
+                    }
+                    buf.extend_from_slice(&pdv.data);
+                    if pdv.is_last {
+                        return Command::parse(&buf).map_err(|e| e.to_string());
+                    }
+                }
+            }
+            Pdu::AbortRQ { .. } => return Err("sub-association aborted by the peer".into()),
+            other => return Err(format!("unexpected {}", other.short_description())),
+        }
+    }
+}
+
+/// Records a C-STORE-RSP's status.
+fn record(p: &mut Progress, inst: &StoredInstance, rsp: &Command, id: u16) {
+    let status = rsp.us(tag::STATUS);
+    let answered = rsp.us(tag::MESSAGE_ID_BEING_RESPONDED_TO) == Some(id)
+        && rsp.field().ok() == Some(field::C_STORE_RSP);
+    match status {
+        Some(status::SUCCESS) if answered => p.completed += 1,
+        Some(s) if answered && status::is_warning(s) => p.warning += 1,
+        other => {
+            tracing::warn!(sop = %inst.sop_uid, status = ?other, "C-STORE sub-operation failed");
+            p.failed.push(inst.sop_uid.clone());
+        }
+    }
+}
+
+async fn run_move(ctx: Ctx, instances: Vec<StoredInstance>, dest: RemoteAe) {
+    let mut p = Progress {
+        remaining: instances.len(),
+        ..Progress::default()
+    };
+    if instances.is_empty() {
+        ctx.finish(&p, false, None).await;
+        return;
+    }
+    // One presentation context per (SOP class, stored transfer syntax).
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for inst in &instances {
+        let pair = (inst.sop_class_uid.clone(), inst.transfer_syntax_uid.clone());
+        if !pairs.contains(&pair) && pairs.len() < MAX_CONTEXTS {
+            pairs.push(pair);
+        }
+    }
+    let mut options = ClientAssociationOptions::new()
+        .calling_ae_title(ctx.our_ae.clone())
+        .called_ae_title(dest.title.clone())
+        .max_pdu_length(ctx.max_pdu)
+        .read_timeout(ctx.timeout)
+        .write_timeout(ctx.timeout)
+        .connection_timeout(ctx.timeout);
+    for (class, ts) in &pairs {
+        options = options.with_presentation_context(class.clone(), vec![ts.clone()]);
+    }
+    let established =
+        tokio::time::timeout(ctx.timeout, options.establish_async(dest.address.as_str())).await;
+    let mut sub = match established {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            tracing::warn!(destination = %dest.title, error = %e, "C-MOVE: cannot associate with the destination");
+            return fail_all(&ctx, p, instances).await;
+        }
+        Err(_) => {
+            tracing::warn!(destination = %dest.title, "C-MOVE: association with the destination timed out");
+            return fail_all(&ctx, p, instances).await;
+        }
+    };
+    let contexts: BTreeMap<(String, String), u8> = sub
+        .presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .map(|pc| {
+            (
+                (
+                    pc.abstract_syntax.trim_end_matches('\0').to_owned(),
+                    pc.transfer_syntax.trim_end_matches('\0').to_owned(),
+                ),
+                pc.id,
+            )
+        })
+        .collect();
+    let max_pdu = sub.acceptor_max_pdu_length();
+    let mut cancelled = false;
+    let mut broken = false;
+    let mut iter = instances.into_iter();
+    let mut id: u16 = 0;
+    for inst in iter.by_ref() {
+        if ctx.cancel.is_cancelled() {
+            // Not sent: it stays among the remaining.
+            cancelled = true;
+            break;
+        }
+        p.remaining -= 1;
+        let key = (inst.sop_class_uid.clone(), inst.transfer_syntax_uid.clone());
+        match contexts.get(&key) {
+            None => {
+                tracing::warn!(sop = %inst.sop_uid, ts = %inst.transfer_syntax_uid, "C-MOVE: destination did not accept the stored transfer syntax");
+                p.failed.push(inst.sop_uid.clone());
+            }
+            Some(&pc_id) => {
+                id = id.wrapping_add(1);
+                let rq = ctx.store_rq(id, &inst);
+                let sent = send_instance(
+                    &mut Sink::Sub(&mut sub),
+                    &ctx.store,
+                    &inst,
+                    pc_id,
+                    max_pdu,
+                    rq,
+                )
+                .await;
+                match sent {
+                    Ok(()) => match read_command(&mut sub, ctx.timeout).await {
+                        Ok(rsp) => record(&mut p, &inst, &rsp, id),
+                        Err(e) => {
+                            tracing::warn!(destination = %dest.title, error = %e, "C-MOVE: sub-association failed");
+                            p.failed.push(inst.sop_uid.clone());
+                            broken = true;
+                        }
+                    },
+                    Err(SendError::Instance(e)) => {
+                        tracing::error!(sop = %inst.sop_uid, error = %e, "C-MOVE: cannot read the stored instance");
+                        p.failed.push(inst.sop_uid.clone());
+                    }
+                    Err(SendError::Link(e)) => {
+                        tracing::warn!(destination = %dest.title, error = %e, "C-MOVE: sub-association failed");
+                        p.failed.push(inst.sop_uid.clone());
+                        broken = true;
+                    }
+                }
+            }
+        }
+        if broken {
+            break;
+        }
+        if p.remaining > 0 && ctx.pending(&p).await.is_err() {
+            // The requesting association is gone.
+            let _ = sub.abort().await;
+            return;
+        }
+    }
+    if broken {
+        let _ = sub.abort().await;
+        for inst in iter {
+            p.failed.push(inst.sop_uid);
+        }
+        p.remaining = 0;
+    } else {
+        let _ = tokio::time::timeout(ctx.timeout, sub.release()).await;
+    }
+    ctx.finish(&p, cancelled, None).await;
+}
+
+/// No sub-operation could be performed (A702), all counted failed.
+async fn fail_all(ctx: &Ctx, mut p: Progress, instances: Vec<StoredInstance>) {
+    p.remaining = 0;
+    p.failed = instances.into_iter().map(|i| i.sop_uid).collect();
+    ctx.finish(&p, false, Some(status::OUT_OF_RESOURCES_SUB_OPERATIONS))
+        .await;
+}
+
+/// For each instance, the presentation context of the requesting
+/// association it can go on (stored transfer syntax, SCP role), if any.
+fn get_contexts(peer: &Peer, instances: &[StoredInstance]) -> Vec<Option<u8>> {
+    instances
+        .iter()
+        .map(|inst| {
+            if !peer.is_scp_for(&inst.sop_class_uid) {
+                return None;
+            }
+            peer.presentation_contexts()
+                .iter()
+                .find(|pc| {
+                    pc.reason == PresentationContextResultReason::Acceptance
+                        && pc.abstract_syntax.trim_end_matches('\0') == inst.sop_class_uid
+                        && pc.transfer_syntax.trim_end_matches('\0') == inst.transfer_syntax_uid
+                })
+                .map(|pc| pc.id)
+        })
+        .collect()
+}
+
+async fn run_get(
+    ctx: Ctx,
+    instances: Vec<StoredInstance>,
+    targets: Vec<Option<u8>>,
+    mut responses: mpsc::Receiver<Command>,
+    max_pdu: u32,
+) {
+    let mut p = Progress {
+        remaining: instances.len(),
+        ..Progress::default()
+    };
+    let mut cancelled = false;
+    let mut id: u16 = 0;
+    let total = instances.len();
+    for (n, (inst, target)) in instances.iter().zip(targets).enumerate() {
+        if ctx.cancel.is_cancelled() {
+            cancelled = true;
+            p.remaining = total - n;
+            break;
+        }
+        p.remaining -= 1;
+        match target {
+            None => {
+                tracing::warn!(sop = %inst.sop_uid, ts = %inst.transfer_syntax_uid, "C-GET: no presentation context with SCP role for the stored SOP class and transfer syntax");
+                p.failed.push(inst.sop_uid.clone());
+            }
+            Some(pc_id) => {
+                id = id.wrapping_add(1);
+                let rq = ctx.store_rq(id, inst);
+                let sent = send_instance(
+                    &mut Sink::Main(&ctx.out),
+                    &ctx.store,
+                    inst,
+                    pc_id,
+                    max_pdu,
+                    rq,
+                )
+                .await;
+                match sent {
+                    Ok(()) => match tokio::time::timeout(ctx.timeout, responses.recv()).await {
+                        Ok(Some(rsp)) => record(&mut p, inst, &rsp, id),
+                        // The association ended.
+                        Ok(None) => return,
+                        // The SCU does not answer: the rest fails.
+                        Err(_) => {
+                            tracing::warn!(calling_ae = %ctx.calling_ae, "C-GET: no C-STORE-RSP in time");
+                            p.failed
+                                .extend(instances[n..].iter().map(|i| i.sop_uid.clone()));
+                            p.remaining = 0;
+                            break;
+                        }
+                    },
+                    Err(SendError::Instance(e)) => {
+                        tracing::error!(sop = %inst.sop_uid, error = %e, "C-GET: cannot read the stored instance");
+                        p.failed.push(inst.sop_uid.clone());
+                    }
+                    Err(SendError::Link(e)) => {
+                        tracing::warn!(calling_ae = %ctx.calling_ae, error = %e, "C-GET: association failed");
+                        return;
+                    }
+                }
+            }
+        }
+        if p.remaining > 0 && ctx.pending(&p).await.is_err() {
+            return;
+        }
+    }
+    ctx.finish(&p, cancelled, None).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_list_fits_one_value() {
+        let uids: Vec<String> = (0..5000).map(|i| format!("1.2.826.0.1.{i}")).collect();
+        let explicit = failed_list(&uids, false);
+        // tag, "UI", 16-bit length
+        assert_eq!(&explicit[..6], &[0x08, 0x00, 0x58, 0x00, b'U', b'I']);
+        let len = u16::from_le_bytes([explicit[6], explicit[7]]) as usize;
+        assert_eq!(len, explicit.len() - 8);
+        assert!(len <= 0xFFFE && len % 2 == 0);
+        let implicit = failed_list(&uids[..2], true);
+        let len = u32::from_le_bytes([implicit[4], implicit[5], implicit[6], implicit[7]]);
+        assert_eq!(&implicit[8..], b"1.2.826.0.1.0\\1.2.826.0.1.1\0");
+        assert_eq!(len as usize, implicit.len() - 8);
+    }
+
+    #[test]
+    fn counts_saturate() {
+        assert_eq!(count(7), 7);
+        assert_eq!(count(100_000), u16::MAX);
+    }
+}
