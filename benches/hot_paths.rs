@@ -39,6 +39,7 @@ fn scan(c: &mut Criterion) {
                 &JsonOptions {
                     encoding: scanned.encoding(),
                     instance_path: "/x",
+                    default_charset: Default::default(),
                 },
             );
             out

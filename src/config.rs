@@ -93,6 +93,23 @@ pub struct IngestArgs {
     /// Instances scanned, stored and indexed at once.
     #[arg(long, env = "PHIM_INGEST_CONCURRENCY", default_value_t = 8)]
     pub ingest_concurrency: usize,
+    /// Specific Character Set assumed for instances without (0008,0005), e.g. "ISO_IR 100", "ISO_IR 192", "GB18030".
+    #[arg(long, env = "PHIM_DEFAULT_CHARSET", default_value = "ISO_IR 100")]
+    pub default_charset: String,
+}
+
+impl IngestArgs {
+    /// The default character set, validated.
+    pub fn default_charset(&self) -> Result<crate::dicom::text::Charset, String> {
+        let c = crate::dicom::text::Charset::from_declared(&self.default_charset);
+        if c.unknown {
+            return Err(format!(
+                "--default-charset '{}' is not a Specific Character Set term (PS3.3 C.12.1.1.2)",
+                self.default_charset
+            ));
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Debug, Clone, Args)]

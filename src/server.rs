@@ -94,7 +94,10 @@ pub async fn open_backends(
             max_instance_size: ingest.max_instance_size,
             on_duplicate: ingest.on_duplicate,
             concurrency: ingest.ingest_concurrency,
-            limits: ScanLimits::default(),
+            limits: ScanLimits {
+                default_charset: ingest.default_charset()?,
+                ..ScanLimits::default()
+            },
         },
     )
     .map_err(|e| format!("cannot create spool folder: {e}"))?;

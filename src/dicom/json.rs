@@ -20,11 +20,13 @@ pub struct JsonOptions<'a> {
     /// The URI (relative to the DICOMweb root) of the instance, e.g.
     /// `/studies/1.2/series/1.3/instances/1.4`; bulk data URIs extend it.
     pub instance_path: &'a str,
+    /// Assumed when (0008,0005) is absent.
+    pub default_charset: Charset,
 }
 
 /// Writes one data set as a DICOM JSON object.
 pub fn write_dataset(out: &mut String, elements: &[Element], opts: &JsonOptions<'_>) {
-    let charset = charset_of(elements).unwrap_or_default();
+    let charset = charset_of(elements).unwrap_or(opts.default_charset);
     let pixel_rep = find(elements, tags::PIXEL_REPRESENTATION)
         .and_then(|e| match &e.value {
             Value::Inline(b) if b.len() >= 2 => Some(if opts.encoding.big_endian {
@@ -360,6 +362,7 @@ mod tests {
             &JsonOptions {
                 encoding: s.encoding(),
                 instance_path: "/i",
+                default_charset: Charset::default(),
             },
         );
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();

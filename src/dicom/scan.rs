@@ -43,6 +43,9 @@ pub struct ScanLimits {
     pub max_depth: usize,
     /// Largest inflated data set accepted for Deflated transfer syntaxes.
     pub max_inflated: u64,
+    /// The character set assumed when (0008,0005) is absent or empty
+    /// (`--default-charset`).
+    pub default_charset: Charset,
 }
 
 impl Default for ScanLimits {
@@ -54,6 +57,7 @@ impl Default for ScanLimits {
             max_elements: 4_000_000,
             max_depth: 24,
             max_inflated: 512 << 20,
+            default_charset: Charset::default(),
         }
     }
 }
@@ -129,6 +133,8 @@ pub struct Scanned {
     pub dataset: Vec<Element>,
     /// Total size of the file.
     pub file_size: u64,
+    /// Assumed when (0008,0005) is absent or empty.
+    pub default_charset: Charset,
 }
 
 impl Scanned {
@@ -143,13 +149,28 @@ impl Scanned {
 
     /// The Specific Character Set of the top level.
     pub fn charset(&self) -> Charset {
-        match self.get(tags::SPECIFIC_CHARACTER_SET) {
-            Some(e) => match &e.value {
-                Value::Inline(b) => Charset::from_declared(&String::from_utf8_lossy(b)),
-                _ => Charset::default(),
-            },
-            None => Charset::default(),
+        match self.get(tags::SPECIFIC_CHARACTER_SET).map(|e| &e.value) {
+            Some(Value::Inline(b)) if !String::from_utf8_lossy(b).trim().is_empty() => {
+                Charset::from_declared(&String::from_utf8_lossy(b))
+            }
+            _ => self.default_charset,
         }
+    }
+
+    /// Whether (0008,0005) is absent (or empty) while some top-level text
+    /// value has bytes above 0x7F: the default character set was a guess.
+    pub fn undeclared_non_ascii(&self) -> bool {
+        let declared = matches!(
+            self.get(tags::SPECIFIC_CHARACTER_SET).map(|e| &e.value),
+            Some(Value::Inline(b)) if !String::from_utf8_lossy(b).trim().is_empty()
+        );
+        !declared
+            && self.dataset.iter().any(|e| {
+                matches!(
+                    e.vr,
+                    VR::SH | VR::LO | VR::ST | VR::LT | VR::UC | VR::UT | VR::PN
+                ) && matches!(&e.value, Value::Inline(b) if !b.is_ascii())
+            })
     }
 
     /// A top-level text value, decoded, with padding trimmed; `None` when
@@ -352,6 +373,7 @@ fn scan<R: Source>(reader: R, size: u64, limits: &ScanLimits) -> Result<Scanned,
         dataset_offset,
         dataset,
         file_size: size,
+        default_charset: limits.default_charset,
     })
 }
 

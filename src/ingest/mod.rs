@@ -365,6 +365,12 @@ fn prepare(
     if scanned.charset().unknown {
         warnings.push("unknown Specific Character Set; text decoded as Latin-1".into());
     }
+    if scanned.undeclared_non_ascii() {
+        warnings.push(
+            "no Specific Character Set but non-ASCII text: decoded with the configured default (--default-charset)"
+                .into(),
+        );
+    }
 
     let instance_path = format!("/studies/{study}/series/{series}/instances/{sop}");
     let metadata = metadata_document(&scanned, &instance_path)
@@ -484,6 +490,7 @@ fn metadata_document(scanned: &Scanned, instance_path: &str) -> std::io::Result<
         &JsonOptions {
             encoding: scanned.encoding(),
             instance_path,
+            default_charset: scanned.default_charset,
         },
     );
     let mut enc = flate2::write::DeflateEncoder::new(

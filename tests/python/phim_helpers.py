@@ -405,6 +405,7 @@ class StowResult:
     referenced: list[StowItem] = field(default_factory=list)
     failed: list[StowItem] = field(default_factory=list)
     raw: bytes = b""
+    headers: dict = field(default_factory=dict)
 
     def referenced_uids(self) -> set[str]:
         return {i.sop_instance for i in self.referenced if i.sop_instance}
@@ -432,7 +433,8 @@ def parse_stow_response(resp: requests.Response) -> StowResult:
     body = None
     if resp.content and parse_content_type(ct)[0] in (DICOM_JSON, "application/json"):
         body = resp.json()
-    res = StowResult(status=resp.status_code, content_type=ct, body=body, raw=resp.content)
+    res = StowResult(status=resp.status_code, content_type=ct, body=body, raw=resp.content,
+                     headers=resp.headers)
     if isinstance(body, list) and len(body) == 1:  # tolerate a one-dataset array
         body = res.body = body[0]
     if isinstance(body, dict):

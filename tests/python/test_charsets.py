@@ -222,3 +222,39 @@ def test_vietnamese_utf8_name(server):
     studies = qido(server, "/dicomweb/studies", {"StudyInstanceUID": study})
     assert len(studies) == 1
     assert jvalue(studies[0], "00100010") == {"Alphabetic": name}
+
+
+# ------------------------------------------------ files without (0008,0005)
+
+def _undeclared(seed: str, name_bytes: bytes) -> "Instance":
+    from phim_helpers import Instance, encode
+
+    inst = Instance.make(seed)
+    if "SpecificCharacterSet" in inst.ds:
+        del inst.ds.SpecificCharacterSet
+    inst.data = encode(inst.ds)
+    # Patch the raw PatientName bytes (same length) so no library re-encodes them.
+    old = str(inst.ds.PatientName).encode("ascii")
+    assert len(name_bytes) <= len(old)
+    padded = name_bytes + b" " * (len(old) - len(name_bytes))
+    assert inst.data.count(old) == 1
+    inst.data = inst.data.replace(old, padded)
+    return inst
+
+
+def test_undeclared_charset_uses_the_configured_default(phim_factory):
+    from phim_helpers import metadata, stow
+
+    latin1 = phim_factory.start("embedded")
+    inst = _undeclared("nocharset-latin1", "Müller^Jö".encode("latin-1"))
+    res = stow(latin1, [inst.data])
+    assert res.status == 200, res.describe()
+    assert "no Specific Character Set" in (res.headers.get("Warning") or "")
+    doc = metadata(latin1, f"/dicomweb/studies/{inst.study}/series/{inst.series}/instances/{inst.sop}")[0]
+    assert doc["00100010"]["Value"][0]["Alphabetic"] == "Müller^Jö"
+
+    utf8 = phim_factory.start("embedded", extra_args=["--default-charset", "ISO_IR 192"])
+    inst = _undeclared("nocharset-utf8", "Trần^Văn".encode("utf-8"))
+    assert stow(utf8, [inst.data]).status == 200
+    doc = metadata(utf8, f"/dicomweb/studies/{inst.study}/series/{inst.series}/instances/{inst.sop}")[0]
+    assert doc["00100010"]["Value"][0]["Alphabetic"] == "Trần^Văn"
