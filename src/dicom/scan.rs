@@ -106,8 +106,12 @@ pub enum Value {
         items: Vec<Vec<Element>>,
         implicit_le: bool,
     },
-    /// Encapsulated Pixel Data: the items (Basic Offset Table first).
-    Encapsulated { fragments: Vec<Fragment> },
+    /// Encapsulated Pixel Data: the items (Basic Offset Table first), and
+    /// the Basic Offset Table's bytes.
+    Encapsulated {
+        fragments: Vec<Fragment>,
+        offset_table: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -719,14 +723,17 @@ impl<R: Source> Walker<'_, R> {
 
         if len == UNDEFINED {
             if tag == tags::PIXEL_DATA || matches!(vr, VR::OB | VR::OW) {
-                let fragments = self.read_fragments(be)?;
+                let (fragments, offset_table) = self.read_fragments(be)?;
                 return Ok(Some(Element {
                     tag,
                     vr: if vr == VR::OW { VR::OW } else { VR::OB },
                     ambiguous_xs: false,
                     offset: value_offset,
                     length: self.pos - value_offset,
-                    value: Value::Encapsulated { fragments },
+                    value: Value::Encapsulated {
+                        fragments,
+                        offset_table,
+                    },
                 }));
             }
             return Err(ScanError::Malformed {
@@ -830,8 +837,9 @@ impl<R: Source> Walker<'_, R> {
     }
 
     /// Reads the items of encapsulated Pixel Data (PS3.5 §A.4).
-    fn read_fragments(&mut self, be: bool) -> Result<Vec<Fragment>, ScanError> {
+    fn read_fragments(&mut self, be: bool) -> Result<(Vec<Fragment>, Vec<u8>), ScanError> {
         let mut fragments = Vec::new();
+        let mut offset_table = Vec::new();
         loop {
             let at = self.pos;
             let tag = self.tag(be)?;
@@ -846,7 +854,17 @@ impl<R: Source> Walker<'_, R> {
                 });
             }
             let offset = self.pos;
-            self.skip_to(offset + len)?;
+            if fragments.is_empty() && len > 0 && len <= self.limits.inline_text_max {
+                // The Basic Offset Table: 4 bytes per frame.
+                self.kept += len;
+                if self.kept > self.limits.max_kept_bytes {
+                    return Err(ScanError::Limit("header values too large".into()));
+                }
+                offset_table = vec![0u8; len as usize];
+                self.read_exact(&mut offset_table)?;
+            } else {
+                self.skip_to(offset + len)?;
+            }
             fragments.push(Fragment {
                 offset,
                 length: len,
@@ -855,7 +873,7 @@ impl<R: Source> Walker<'_, R> {
                 return Err(ScanError::Limit("too many pixel data fragments".into()));
             }
         }
-        Ok(fragments)
+        Ok((fragments, offset_table))
     }
 }
 

@@ -74,7 +74,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
-            get(not_implemented),
+            get(wado::frames),
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",

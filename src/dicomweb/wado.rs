@@ -13,6 +13,7 @@ use futures::{stream, StreamExt, TryStreamExt};
 use super::media::{self, MediaRange};
 use super::multipart::{closing, new_boundary, part_header};
 use super::{base_url, path_uid};
+use crate::dicom::frames::FrameIndex;
 use crate::dicom::transfer_syntax::{self, EXPLICIT_VR_LE};
 use crate::error::ApiError;
 use crate::index::{Scope, StoredInstance};
@@ -412,6 +413,211 @@ fn parse_range(h: &str, len: u64) -> Result<(u64, u64), ApiError> {
         return Err(bad());
     }
     Ok((from, to))
+}
+
+/// The media type of frames stored in a transfer syntax (PS3.18 Table
+/// 8.7.3-2): native pixel data is application/octet-stream.
+fn frame_media_type(ts: &str) -> Option<&'static str> {
+    Some(match ts {
+        "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1" | "1.2.840.10008.1.2.2" => {
+            "application/octet-stream"
+        }
+        "1.2.840.10008.1.2.4.50"
+        | "1.2.840.10008.1.2.4.51"
+        | "1.2.840.10008.1.2.4.57"
+        | "1.2.840.10008.1.2.4.70" => "image/jpeg",
+        "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "image/jls",
+        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "image/jp2",
+        "1.2.840.10008.1.2.4.92" | "1.2.840.10008.1.2.4.93" => "image/jpx",
+        "1.2.840.10008.1.2.4.201" | "1.2.840.10008.1.2.4.202" | "1.2.840.10008.1.2.4.203" => {
+            "image/jphc"
+        }
+        "1.2.840.10008.1.2.4.110" | "1.2.840.10008.1.2.4.111" | "1.2.840.10008.1.2.4.112" => {
+            "image/jxl"
+        }
+        "1.2.840.10008.1.2.5" => "image/x-dicom-rle",
+        "1.2.840.10008.1.2.1.98" => "application/octet-stream",
+        _ => return None,
+    })
+}
+
+/// Accept negotiation for frames (PS3.18 §8.7.3.5): frames are served in
+/// the stored form; native frames are Explicit VR Little Endian bytes
+/// (Implicit VR LE pixel bytes are the same; big-endian ones are swapped).
+fn negotiate_frames(headers: &HeaderMap, media: &str, ts: &str) -> Result<(), ApiError> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
+    let ranges = media::parse_accept(accept);
+    if ranges.is_empty() {
+        return Ok(());
+    }
+    let native = media == "application/octet-stream";
+    for r in &ranges {
+        let (ty, tsp) = match r.essence.as_str() {
+            "*/*" | "multipart/*" => return Ok(()),
+            "multipart/related" => (
+                r.param("type")
+                    .unwrap_or("application/octet-stream")
+                    .to_ascii_lowercase(),
+                r.param("transfer-syntax"),
+            ),
+            other => (other.to_owned(), r.param("transfer-syntax")),
+        };
+        // `type=application/octet-stream; transfer-syntax=*` (what
+        // cornerstone and OHIF send) accepts frames in any stored form.
+        let any_form = ty == "application/octet-stream" && tsp == Some("*");
+        let type_ok = any_form
+            || ty == media
+            || ty == "*/*"
+            || (ty == "image/*" && media.starts_with("image/"));
+        let ts_ok = match tsp {
+            None | Some("*") => true,
+            Some(t) => t == ts || (native && t == EXPLICIT_VR_LE),
+        };
+        if type_ok && ts_ok {
+            return Ok(());
+        }
+    }
+    Err(ApiError::NotAcceptable(format!(
+        "frames of this instance are available as {media} (transfer syntax {ts}); transcoding is not supported yet"
+    )))
+}
+
+/// `…/frames/{list}` (PS3.18 §10.4.1.1.4): the listed frames (1-based),
+/// one part each, read as byte ranges of the stored object.
+pub async fn frames(
+    State(st): State<AppState>,
+    Path((study, series, instance, list)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let scope = scope(&study, Some(&series), Some(&instance))?;
+    let numbers: Vec<u64> = list
+        .split(',')
+        .map(|n| n.trim().parse::<u64>().ok().filter(|n| *n >= 1))
+        .collect::<Option<Vec<_>>>()
+        .filter(|v| !v.is_empty() && v.len() <= 10_000)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "malformed frame list '{list}': 1-based numbers separated by commas"
+            ))
+        })?;
+    let (inst, index) = st
+        .index
+        .instance_frames(&scope)
+        .await?
+        .ok_or_else(|| not_found(&scope))?;
+    let index = index.and_then(|b| FrameIndex::decode(&b)).ok_or_else(|| {
+        ApiError::NotFound("this instance has no frames that can be served".into())
+    })?;
+    let ts = inst.transfer_syntax_uid.clone();
+    let encoding = transfer_syntax::lookup(&ts).map(|t| t.encoding);
+    if encoding.is_none_or(|e| e.deflated) {
+        return Err(ApiError::NotAcceptable(
+            "frames of deflated instances are not served; retrieve the instance".into(),
+        ));
+    }
+    let media = frame_media_type(&ts).ok_or_else(|| {
+        ApiError::NotAcceptable(format!("frames of transfer syntax {ts} are not served"))
+    })?;
+    negotiate_frames(&headers, media, &ts)?;
+    let mut plan = Vec::with_capacity(numbers.len());
+    for n in &numbers {
+        let ranges = index.ranges(n - 1).ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "frame {n} does not exist (the instance has {})",
+                index.frames()
+            ))
+        })?;
+        plan.push(ranges);
+    }
+    let big_endian = encoding.is_some_and(|e| e.big_endian);
+    let swap = if big_endian && media == "application/octet-stream" {
+        // Bits Allocated decides the swap width.
+        inst_bits(&st, &scope).await?
+    } else {
+        0
+    };
+    let part_type = if media == "application/octet-stream" {
+        format!(
+            "application/octet-stream; transfer-syntax={}",
+            if big_endian || ts == "1.2.840.10008.1.2" {
+                EXPLICIT_VR_LE
+            } else {
+                &ts
+            }
+        )
+    } else {
+        format!("{media}; transfer-syntax={ts}")
+    };
+    let key = stored_key(&inst)?;
+    let boundary = new_boundary();
+    let store = st.store.clone();
+    let b = boundary.clone();
+    let parts = stream::iter(plan)
+        .then(move |ranges| {
+            let (store, key, b, part_type) =
+                (store.clone(), key.clone(), b.clone(), part_type.clone());
+            async move {
+                let mut frame = Vec::new();
+                for (offset, len) in ranges {
+                    let bytes = store
+                        .get_range(&key, offset..offset + len)
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    frame.extend_from_slice(&bytes);
+                }
+                if swap == 2 {
+                    frame.chunks_exact_mut(2).for_each(|c| c.swap(0, 1));
+                } else if swap == 4 {
+                    frame.chunks_exact_mut(4).for_each(|c| c.reverse());
+                }
+                let head = part_header(
+                    &b,
+                    &[
+                        ("Content-Type", part_type),
+                        ("Content-Length", frame.len().to_string()),
+                    ],
+                );
+                Ok::<_, std::io::Error>(stream::iter([
+                    Ok::<_, std::io::Error>(head),
+                    Ok(bytes::Bytes::from(frame)),
+                ]))
+            }
+        })
+        .try_flatten()
+        .chain(stream::once({
+            let end = closing(&boundary);
+            async move { Ok(end) }
+        }));
+    let outer_type = if media == "application/octet-stream" {
+        "application/octet-stream".to_owned()
+    } else {
+        media.to_owned()
+    };
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            format!("multipart/related; type=\"{outer_type}\"; boundary={boundary}"),
+        )],
+        Body::from_stream(parts),
+    )
+        .into_response())
+}
+
+/// Bits Allocated of an instance, from its stored metadata.
+async fn inst_bits(st: &AppState, scope: &Scope) -> Result<u8, ApiError> {
+    let docs = st.index.metadata(scope).await?;
+    let doc = docs.first().ok_or_else(|| not_found(scope))?;
+    let json = inflate_metadata(doc).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&json).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(match v["00280100"]["Value"][0].as_u64() {
+        Some(16) => 2,
+        Some(32) => 4,
+        _ => 0,
+    })
 }
 
 #[cfg(test)]

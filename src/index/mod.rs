@@ -87,6 +87,8 @@ pub struct NewInstance {
     /// (path, value) of items of the indexed sequences
     /// ([`crate::query::INDEXED_SEQUENCES`]), for sequence matching.
     pub sequence_values: Vec<(String, String)>,
+    /// [`crate::dicom::frames::FrameIndex`], encoded.
+    pub frame_index: Option<Vec<u8>>,
 }
 
 /// An indexed instance and where its object is.
@@ -187,6 +189,12 @@ pub trait Index: Send + Sync + std::fmt::Debug {
     /// The instances of a study, series or single instance, in series and
     /// instance-number order.
     async fn instances(&self, scope: &Scope) -> Result<Vec<StoredInstance>, IndexError>;
+
+    /// One instance and its encoded frame index.
+    async fn instance_frames(
+        &self,
+        scope: &Scope,
+    ) -> Result<Option<(StoredInstance, Option<Vec<u8>>)>, IndexError>;
 
     /// The stored metadata documents of a scope, in the same order.
     async fn metadata(&self, scope: &Scope) -> Result<Vec<Vec<u8>>, IndexError>;

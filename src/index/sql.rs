@@ -595,8 +595,8 @@ impl Index for SqlIndex {
         let inserted = sqlx::query(
             "INSERT INTO instances (sop_uid, series_pk, sop_class_uid, instance_number, \
              num_rows, num_columns, num_frames, bits_allocated, transfer_syntax_uid, \
-             object_key, size, sha256, metadata, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             object_key, size, sha256, metadata, created_at, frame_index) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              ON CONFLICT (sop_uid) DO NOTHING RETURNING pk",
         )
         .bind(&rec.sop_uid)
@@ -613,6 +613,7 @@ impl Index for SqlIndex {
         .bind(&rec.sha256)
         .bind(&rec.metadata)
         .bind(now)
+        .bind(&rec.frame_index)
         .fetch_optional(&mut *tx)
         .await?;
 
@@ -642,8 +643,8 @@ impl Index for SqlIndex {
         let done = sqlx::query(
             "UPDATE instances SET sop_class_uid = $1, instance_number = $2, num_rows = $3, \
              num_columns = $4, num_frames = $5, bits_allocated = $6, transfer_syntax_uid = $7, \
-             object_key = $8, size = $9, sha256 = $10, metadata = $11, created_at = $12 \
-             WHERE sop_uid = $13 AND object_key = $14",
+             object_key = $8, size = $9, sha256 = $10, metadata = $11, created_at = $12, \
+             frame_index = $15 WHERE sop_uid = $13 AND object_key = $14",
         )
         .bind(&rec.sop_class_uid)
         .bind(rec.instance_number)
@@ -659,6 +660,7 @@ impl Index for SqlIndex {
         .bind(now_ms())
         .bind(&rec.sop_uid)
         .bind(previous_key)
+        .bind(&rec.frame_index)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -695,6 +697,22 @@ impl Index for SqlIndex {
             .iter()
             .map(stored_from_row)
             .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    async fn instance_frames(
+        &self,
+        scope: &Scope,
+    ) -> Result<Option<(StoredInstance, Option<Vec<u8>>)>, IndexError> {
+        let f = scope_filter(scope);
+        let sql = format!(
+            "SELECT {STORED_COLUMNS}, i.frame_index FROM {HIERARCHY}{}",
+            f.where_sql()
+        );
+        let row = f.bind(sqlx::query(&sql)).fetch_optional(&self.pool).await?;
+        match row {
+            Some(r) => Ok(Some((stored_from_row(&r)?, r.try_get(9)?))),
+            None => Ok(None),
+        }
     }
 
     async fn metadata(&self, scope: &Scope) -> Result<Vec<Vec<u8>>, IndexError> {

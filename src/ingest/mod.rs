@@ -417,6 +417,7 @@ fn prepare(
         sha256: sha256.to_owned(),
         metadata,
         sequence_values: sequence_values(&scanned),
+        frame_index: crate::dicom::frames::frame_index(&scanned).map(|f| f.encode()),
     };
     Ok(Prepared {
         study,
