@@ -15,7 +15,7 @@
 #   2. builds phim and phim-load (release) and generates two deterministic datasets once
 #      (cached in $PHIM_COMPARE_DATA, default /tmp/phim-compare-data):
 #      full  - 1 CT study of 449 512×512 slices, 2 MR × 50, 4 CR 2000×2500, 1 US cine
-#              (40 frames 640×480 RGB): 557 instances, ~350 MB;
+#              (40 frames 640×480 RGB): 554 instances, ~330 MB;
 #      tiny  - 960 studies, 14,000 instances of 64×64 (QIDO index);
 #   3. measures the machine's references: dd write with conv=fdatasync, page-cache read,
 #      and a DICOM sink (storescp --ignore fed by storescu, one association);
