@@ -144,11 +144,18 @@ pub fn identity(seed: u64, study_index: u64) -> StudyIdentity {
 
 /// Generates instance `n` (0-based) of a study as a Part 10 file.
 pub fn instance(seed: u64, spec: &StudySpec, n: u32) -> Vec<u8> {
+    instance_sized(seed, spec, n, None)
+}
+
+/// Like [`instance`], with the image size (rows, columns) overridden when
+/// `size` is given: small images (e.g. 64×64) build a large query index
+/// quickly. Everything but the pixel matrix is the same as [`instance`].
+pub fn instance_sized(seed: u64, spec: &StudySpec, n: u32, size: Option<(u16, u16)>) -> Vec<u8> {
     let frames = match spec.kind {
         Kind::UsCine { frames } => frames,
         _ => 1,
     };
-    let (mut ds, sop_uid, rows, cols, bits) = header(seed, spec, n, frames);
+    let (mut ds, sop_uid, rows, cols, bits) = header_sized(seed, spec, n, frames, size);
     let mut r = Rng::new(seed ^ (spec.index << 20) ^ n as u64);
     let mut all = pixel_data(&mut r, spec.kind, rows, cols, n, spec.instances);
     for f in 1..frames {
@@ -171,6 +178,17 @@ fn header(
     n: u32,
     frames: u32,
 ) -> (DataSetWriter, String, u16, u16, u16) {
+    header_sized(seed, spec, n, frames, None)
+}
+
+/// [`header`] with an optional (rows, columns) override.
+fn header_sized(
+    seed: u64,
+    spec: &StudySpec,
+    n: u32,
+    frames: u32,
+    size: Option<(u16, u16)>,
+) -> (DataSetWriter, String, u16, u16, u16) {
     let id = identity(seed, spec.index);
     let sop_uid = format!("{}.{}", id.series_uid, n + 1);
     let (rows, cols, samples, bits, signed): (u16, u16, u16, u16, bool) = match spec.kind {
@@ -179,6 +197,7 @@ fn header(
         Kind::Cr => (2500, 2000, 1, 16, false),
         Kind::UsCine { .. } => (480, 640, 3, 8, false),
     };
+    let (rows, cols) = size.unwrap_or((rows, cols));
     let mut ds = DataSetWriter::default();
     ds.str(0x0008, 0x0005, b"CS", "ISO_IR 192")
         .str(0x0008, 0x0008, b"CS", "ORIGINAL\\PRIMARY\\AXIAL")
@@ -387,6 +406,23 @@ mod tests {
         assert_eq!(s.uint(tags::ROWS), Some(256));
         assert_eq!(s.get(tags::PIXEL_DATA).unwrap().length, 256 * 256 * 2);
         assert!(s.text(tags::PATIENT_NAME).is_some());
+    }
+
+    #[test]
+    fn sized_instances_keep_identity_and_shrink_pixels() {
+        let spec = StudySpec {
+            index: 5,
+            kind: Kind::Ct,
+            instances: 2,
+        };
+        let small = instance_sized(7, &spec, 0, Some((64, 64)));
+        let s = scan_bytes(&small, &ScanLimits::default()).unwrap();
+        assert_eq!(s.uint(tags::ROWS), Some(64));
+        assert_eq!(s.uint(tags::COLUMNS), Some(64));
+        assert_eq!(s.get(tags::PIXEL_DATA).unwrap().length, 64 * 64 * 2);
+        let full = scan_bytes(&instance(7, &spec, 0), &ScanLimits::default()).unwrap();
+        assert_eq!(s.text(tags::PATIENT_NAME), full.text(tags::PATIENT_NAME));
+        assert_eq!(instance(7, &spec, 0), instance_sized(7, &spec, 0, None));
     }
 
     #[test]
