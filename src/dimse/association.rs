@@ -21,7 +21,7 @@ use dicom_ul::pdu::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::command::{field, response, status, Command, MAX_COMMAND_LEN};
+use super::command::{command_pdu, field, response, status, Command, MAX_COMMAND_LEN};
 use super::sop_classes::STORAGE_SOP_CLASSES;
 use super::{
     commitment, echo, find, retrieve, store, DimseConfig, Policy, Roles, Services, VERIFICATION,
@@ -434,15 +434,4 @@ pub(super) fn busy_response(field: u16, sop_class: &str, message_id: u16, pc_id:
             )
             .into_bytes(),
     )
-}
-
-pub(super) fn command_pdu(pc_id: u8, data: Vec<u8>) -> Pdu {
-    Pdu::PData {
-        data: vec![PDataValue {
-            presentation_context_id: pc_id,
-            value_type: PDataValueType::Command,
-            is_last: true,
-            data,
-        }],
-    }
 }

@@ -194,6 +194,17 @@ impl CommandWriter {
         self
     }
 
+    /// Error Comment (0000,0902): LO, so at most 64 printable ASCII
+    /// characters; the rest is dropped.
+    pub fn error_comment(self, text: &str) -> Self {
+        let c: String = text
+            .chars()
+            .filter(|c| c.is_ascii() && !c.is_ascii_control())
+            .take(64)
+            .collect();
+        self.text(tag::ERROR_COMMENT, &c)
+    }
+
     pub fn into_bytes(self) -> Vec<u8> {
         let body_len: usize = self.elements.values().map(|v| 8 + v.len()).sum();
         let mut out = Vec::with_capacity(12 + body_len);
@@ -219,6 +230,19 @@ pub fn response(field: u16, sop_class: &str, message_id: u16, status: u16) -> Co
         .us(tag::MESSAGE_ID_BEING_RESPONDED_TO, message_id)
         .us(tag::COMMAND_DATA_SET_TYPE, NO_DATA_SET)
         .us(tag::STATUS, status)
+}
+
+/// A P-DATA PDU carrying one whole command set.
+pub fn command_pdu(pc_id: u8, data: Vec<u8>) -> dicom_ul::pdu::Pdu {
+    use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
+    Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc_id,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data,
+        }],
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,8 @@ use dicom_ul::pdu::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::association::{busy_response, command_pdu, Job, JOB_QUEUE};
+use super::association::{busy_response, Job, JOB_QUEUE};
+use super::command::command_pdu;
 use super::command::{
     field, response, status, tag, Command, CommandError, CommandWriter, DATA_SET, MAX_COMMAND_LEN,
 };

@@ -10,7 +10,7 @@ use dicom_core::VR;
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextNegotiated};
 use serde_json::{Map, Value as Json};
 
-use super::command::{response, tag, Command, CommandError};
+use super::command::{command_pdu, response, tag, Command, CommandError};
 use crate::dicom::scan::{is_binary_vr, scan_bytes, ScanLimits, Scanned, Value};
 use crate::dicom::transfer_syntax;
 use crate::dicom::write::{file_meta_prefix, ElementWriter};
@@ -75,12 +75,7 @@ impl Finding {
         let done = |status: u16, comment: Option<String>| {
             let mut rsp = response(C_FIND_RSP, &self.sop_class, self.message_id, status);
             if let Some(c) = comment {
-                let c: String = c
-                    .chars()
-                    .filter(|c| c.is_ascii() && !c.is_ascii_control())
-                    .take(64)
-                    .collect();
-                rsp = rsp.text(tag::ERROR_COMMENT, &c);
+                rsp = rsp.error_comment(&c);
             }
             command_pdu(self.pc_id, rsp.into_bytes())
         };
@@ -152,17 +147,6 @@ impl Finding {
         }
         pdus.push(done(SUCCESS, None));
         pdus
-    }
-}
-
-pub fn command_pdu(pc_id: u8, data: Vec<u8>) -> Pdu {
-    Pdu::PData {
-        data: vec![PDataValue {
-            presentation_context_id: pc_id,
-            value_type: PDataValueType::Command,
-            is_last: true,
-            data,
-        }],
     }
 }
 

@@ -23,7 +23,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::association::{busy_response, command_pdu, Job, Peer, JOB_QUEUE};
+use super::association::{busy_response, Job, Peer, JOB_QUEUE};
+use super::command::command_pdu;
 use super::command::{
     field, response, status, tag, Command, CommandError, CommandWriter, DATA_SET, MAX_COMMAND_LEN,
 };
@@ -117,15 +118,10 @@ impl Request {
     }
 
     fn refuse(&self, status: u16, comment: &str) -> Vec<Pdu> {
-        let c: String = comment
-            .chars()
-            .filter(|c| c.is_ascii() && !c.is_ascii_control())
-            .take(64)
-            .collect();
         vec![command_pdu(
             self.pc_id,
             response(self.rsp_field(), &self.sop_class, self.message_id, status)
-                .text(tag::ERROR_COMMENT, &c)
+                .error_comment(comment)
                 .into_bytes(),
         )]
     }

@@ -106,13 +106,7 @@ impl Receiving {
         let mut rsp = response(field::C_STORE_RSP, &self.sop_class, self.message_id, status)
             .ui(tag::AFFECTED_SOP_INSTANCE_UID, &self.sop_instance);
         if let Some(c) = comment {
-            // Error Comment is LO: at most 64 characters.
-            let c: String = c
-                .chars()
-                .filter(|c| c.is_ascii() && !c.is_ascii_control())
-                .take(64)
-                .collect();
-            rsp = rsp.text(tag::ERROR_COMMENT, &c);
+            rsp = rsp.error_comment(&c);
         }
         (rsp.into_bytes(), result.is_ok())
     }
