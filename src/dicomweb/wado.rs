@@ -320,7 +320,13 @@ pub async fn bulkdata(
     let (from, to) = range.unwrap_or((0, length));
 
     let bytes = if deflated {
-        // Offsets of a deflated data set are in its inflated form.
+        // Offsets of a deflated data set are in its inflated form, so the
+        // object is read whole: only for objects of a bounded size.
+        if inst.size > 256 << 20 {
+            return Err(ApiError::NotAcceptable(
+                "bulk data of deflated instances over 256 MiB is not served; retrieve the instance".into(),
+            ));
+        }
         let all = st.store.get_bytes(&key).await?;
         let inflated =
             tokio::task::spawn_blocking(move || crate::dicom::scan::inflated_dataset(&all))
