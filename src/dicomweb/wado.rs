@@ -324,7 +324,8 @@ pub async fn bulkdata(
         // object is read whole: only for objects of a bounded size.
         if inst.size > 256 << 20 {
             return Err(ApiError::NotAcceptable(
-                "bulk data of deflated instances over 256 MiB is not served; retrieve the instance".into(),
+                "bulk data of deflated instances over 256 MiB is not served; retrieve the instance"
+                    .into(),
             ));
         }
         let all = st.store.get_bytes(&key).await?;
