@@ -216,6 +216,7 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
       vp.render();
     }
     presetSel.value = '';
+    presetSel.blur(); // give the arrow keys back to scrolling
   });
   root.querySelector('#invert')!.addEventListener('click', () => {
     const vp = viewport();
@@ -234,7 +235,8 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
   });
 
   keyHandler = (e: KeyboardEvent) => {
-    if ((e.target as HTMLElement)?.tagName === 'INPUT') return;
+    const tag = (e.target as HTMLElement)?.tagName;
+    if (tag === 'INPUT' || tag === 'SELECT' || tag === 'TEXTAREA') return;
     const delta = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1 }[e.key];
     const vp = viewport();
     if (!delta || !vp) return;
