@@ -81,7 +81,8 @@ async function stow(base, files) {
     headers: { 'Content-Type': `multipart/related; type="application/dicom"; boundary=${boundary}`, Accept: 'application/dicom+json' },
     body: Buffer.concat(chunks),
   });
-  assert(res.ok, `STOW answered ${res.status}: ${(await res.text()).slice(0, 300)}`);
+  // 200 only: 202 would mean some instances were rejected.
+  assert(res.status === 200, `STOW answered ${res.status}: ${(await res.text()).slice(0, 300)}`);
 }
 
 async function qido(base, p) {
@@ -150,7 +151,10 @@ try {
   server = await startServer();
   const { base } = server;
   console.log(`server at ${base}; screenshots in ${OUT}`);
-  await stow(base, filesUnder(path.join(work, 'gen')));
+  // phim-load also writes a manifest.json next to the instances.
+  const dcm = filesUnder(path.join(work, 'gen')).filter((f) => f.endsWith('.dcm'));
+  assert(dcm.length === 40, `phim-load wrote ${dcm.length} .dcm files, expected 40`);
+  await stow(base, dcm);
 
   const studies = await qido(base, '/studies');
   assert(studies.length === 1, `expected 1 study, QIDO gave ${studies.length}`);
