@@ -5,12 +5,15 @@
 #   2. creates/refreshes the Python venv .venv-test from tests/python/requirements.txt,
 #   3. starts PostgreSQL and an S3 server (scripts/services/*-start.sh) and stops them on exit,
 #   4. cargo build --bins, cargo test --all-targets,
-#   5. the Python black-box suite: pytest tests/python against target/debug/phim.
+#   5. the Python black-box suite: pytest tests/python against target/debug/phim,
+#   6. the viewer end-to-end test (tests/e2e): builds viewer/, drives Debian's
+#      chromium with playwright-core against a fresh `phim serve`.
 #
 # Extra arguments are passed to pytest, e.g. `bash scripts/test.sh -k roundtrip -x`.
 # Environment knobs:
 #   PHIM_SKIP_CARGO=1   skip step 4 (use an already built target/debug/phim, or $PHIM_BIN)
 #   PHIM_TOOLS_DIR      where s3s-fs is installed (default ~/.cache/phim-tools)
+#   PHIM_SKIP_E2E=1     skip step 6 (screenshots of a run go to .test-work/e2e)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -30,6 +33,9 @@ command -v storescu >/dev/null 2>&1 || need_pkgs+=(dcmtk)
 command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
 command -v pg_isready >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+if [ "${PHIM_SKIP_E2E:-0}" != 1 ]; then
+    [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u)
     note "installing: ${need_pkgs[*]}"
@@ -113,6 +119,27 @@ rc=$?
 set -e
 # 5 = no tests collected, which must not pass silently either.
 [ $rc -eq 0 ] || FAILED+=("pytest (exit $rc)")
+
+# ---------------------------------------------------------------- 6. viewer e2e
+if [ "${PHIM_SKIP_E2E:-0}" != 1 ]; then
+    step "viewer end-to-end (tests/e2e, headless chromium)"
+    e2e() {
+        bash scripts/build-viewer.sh &&
+        { [ -d tests/e2e/node_modules ] && [ ! tests/e2e/package-lock.json -nt tests/e2e/node_modules/.package-lock.json ] ||
+          (cd tests/e2e && npm ci --no-audit --no-fund); } &&
+        [ -x "$ROOT/target/debug/phim-load" ] &&
+        PHIM_BIN=$PHIM_BIN PHIM_LOAD_BIN=$ROOT/target/debug/phim-load \
+            PHIM_VIEWER_DIR=$ROOT/viewer/dist E2E_OUT=$ROOT/.test-work/e2e \
+            node tests/e2e/run.mjs
+    }
+    set +e
+    e2e
+    rc=$?
+    set -e
+    [ $rc -eq 0 ] || FAILED+=("viewer e2e (exit $rc)")
+else
+    step "viewer e2e: skipped (PHIM_SKIP_E2E=1)"
+fi
 
 # ---------------------------------------------------------------- summary
 elapsed=$(( $(date +%s) - START ))

@@ -124,6 +124,9 @@ pub struct ServeArgs {
     /// Public base URL used in RetrieveURL and BulkDataURI (default: from the request's Host).
     #[arg(long, env = "PHIM_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Folder of the built web viewer, served at `/` (404 with a hint when missing).
+    #[arg(long, env = "PHIM_VIEWER_DIR", default_value = "viewer/dist")]
+    pub viewer_dir: std::path::PathBuf,
     #[command(flatten)]
     pub dimse: DimseArgs,
 }

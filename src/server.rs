@@ -30,13 +30,22 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// The bound address (fallback for URLs without a Host header).
     pub listen_addr: SocketAddr,
+    /// Folder of the built web viewer served at `/`.
+    pub viewer_dir: std::path::PathBuf,
 }
 
 pub fn router(state: AppState) -> Router {
+    let viewer = crate::viewer::routes(&state.viewer_dir);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .nest("/dicomweb", dicomweb::routes())
+        // Unknown DICOMweb paths stay 404: without their own fallback they
+        // would inherit the viewer's index.html fallback.
+        .nest(
+            "/dicomweb",
+            dicomweb::routes().fallback(|| async { StatusCode::NOT_FOUND }),
+        )
+        .merge(viewer)
         .with_state(state)
 }
 
@@ -159,6 +168,7 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         ingest,
         public_url: args.public_url.clone(),
         listen_addr: addr,
+        viewer_dir: args.viewer_dir.clone(),
     };
     tracing::info!("listening on http://{addr} (DICOMweb at http://{addr}/dicomweb)");
     tokio::spawn({

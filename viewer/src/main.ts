@@ -1,0 +1,41 @@
+// Entry point: a tiny path router between the study list and the study view.
+
+import { renderList } from './list';
+import { lang, onLangChange, setLang, t, Lang } from './i18n';
+import { renderStudy, leaveStudy } from './study';
+
+const app = document.getElementById('app')!;
+const crumb = document.getElementById('crumb')!;
+const langSelect = document.getElementById('lang') as HTMLSelectElement;
+
+function navigate(path: string): void {
+  history.pushState(null, '', path);
+  route();
+}
+
+function route(): void {
+  leaveStudy();
+  const m = location.pathname.match(/^\/study\/([^/]+)\/?$/);
+  if (m) {
+    crumb.innerHTML = `<a href="/" id="back">${t('back')}</a>`;
+    crumb.querySelector('#back')!.addEventListener('click', (e) => {
+      e.preventDefault();
+      navigate('/');
+    });
+    void renderStudy(app, decodeURIComponent(m[1]));
+  } else {
+    crumb.textContent = '';
+    renderList(app, navigate);
+  }
+}
+
+document.getElementById('home')!.addEventListener('click', (e) => {
+  e.preventDefault();
+  navigate('/');
+});
+langSelect.value = lang();
+document.documentElement.lang = lang();
+langSelect.addEventListener('change', () => setLang(langSelect.value as Lang));
+onLangChange(route);
+window.addEventListener('popstate', route);
+route();
