@@ -67,6 +67,15 @@ pub fn parse_accept(header: &str) -> Vec<MediaRange> {
     ranges
 }
 
+/// The request's Accept ranges, best first; a missing header is `*/*`.
+pub fn accept_ranges(headers: &axum::http::HeaderMap) -> Vec<MediaRange> {
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
+    parse_accept(accept)
+}
+
 fn split_outside_quotes(s: &str, sep: char) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();

@@ -80,11 +80,7 @@ fn negotiate_instances(
     headers: &HeaderMap,
     instances: &[StoredInstance],
 ) -> Result<Delivery, ApiError> {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("*/*");
-    let ranges = media::parse_accept(accept);
+    let ranges = media::accept_ranges(headers);
     if ranges.is_empty() {
         return Ok(Delivery::Multipart);
     }
@@ -243,11 +239,7 @@ pub async fn instance_metadata(
 /// Checks that the client accepts DICOM JSON (PS3.18 §8.7.3.2); XML
 /// metadata is not produced.
 pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("*/*");
-    let ranges = media::parse_accept(accept);
+    let ranges = media::accept_ranges(headers);
     if ranges.is_empty()
         || ranges
             .iter()
@@ -345,16 +337,9 @@ pub async fn bulkdata(
         st.store.get_range(&key, offset + from..offset + to).await?
     };
 
-    let wants_raw = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .map(|a| {
-            let ranges = media::parse_accept(a);
-            ranges
-                .first()
-                .is_some_and(|r| r.essence == "application/octet-stream")
-        })
-        .unwrap_or(false);
+    let wants_raw = media::accept_ranges(&headers)
+        .first()
+        .is_some_and(|r| r.essence == "application/octet-stream");
     if range.is_some() || wants_raw {
         let mut resp = (
             [(header::CONTENT_TYPE, "application/octet-stream".to_owned())],
@@ -452,11 +437,7 @@ fn frame_media_type(ts: &str) -> Option<&'static str> {
 /// the stored form; native frames are Explicit VR Little Endian bytes
 /// (Implicit VR LE pixel bytes are the same; big-endian ones are swapped).
 fn negotiate_frames(headers: &HeaderMap, media: &str, ts: &str) -> Result<(), ApiError> {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("*/*");
-    let ranges = media::parse_accept(accept);
+    let ranges = media::accept_ranges(headers);
     if ranges.is_empty() {
         return Ok(());
     }
