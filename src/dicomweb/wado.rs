@@ -21,6 +21,9 @@ use crate::ingest::inflate_metadata;
 use crate::server::AppState;
 use crate::store::ObjectKey;
 
+/// Instances opened ahead of the one being streamed.
+const READ_AHEAD: usize = 4;
+
 fn scope(study: &str, series: Option<&str>, instance: Option<&str>) -> Result<Scope, ApiError> {
     Ok(Scope {
         study: path_uid("study", study)?,
@@ -155,8 +158,10 @@ async fn retrieve(st: AppState, scope: Scope, headers: &HeaderMap) -> Result<Res
     let boundary = new_boundary();
     let store = st.store.clone();
     let b = boundary.clone();
+    // Objects are opened a few ahead (in order): on S3 each GET costs a
+    // round trip that would otherwise stall between instances.
     let parts = stream::iter(instances)
-        .then(move |inst| {
+        .map(move |inst| {
             let store = store.clone();
             let b = b.clone();
             let base = base.clone();
@@ -192,6 +197,7 @@ async fn retrieve(st: AppState, scope: Scope, headers: &HeaderMap) -> Result<Res
                 )
             }
         })
+        .buffered(READ_AHEAD)
         .try_flatten()
         .chain(stream::once({
             let end = closing(&boundary);
