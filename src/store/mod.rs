@@ -294,14 +294,30 @@ impl Store {
     }
 }
 
-/// fsync the file, rename it to `target`, fsync the target directory.
+/// fsync the file, rename it to `target`, fsync the target directory, and
+/// the parents of directories this call created (a new study's folder is
+/// itself an entry that must survive a crash).
 fn move_durably(src: &FsPath, target: &FsPath) -> std::io::Result<()> {
     std::fs::File::open(src)?.sync_all()?;
     let dir = target
         .parent()
         .ok_or_else(|| std::io::Error::other("object key without a parent directory"))?;
+    let mut created = Vec::new();
+    let mut d = dir;
+    while !d.exists() {
+        created.push(d.to_owned());
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
     std::fs::create_dir_all(dir)?;
     std::fs::rename(src, target)?;
     std::fs::File::open(dir)?.sync_all()?;
+    for c in created {
+        if let Some(parent) = c.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+    }
     Ok(())
 }
