@@ -39,6 +39,17 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        // WADO-URI (PS3.18 §9) is not implemented yet: say so rather than
+        // let the viewer's fallback answer with its page.
+        .route(
+            "/wado",
+            get(|| async {
+                crate::error::ApiError::NotImplemented(
+                    "WADO-URI is not implemented by this Phim version; use WADO-RS at /dicomweb"
+                        .into(),
+                )
+            }),
+        )
         // Unknown DICOMweb paths stay 404: without their own fallback they
         // would inherit the viewer's index.html fallback.
         .nest(

@@ -193,3 +193,11 @@ def test_metadata_content_type(server, data):
     inst = data.instances[0]
     r = server.get(instance_path(inst.study, inst.series, inst.sop) + "/metadata", headers={"Accept": DICOM_JSON})
     assert parse_content_type(r.headers.get("Content-Type"))[0] == DICOM_JSON
+
+
+def test_unimplemented_resources_answer_501(server):
+    """Resources of PS3.18 this version does not serve say so (501), rather
+    than 404 or the viewer's page."""
+    assert server.get("/wado", params={"requestType": "WADO"}).status_code == 501
+    r = server.get("/dicomweb/studies/1.2.3/rendered")
+    assert r.status_code == 501
