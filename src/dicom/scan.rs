@@ -155,7 +155,15 @@ impl Scanned {
     pub fn charset(&self) -> Charset {
         match self.get(tags::SPECIFIC_CHARACTER_SET).map(|e| &e.value) {
             Some(Value::Inline(b)) if !String::from_utf8_lossy(b).trim().is_empty() => {
-                Charset::from_declared(&String::from_utf8_lossy(b))
+                let declared = Charset::from_declared(&String::from_utf8_lossy(b));
+                if declared.unknown {
+                    // An unknown term: the configured default, flagged.
+                    let mut c = self.default_charset;
+                    c.unknown = true;
+                    c
+                } else {
+                    declared
+                }
             }
             _ => self.default_charset,
         }

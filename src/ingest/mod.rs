@@ -363,7 +363,10 @@ fn prepare(
 
     let mut warnings = scanned.warnings.clone();
     if scanned.charset().unknown {
-        warnings.push("unknown Specific Character Set; text decoded as Latin-1".into());
+        warnings.push(
+            "unknown Specific Character Set: text decoded with the configured default (--default-charset)"
+                .into(),
+        );
     }
     if scanned.undeclared_non_ascii() {
         warnings.push(
