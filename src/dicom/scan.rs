@@ -254,6 +254,55 @@ pub fn scan_bytes(bytes: &[u8], limits: &ScanLimits) -> Result<Scanned, ScanErro
     scan(Cursor::new(bytes), bytes.len() as u64, limits)
 }
 
+/// Scans a bare data set (no preamble, no meta group) encoded in
+/// `transfer_syntax`: what DIMSE carries in P-DATA.
+pub fn scan_dataset(
+    bytes: &[u8],
+    transfer_syntax: &str,
+    limits: &ScanLimits,
+) -> Result<Scanned, ScanError> {
+    let ts = transfer_syntax::lookup(transfer_syntax)
+        .ok_or_else(|| ScanError::UnknownTransferSyntax(transfer_syntax.to_owned()))?;
+    let inflated;
+    let data: &[u8] = if ts.encoding.deflated {
+        let mut out = Vec::new();
+        flate2::read::DeflateDecoder::new(bytes)
+            .take(limits.max_inflated + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| ScanError::Malformed {
+                offset: 0,
+                reason: format!("deflated data set does not inflate: {e}"),
+            })?;
+        if out.len() as u64 > limits.max_inflated {
+            return Err(ScanError::Limit("inflated data set too large".into()));
+        }
+        inflated = out;
+        &inflated
+    } else {
+        bytes
+    };
+    let mut w = Walker {
+        src: Cursor::new(data),
+        pos: 0,
+        end: data.len() as u64,
+        limits,
+        kept: 0,
+        count: 0,
+    };
+    let dataset = w.read_dataset(ts.encoding)?;
+    Ok(Scanned {
+        has_preamble: false,
+        meta: Vec::new(),
+        transfer_syntax: ts,
+        encoding: ts.encoding,
+        warnings: Vec::new(),
+        dataset_offset: 0,
+        dataset,
+        file_size: bytes.len() as u64,
+        default_charset: limits.default_charset,
+    })
+}
+
 /// The inflated data set of a Deflated Explicit VR Little Endian file.
 pub fn inflated_dataset(bytes: &[u8]) -> Result<Vec<u8>, ScanError> {
     let limits = ScanLimits::default();

@@ -232,6 +232,45 @@ pub fn response(field: u16, sop_class: &str, message_id: u16, status: u16) -> Co
         .us(tag::STATUS, status)
 }
 
+/// A data set arriving in P-DATA fragments (C-FIND/C-MOVE/C-GET
+/// identifiers, N-ACTION information), bounded in size.
+#[derive(Debug)]
+pub struct DataSetBuffer {
+    bytes: Vec<u8>,
+    max: usize,
+    what: &'static str,
+}
+
+impl DataSetBuffer {
+    pub fn new(what: &'static str, max: usize) -> DataSetBuffer {
+        DataSetBuffer {
+            bytes: Vec::new(),
+            max,
+            what,
+        }
+    }
+
+    pub fn push(&mut self, fragment: &[u8]) -> Result<(), String> {
+        if self.bytes.len() + fragment.len() > self.max {
+            return Err(format!("{} larger than {} bytes", self.what, self.max));
+        }
+        self.bytes.extend_from_slice(fragment);
+        Ok(())
+    }
+
+    /// Scans the complete data set, encoded in `transfer_syntax`.
+    pub fn scan(
+        &self,
+        transfer_syntax: &str,
+    ) -> Result<crate::dicom::scan::Scanned, crate::dicom::scan::ScanError> {
+        crate::dicom::scan::scan_dataset(
+            &self.bytes,
+            transfer_syntax,
+            &crate::dicom::scan::ScanLimits::default(),
+        )
+    }
+}
+
 /// A P-DATA PDU carrying one whole command set.
 pub fn command_pdu(pc_id: u8, data: Vec<u8>) -> dicom_ul::pdu::Pdu {
     use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};

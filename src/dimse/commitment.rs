@@ -22,14 +22,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::association::{busy_response, Job, JOB_QUEUE};
-use super::command::command_pdu;
+use super::command::{command_pdu, DataSetBuffer};
 use super::command::{
     field, response, status, tag, Command, CommandError, CommandWriter, DATA_SET, MAX_COMMAND_LEN,
 };
 use super::{DimseConfig, RemoteAe, Services};
-use crate::dicom::scan::{scan_bytes, ScanLimits, Value};
+use crate::dicom::scan::Value;
 use crate::dicom::transfer_syntax;
-use crate::dicom::write::{file_meta_prefix, ElementWriter};
+use crate::dicom::write::ElementWriter;
 use crate::store::ObjectKey;
 
 pub const STORAGE_COMMITMENT: &str = "1.2.840.10008.1.20.1";
@@ -53,7 +53,7 @@ pub struct Request {
     sop_instance: String,
     action_type: Option<u16>,
     transfer_syntax: String,
-    data: Vec<u8>,
+    data: DataSetBuffer,
 }
 
 impl Request {
@@ -73,7 +73,7 @@ impl Request {
             sop_instance: rq.ui(tag::REQUESTED_SOP_INSTANCE_UID).unwrap_or_default(),
             action_type: rq.us(tag::ACTION_TYPE_ID),
             transfer_syntax: pc.transfer_syntax.trim_end_matches('\0').to_owned(),
-            data: Vec::new(),
+            data: DataSetBuffer::new("N-ACTION information", MAX_ACTION_INFO),
         })
     }
 
@@ -82,11 +82,7 @@ impl Request {
     }
 
     pub fn write(&mut self, fragment: &[u8]) -> Result<(), String> {
-        if self.data.len() + fragment.len() > MAX_ACTION_INFO {
-            return Err("N-ACTION information larger than 8 MiB".into());
-        }
-        self.data.extend_from_slice(fragment);
-        Ok(())
+        self.data.push(fragment)
     }
 
     pub fn busy(&self) -> Pdu {
@@ -134,9 +130,7 @@ impl Request {
             }
             _ => return (vec![self.action_rsp(status::PROCESSING_FAILURE)], None),
         };
-        let mut file = file_meta_prefix(&self.sop_class, "1.2", &self.transfer_syntax);
-        file.extend_from_slice(&self.data);
-        let scanned = match scan_bytes(&file, &ScanLimits::default()) {
+        let scanned = match self.data.scan(&self.transfer_syntax) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(calling_ae, error = %e, "N-ACTION: unreadable action information");
@@ -506,9 +500,7 @@ mod tests {
             assert_eq!(c.us(tag::EVENT_TYPE_ID), Some(2));
             assert!(c.has_data_set());
             let ts = if implicit { IMPLICIT_LE } else { EXPLICIT_LE };
-            let mut file = file_meta_prefix(STORAGE_COMMITMENT, "1.2", ts);
-            file.extend_from_slice(&data);
-            let scanned = scan_bytes(&file, &ScanLimits::default()).unwrap();
+            let scanned = crate::dicom::scan::scan_dataset(&data, ts, &Default::default()).unwrap();
             assert_eq!(scanned.text(TRANSACTION_UID).as_deref(), Some("1.2.3.4"));
             for (tag, n) in [(REFERENCED_SOP_SEQUENCE, 1), (FAILED_SOP_SEQUENCE, 1)] {
                 let Some(Value::Sequence { items, .. }) = scanned.get(tag).map(|e| &e.value) else {

@@ -10,10 +10,10 @@ use dicom_core::VR;
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextNegotiated};
 use serde_json::{Map, Value as Json};
 
-use super::command::{command_pdu, response, tag, Command, CommandError};
-use crate::dicom::scan::{is_binary_vr, scan_bytes, ScanLimits, Scanned, Value};
+use super::command::{command_pdu, response, tag, Command, CommandError, DataSetBuffer};
+use crate::dicom::scan::{is_binary_vr, Scanned, Value};
 use crate::dicom::transfer_syntax;
-use crate::dicom::write::{file_meta_prefix, ElementWriter};
+use crate::dicom::write::ElementWriter;
 use crate::index::Index;
 use crate::query::{
     attribute_by_tag, parse_match, results, Filter, Include, Level, Match, Query, SequenceFilter,
@@ -36,7 +36,7 @@ pub struct Finding {
     message_id: u16,
     sop_class: String,
     transfer_syntax: String,
-    identifier: Vec<u8>,
+    identifier: DataSetBuffer,
 }
 
 impl Finding {
@@ -54,7 +54,7 @@ impl Finding {
                 .ui(tag::AFFECTED_SOP_CLASS_UID)
                 .unwrap_or_else(|| pc.abstract_syntax.clone()),
             transfer_syntax: pc.transfer_syntax.trim_end_matches('\0').to_owned(),
-            identifier: Vec::new(),
+            identifier: DataSetBuffer::new("C-FIND identifier", MAX_IDENTIFIER),
         })
     }
 
@@ -63,11 +63,7 @@ impl Finding {
     }
 
     pub fn write(&mut self, fragment: &[u8]) -> Result<(), String> {
-        if self.identifier.len() + fragment.len() > MAX_IDENTIFIER {
-            return Err("C-FIND identifier larger than 1 MiB".into());
-        }
-        self.identifier.extend_from_slice(fragment);
-        Ok(())
+        self.identifier.push(fragment)
     }
 
     /// Runs the query; returns the responses (pending ones, then the final).
@@ -90,9 +86,7 @@ impl Finding {
                 )]
             }
         };
-        let mut file = file_meta_prefix(&self.sop_class, "1.2", &self.transfer_syntax);
-        file.extend_from_slice(&self.identifier);
-        let scanned = match scan_bytes(&file, &ScanLimits::default()) {
+        let scanned = match self.identifier.scan(&self.transfer_syntax) {
             Ok(s) => s,
             Err(e) => return vec![done(UNABLE_TO_PROCESS, Some(format!("identifier: {e}")))],
         };

@@ -24,14 +24,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::association::{busy_response, Job, Peer, JOB_QUEUE};
-use super::command::command_pdu;
+use super::command::{command_pdu, DataSetBuffer};
 use super::command::{
     field, response, status, tag, Command, CommandError, CommandWriter, DATA_SET, MAX_COMMAND_LEN,
 };
 use super::{DimseConfig, RemoteAe, Services};
-use crate::dicom::scan::{scan_bytes, ScanLimits, Scanned};
+use crate::dicom::scan::Scanned;
 use crate::dicom::transfer_syntax;
-use crate::dicom::write::{file_meta_prefix, ElementWriter};
+use crate::dicom::write::ElementWriter;
 use crate::dicom::Uid;
 use crate::index::{Index, Scope, StoredInstance};
 use crate::query::{attribute_by_tag, Filter, Level, Match, Query};
@@ -61,7 +61,7 @@ pub struct Request {
     sop_class: String,
     transfer_syntax: String,
     destination: Option<String>,
-    identifier: Vec<u8>,
+    identifier: DataSetBuffer,
 }
 
 impl Request {
@@ -84,7 +84,7 @@ impl Request {
             sop_class: pc.abstract_syntax.trim_end_matches('\0').to_owned(),
             transfer_syntax: pc.transfer_syntax.trim_end_matches('\0').to_owned(),
             destination: rq.ui(tag::MOVE_DESTINATION).map(|d| d.trim().to_owned()),
-            identifier: Vec::new(),
+            identifier: DataSetBuffer::new("C-MOVE/C-GET identifier", MAX_IDENTIFIER),
         })
     }
 
@@ -93,11 +93,7 @@ impl Request {
     }
 
     pub fn write(&mut self, fragment: &[u8]) -> Result<(), String> {
-        if self.identifier.len() + fragment.len() > MAX_IDENTIFIER {
-            return Err("C-MOVE/C-GET identifier larger than 1 MiB".into());
-        }
-        self.identifier.extend_from_slice(fragment);
-        Ok(())
+        self.identifier.push(fragment)
     }
 
     fn rsp_field(&self) -> u16 {
@@ -177,9 +173,7 @@ impl Request {
                 }
             }
         };
-        let mut file = file_meta_prefix(&self.sop_class, "1.2", &self.transfer_syntax);
-        file.extend_from_slice(&self.identifier);
-        let scanned = match scan_bytes(&file, &ScanLimits::default()) {
+        let scanned = match self.identifier.scan(&self.transfer_syntax) {
             Ok(s) => s,
             Err(e) => {
                 return (
