@@ -12,10 +12,12 @@ use super::tags;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrameIndex {
+    /// `bits_allocated` tells how to swap big-endian samples.
     Native {
         offset: u64,
         frame_len: u64,
         frames: u64,
+        bits_allocated: u64,
     },
     /// Byte ranges (offset, length) of each frame's fragments.
     Encapsulated(Vec<Vec<(u64, u64)>>),
@@ -29,6 +31,23 @@ impl FrameIndex {
         }
     }
 
+    /// Bytes per sample to swap when serving big-endian native frames as
+    /// little endian (0: no swap).
+    pub fn swap_width(&self) -> usize {
+        match self {
+            FrameIndex::Native {
+                bits_allocated: 16, ..
+            } => 2,
+            FrameIndex::Native {
+                bits_allocated: 32, ..
+            } => 4,
+            FrameIndex::Native {
+                bits_allocated: 64, ..
+            } => 8,
+            _ => 0,
+        }
+    }
+
     /// The byte ranges of frame `n` (0-based).
     pub fn ranges(&self, n: u64) -> Option<Vec<(u64, u64)>> {
         match self {
@@ -36,6 +55,7 @@ impl FrameIndex {
                 offset,
                 frame_len,
                 frames,
+                ..
             } => (n < *frames).then(|| vec![(offset + n * frame_len, *frame_len)]),
             FrameIndex::Encapsulated(f) => f.get(n as usize).cloned(),
         }
@@ -49,9 +69,10 @@ impl FrameIndex {
                 offset,
                 frame_len,
                 frames,
+                bits_allocated,
             } => {
                 out.push(0);
-                for v in [offset, frame_len, frames] {
+                for v in [offset, frame_len, frames, bits_allocated] {
                     out.extend_from_slice(&v.to_le_bytes());
                 }
             }
@@ -82,6 +103,7 @@ impl FrameIndex {
                 offset: u()?,
                 frame_len: u()?,
                 frames: u()?,
+                bits_allocated: u()?,
             }),
             1 => {
                 let n = u()?;
@@ -131,6 +153,7 @@ pub fn frame_index(s: &Scanned) -> Option<FrameIndex> {
                 offset: px.offset,
                 frame_len,
                 frames,
+                bits_allocated: bits,
             })
         }
         Value::Sequence { .. } => None,
@@ -220,6 +243,7 @@ mod tests {
             offset: 1000,
             frame_len: 512,
             frames: 7,
+            bits_allocated: 16,
         };
         assert_eq!(FrameIndex::decode(&n.encode()), Some(n.clone()));
         assert_eq!(n.ranges(6), Some(vec![(1000 + 6 * 512, 512)]));

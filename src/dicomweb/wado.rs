@@ -527,12 +527,7 @@ pub async fn frames(
         plan.push(ranges);
     }
     let big_endian = encoding.is_some_and(|e| e.big_endian);
-    let swap = if big_endian && media == "application/octet-stream" {
-        // Bits Allocated decides the swap width.
-        inst_bits(&st, &scope).await?
-    } else {
-        0
-    };
+    let swap = if big_endian { index.swap_width() } else { 0 };
     let part_type = if media == "application/octet-stream" {
         format!(
             "application/octet-stream; transfer-syntax={}",
@@ -562,10 +557,8 @@ pub async fn frames(
                         .map_err(std::io::Error::other)?;
                     frame.extend_from_slice(&bytes);
                 }
-                if swap == 2 {
-                    frame.chunks_exact_mut(2).for_each(|c| c.swap(0, 1));
-                } else if swap == 4 {
-                    frame.chunks_exact_mut(4).for_each(|c| c.reverse());
+                if swap > 1 {
+                    frame.chunks_exact_mut(swap).for_each(|c| c.reverse());
                 }
                 let head = part_header(
                     &b,
@@ -598,20 +591,6 @@ pub async fn frames(
         Body::from_stream(parts),
     )
         .into_response())
-}
-
-/// Bits Allocated of an instance, from its stored metadata.
-async fn inst_bits(st: &AppState, scope: &Scope) -> Result<u8, ApiError> {
-    let docs = st.index.metadata(scope).await?;
-    let doc = docs.first().ok_or_else(|| not_found(scope))?;
-    let json = inflate_metadata(doc).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&json).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(match v["00280100"]["Value"][0].as_u64() {
-        Some(16) => 2,
-        Some(32) => 4,
-        _ => 0,
-    })
 }
 
 #[cfg(test)]
