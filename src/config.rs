@@ -127,6 +127,13 @@ pub struct ServeArgs {
     /// Folder of the built web viewer, served at `/` (404 with a hint when missing).
     #[arg(long, env = "PHIM_VIEWER_DIR", default_value = "viewer/dist")]
     pub viewer_dir: std::path::PathBuf,
+    /// Threads decoding, rendering and transcoding pixels (0: one per core).
+    #[arg(long, env = "PHIM_IMAGING_THREADS", default_value_t = 0)]
+    pub imaging_threads: usize,
+    /// Make series thumbnails in the background after ingest ("false" to
+    /// make them only when asked for).
+    #[arg(long, env = "PHIM_THUMBNAILS_AT_INGEST", default_value_t = true, action = clap::ArgAction::Set)]
+    pub thumbnails_at_ingest: bool,
     #[command(flatten)]
     pub dimse: DimseArgs,
 }

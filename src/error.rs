@@ -9,6 +9,7 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::imaging::ImagingError;
 use crate::index::IndexError;
 use crate::ingest::IngestError;
 use crate::store::StoreError;
@@ -31,6 +32,9 @@ pub enum ApiError {
     NotImplemented(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The server is at capacity for this kind of work; retry later.
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -45,7 +49,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -79,6 +83,22 @@ impl From<IndexError> for ApiError {
         match e {
             IndexError::Unavailable(d) => ApiError::Unavailable(d),
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ImagingError> for ApiError {
+    fn from(e: ImagingError) -> Self {
+        match e {
+            // PS3.18 §8.7.3.5: no acceptable form of the pixels can be made.
+            ImagingError::Unsupported(m) => ApiError::NotAcceptable(m),
+            ImagingError::BadParameter(m) => ApiError::BadRequest(m),
+            ImagingError::Busy => ApiError::Busy("the imaging queue is full, retry later".into()),
+            // The stored data (not the request) is at fault: logged.
+            ImagingError::Corrupt(m) => {
+                ApiError::Internal(format!("stored pixel data could not be decoded: {m}"))
+            }
+            ImagingError::Panicked(m) => ApiError::Internal(format!("codec panic: {m}")),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod dicom;
 pub mod dicomweb;
 pub mod dimse;
 pub mod error;
+pub mod imaging;
 pub mod import;
 pub mod index;
 pub mod ingest;

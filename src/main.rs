@@ -6,7 +6,8 @@ use phim::config::{redact_url, Cli, Command};
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("PHIM_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("PHIM_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,jpeg2k=warn,openjp2=warn")),
         )
         .with_writer(std::io::stderr)
         .init();

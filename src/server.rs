@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{redact_url, ServeArgs};
 use crate::dicom::scan::ScanLimits;
 use crate::dicomweb;
+use crate::imaging::thumbnail::Thumbnails;
+use crate::imaging::Imaging;
 use crate::index::{self, Index};
 use crate::ingest::{Ingest, IngestConfig};
 use crate::store::Store;
@@ -32,6 +34,18 @@ pub struct AppState {
     pub listen_addr: SocketAddr,
     /// Folder of the built web viewer served at `/`.
     pub viewer_dir: std::path::PathBuf,
+    /// The CPU pool for pixels (decode, render, transcode).
+    pub imaging: Imaging,
+}
+
+impl AppState {
+    pub fn thumbnails(&self) -> Thumbnails {
+        Thumbnails {
+            index: self.index.clone(),
+            store: self.store.clone(),
+            imaging: self.imaging.clone(),
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -39,17 +53,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        // WADO-URI (PS3.18 §9) is not implemented yet: say so rather than
-        // let the viewer's fallback answer with its page.
-        .route(
-            "/wado",
-            get(|| async {
-                crate::error::ApiError::NotImplemented(
-                    "WADO-URI is not implemented by this Phim version; use WADO-RS at /dicomweb"
-                        .into(),
-                )
-            }),
-        )
+        // WADO-URI (PS3.18 §9), for older EMRs and viewers.
+        .route("/wado", get(dicomweb::wado_uri::wado))
         // Unknown DICOMweb paths stay 404: without their own fallback they
         // would inherit the viewer's index.html fallback.
         .nest(
@@ -180,7 +185,16 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         public_url: args.public_url.clone(),
         listen_addr: addr,
         viewer_dir: args.viewer_dir.clone(),
+        imaging: Imaging::new(args.imaging_threads),
     };
+    tracing::info!(
+        imaging_threads = state.imaging.threads(),
+        thumbnails_at_ingest = args.thumbnails_at_ingest,
+        "imaging pool ready"
+    );
+    let thumbnail_task = args
+        .thumbnails_at_ingest
+        .then(|| tokio::spawn(state.thumbnails().run_worker(shutdown.clone())));
     tracing::info!("listening on http://{addr} (DICOMweb at http://{addr}/dicomweb)");
     tokio::spawn({
         let shutdown = shutdown.clone();
@@ -201,6 +215,9 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         .map_err(|e| e.to_string())?;
     shutdown.cancel();
     if let Some(t) = dimse_task {
+        let _ = t.await;
+    }
+    if let Some(t) = thumbnail_task {
         let _ = t.await;
     }
     tracing::info!("stopped");

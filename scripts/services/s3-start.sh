@@ -23,11 +23,18 @@ REGION=us-east-1
 
 if [ ! -x "$S3S" ]; then
     command -v cargo >/dev/null 2>&1 || die "cargo not found (needed to install s3s-fs)"
-    log "installing s3s-fs $S3S_VERSION into $TOOLS (one-time, takes a few minutes)"
     mkdir -p "$TOOLS"
-    # cargo writes progress to stderr; keep stdout clean for the KEY=value lines.
-    cargo install "s3s-fs@$S3S_VERSION" --features binary --locked --root "$TOOLS" 1>&2 \
-        || die "cargo install s3s-fs failed"
+    # Two test runs starting at once must not both install into $TOOLS.
+    exec 9>"$TOOLS/.install.lock"
+    flock 9
+    if [ ! -x "$S3S" ]; then
+        log "installing s3s-fs $S3S_VERSION into $TOOLS (one-time, takes a few minutes)"
+        # cargo writes progress to stderr; keep stdout clean for the KEY=value lines.
+        cargo install "s3s-fs@$S3S_VERSION" --features binary --locked --root "$TOOLS" 1>&2 \
+            || die "cargo install s3s-fs failed"
+    fi
+    flock -u 9
+    exec 9>&-
 fi
 
 free_port() {

@@ -137,9 +137,15 @@ pub fn frame_index(s: &Scanned) -> Option<FrameIndex> {
             let cols = s.uint(tags::COLUMNS)?;
             let spp = s.uint(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
             let bits = s.uint(tags::BITS_ALLOCATED)?;
+            // YBR_FULL_422 keeps two samples per pixel natively (PS3.3
+            // C.7.6.3.1.2: Y Y Cb Cr for each pair of pixels).
+            let ybr422 = s
+                .text(tags::PHOTOMETRIC_INTERPRETATION)
+                .is_some_and(|p| p.trim() == "YBR_FULL_422");
+            let stored_spp = if ybr422 && spp == 3 { 2 } else { spp };
             let frame_bits = rows
                 .checked_mul(cols)?
-                .checked_mul(spp)?
+                .checked_mul(stored_spp)?
                 .checked_mul(bits)?;
             // 1-bit frames need not start on a byte boundary: not indexed.
             if frame_bits % 8 != 0 || frame_bits == 0 {

@@ -4,8 +4,10 @@
 pub mod media;
 pub mod multipart;
 pub mod qido;
+pub mod rendered;
 pub mod stow;
 pub mod wado;
+pub mod wado_uri;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
@@ -54,23 +56,23 @@ pub fn routes() -> Router<AppState> {
         )
         // Resources of PS3.18 that this version does not serve yet answer
         // 501 Not Implemented rather than a misleading 404.
-        .route("/studies/{study}/rendered", get(not_implemented))
-        .route("/studies/{study}/thumbnail", get(not_implemented))
+        .route("/studies/{study}/rendered", get(rendered::study))
+        .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
         .route(
             "/studies/{study}/series/{series}/rendered",
-            get(not_implemented),
+            get(rendered::series),
         )
         .route(
             "/studies/{study}/series/{series}/thumbnail",
-            get(not_implemented),
+            get(rendered::series_thumbnail),
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/rendered",
-            get(not_implemented),
+            get(rendered::instance),
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
-            get(not_implemented),
+            get(rendered::instance_thumbnail),
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
@@ -78,17 +80,15 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
-            get(not_implemented),
+            get(rendered::frames),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/thumbnail",
+            get(rendered::frame_thumbnail),
         )
         // STOW bodies are streamed and bounded per instance by the ingest
         // configuration, not by axum's 2 MB default.
         .layer(DefaultBodyLimit::disable())
-}
-
-async fn not_implemented() -> ApiError {
-    ApiError::NotImplemented(
-        "this DICOMweb resource is not implemented by this Phim version".into(),
-    )
 }
 
 /// Parses a UID from a URL path segment (400 when malformed).

@@ -16,6 +16,9 @@ use super::{base_url, path_uid};
 use crate::dicom::frames::FrameIndex;
 use crate::dicom::transfer_syntax::{self, EXPLICIT_VR_LE};
 use crate::error::ApiError;
+use crate::imaging::codec;
+use crate::imaging::source::Source;
+use crate::imaging::transcode::{self, can_transcode};
 use crate::index::{Scope, StoredInstance};
 use crate::ingest::inflate_metadata;
 use crate::server::AppState;
@@ -77,49 +80,62 @@ enum Delivery {
 /// Accept negotiation for DICOM instances (PS3.18 §8.7.3). Without a
 /// `transfer-syntax` parameter the default is Explicit VR Little Endian
 /// (§8.7.3.5.2); `transfer-syntax=*` accepts the stored syntax. A missing
-/// Accept or `*/*` gets the stored syntax: no transcoding is done yet, so
-/// that is the one representation this server can produce.
+/// Accept or `*/*` gets the stored syntax (no decoding work for clients that
+/// take anything). Instances not stored in the requested syntax are
+/// transcoded when every one of them can be (`imaging::transcode`); the
+/// second value is then the target.
 fn negotiate_instances(
     headers: &HeaderMap,
     instances: &[StoredInstance],
-) -> Result<Delivery, ApiError> {
+) -> Result<(Delivery, Option<&'static str>), ApiError> {
     let ranges = media::accept_ranges(headers);
     if ranges.is_empty() {
-        return Ok(Delivery::Multipart);
+        return Ok((Delivery::Multipart, None));
     }
-    let syntax_ok = |r: &MediaRange| match r.param("transfer-syntax") {
-        Some("*") => true,
-        Some(ts) => instances.iter().all(|i| i.transfer_syntax_uid == ts),
-        None => instances
-            .iter()
-            .all(|i| i.transfer_syntax_uid == EXPLICIT_VR_LE),
+    // None: as stored; Some(target): transcoded where needed; Err: neither.
+    let syntax = |r: &MediaRange| -> Result<Option<&'static str>, ()> {
+        let wanted = match r.param("transfer-syntax") {
+            Some("*") => return Ok(None),
+            Some(ts) => ts,
+            None => EXPLICIT_VR_LE,
+        };
+        if instances.iter().all(|i| i.transfer_syntax_uid == wanted) {
+            return Ok(None);
+        }
+        let target = super::wado_uri::codec_target(wanted).ok_or(())?;
+        if instances.iter().all(|i| {
+            i.transfer_syntax_uid == target || can_transcode(&i.transfer_syntax_uid, target)
+        }) {
+            Ok(Some(target))
+        } else {
+            Err(())
+        }
     };
     let mut wanted_other_syntax = false;
     for r in &ranges {
         match r.essence.as_str() {
-            "*/*" | "multipart/*" => return Ok(Delivery::Multipart),
+            "*/*" | "multipart/*" => return Ok((Delivery::Multipart, None)),
             "multipart/related" => {
                 let ty = r.param("type").unwrap_or("application/dicom");
                 if !ty.eq_ignore_ascii_case("application/dicom") {
                     continue;
                 }
-                if syntax_ok(r) {
-                    return Ok(Delivery::Multipart);
+                match syntax(r) {
+                    Ok(t) => return Ok((Delivery::Multipart, t)),
+                    Err(()) => wanted_other_syntax = true,
                 }
-                wanted_other_syntax = true;
             }
-            "application/dicom" if instances.len() == 1 => {
-                if syntax_ok(r) {
-                    return Ok(Delivery::Single);
-                }
-                wanted_other_syntax = true;
-            }
+            "application/dicom" if instances.len() == 1 => match syntax(r) {
+                Ok(t) => return Ok((Delivery::Single, t)),
+                Err(()) => wanted_other_syntax = true,
+            },
             _ => {}
         }
     }
     Err(ApiError::NotAcceptable(if wanted_other_syntax {
-        "the instances are not stored in the requested transfer syntax and transcoding is not \
-         supported yet: ask with transfer-syntax=* to receive them as stored"
+        "the instances cannot be sent in the requested transfer syntax: they are sent as stored \
+         (transfer-syntax=*) or transcoded to Explicit VR Little Endian, RLE Lossless, JPEG-LS \
+         Lossless or 8-bit JPEG Baseline"
             .into()
     } else {
         "acceptable media type for instances: multipart/related; type=\"application/dicom\"".into()
@@ -131,10 +147,13 @@ async fn retrieve(st: AppState, scope: Scope, headers: &HeaderMap) -> Result<Res
     if instances.is_empty() {
         return Err(not_found(&scope));
     }
-    let delivery = negotiate_instances(headers, &instances)?;
+    let (delivery, target) = negotiate_instances(headers, &instances)?;
     let base = base_url(&st, headers);
     tracing::debug!(study = %scope.study, count = instances.len(), "retrieve");
 
+    if let Some(target) = target {
+        return retrieve_transcoded(st, instances, delivery, target, base).await;
+    }
     if delivery == Delivery::Single {
         let inst = &instances[0];
         let key = stored_key(inst)?;
@@ -203,6 +222,106 @@ async fn retrieve(st: AppState, scope: Scope, headers: &HeaderMap) -> Result<Res
             let end = closing(&boundary);
             async move { Ok(end) }
         }));
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+        )],
+        Body::from_stream(parts),
+    )
+        .into_response())
+}
+
+/// Instances in `target`: the ones stored in it as they are, the others
+/// transcoded one after the other (no Content-Length: the size is known
+/// only once sent).
+async fn retrieve_transcoded(
+    st: AppState,
+    instances: Vec<StoredInstance>,
+    delivery: Delivery,
+    target: &'static str,
+    base: String,
+) -> Result<Response, ApiError> {
+    async fn one(
+        st: &AppState,
+        inst: &StoredInstance,
+        target: &'static str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>, ApiError>
+    {
+        if inst.transfer_syntax_uid == target {
+            let body = st.store.get_stream(&stored_key(inst)?).await?;
+            return Ok(body.map_err(std::io::Error::other).boxed());
+        }
+        let scope = Scope {
+            study: path_uid("study", &inst.study_uid)?,
+            series: Some(path_uid("series", &inst.series_uid)?),
+            instance: Some(path_uid("instance", &inst.sop_uid)?),
+        };
+        let src = Source::open(st.index.as_ref(), &st.store, &scope)
+            .await?
+            .ok_or_else(|| not_found(&scope))?;
+        transcode::instance(&st.store, &st.imaging, src, target).await
+    }
+    if delivery == Delivery::Single {
+        let body = one(&st, &instances[0], target).await?;
+        return Ok((
+            [(
+                header::CONTENT_TYPE,
+                format!("application/dicom; transfer-syntax={target}"),
+            )],
+            Body::from_stream(body),
+        )
+            .into_response());
+    }
+    // The first instance is prepared before answering, so that an instance
+    // that cannot be transcoded is a 406, not a cut stream.
+    let mut instances = instances.into_iter();
+    let Some(first) = instances.next() else {
+        return Err(ApiError::NotFound("no instances".into()));
+    };
+    let first_body = one(&st, &first, target).await?;
+    let boundary = new_boundary();
+    let b = boundary.clone();
+    let head = move |inst: &StoredInstance, b: &str| {
+        part_header(
+            b,
+            &[
+                (
+                    "Content-Type",
+                    format!("application/dicom; transfer-syntax={target}"),
+                ),
+                (
+                    "Content-Location",
+                    format!(
+                        "{base}/studies/{}/series/{}/instances/{}",
+                        inst.study_uid, inst.series_uid, inst.sop_uid
+                    ),
+                ),
+            ],
+        )
+    };
+    let first_part = stream::once({
+        let h = head(&first, &b);
+        async move { Ok(h) }
+    })
+    .chain(first_body);
+    let rest = stream::iter(instances)
+        .then(move |inst| {
+            let (st, b, head) = (st.clone(), b.clone(), head.clone());
+            async move {
+                let body = one(&st, &inst, target).await.map_err(|e| {
+                    tracing::warn!(sop = %inst.sop_uid, error = %e, "instance not transcoded");
+                    std::io::Error::other(e.to_string())
+                })?;
+                let h = head(&inst, &b);
+                Ok::<_, std::io::Error>(stream::once(async move { Ok(h) }).chain(body))
+            }
+        })
+        .try_flatten();
+    let parts = first_part.chain(rest).chain(stream::once({
+        let end = closing(&boundary);
+        async move { Ok(end) }
+    }));
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -439,18 +558,56 @@ fn frame_media_type(ts: &str) -> Option<&'static str> {
     })
 }
 
-/// Accept negotiation for frames (PS3.18 §8.7.3.5): frames are served in
-/// the stored form; native frames are Explicit VR Little Endian bytes
-/// (Implicit VR LE pixel bytes are the same; big-endian ones are swapped).
-fn negotiate_frames(headers: &HeaderMap, media: &str, ts: &str) -> Result<(), ApiError> {
+/// How frames are served: as stored, or transcoded into `ts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FrameForm {
+    AsStored,
+    Transcoded {
+        media: &'static str,
+        ts: &'static str,
+    },
+}
+
+/// The form a compressed frame can be transcoded into for a requested
+/// media type and transfer syntax (PS3.18 Table 8.7.3-2 defaults: Explicit
+/// VR Little Endian for octet-stream, JPEG baseline for image/jpeg, JPEG-LS
+/// lossless for image/jls, RLE for image/x-dicom-rle).
+fn transcode_target(ty: &str, tsp: Option<&str>) -> Option<FrameForm> {
+    let (media, ts) = match (ty, tsp) {
+        ("application/octet-stream", None) => ("application/octet-stream", EXPLICIT_VR_LE),
+        ("application/octet-stream", Some(t)) if t == EXPLICIT_VR_LE => {
+            ("application/octet-stream", EXPLICIT_VR_LE)
+        }
+        ("image/x-dicom-rle", None | Some(codec::RLE_LOSSLESS)) => {
+            ("image/x-dicom-rle", codec::RLE_LOSSLESS)
+        }
+        ("image/jls", None | Some(codec::JPEG_LS_LOSSLESS)) => {
+            ("image/jls", codec::JPEG_LS_LOSSLESS)
+        }
+        ("image/jpeg", None | Some(codec::JPEG_BASELINE)) => ("image/jpeg", codec::JPEG_BASELINE),
+        _ => return None,
+    };
+    Some(FrameForm::Transcoded { media, ts })
+}
+
+/// Accept negotiation for frames (PS3.18 §8.7.3.5), in the client's order
+/// of preference: the stored form when acceptable (native frames are
+/// Explicit VR Little Endian bytes: Implicit VR LE pixel bytes are the
+/// same, big-endian ones are swapped), else a transcoded one, else 406.
+fn negotiate_frames(
+    headers: &HeaderMap,
+    media: &str,
+    ts: &str,
+    decodable: bool,
+) -> Result<FrameForm, ApiError> {
     let ranges = media::accept_ranges(headers);
     if ranges.is_empty() {
-        return Ok(());
+        return Ok(FrameForm::AsStored);
     }
     let native = media == "application/octet-stream";
     for r in &ranges {
         let (ty, tsp) = match r.essence.as_str() {
-            "*/*" | "multipart/*" => return Ok(()),
+            "*/*" | "multipart/*" => return Ok(FrameForm::AsStored),
             "multipart/related" => (
                 r.param("type")
                     .unwrap_or("application/octet-stream")
@@ -471,126 +628,180 @@ fn negotiate_frames(headers: &HeaderMap, media: &str, ts: &str) -> Result<(), Ap
             Some(t) => t == ts || (native && t == EXPLICIT_VR_LE),
         };
         if type_ok && ts_ok {
-            return Ok(());
+            return Ok(FrameForm::AsStored);
+        }
+        if decodable {
+            if let Some(form) = transcode_target(&ty, tsp) {
+                return Ok(form);
+            }
         }
     }
     Err(ApiError::NotAcceptable(format!(
-        "frames of this instance are available as {media} (transfer syntax {ts}); transcoding is not supported yet"
+        "frames of this instance are available as {media} (transfer syntax {ts}) or transcoded to \
+         application/octet-stream (Explicit VR Little Endian), image/x-dicom-rle, image/jls (lossless) \
+         or 8-bit image/jpeg"
     )))
 }
 
 /// `…/frames/{list}` (PS3.18 §10.4.1.1.4): the listed frames (1-based),
-/// one part each, read as byte ranges of the stored object.
+/// one part each, read as byte ranges of the stored object, transcoded on
+/// the imaging pool when the client cannot take the stored form.
 pub async fn frames(
     State(st): State<AppState>,
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let scope = scope(&study, Some(&series), Some(&instance))?;
-    let numbers: Vec<u64> = list
-        .split(',')
-        .map(|n| n.trim().parse::<u64>().ok().filter(|n| *n >= 1))
-        .collect::<Option<Vec<_>>>()
-        .filter(|v| !v.is_empty() && v.len() <= 10_000)
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "malformed frame list '{list}': 1-based numbers separated by commas"
-            ))
-        })?;
+    let numbers = super::rendered::frame_list(&list)?;
     let (inst, index) = st
         .index
         .instance_frames(&scope)
         .await?
         .ok_or_else(|| not_found(&scope))?;
-    let index = index.and_then(|b| FrameIndex::decode(&b)).ok_or_else(|| {
-        ApiError::NotFound("this instance has no frames that can be served".into())
-    })?;
     let ts = inst.transfer_syntax_uid.clone();
     let encoding = transfer_syntax::lookup(&ts).map(|t| t.encoding);
-    if encoding.is_none_or(|e| e.deflated) {
-        return Err(ApiError::NotAcceptable(
-            "frames of deflated instances are not served; retrieve the instance".into(),
-        ));
-    }
-    let media = frame_media_type(&ts).ok_or_else(|| {
-        ApiError::NotAcceptable(format!("frames of transfer syntax {ts} are not served"))
-    })?;
-    negotiate_frames(&headers, media, &ts)?;
-    let mut plan = Vec::with_capacity(numbers.len());
-    for n in &numbers {
-        let ranges = index.ranges(n - 1).ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "frame {n} does not exist (the instance has {})",
-                index.frames()
-            ))
-        })?;
-        plan.push(ranges);
-    }
-    let big_endian = encoding.is_some_and(|e| e.big_endian);
-    let swap = if big_endian { index.swap_width() } else { 0 };
-    let part_type = if media == "application/octet-stream" {
-        format!(
-            "application/octet-stream; transfer-syntax={}",
-            if big_endian || ts == "1.2.840.10008.1.2" {
-                EXPLICIT_VR_LE
-            } else {
-                &ts
-            }
-        )
+    let deflated = encoding.is_none_or(|e| e.deflated);
+    let media = if deflated {
+        "application/octet-stream"
     } else {
-        format!("{media}; transfer-syntax={ts}")
+        frame_media_type(&ts).ok_or_else(|| {
+            ApiError::NotAcceptable(format!("frames of transfer syntax {ts} are not served"))
+        })?
     };
-    let key = stored_key(&inst)?;
+    let form = if deflated {
+        // Deflated bytes are not addressable: always decoded.
+        FrameForm::Transcoded {
+            media: "application/octet-stream",
+            ts: EXPLICIT_VR_LE,
+        }
+    } else {
+        negotiate_frames(&headers, media, &ts, codec::can_decode(&ts))?
+    };
     let boundary = new_boundary();
-    let store = st.store.clone();
     let b = boundary.clone();
-    let parts = stream::iter(plan)
-        .then(move |ranges| {
-            let (store, key, b, part_type) =
-                (store.clone(), key.clone(), b.clone(), part_type.clone());
-            async move {
-                let mut frame = Vec::new();
-                for (offset, len) in ranges {
-                    let bytes = store
-                        .get_range(&key, offset..offset + len)
-                        .await
-                        .map_err(std::io::Error::other)?;
-                    frame.extend_from_slice(&bytes);
-                }
-                if swap > 1 {
-                    frame.chunks_exact_mut(swap).for_each(|c| c.reverse());
-                }
-                let head = part_header(
-                    &b,
-                    &[
-                        ("Content-Type", part_type),
-                        ("Content-Length", frame.len().to_string()),
-                    ],
-                );
-                Ok::<_, std::io::Error>(stream::iter([
-                    Ok::<_, std::io::Error>(head),
-                    Ok(bytes::Bytes::from(frame)),
-                ]))
+    let (parts, outer_type) = match form {
+        FrameForm::AsStored => {
+            let index = index.and_then(|b| FrameIndex::decode(&b)).ok_or_else(|| {
+                ApiError::NotFound("this instance has no frames that can be served".into())
+            })?;
+            let mut plan = Vec::with_capacity(numbers.len());
+            for n in &numbers {
+                let ranges = index.ranges(u64::from(*n)).ok_or_else(|| {
+                    ApiError::NotFound(format!(
+                        "frame {} does not exist (the instance has {})",
+                        n + 1,
+                        index.frames()
+                    ))
+                })?;
+                plan.push(ranges);
             }
-        })
-        .try_flatten()
-        .chain(stream::once({
-            let end = closing(&boundary);
-            async move { Ok(end) }
-        }));
-    let outer_type = if media == "application/octet-stream" {
-        "application/octet-stream".to_owned()
-    } else {
-        media.to_owned()
+            let big_endian = encoding.is_some_and(|e| e.big_endian);
+            let swap = if big_endian { index.swap_width() } else { 0 };
+            let part_type = if media == "application/octet-stream" {
+                format!(
+                    "application/octet-stream; transfer-syntax={}",
+                    if big_endian || ts == "1.2.840.10008.1.2" {
+                        EXPLICIT_VR_LE
+                    } else {
+                        &ts
+                    }
+                )
+            } else {
+                format!("{media}; transfer-syntax={ts}")
+            };
+            let key = stored_key(&inst)?;
+            let store = st.store.clone();
+            let parts = stream::iter(plan)
+                .then(move |ranges| {
+                    let (store, key, b, part_type) =
+                        (store.clone(), key.clone(), b.clone(), part_type.clone());
+                    async move {
+                        let mut frame = Vec::new();
+                        for (offset, len) in ranges {
+                            let bytes = store
+                                .get_range(&key, offset..offset + len)
+                                .await
+                                .map_err(std::io::Error::other)?;
+                            frame.extend_from_slice(&bytes);
+                        }
+                        if swap > 1 {
+                            frame.chunks_exact_mut(swap).for_each(|c| c.reverse());
+                        }
+                        Ok::<_, std::io::Error>(frame_part(&b, &part_type, frame))
+                    }
+                })
+                .try_flatten()
+                .boxed();
+            (parts, media)
+        }
+        FrameForm::Transcoded { media, ts: target } => {
+            let src = std::sync::Arc::new(
+                Source::open(st.index.as_ref(), &st.store, &scope)
+                    .await?
+                    .ok_or_else(|| not_found(&scope))?,
+            );
+            if let Some(n) = numbers.iter().find(|n| **n >= src.frame_count()) {
+                return Err(ApiError::NotFound(format!(
+                    "frame {} does not exist (the instance has {})",
+                    n + 1,
+                    src.frame_count()
+                )));
+            }
+            codec::check_encodable(&src.info, target)?;
+            let part_type = format!("{media}; transfer-syntax={target}");
+            // Frames decode in parallel on the imaging pool, sent in order.
+            let width = st.imaging.threads().max(1);
+            let parts = stream::iter(numbers)
+                .map(move |n| {
+                    let (st, src, b, part_type) =
+                        (st.clone(), src.clone(), b.clone(), part_type.clone());
+                    async move {
+                        let frame = src.decode(&st.store, &st.imaging, n).await?;
+                        let info = src.info.clone();
+                        let bytes = st
+                            .imaging
+                            .run(move || codec::encode(&info, &frame, target, 90))
+                            .await?;
+                        Ok::<_, ApiError>(frame_part(&b, &part_type, bytes))
+                    }
+                })
+                .buffered(width)
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "frame not transcoded");
+                    std::io::Error::other(e.to_string())
+                })
+                .try_flatten()
+                .boxed();
+            (parts, media)
+        }
     };
+    let body = parts.chain(stream::once({
+        let end = closing(&boundary);
+        async move { Ok(end) }
+    }));
     Ok((
         [(
             header::CONTENT_TYPE,
             format!("multipart/related; type=\"{outer_type}\"; boundary={boundary}"),
         )],
-        Body::from_stream(parts),
+        Body::from_stream(body),
     )
         .into_response())
+}
+
+fn frame_part(
+    boundary: &str,
+    part_type: &str,
+    frame: Vec<u8>,
+) -> stream::Iter<std::array::IntoIter<Result<bytes::Bytes, std::io::Error>, 2>> {
+    let head = part_header(
+        boundary,
+        &[
+            ("Content-Type", part_type.to_owned()),
+            ("Content-Length", frame.len().to_string()),
+        ],
+    );
+    stream::iter([Ok(head), Ok(bytes::Bytes::from(frame))])
 }
 
 #[cfg(test)]
@@ -630,18 +841,25 @@ mod tests {
         };
         let jpeg = [inst("1.2.840.10008.1.2.4.50")];
         let ele = [inst(EXPLICIT_VR_LE)];
+        let mpeg = [inst("1.2.840.10008.1.2.4.100")];
         let any = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
         assert_eq!(
             negotiate_instances(&h(any), &jpeg).unwrap(),
-            Delivery::Multipart
+            (Delivery::Multipart, None)
         );
         let default_ts = "multipart/related; type=\"application/dicom\"";
         assert_eq!(
             negotiate_instances(&h(default_ts), &ele).unwrap(),
-            Delivery::Multipart
+            (Delivery::Multipart, None)
         );
+        // The default syntax for a JPEG instance: transcoded.
+        assert_eq!(
+            negotiate_instances(&h(default_ts), &jpeg).unwrap(),
+            (Delivery::Multipart, Some(EXPLICIT_VR_LE))
+        );
+        // Video cannot be decoded: 406.
         assert!(matches!(
-            negotiate_instances(&h(default_ts), &jpeg),
+            negotiate_instances(&h(default_ts), &mpeg),
             Err(ApiError::NotAcceptable(_))
         ));
         assert!(matches!(
@@ -650,11 +868,11 @@ mod tests {
         ));
         assert_eq!(
             negotiate_instances(&h("application/dicom"), &ele).unwrap(),
-            Delivery::Single
+            (Delivery::Single, None)
         );
         assert_eq!(
             negotiate_instances(&HeaderMap::new(), &jpeg).unwrap(),
-            Delivery::Multipart
+            (Delivery::Multipart, None)
         );
     }
 }

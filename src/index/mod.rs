@@ -213,6 +213,39 @@ pub trait Index: Send + Sync + std::fmt::Debug {
         level: Level,
         uids: &[String],
     ) -> Result<Vec<(String, Vec<u8>)>, IndexError>;
+
+    /// Queues a series for its thumbnail at `due_at` (ms since the epoch),
+    /// or pushes an already queued one back to `due_at`.
+    async fn queue_thumbnail(
+        &self,
+        study: &str,
+        series: &str,
+        due_at: i64,
+    ) -> Result<(), IndexError>;
+
+    /// Claims up to `limit` due thumbnail jobs, hiding them from other
+    /// workers for `lease_ms`.
+    async fn claim_thumbnails(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ThumbnailJob>, IndexError>;
+
+    /// Removes a claimed job, unless the series was queued again since it
+    /// was claimed (its `due_at` then differs).
+    async fn finish_thumbnail(&self, series: &str, claimed_due_at: i64) -> Result<(), IndexError>;
+}
+
+/// A claimed thumbnail job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThumbnailJob {
+    pub study_uid: String,
+    pub series_uid: String,
+    /// The due time the claim set (identifies the claim).
+    pub due_at: i64,
+    /// Claims so far, this one included.
+    pub attempts: i64,
 }
 
 /// Opens the index named by a database URL (`sqlite://…` or

@@ -7,6 +7,7 @@
 
 pub mod spool;
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -118,6 +119,9 @@ pub struct Ingest {
     index: Arc<dyn Index>,
     config: Arc<IngestConfig>,
     permits: Arc<Semaphore>,
+    /// When this process last queued each series for its thumbnail: one
+    /// queue write per series and second, not one per instance.
+    thumbnail_queued: Arc<std::sync::Mutex<HashMap<String, std::time::Instant>>>,
 }
 
 /// The header, validated and turned into index rows.
@@ -143,6 +147,7 @@ impl Ingest {
             index,
             config: Arc::new(config),
             permits,
+            thumbnail_queued: Arc::default(),
         })
     }
 
@@ -241,9 +246,38 @@ impl Ingest {
         match outcome {
             Ok(o) => {
                 tracing::debug!(sop = %prepared.sop, study = %prepared.study, outcome = ?o, "instance stored");
+                if record.frame_index.is_some() {
+                    self.queue_thumbnail(&record.study_uid, &record.series_uid)
+                        .await;
+                }
                 Ok(stored(o))
             }
             Err(e) => Err(fail(e)),
+        }
+    }
+
+    /// Queues the series' thumbnail (made in the background once the
+    /// series pauses); a failure only delays the thumbnail until asked for.
+    async fn queue_thumbnail(&self, study: &str, series: &str) {
+        let now = std::time::Instant::now();
+        {
+            let Ok(mut seen) = self.thumbnail_queued.lock() else {
+                return;
+            };
+            if seen
+                .get(series)
+                .is_some_and(|t| now.duration_since(*t).as_millis() < 1000)
+            {
+                return;
+            }
+            if seen.len() > 10_000 {
+                seen.retain(|_, t| now.duration_since(*t).as_secs() < 10);
+            }
+            seen.insert(series.to_owned(), now);
+        }
+        let due = crate::index::now_ms() + crate::imaging::thumbnail::QUEUE_DELAY_MS;
+        if let Err(e) = self.index.queue_thumbnail(study, series, due).await {
+            tracing::warn!(study, series, error = %e, "thumbnail not queued");
         }
     }
 

@@ -20,6 +20,15 @@ impl ObjectKey {
         ObjectKey(Path::from(format!("studies/{study}/{name}.dcm")))
     }
 
+    /// A rendered thumbnail (see `imaging::thumbnail`). `version` changes
+    /// when the series gains instances, so a stale thumbnail is never
+    /// served and none needs invalidating.
+    pub fn thumbnail(study: &Uid, series: &Uid, version: u64, name: &str) -> ObjectKey {
+        ObjectKey(Path::from(format!(
+            "thumbnails/{study}/{series}/{version}/{name}"
+        )))
+    }
+
     /// A key that never exists, for readiness probes.
     pub fn readiness_probe() -> ObjectKey {
         ObjectKey(Path::from("phim/readiness-probe"))

@@ -4,8 +4,10 @@ instances each, plus one instance stored in Implicit VR Little Endian."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
+import pydicom
 import pytest
 from pydicom.uid import ImplicitVRLittleEndian
 
@@ -99,15 +101,23 @@ def test_metadata_levels(server, data):
 
 
 def test_wado_without_transfer_syntax_param(server, data):
-    """Without transfer-syntax=* only Explicit VR Little Endian instances are served (as stored)."""
+    """Without transfer-syntax the default is Explicit VR Little Endian
+    (PS3.18 §8.7.3.5.2): such instances come back as stored, others are
+    transcoded; transfer-syntax=* gets every instance as stored."""
     inst = data.instances[0]
     r = _retrieve(server, instance_path(inst.study, inst.series, inst.sop), ACCEPT_DICOM)
     assert r.status_code == 200, r.text[:200]
     assert [p.content for p in response_parts(r)] == [inst.data]
     imp = data.implicit
     r = _retrieve(server, instance_path(imp.study, imp.series, imp.sop), ACCEPT_DICOM)
-    assert r.status_code == 406, f"Implicit VR instance without transfer-syntax=*: HTTP {r.status_code}"
-    # ... but with transfer-syntax=* it comes back as stored.
+    assert r.status_code == 200, r.text[:200]
+    (part,) = response_parts(r)
+    assert "transfer-syntax=1.2.840.10008.1.2.1" in part.content_type
+    out = pydicom.dcmread(io.BytesIO(part.content))
+    assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    original = pydicom.dcmread(io.BytesIO(imp.data))
+    assert out.PatientID == original.PatientID and out.PixelData == original.PixelData
+    # ... and with transfer-syntax=* it comes back as stored.
     assert_instance_bytes(server, imp.study, imp.series, imp.sop, imp.data)
 
 
@@ -195,9 +205,11 @@ def test_metadata_content_type(server, data):
     assert parse_content_type(r.headers.get("Content-Type"))[0] == DICOM_JSON
 
 
-def test_unimplemented_resources_answer_501(server):
-    """Resources of PS3.18 this version does not serve say so (501), rather
-    than 404 or the viewer's page."""
-    assert server.get("/wado", params={"requestType": "WADO"}).status_code == 501
+def test_pixel_resources_answer_for_themselves(server):
+    """WADO-URI and rendered resources answer with their own statuses for
+    unknown objects, never with the viewer's page."""
+    r = server.get("/wado", params={"requestType": "WADO"})
+    assert r.status_code == 400 and "text/html" not in r.headers["Content-Type"]
     r = server.get("/dicomweb/studies/1.2.3/rendered")
-    assert r.status_code == 501
+    assert r.status_code == 404 and "text/html" not in r.headers["Content-Type"]
+    assert server.get("/dicomweb/studies/1.2.3/thumbnail").status_code == 404

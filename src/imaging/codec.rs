@@ -1,0 +1,609 @@
+//! One frame, compressed or native, to native samples and back.
+//!
+//! Decoded frames are little endian and colour-by-pixel, in containers of
+//! Bits Allocated, ready to be served as Explicit VR Little Endian or to be
+//! rendered. Each decoder's header is checked against the Image Pixel
+//! module before it may allocate: a codec never sizes its output from an
+//! unchecked header.
+
+use super::pixel::PixelInfo;
+use super::{rle, ImagingError};
+use crate::dicom::transfer_syntax as ts;
+
+pub const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
+pub const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+pub const JPEG_LOSSLESS: &str = "1.2.840.10008.1.2.4.57";
+pub const JPEG_LOSSLESS_SV1: &str = "1.2.840.10008.1.2.4.70";
+pub const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
+pub const JPEG_LS_NEAR: &str = "1.2.840.10008.1.2.4.81";
+pub const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// A decoded frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    pub rows: u32,
+    pub columns: u32,
+    pub samples: u16,
+    pub bits_allocated: u16,
+    /// The photometric interpretation of `data` (decoders of YBR JPEG and
+    /// JPEG 2000 with a colour transform give RGB).
+    pub photometric: String,
+    /// Little endian, colour-by-pixel.
+    pub data: Vec<u8>,
+}
+
+/// The transfer syntaxes whose frames this module decodes.
+pub fn can_decode(uid: &str) -> bool {
+    is_native(uid)
+        || matches!(
+            uid,
+            JPEG_BASELINE
+                | JPEG_EXTENDED
+                | JPEG_LOSSLESS
+                | JPEG_LOSSLESS_SV1
+                | JPEG_LS_LOSSLESS
+                | JPEG_LS_NEAR
+                | RLE_LOSSLESS
+        )
+        || is_j2k(uid)
+}
+
+pub fn is_native(uid: &str) -> bool {
+    matches!(
+        uid,
+        ts::IMPLICIT_VR_LE | ts::EXPLICIT_VR_LE | ts::EXPLICIT_VR_BE | ts::DEFLATED_EXPLICIT_VR_LE
+    )
+}
+
+pub fn is_j2k(uid: &str) -> bool {
+    matches!(
+        uid,
+        "1.2.840.10008.1.2.4.90"
+            | "1.2.840.10008.1.2.4.91"
+            | "1.2.840.10008.1.2.4.92"
+            | "1.2.840.10008.1.2.4.93"
+            | "1.2.840.10008.1.2.4.201"
+            | "1.2.840.10008.1.2.4.202"
+            | "1.2.840.10008.1.2.4.203"
+    )
+}
+
+/// Whether a transfer syntax loses information (PS3.5 Table A-1 and
+/// §8.2): targets that would are only chosen when asked for.
+pub fn is_lossy(uid: &str) -> bool {
+    matches!(
+        uid,
+        JPEG_BASELINE
+            | JPEG_EXTENDED
+            | JPEG_LS_NEAR
+            | "1.2.840.10008.1.2.4.91"
+            | "1.2.840.10008.1.2.4.93"
+            | "1.2.840.10008.1.2.4.203"
+    )
+}
+
+/// Decodes frame bytes stored in transfer syntax `uid`. `data` of native
+/// syntaxes is the frame's bytes as stored (big endian swapped here).
+pub fn decode(info: &PixelInfo, uid: &str, data: &[u8]) -> Result<Frame, ImagingError> {
+    let frame = |data: Vec<u8>, photometric: &str| Frame {
+        rows: info.rows,
+        columns: info.columns,
+        samples: info.samples,
+        bits_allocated: info.bits_allocated,
+        photometric: photometric.to_owned(),
+        data,
+    };
+    let bps = info.bytes_per_sample();
+    let samples = usize::from(info.samples);
+    if is_native(uid) {
+        let need = info.native_frame_len() as usize;
+        let bytes = data.get(..need).ok_or_else(|| {
+            ImagingError::Corrupt(format!(
+                "a frame needs {need} bytes, {} are stored",
+                data.len()
+            ))
+        })?;
+        let mut bytes = bytes.to_vec();
+        if uid == ts::EXPLICIT_VR_BE && bps > 1 {
+            bytes.chunks_exact_mut(bps).for_each(|c| c.reverse());
+        }
+        if info.photometric == "YBR_FULL_422" && samples == 3 {
+            return Ok(frame(ybr422_to_rgb(info, &bytes)?, "RGB"));
+        }
+        if info.planar && samples == 3 {
+            bytes = interleave(&bytes, info.pixels(), bps);
+        }
+        return Ok(frame(bytes, &info.photometric));
+    }
+    match uid {
+        RLE_LOSSLESS => {
+            let out = rle::decode(data, info.pixels(), samples, bps)?;
+            Ok(frame(out, &info.photometric))
+        }
+        JPEG_BASELINE | JPEG_EXTENDED | JPEG_LOSSLESS | JPEG_LOSSLESS_SV1 => {
+            let lossless = matches!(uid, JPEG_LOSSLESS | JPEG_LOSSLESS_SV1);
+            let (out, photometric) = decode_jpeg(info, data, lossless)?;
+            Ok(frame(out, &photometric))
+        }
+        JPEG_LS_LOSSLESS | JPEG_LS_NEAR => {
+            Ok(frame(decode_jpeg_ls(info, data)?, &info.photometric))
+        }
+        u if is_j2k(u) => {
+            let out = decode_j2k(info, data)?;
+            let photometric = match info.photometric.as_str() {
+                "YBR_ICT" | "YBR_RCT" => "RGB",
+                p => p,
+            };
+            Ok(frame(out, photometric))
+        }
+        other => Err(ImagingError::Unsupported(format!(
+            "frames in transfer syntax {other} are not decoded"
+        ))),
+    }
+}
+
+/// Samples in a container of `bits_allocated`, little endian.
+fn put(out: &mut Vec<u8>, v: i64, bps: usize) {
+    out.extend_from_slice(&v.to_le_bytes()[..bps]);
+}
+
+fn interleave(planes: &[u8], pixels: usize, bps: usize) -> Vec<u8> {
+    let mut out = vec![0u8; planes.len()];
+    for s in 0..3 {
+        for p in 0..pixels {
+            let src = (s * pixels + p) * bps;
+            let dst = (p * 3 + s) * bps;
+            out[dst..dst + bps].copy_from_slice(&planes[src..src + bps]);
+        }
+    }
+    out
+}
+
+/// Native YBR_FULL_422 (8-bit): Y1 Y2 Cb Cr per pair of pixels.
+fn ybr422_to_rgb(info: &PixelInfo, data: &[u8]) -> Result<Vec<u8>, ImagingError> {
+    if info.bits_allocated != 8 || info.columns % 2 != 0 {
+        return Err(ImagingError::Unsupported(
+            "YBR_FULL_422 other than 8-bit with an even number of columns".into(),
+        ));
+    }
+    let mut out = Vec::with_capacity(info.pixels() * 3);
+    for q in data.chunks_exact(4).take(info.pixels() / 2) {
+        for y in [q[0], q[1]] {
+            out.extend_from_slice(&ybr_to_rgb(y, q[2], q[3]));
+        }
+    }
+    Ok(out)
+}
+
+/// YBR_FULL to RGB (PS3.3 C.7.6.3.1.2).
+pub fn ybr_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
+    let (y, cb, cr) = (f32::from(y), f32::from(cb) - 128.0, f32::from(cr) - 128.0);
+    let c = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+    [
+        c(y + 1.402 * cr),
+        c(y - 0.344_136 * cb - 0.714_136 * cr),
+        c(y + 1.772 * cb),
+    ]
+}
+
+fn check_size(info: &PixelInfo, width: u32, height: u32, comps: u32) -> Result<(), ImagingError> {
+    if width != info.columns || height != info.rows || comps != u32::from(info.samples) {
+        return Err(ImagingError::Corrupt(format!(
+            "the codestream is {width}×{height}×{comps}, the data set says {}×{}×{}",
+            info.columns, info.rows, info.samples
+        )));
+    }
+    Ok(())
+}
+
+fn decode_jpeg(
+    info: &PixelInfo,
+    data: &[u8],
+    lossless: bool,
+) -> Result<(Vec<u8>, String), ImagingError> {
+    use jpeg_decoder::{ColorTransform, Decoder, PixelFormat};
+    let corrupt = |e: jpeg_decoder::Error| match e {
+        jpeg_decoder::Error::Unsupported(f) => {
+            ImagingError::Unsupported(format!("JPEG feature not supported: {f:?}"))
+        }
+        other => ImagingError::Corrupt(format!("JPEG: {other}")),
+    };
+    let mut dec = Decoder::new(data);
+    dec.set_max_decoding_buffer_size(info.decoded_frame_len() as usize * 2 + 4096);
+    // Lossy colour JPEG: the JFIF/Adobe markers say whether the components
+    // are YCbCr (the decoder converts to RGB) or RGB, as libjpeg decides
+    // (files labelled RGB often hold YCbCr). Lossless JPEG is never colour
+    // transformed: the data set's Photometric Interpretation holds.
+    let photometric = if info.samples == 3 && !lossless {
+        "RGB".to_owned()
+    } else {
+        info.photometric.clone()
+    };
+    if lossless || (info.samples == 3 && info.photometric == "RGB" && !jpeg_colour_markers(data)) {
+        // Without JFIF/Adobe markers libjpeg would assume YCbCr; the data
+        // set saying RGB is the better witness (pydicom decides the same).
+        dec.set_color_transform(if info.samples == 3 {
+            ColorTransform::None
+        } else {
+            ColorTransform::Grayscale
+        });
+    }
+    dec.read_info().map_err(corrupt)?;
+    let meta = dec
+        .info()
+        .ok_or_else(|| ImagingError::Corrupt("JPEG without a frame header".into()))?;
+    let comps = match meta.pixel_format {
+        PixelFormat::L8 | PixelFormat::L16 => 1,
+        PixelFormat::RGB24 => 3,
+        PixelFormat::CMYK32 => 4,
+    };
+    check_size(info, u32::from(meta.width), u32::from(meta.height), comps)?;
+    let pixels = dec.decode().map_err(corrupt)?;
+    let bps = info.bytes_per_sample();
+    let mut out = Vec::with_capacity(info.decoded_frame_len() as usize);
+    match meta.pixel_format {
+        PixelFormat::L16 => {
+            for c in pixels.chunks_exact(2) {
+                put(&mut out, i64::from(u16::from_ne_bytes([c[0], c[1]])), bps);
+            }
+        }
+        _ => {
+            if bps == 1 {
+                out = pixels;
+            } else {
+                for v in pixels {
+                    put(&mut out, i64::from(v), bps);
+                }
+            }
+        }
+    }
+    if out.len() < info.decoded_frame_len() as usize {
+        return Err(ImagingError::Corrupt("JPEG decoded short".into()));
+    }
+    Ok((out, photometric))
+}
+
+/// Whether a JPEG stream has a JFIF (APP0) or Adobe (APP14) segment
+/// before its first scan: the markers that say what the components are.
+fn jpeg_colour_markers(data: &[u8]) -> bool {
+    let mut i = 2; // after SOI
+    while i + 4 <= data.len() {
+        if data[i] != 0xFF {
+            return false;
+        }
+        let marker = data[i + 1];
+        if marker == 0xDA {
+            return false;
+        }
+        let len = usize::from(u16::from_be_bytes([data[i + 2], data[i + 3]]));
+        let body = data
+            .get(i + 4..(i + 2 + len).min(data.len()))
+            .unwrap_or_default();
+        // An Adobe segment counts when whole (12 bytes up to its transform
+        // flag); a truncated one says nothing.
+        if (marker == 0xE0 && body.starts_with(b"JFIF"))
+            || (marker == 0xEE && body.starts_with(b"Adobe") && body.len() >= 12)
+        {
+            return true;
+        }
+        i += 2 + len.max(2);
+    }
+    false
+}
+
+/// The interleave mode of a JPEG-LS stream, from its first SOS (ISO
+/// 14495-1 C.2.3): a scan of one component means colour-by-plane output.
+fn jls_planar(data: &[u8]) -> bool {
+    let mut i = 0;
+    while i + 4 < data.len() {
+        if data[i] == 0xFF && data[i + 1] == 0xDA {
+            return data.get(i + 4) == Some(&1);
+        }
+        i += 1;
+    }
+    false
+}
+
+fn decode_jpeg_ls(info: &PixelInfo, data: &[u8]) -> Result<Vec<u8>, ImagingError> {
+    let mut codec = charls::CharLS::default();
+    let corrupt = |e: charls::Error| ImagingError::Corrupt(format!("JPEG-LS: {e}"));
+    let fi = codec.get_frame_info(data).map_err(corrupt)?;
+    check_size(info, fi.width, fi.height, fi.component_count.max(0) as u32)?;
+    if fi.bits_per_sample < 2 || fi.bits_per_sample > 16 {
+        return Err(ImagingError::Corrupt(format!(
+            "JPEG-LS with {} bits per sample",
+            fi.bits_per_sample
+        )));
+    }
+    // A CharLS decoder reads one header: a fresh one decodes.
+    let out = charls::CharLS::default().decode(data).map_err(corrupt)?;
+    let src_bps = if fi.bits_per_sample > 8 { 2 } else { 1 };
+    let bps = info.bytes_per_sample();
+    let samples = usize::from(info.samples);
+    let mut out = if src_bps == bps {
+        out
+    } else {
+        let mut v = Vec::with_capacity(out.len() / src_bps * bps);
+        for c in out.chunks_exact(src_bps) {
+            let s = if src_bps == 2 {
+                i64::from(u16::from_le_bytes([c[0], c[1]]))
+            } else {
+                i64::from(c[0])
+            };
+            put(&mut v, s, bps);
+        }
+        v
+    };
+    if samples == 3 && jls_planar(data) {
+        out = interleave(&out, info.pixels(), bps);
+    }
+    if info.signed {
+        sign_extend(&mut out, bps, info.bits_stored);
+    }
+    if out.len() < info.decoded_frame_len() as usize {
+        return Err(ImagingError::Corrupt("JPEG-LS decoded short".into()));
+    }
+    Ok(out)
+}
+
+fn decode_j2k(info: &PixelInfo, data: &[u8]) -> Result<Vec<u8>, ImagingError> {
+    let corrupt = |e: jpeg2k::error::Error| ImagingError::Corrupt(format!("JPEG 2000: {e}"));
+    {
+        let head = jpeg2k::DumpImage::from_bytes(data).map_err(corrupt)?;
+        let img = &head.img;
+        check_size(info, img.width(), img.height(), img.num_components())?;
+    }
+    let img = jpeg2k::Image::from_bytes(data).map_err(corrupt)?;
+    let comps = img.components();
+    check_size(info, img.width(), img.height(), comps.len() as u32)?;
+    let pixels = info.pixels();
+    if comps.iter().any(|c| c.data().len() < pixels) {
+        return Err(ImagingError::Unsupported(
+            "JPEG 2000 with subsampled components".into(),
+        ));
+    }
+    let bps = info.bytes_per_sample();
+    let mut out = Vec::with_capacity(info.decoded_frame_len() as usize);
+    // A codestream that says unsigned where Pixel Representation says
+    // signed (seen in the wild): the data set wins, values are read as
+    // two's complement of Bits Stored and sign-extended (as GDCM and
+    // pydicom do).
+    let bits = u32::from(info.bits_stored).clamp(1, 32);
+    let fix = |c: &jpeg2k::ImageComponent, v: i32| -> i64 {
+        let v = i64::from(v);
+        if info.signed && !c.is_signed() && bits < 32 && v >= 1 << (bits - 1) {
+            v - (1 << bits)
+        } else {
+            v
+        }
+    };
+    for p in 0..pixels {
+        for c in comps {
+            put(&mut out, fix(c, c.data()[p]), bps);
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes a decoded frame into `uid`. Lossless targets only take data
+/// they keep exactly; JPEG baseline only takes 8-bit data (dicom-pixeldata
+/// silently narrowed 16-bit images: not here).
+pub fn encode(
+    info: &PixelInfo,
+    frame: &Frame,
+    uid: &str,
+    quality: u8,
+) -> Result<Vec<u8>, ImagingError> {
+    let bps = usize::from(frame.bits_allocated / 8);
+    let samples = usize::from(frame.samples);
+    match uid {
+        u if is_native(u) && u != ts::EXPLICIT_VR_BE && u != ts::DEFLATED_EXPLICIT_VR_LE => {
+            Ok(frame.data.clone())
+        }
+        RLE_LOSSLESS => rle::encode(
+            &frame.data,
+            frame.rows as usize,
+            frame.columns as usize,
+            samples,
+            bps,
+        ),
+        JPEG_LS_LOSSLESS => {
+            check_encodable(info, uid)?;
+            let mut codec = charls::CharLS::default();
+            if bps > 2 {
+                return Err(ImagingError::Unsupported("JPEG-LS of 32-bit data".into()));
+            }
+            // JPEG-LS codes Bits Stored-bit unsigned samples: signed values
+            // go as their bit patterns (sign-extended again on decoding).
+            let mask = (1u32 << info.bits_stored) - 1;
+            let data: Vec<u8> = if bps == 2 {
+                frame
+                    .data
+                    .chunks_exact(2)
+                    .flat_map(|c| {
+                        ((u32::from(u16::from_le_bytes([c[0], c[1]])) & mask) as u16).to_le_bytes()
+                    })
+                    .collect()
+            } else {
+                frame
+                    .data
+                    .iter()
+                    .map(|b| (u32::from(*b) & mask) as u8)
+                    .collect()
+            };
+            if samples == 3 {
+                codec
+                    .set_interleave_mode(charls::InterleaveMode::Sample)
+                    .map_err(|e| ImagingError::Unsupported(format!("JPEG-LS: {e}")))?;
+            }
+            codec
+                .encode(
+                    charls::FrameInfo {
+                        width: frame.columns,
+                        height: frame.rows,
+                        bits_per_sample: i32::from(info.bits_stored),
+                        component_count: samples as i32,
+                    },
+                    0,
+                    &data,
+                )
+                .map_err(|e| ImagingError::Unsupported(format!("JPEG-LS: {e}")))
+        }
+        JPEG_BASELINE => {
+            if frame.bits_allocated != 8 || info.bits_stored > 8 {
+                return Err(ImagingError::Unsupported(format!(
+                    "JPEG baseline holds 8-bit samples; this image has {} bits stored",
+                    info.bits_stored
+                )));
+            }
+            let color = match (samples, frame.photometric.as_str()) {
+                (1, _) => image::ExtendedColorType::L8,
+                (3, "RGB") => image::ExtendedColorType::Rgb8,
+                _ => {
+                    return Err(ImagingError::Unsupported(format!(
+                        "JPEG baseline of {} data",
+                        frame.photometric
+                    )))
+                }
+            };
+            let mut out = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+                .encode(&frame.data, frame.columns, frame.rows, color)
+                .map_err(|e| ImagingError::Unsupported(format!("JPEG: {e}")))?;
+            Ok(out)
+        }
+        other => Err(ImagingError::Unsupported(format!(
+            "encoding into transfer syntax {other} is not supported"
+        ))),
+    }
+}
+
+/// Whether frames of an image can be encoded into `uid` (checked before a
+/// response starts, so the client gets a 406 rather than a cut stream).
+pub fn check_encodable(info: &PixelInfo, uid: &str) -> Result<(), ImagingError> {
+    let refuse = |m: String| Err(ImagingError::Unsupported(m));
+    match uid {
+        u if is_native(u) && u != ts::EXPLICIT_VR_BE && u != ts::DEFLATED_EXPLICIT_VR_LE => Ok(()),
+        RLE_LOSSLESS if usize::from(info.samples) * info.bytes_per_sample() <= 15 => Ok(()),
+        JPEG_LS_LOSSLESS if (2..=16).contains(&info.bits_stored) && info.bits_allocated <= 16 => {
+            Ok(())
+        }
+        JPEG_BASELINE if info.bits_allocated == 8 && info.bits_stored <= 8 => {
+            if info.samples == 1 || info.photometric != "YBR_FULL" {
+                Ok(())
+            } else {
+                refuse("JPEG baseline of YBR_FULL data".into())
+            }
+        }
+        JPEG_BASELINE => refuse(format!(
+            "JPEG baseline holds 8-bit samples; this image has {} bits stored (not narrowed)",
+            info.bits_stored
+        )),
+        other => refuse(format!("frames of this image cannot be encoded in {other}")),
+    }
+}
+
+/// Sign-extends samples of `bits` bits in little-endian containers of
+/// `bps` bytes (codecs that return Bits Stored bit patterns).
+fn sign_extend(data: &mut [u8], bps: usize, bits: u16) {
+    let bits = u32::from(bits);
+    if bits >= (bps * 8) as u32 || bits == 0 {
+        return;
+    }
+    for c in data.chunks_exact_mut(bps) {
+        let mut raw = [0u8; 8];
+        raw[..bps].copy_from_slice(c);
+        let v = u64::from_le_bytes(raw) & ((1u64 << bits) - 1);
+        let v = if v >> (bits - 1) & 1 == 1 {
+            v | !((1u64 << bits) - 1)
+        } else {
+            v
+        };
+        c.copy_from_slice(&v.to_le_bytes()[..bps]);
+    }
+}
+
+/// The transfer syntaxes this module encodes into.
+pub fn can_encode(uid: &str) -> bool {
+    matches!(
+        uid,
+        ts::EXPLICIT_VR_LE | ts::IMPLICIT_VR_LE | RLE_LOSSLESS | JPEG_LS_LOSSLESS | JPEG_BASELINE
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(rows: u32, cols: u32, samples: u16, bits: u16) -> PixelInfo {
+        PixelInfo {
+            rows,
+            columns: cols,
+            samples,
+            bits_allocated: bits,
+            bits_stored: bits,
+            signed: false,
+            photometric: if samples == 3 { "RGB" } else { "MONOCHROME2" }.into(),
+            planar: false,
+            frames: 1,
+        }
+    }
+
+    #[test]
+    fn native_big_endian_and_planar() {
+        let i = info(1, 2, 1, 16);
+        let f = decode(&i, ts::EXPLICIT_VR_BE, &[0x01, 0x02, 0x03, 0x04]).unwrap();
+        assert_eq!(f.data, vec![0x02, 0x01, 0x04, 0x03]);
+        let mut i = info(1, 2, 3, 8);
+        i.planar = true;
+        let f = decode(&i, ts::EXPLICIT_VR_LE, &[1, 2, 3, 4, 5, 6]).unwrap();
+        assert_eq!(f.data, vec![1, 3, 5, 2, 4, 6]);
+        assert!(decode(&i, ts::EXPLICIT_VR_LE, &[1, 2]).is_err());
+    }
+
+    #[test]
+    fn jpeg_ls_and_rle_round_trip() {
+        let i = info(16, 16, 1, 16);
+        let data: Vec<u8> = (0..256u32)
+            .flat_map(|v| ((v * 13) as u16 & 0x0fff).to_le_bytes())
+            .collect();
+        let mut i12 = i.clone();
+        i12.bits_stored = 12;
+        let f = Frame {
+            rows: 16,
+            columns: 16,
+            samples: 1,
+            bits_allocated: 16,
+            photometric: "MONOCHROME2".into(),
+            data: data.clone(),
+        };
+        for uid in [JPEG_LS_LOSSLESS, RLE_LOSSLESS] {
+            let enc = encode(&i12, &f, uid, 90).unwrap();
+            assert_eq!(decode(&i12, uid, &enc).unwrap().data, data, "{uid}");
+        }
+        assert!(encode(&i12, &f, JPEG_BASELINE, 90).is_err());
+    }
+
+    #[test]
+    fn jpeg_baseline_8_bit() {
+        let i = info(8, 8, 1, 8);
+        let f = Frame {
+            rows: 8,
+            columns: 8,
+            samples: 1,
+            bits_allocated: 8,
+            photometric: "MONOCHROME2".into(),
+            data: vec![100; 64],
+        };
+        let enc = encode(&i, &f, JPEG_BASELINE, 95).unwrap();
+        let dec = decode(&i, JPEG_BASELINE, &enc).unwrap();
+        assert!(dec.data.iter().all(|v| v.abs_diff(100) <= 2));
+        // A header that disagrees with the data set is refused.
+        let i2 = info(9, 8, 1, 8);
+        assert!(matches!(
+            decode(&i2, JPEG_BASELINE, &enc),
+            Err(ImagingError::Corrupt(_))
+        ));
+        assert!(decode(&i, JPEG_BASELINE, &enc[..20]).is_err());
+    }
+}

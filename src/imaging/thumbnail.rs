@@ -1,0 +1,251 @@
+//! Thumbnails (PS3.18 §10.4.1.1.6) of series and studies, made after
+//! ingest in the background and kept in the object store.
+//!
+//! Representative image: a series is shown by its middle instance in
+//! instance-number order (the middle slice of a CT/MR stack shows anatomy;
+//! the first is often an edge slice) and, for a multi-frame instance, its
+//! middle frame; a study by its series with the most instances (the main
+//! acquisition rather than a localizer), ties to the first.
+//!
+//! Ingest queues the series (`Index::queue_thumbnail`, debounced so a
+//! study arriving instance by instance is rendered once it pauses); the
+//! worker claims due rows with a lease, so several servers share the
+//! queue and a restarted server finishes what was queued. A thumbnail's
+//! key carries the series' instance count: a series that grows gets a new
+//! thumbnail and a missing one is rendered on demand.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::render::{self, Format, RenderParams, Viewport};
+use super::source::Source;
+use super::Imaging;
+use crate::dicom::Uid;
+use crate::error::ApiError;
+use crate::index::{Index, Scope, StoredInstance};
+use crate::store::{ObjectKey, Store};
+
+/// The size made ahead of time (what the bundled viewer asks for).
+pub const DEFAULT_SIZE: u32 = 128;
+/// Debounce after the last instance of a series arrived.
+pub const QUEUE_DELAY_MS: i64 = 3_000;
+/// How long a claimed job is hidden from other workers.
+const LEASE_MS: i64 = 60_000;
+/// Attempts before a job that keeps failing is dropped (rendered on demand
+/// then, with the error answered to the client).
+const MAX_ATTEMPTS: i64 = 3;
+
+#[derive(Clone, Debug)]
+pub struct Thumbnails {
+    pub index: Arc<dyn Index>,
+    pub store: Store,
+    pub imaging: Imaging,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The representative instance of a study's or series' instances (given
+/// in series and instance-number order).
+pub fn representative(instances: &[StoredInstance]) -> Option<(&StoredInstance, usize)> {
+    let mut best: Option<(&str, usize, usize)> = None; // series, start, count
+    let mut start = 0;
+    for (i, inst) in instances.iter().enumerate() {
+        let last = instances
+            .get(i + 1)
+            .is_none_or(|n| n.series_uid != inst.series_uid);
+        if last {
+            let count = i + 1 - start;
+            if best.is_none_or(|(_, _, c)| count > c) {
+                best = Some((&inst.series_uid, start, count));
+            }
+            start = i + 1;
+        }
+    }
+    let (_, start, count) = best?;
+    Some((&instances[start + count / 2], count))
+}
+
+impl Thumbnails {
+    /// The thumbnail of a study or series scope, from the store when made
+    /// before, else rendered now and kept.
+    pub async fn get(&self, scope: &Scope, params: RenderParams) -> Result<Bytes, ApiError> {
+        let instances = self.index.instances(scope).await?;
+        let (inst, count) = representative(&instances)
+            .ok_or_else(|| ApiError::NotFound("no instances in this study or series".into()))?;
+        let series = Uid::parse(&inst.series_uid)
+            .map_err(|e| ApiError::Internal(format!("bad series UID in index: {e}")))?;
+        let study = scope.study.clone();
+        let (w, h) = params
+            .viewport
+            .map_or((DEFAULT_SIZE, DEFAULT_SIZE), |v| (v.width, v.height));
+        let cacheable = params.window.is_none()
+            && params.viewport.is_none_or(|v| v.region.is_none())
+            && params.format != Format::Gif;
+        let ext = match params.format {
+            Format::Png => "png",
+            _ => "jpg",
+        };
+        let key = ObjectKey::thumbnail(
+            &study,
+            &series,
+            count as u64,
+            &format!("{w}x{h}q{}.{ext}", params.quality),
+        );
+        if cacheable {
+            match self.store.get_bytes(&key).await {
+                Ok(b) => return Ok(b),
+                Err(crate::store::StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let inst_scope = Scope {
+            study,
+            series: Some(series),
+            instance: Some(
+                Uid::parse(&inst.sop_uid)
+                    .map_err(|e| ApiError::Internal(format!("bad SOP UID in index: {e}")))?,
+            ),
+        };
+        let bytes = self
+            .render_instance(&inst_scope, None, params, (w, h))
+            .await?;
+        if cacheable {
+            if let Err(e) = self.store.put_bytes(&key, bytes.clone()).await {
+                tracing::warn!(key = key.as_str(), error = %e, "thumbnail not kept");
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// The thumbnail of one instance (its middle frame) or of one frame.
+    pub async fn render_instance(
+        &self,
+        scope: &Scope,
+        frame: Option<u32>,
+        mut params: RenderParams,
+        (w, h): (u32, u32),
+    ) -> Result<Bytes, ApiError> {
+        let src = Source::open(self.index.as_ref(), &self.store, scope)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("no such instance".into()))?;
+        let n = frame.unwrap_or(src.frame_count() / 2);
+        params.viewport = Some(Viewport {
+            width: w,
+            height: h,
+            region: params.viewport.and_then(|v| v.region),
+        });
+        let img = src.render(&self.store, &self.imaging, n, params).await?;
+        let format = if params.format == Format::Gif {
+            Format::Jpeg
+        } else {
+            params.format
+        };
+        let quality = params.quality;
+        let bytes = self
+            .imaging
+            .run(move || render::encode(&[img], format, quality))
+            .await?;
+        Ok(Bytes::from(bytes))
+    }
+
+    /// Makes queued thumbnails until cancelled.
+    pub async fn run_worker(self, cancel: CancellationToken) {
+        loop {
+            let jobs = match self.index.claim_thumbnails(now_ms(), LEASE_MS, 4).await {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::warn!(error = %e, "thumbnail queue unavailable");
+                    Vec::new()
+                }
+            };
+            let idle = jobs.is_empty();
+            for job in jobs {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                let scope = match (Uid::parse(&job.study_uid), Uid::parse(&job.series_uid)) {
+                    (Ok(study), Ok(series)) => Scope {
+                        study,
+                        series: Some(series),
+                        instance: None,
+                    },
+                    _ => {
+                        let _ = self
+                            .index
+                            .finish_thumbnail(&job.series_uid, job.due_at)
+                            .await;
+                        continue;
+                    }
+                };
+                let params = RenderParams {
+                    quality: 80,
+                    ..RenderParams::default()
+                };
+                let result = self.get(&scope, params).await;
+                let done = match &result {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(study = %job.study_uid, series = %job.series_uid,
+                            attempt = job.attempts, error = %e, "thumbnail not made");
+                        job.attempts >= MAX_ATTEMPTS
+                    }
+                };
+                if done {
+                    if let Err(e) = self
+                        .index
+                        .finish_thumbnail(&job.series_uid, job.due_at)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "thumbnail queue not updated");
+                    }
+                }
+            }
+            if idle {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(1000)) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(series: &str, n: i64) -> StoredInstance {
+        StoredInstance {
+            study_uid: "1".into(),
+            series_uid: series.into(),
+            sop_uid: format!("{series}.{n}"),
+            sop_class_uid: String::new(),
+            instance_number: Some(n),
+            transfer_syntax_uid: String::new(),
+            object_key: String::new(),
+            size: 0,
+            sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn middle_of_the_largest_series() {
+        let v = vec![
+            inst("1.1", 1),
+            inst("1.2", 1),
+            inst("1.2", 2),
+            inst("1.2", 3),
+            inst("1.3", 1),
+        ];
+        let (r, count) = representative(&v).unwrap();
+        assert_eq!((r.sop_uid.as_str(), count), ("1.2.2", 3));
+        assert!(representative(&[]).is_none());
+    }
+}
