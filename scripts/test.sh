@@ -30,6 +30,9 @@ FAILED=()
 step "system packages"
 need_pkgs=()
 command -v storescu >/dev/null 2>&1 || need_pkgs+=(dcmtk)
+# cmake builds CharLS (the JPEG-LS codec, crate charls-sys).
+command -v cmake >/dev/null 2>&1 || need_pkgs+=(cmake)
+command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
 command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
 command -v pg_isready >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
