@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the DICOMweb server (runs pending migrations first).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Import DICOM files and folders through the ingest pipeline.
     Import(ImportArgs),
     /// Run pending index migrations and exit.
@@ -129,6 +129,31 @@ pub struct ServeArgs {
     pub viewer_dir: std::path::PathBuf,
     #[command(flatten)]
     pub dimse: DimseArgs,
+    #[command(flatten)]
+    pub emr: EmrArgs,
+}
+
+/// The hospital EMR side: record links, change notifications, webhooks.
+#[derive(Debug, Clone, Args)]
+pub struct EmrArgs {
+    /// EMR link for studies without an explicit one, e.g.
+    /// https://emr.example/patients/{PatientID}/orders/{AccessionNumber}
+    /// (placeholders: study-level attribute keywords; values percent-encoded).
+    #[arg(long, env = "PHIM_EMR_URL_TEMPLATE")]
+    pub emr_url_template: Option<String>,
+    /// Seconds without new instances after which a study is announced as stable.
+    #[arg(long, env = "PHIM_STABLE_AFTER", default_value_t = 60)]
+    pub stable_after: u64,
+    /// URL that receives each change event as a JSON POST (repeatable or comma-separated).
+    #[arg(long = "webhook-url", env = "PHIM_WEBHOOK_URLS", value_delimiter = ',')]
+    pub webhook_urls: Vec<String>,
+    /// Attempts per webhook delivery before it is logged as failed.
+    #[arg(long, env = "PHIM_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
+    pub webhook_max_attempts: u32,
+    /// UTC offset of DICOM dates and times (e.g. +07:00), for FHIR
+    /// `started`; unset: `started` is the study date alone.
+    #[arg(long, env = "PHIM_TIMEZONE")]
+    pub timezone: Option<String>,
 }
 
 /// The DICOM (DIMSE) listener for modalities and workstations.
@@ -239,6 +264,29 @@ impl DimseArgs {
             },
             max_retrieve: self.dicom_max_retrieve.max(1),
         }))
+    }
+}
+
+impl EmrArgs {
+    /// The EMR configuration, validated.
+    pub fn config(&self) -> Result<crate::emr::EmrConfig, String> {
+        Ok(crate::emr::EmrConfig {
+            template: self
+                .emr_url_template
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(crate::emr::links::UrlTemplate::parse)
+                .transpose()?,
+            stable_after: std::time::Duration::from_secs(self.stable_after),
+            webhook_urls: crate::emr::webhooks::parse_urls(&self.webhook_urls)?,
+            webhook_max_attempts: self.webhook_max_attempts.max(1),
+            timezone: self
+                .timezone
+                .as_deref()
+                .map(crate::emr::parse_timezone)
+                .transpose()?,
+        })
     }
 }
 

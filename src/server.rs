@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{redact_url, ServeArgs};
 use crate::dicom::scan::ScanLimits;
 use crate::dicomweb;
+use crate::emr::{self, EmrConfig};
 use crate::index::{self, Index};
 use crate::ingest::{Ingest, IngestConfig};
 use crate::store::Store;
@@ -32,6 +33,10 @@ pub struct AppState {
     pub listen_addr: SocketAddr,
     /// Folder of the built web viewer served at `/`.
     pub viewer_dir: std::path::PathBuf,
+    /// EMR links, change feed and webhooks.
+    pub emr: Arc<EmrConfig>,
+    /// Wakes the webhook deliveries when the change detector recorded events.
+    pub emr_wake: Arc<tokio::sync::Notify>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -56,6 +61,11 @@ pub fn router(state: AppState) -> Router {
             "/dicomweb",
             dicomweb::routes().fallback(|| async { StatusCode::NOT_FOUND }),
         )
+        // The EMR side (issue #7): JSON API, IHE IID, FHIR. Their own
+        // fallbacks keep unknown paths from reaching the viewer's page.
+        .nest("/api", emr::api_routes())
+        .route("/IHEInvokeImageDisplay", get(emr::iid::invoke))
+        .nest("/fhir", emr::fhir::routes())
         .merge(viewer)
         .with_state(state)
 }
@@ -140,6 +150,7 @@ pub mod anyhow_like {
 
 pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     let dimse = args.dimse.config()?;
+    let emr = Arc::new(args.emr.config()?);
     let (index, store, ingest) = open_backends(&args.storage, &args.ingest).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -180,7 +191,22 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         public_url: args.public_url.clone(),
         listen_addr: addr,
         viewer_dir: args.viewer_dir.clone(),
+        emr: emr.clone(),
+        emr_wake: Arc::new(tokio::sync::Notify::new()),
     };
+    tracing::info!(
+        stable_after_s = emr.stable_after.as_secs(),
+        webhooks = emr.webhook_urls.len(),
+        emr_url_template = emr.template.is_some(),
+        "EMR integration: change detector and webhook deliveries running"
+    );
+    let background = [
+        tokio::spawn(emr::changes::run_detector(state.clone(), shutdown.clone())),
+        tokio::spawn(emr::webhooks::run_deliveries(
+            state.clone(),
+            shutdown.clone(),
+        )),
+    ];
     tracing::info!("listening on http://{addr} (DICOMweb at http://{addr}/dicomweb)");
     tokio::spawn({
         let shutdown = shutdown.clone();
@@ -201,6 +227,9 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         .map_err(|e| e.to_string())?;
     shutdown.cancel();
     if let Some(t) = dimse_task {
+        let _ = t.await;
+    }
+    for t in background {
         let _ = t.await;
     }
     tracing::info!("stopped");
