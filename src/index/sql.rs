@@ -1064,7 +1064,7 @@ impl Index for SqlIndex {
               WHERE s2.study_pk = st.pk), \
              (SELECT a.num_instances FROM study_announcements a WHERE a.study_pk = st.pk) \
              FROM studies st WHERE st.pk IN (SELECT se.study_pk FROM instances i \
-             JOIN series se ON se.pk = i.series_pk WHERE i.created_at > $1 \
+             JOIN series se ON se.pk = i.series_pk WHERE i.created_at >= $1 \
              GROUP BY se.study_pk HAVING MAX(i.created_at) <= $2) ORDER BY st.pk",
         )
         .bind(horizon)
@@ -1182,7 +1182,8 @@ impl Index for SqlIndex {
         };
         let _writer = self.writer().await;
         sqlx::query(
-            "UPDATE webhook_deliveries SET status = $2, last_status = $3, last_error = $4, \
+            "UPDATE webhook_deliveries SET status = $2, last_status = $3, \
+             last_error = COALESCE($4, last_error), \
              next_attempt_at = COALESCE($5, next_attempt_at), delivered_at = $6, \
              claimed_until = NULL, updated_at = $7 WHERE pk = $1 AND status = 'pending'",
         )
