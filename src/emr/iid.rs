@@ -14,6 +14,7 @@
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::{exact, find_studies, study_uid};
 use crate::dicom::Uid;
@@ -32,8 +33,17 @@ enum Target {
     List(&'static str, String),
 }
 
+/// A query value: RFC 3986 unreserved characters and ',' (the separator of
+/// UID lists) as they are, the rest percent-encoded.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b',');
+
 fn query_value(v: &str) -> String {
-    url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
+    utf8_percent_encode(v, QUERY_VALUE).to_string()
 }
 
 pub async fn invoke(
@@ -147,4 +157,15 @@ async fn by_accession(st: &AppState, accession: &str) -> Result<Target, ApiError
         [one] => Target::Study(one.study_uid.clone()),
         _ => Target::List("accessionNumber", accession.to_owned()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values() {
+        assert_eq!(query_value("1.2.3,1.2.4"), "1.2.3,1.2.4");
+        assert_eq!(query_value("P 1/2&x=ỹ"), "P%201%2F2%26x%3D%E1%BB%B9");
+    }
 }
