@@ -104,10 +104,6 @@ async fn post(client: &reqwest::Client, d: &ClaimedDelivery, body: &Value) -> Re
 
 /// The delivery loop of `serve`, until `shutdown`.
 pub async fn run_deliveries(st: AppState, shutdown: CancellationToken) {
-    if st.emr.webhook_urls.is_empty() {
-        // Deliveries recorded when URLs were configured still get tried.
-        tracing::debug!("no webhook URLs configured");
-    }
     let client = match reqwest::Client::builder()
         .timeout(ATTEMPT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
@@ -133,28 +129,47 @@ pub async fn run_deliveries(st: AppState, shutdown: CancellationToken) {
                 continue;
             }
         };
-        for d in claimed {
-            let body = event_json(&d.event, &root);
-            let result = post(&client, &d, &body).await;
-            let out = outcome(result, d.attempts, st.emr.webhook_max_attempts, now_ms());
-            match &out {
-                DeliveryOutcome::Delivered { status } => tracing::info!(
-                    delivery = d.id, seq = d.event.seq, study = %d.event.study_uid,
-                    attempts = d.attempts, status, "webhook delivered"
-                ),
-                DeliveryOutcome::Retry { error, .. } => tracing::warn!(
-                    delivery = d.id, seq = d.event.seq, attempts = d.attempts, error = %error,
-                    "webhook failed; will retry"
-                ),
-                DeliveryOutcome::GaveUp { error, .. } => tracing::error!(
-                    delivery = d.id, seq = d.event.seq, attempts = d.attempts, error = %error,
-                    "webhook failed; giving up"
-                ),
-            }
-            if let Err(e) = st.index.record_delivery(d.id, &out, now_ms()).await {
-                tracing::warn!(delivery = d.id, error = %e, "webhooks: cannot record the outcome");
-            }
+        // An attempt in flight when shutting down is abandoned: its lease
+        // expires and it is tried again (here after a restart, or by another
+        // server), rather than holding up the shutdown for its timeout.
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = deliver(&st, &client, &root, claimed) => {}
         }
+    }
+}
+
+/// Attempts each claimed delivery once, all at once (each attempt ends
+/// within its timeout, well inside the lease), and records the outcomes.
+async fn deliver(
+    st: &AppState,
+    client: &reqwest::Client,
+    root: &str,
+    claimed: Vec<ClaimedDelivery>,
+) {
+    futures::future::join_all(claimed.into_iter().map(|d| attempt(st, client, root, d))).await;
+}
+
+async fn attempt(st: &AppState, client: &reqwest::Client, root: &str, d: ClaimedDelivery) {
+    let body = event_json(&d.event, root);
+    let result = post(client, &d, &body).await;
+    let out = outcome(result, d.attempts, st.emr.webhook_max_attempts, now_ms());
+    match &out {
+        DeliveryOutcome::Delivered { status } => tracing::info!(
+            delivery = d.id, seq = d.event.seq, study = %d.event.study_uid,
+            attempts = d.attempts, status, "webhook delivered"
+        ),
+        DeliveryOutcome::Retry { error, .. } => tracing::warn!(
+            delivery = d.id, seq = d.event.seq, attempts = d.attempts, error = %error,
+            "webhook failed; will retry"
+        ),
+        DeliveryOutcome::GaveUp { error, .. } => tracing::error!(
+            delivery = d.id, seq = d.event.seq, attempts = d.attempts, error = %error,
+            "webhook failed; giving up"
+        ),
+    }
+    if let Err(e) = st.index.record_delivery(d.id, &out, now_ms()).await {
+        tracing::warn!(delivery = d.id, error = %e, "webhooks: cannot record the outcome");
     }
 }
 

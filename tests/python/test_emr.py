@@ -26,8 +26,9 @@ class HookReceiver:
     """A small HTTP server on 127.0.0.1 that records POSTed events. The first `fail_first`
     requests are answered 500, later ones 200."""
 
-    def __init__(self, fail_first: int = 0):
+    def __init__(self, fail_first: int = 0, delay: float = 0.0):
         self.fail_first = fail_first
+        self.delay = delay
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         receiver = self
@@ -43,6 +44,7 @@ class HookReceiver:
                         "body": json.loads(body),
                         "answered": status,
                     })
+                time.sleep(receiver.delay)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -444,5 +446,23 @@ def test_two_servers_announce_and_deliver_once(phim_factory):
         time.sleep(1.5)
         got = hook.accepted()
         assert sorted(e["seq"] for e in got) == sorted(e["seq"] for e in events), "delivered twice"
+    finally:
+        hook.close()
+
+
+def test_shutdown_does_not_wait_for_a_slow_webhook(phim_factory):
+    """A receiver that takes 30 s to answer must not hold up SIGTERM: the attempt is abandoned
+    (its lease expires and it is tried again later)."""
+    hook = HookReceiver(delay=30)
+    try:
+        srv = phim_factory.start("embedded", name="emr-slow-hook",
+                                 extra_args=["--stable-after", "1", "--webhook-url", hook.url])
+        insts = study("emr-slow-hook", patient_id="SLOW-1", accession="SLOW-1")
+        assert stow(srv, [i.data for i in insts]).status == 200
+        wait_for("the webhook attempt to start", lambda: hook.requests)
+        started = time.monotonic()
+        code = srv.stop()
+        assert time.monotonic() - started < 5, "shutdown waited for the webhook"
+        assert code == 0, srv.log_tail()
     finally:
         hook.close()
