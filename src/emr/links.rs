@@ -172,19 +172,26 @@ impl LinkView {
 /// The template's link for a study: its record id is the accession number,
 /// or the Study Instance UID when there is none.
 pub fn template_link(st: &AppState, study: &StudyRow) -> Option<LinkView> {
-    let url = st.emr.template.as_ref()?.render(study)?;
-    let record_id = study
-        .accession_number
-        .as_deref()
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .unwrap_or(&study.study_uid)
-        .to_owned();
-    Some(LinkView {
-        record_id,
-        url,
-        source: Source::Template,
-    })
+    st.emr.template.as_ref()?.link(study)
+}
+
+impl UrlTemplate {
+    /// The link of a study (see [`template_link`]).
+    pub fn link(&self, study: &StudyRow) -> Option<LinkView> {
+        let url = self.render(study)?;
+        let record_id = study
+            .accession_number
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .unwrap_or(&study.study_uid)
+            .to_owned();
+        Some(LinkView {
+            record_id,
+            url,
+            source: Source::Template,
+        })
+    }
 }
 
 /// The link of one study: explicit, else the template's.
@@ -375,6 +382,16 @@ mod tests {
         assert_eq!(t.render(&no_acc), None);
         let by_id = UrlTemplate::parse("http://emr/{StudyID}").unwrap();
         assert_eq!(by_id.render(&study()), None);
+
+        // The record id: the accession number, else the study UID.
+        let by_uid = UrlTemplate::parse("https://emr.example/studies/{StudyInstanceUID}").unwrap();
+        let l = by_uid.link(&study()).unwrap();
+        assert_eq!(
+            (l.record_id.as_str(), l.source),
+            ("ACC 1", Source::Template)
+        );
+        assert_eq!(l.url, "https://emr.example/studies/1.2.3");
+        assert_eq!(by_uid.link(&no_acc).unwrap().record_id, "1.2.3");
         for bad in [
             "https://emr/{Bogus}",
             "https://emr/{PatientID",
