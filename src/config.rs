@@ -340,6 +340,53 @@ mod tests {
     }
 
     #[test]
+    fn emr_options() {
+        let serve = |args: &[&str]| {
+            let mut argv = vec!["phim", "serve"];
+            argv.extend_from_slice(args);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Serve(s) => s.emr.config(),
+                _ => panic!(),
+            }
+        };
+        let d = serve(&[]).unwrap();
+        assert!(d.template.is_none() && d.webhook_urls.is_empty() && d.timezone.is_none());
+        assert_eq!((d.stable_after.as_secs(), d.webhook_max_attempts), (60, 8));
+        let c = serve(&[
+            "--emr-url-template",
+            "https://emr.example/p/{PatientID}",
+            "--webhook-url",
+            "http://a.example/1,https://b.example/2",
+            "--webhook-url",
+            "http://c.example/3",
+            "--stable-after",
+            "1",
+            "--timezone",
+            "+07:00",
+        ])
+        .unwrap();
+        assert!(c.template.is_some());
+        assert_eq!(
+            c.webhook_urls,
+            [
+                "http://a.example/1",
+                "https://b.example/2",
+                "http://c.example/3"
+            ]
+        );
+        assert_eq!(c.stable_after.as_secs(), 1);
+        assert_eq!(c.timezone.as_deref(), Some("+07:00"));
+        for bad in [
+            &["--emr-url-template", "https://emr.example/{Nope}"][..],
+            &["--emr-url-template", "emr.example/{PatientID}"],
+            &["--webhook-url", "ftp://a.example/"],
+            &["--timezone", "7"],
+        ] {
+            assert!(serve(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn remote_aes() {
         let cli = Cli::try_parse_from([
             "phim",
