@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the DICOMweb server (runs pending migrations first).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Import DICOM files and folders through the ingest pipeline.
     Import(ImportArgs),
     /// Run pending index migrations and exit.
@@ -136,6 +136,31 @@ pub struct ServeArgs {
     pub thumbnails_at_ingest: bool,
     #[command(flatten)]
     pub dimse: DimseArgs,
+    #[command(flatten)]
+    pub emr: EmrArgs,
+}
+
+/// The hospital EMR side: record links, change notifications, webhooks.
+#[derive(Debug, Clone, Args)]
+pub struct EmrArgs {
+    /// EMR link for studies without an explicit one, e.g.
+    /// https://emr.example/patients/{PatientID}/orders/{AccessionNumber}
+    /// (placeholders: study-level attribute keywords; values percent-encoded).
+    #[arg(long, env = "PHIM_EMR_URL_TEMPLATE")]
+    pub emr_url_template: Option<String>,
+    /// Seconds without new instances after which a study is announced as stable.
+    #[arg(long, env = "PHIM_STABLE_AFTER", default_value_t = 60)]
+    pub stable_after: u64,
+    /// URL that receives each change event as a JSON POST (repeatable or comma-separated).
+    #[arg(long = "webhook-url", env = "PHIM_WEBHOOK_URLS", value_delimiter = ',')]
+    pub webhook_urls: Vec<String>,
+    /// Attempts per webhook delivery before it is logged as failed.
+    #[arg(long, env = "PHIM_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
+    pub webhook_max_attempts: u32,
+    /// UTC offset of DICOM dates and times (e.g. +07:00), for FHIR
+    /// `started`; unset: `started` is the study date alone.
+    #[arg(long, env = "PHIM_TIMEZONE")]
+    pub timezone: Option<String>,
 }
 
 /// The DICOM (DIMSE) listener for modalities and workstations.
@@ -249,6 +274,29 @@ impl DimseArgs {
     }
 }
 
+impl EmrArgs {
+    /// The EMR configuration, validated.
+    pub fn config(&self) -> Result<crate::emr::EmrConfig, String> {
+        Ok(crate::emr::EmrConfig {
+            template: self
+                .emr_url_template
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(crate::emr::links::UrlTemplate::parse)
+                .transpose()?,
+            stable_after: std::time::Duration::from_secs(self.stable_after),
+            webhook_urls: crate::emr::webhooks::parse_urls(&self.webhook_urls)?,
+            webhook_max_attempts: self.webhook_max_attempts.max(1),
+            timezone: self
+                .timezone
+                .as_deref()
+                .map(crate::emr::parse_timezone)
+                .transpose()?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ImportArgs {
     #[command(flatten)]
@@ -296,6 +344,53 @@ mod tests {
             s.storage.store_location().unwrap(),
             StoreLocation::File("/tmp/d/objects".into())
         );
+    }
+
+    #[test]
+    fn emr_options() {
+        let serve = |args: &[&str]| {
+            let mut argv = vec!["phim", "serve"];
+            argv.extend_from_slice(args);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Serve(s) => s.emr.config(),
+                _ => panic!(),
+            }
+        };
+        let d = serve(&[]).unwrap();
+        assert!(d.template.is_none() && d.webhook_urls.is_empty() && d.timezone.is_none());
+        assert_eq!((d.stable_after.as_secs(), d.webhook_max_attempts), (60, 8));
+        let c = serve(&[
+            "--emr-url-template",
+            "https://emr.example/p/{PatientID}",
+            "--webhook-url",
+            "http://a.example/1,https://b.example/2",
+            "--webhook-url",
+            "http://c.example/3",
+            "--stable-after",
+            "1",
+            "--timezone",
+            "+07:00",
+        ])
+        .unwrap();
+        assert!(c.template.is_some());
+        assert_eq!(
+            c.webhook_urls,
+            [
+                "http://a.example/1",
+                "https://b.example/2",
+                "http://c.example/3"
+            ]
+        );
+        assert_eq!(c.stable_after.as_secs(), 1);
+        assert_eq!(c.timezone.as_deref(), Some("+07:00"));
+        for bad in [
+            &["--emr-url-template", "https://emr.example/{Nope}"][..],
+            &["--emr-url-template", "emr.example/{PatientID}"],
+            &["--webhook-url", "ftp://a.example/"],
+            &["--timezone", "7"],
+        ] {
+            assert!(serve(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -55,10 +55,10 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let message = match &self {
+impl ApiError {
+    /// What the client is told; internal detail goes to the log here.
+    pub fn client_message(&self) -> String {
+        match self {
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 "internal server error".to_owned()
@@ -68,13 +68,103 @@ impl IntoResponse for ApiError {
                 "storage back end unavailable, try again later".to_owned()
             }
             other => other.to_string(),
-        };
+        }
+    }
+
+    /// The FHIR issue type (R4 `IssueType` value set) of this error.
+    pub fn fhir_issue_code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "invalid",
+            ApiError::NotFound(_) => "not-found",
+            ApiError::NotAcceptable(_)
+            | ApiError::UnsupportedMediaType(_)
+            | ApiError::NotImplemented(_) => "not-supported",
+            ApiError::PayloadTooLarge(_) => "too-costly",
+            ApiError::RangeNotSatisfiable(_) => "invalid",
+            ApiError::Unavailable(_) | ApiError::Busy(_) => "transient",
+            ApiError::Internal(_) => "exception",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
         (
-            status,
+            self.status(),
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            message + "\n",
+            self.client_message() + "\n",
         )
             .into_response()
+    }
+}
+
+/// An [`ApiError`] answered as JSON, `{"error": "…", "status": 400}`, for
+/// the JSON API under `/api` (same status, same message).
+#[derive(Debug)]
+pub struct JsonError(pub ApiError);
+
+impl IntoResponse for JsonError {
+    fn into_response(self) -> Response {
+        let status = self.0.status();
+        let body = serde_json::json!({
+            "error": self.0.client_message(),
+            "status": status.as_u16(),
+        });
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+impl From<ApiError> for JsonError {
+    fn from(e: ApiError) -> Self {
+        JsonError(e)
+    }
+}
+
+impl From<IndexError> for JsonError {
+    fn from(e: IndexError) -> Self {
+        JsonError(e.into())
+    }
+}
+
+/// An [`ApiError`] answered as a FHIR R4 `OperationOutcome` (same status,
+/// same message), for the FHIR API under `/fhir`.
+#[derive(Debug)]
+pub struct FhirError(pub ApiError);
+
+impl IntoResponse for FhirError {
+    fn into_response(self) -> Response {
+        let status = self.0.status();
+        let body = serde_json::json!({
+            "resourceType": "OperationOutcome",
+            "issue": [{
+                "severity": "error",
+                "code": self.0.fhir_issue_code(),
+                "diagnostics": self.0.client_message(),
+            }],
+        });
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/fhir+json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+impl From<ApiError> for FhirError {
+    fn from(e: ApiError) -> Self {
+        FhirError(e)
+    }
+}
+
+impl From<IndexError> for FhirError {
+    fn from(e: IndexError) -> Self {
+        FhirError(e.into())
     }
 }
 

@@ -5,6 +5,7 @@ pub mod config;
 pub mod dicom;
 pub mod dicomweb;
 pub mod dimse;
+pub mod emr;
 pub mod error;
 pub mod imaging;
 pub mod import;

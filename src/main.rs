@@ -24,7 +24,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => phim::server::serve(args).await.map(|_| true),
+            Command::Serve(args) => phim::server::serve(*args).await.map(|_| true),
             Command::Import(args) => phim::import::run(args).await.map(|s| s.failed.is_empty()),
             Command::Migrate(storage) => {
                 let url = storage.database_url();

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{redact_url, ServeArgs};
 use crate::dicom::scan::ScanLimits;
 use crate::dicomweb;
+use crate::emr::{self, EmrConfig};
 use crate::imaging::thumbnail::Thumbnails;
 use crate::imaging::Imaging;
 use crate::index::{self, Index};
@@ -34,6 +35,10 @@ pub struct AppState {
     pub listen_addr: SocketAddr,
     /// Folder of the built web viewer served at `/`.
     pub viewer_dir: std::path::PathBuf,
+    /// EMR links, change feed and webhooks.
+    pub emr: Arc<EmrConfig>,
+    /// Wakes the webhook deliveries when the change detector recorded events.
+    pub emr_wake: Arc<tokio::sync::Notify>,
     /// The CPU pool for pixels (decode, render, transcode).
     pub imaging: Imaging,
 }
@@ -61,6 +66,11 @@ pub fn router(state: AppState) -> Router {
             "/dicomweb",
             dicomweb::routes().fallback(|| async { StatusCode::NOT_FOUND }),
         )
+        // The EMR side (issue #7): JSON API, IHE IID, FHIR. Their own
+        // fallbacks keep unknown paths from reaching the viewer's page.
+        .nest("/api", emr::api_routes())
+        .route("/IHEInvokeImageDisplay", get(emr::iid::invoke))
+        .nest("/fhir", emr::fhir::routes())
         .merge(viewer)
         .with_state(state)
 }
@@ -145,6 +155,7 @@ pub mod anyhow_like {
 
 pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     let dimse = args.dimse.config()?;
+    let emr = Arc::new(args.emr.config()?);
     let (index, store, ingest) = open_backends(&args.storage, &args.ingest).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -186,6 +197,8 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         listen_addr: addr,
         viewer_dir: args.viewer_dir.clone(),
         imaging: Imaging::new(args.imaging_threads),
+        emr: emr.clone(),
+        emr_wake: Arc::new(tokio::sync::Notify::new()),
     };
     tracing::info!(
         imaging_threads = state.imaging.threads(),
@@ -195,6 +208,19 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     let thumbnail_task = args
         .thumbnails_at_ingest
         .then(|| tokio::spawn(state.thumbnails().run_worker(shutdown.clone())));
+    tracing::info!(
+        stable_after_s = emr.stable_after.as_secs(),
+        webhooks = emr.webhook_urls.len(),
+        emr_url_template = emr.template.is_some(),
+        "EMR integration: change detector and webhook deliveries running"
+    );
+    let background = [
+        tokio::spawn(emr::changes::run_detector(state.clone(), shutdown.clone())),
+        tokio::spawn(emr::webhooks::run_deliveries(
+            state.clone(),
+            shutdown.clone(),
+        )),
+    ];
     tracing::info!("listening on http://{addr} (DICOMweb at http://{addr}/dicomweb)");
     tokio::spawn({
         let shutdown = shutdown.clone();
@@ -218,6 +244,9 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         let _ = t.await;
     }
     if let Some(t) = thumbnail_task {
+        let _ = t.await;
+    }
+    for t in background {
         let _ = t.await;
     }
     tracing::info!("stopped");

@@ -6,7 +6,10 @@ mod common;
 use std::sync::Arc;
 
 use phim::dicom::Uid;
-use phim::index::{self, Index, IndexError, Insert, NewInstance, Scope};
+use phim::index::{
+    self, now_ms, ChangeEvent, DeliveryOutcome, EmrLink, Index, IndexError, Insert, NewInstance,
+    Scope,
+};
 use phim::query::{attribute_by_keyword, parse_match, Filter, Level, Query};
 
 fn instance(study: &str, series: &str, sop: &str) -> NewInstance {
@@ -200,7 +203,9 @@ async fn suite(ix: Arc<dyn Index>) {
     ix.insert_instance(&anon2).await.unwrap();
     assert_eq!(ix.search_studies(&all()).await.unwrap().len(), 4);
 
-    matching(ix).await;
+    matching(ix.clone()).await;
+    emr_links(ix.clone()).await;
+    change_feed(ix).await;
 }
 
 /// Every matching type at every level (PS3.4 C.2.2.2), on a small archive.
@@ -362,6 +367,228 @@ async fn matching(ix: Arc<dyn Index>) {
         .await
         .unwrap();
     assert_eq!(reps.len(), 2);
+}
+
+fn uid(s: &str) -> Uid {
+    Uid::parse(s).unwrap()
+}
+
+/// EMR record links: set, replace, read in batches, delete; unknown studies.
+async fn emr_links(ix: Arc<dyn Index>) {
+    let first = EmrLink {
+        record_id: "R-1".into(),
+        url: "https://emr.example/r/1".into(),
+    };
+    let second = EmrLink {
+        record_id: "R-2 Nguyễn".into(),
+        url: "https://emr.example/r/2?x=1".into(),
+    };
+    assert!(ix.put_emr_link(&uid("1.1"), &first).await.unwrap());
+    assert!(
+        !ix.put_emr_link(&uid("8.8"), &first).await.unwrap(),
+        "unknown study"
+    );
+    assert!(
+        ix.put_emr_link(&uid("1.1"), &second).await.unwrap(),
+        "replaced"
+    );
+    assert!(ix.put_emr_link(&uid("2.1"), &first).await.unwrap());
+    let mut got = ix
+        .emr_links(&[uid("1.1"), uid("2.1"), uid("3.1"), uid("8.8")])
+        .await
+        .unwrap();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        [
+            ("1.1".to_string(), second.clone()),
+            ("2.1".to_string(), first)
+        ]
+    );
+    assert!(ix.emr_links(&[]).await.unwrap().is_empty());
+    assert!(ix.delete_emr_link(&uid("2.1")).await.unwrap());
+    assert!(
+        !ix.delete_emr_link(&uid("2.1")).await.unwrap(),
+        "already gone"
+    );
+    assert!(!ix.delete_emr_link(&uid("8.8")).await.unwrap());
+    assert_eq!(
+        ix.emr_links(&[uid("1.1"), uid("2.1")]).await.unwrap(),
+        [("1.1".to_string(), second)]
+    );
+
+    // Counting ignores the page.
+    let mut page = all();
+    page.limit = 1;
+    page.offset = 3;
+    assert_eq!(ix.count_studies(&page).await.unwrap(), 8);
+    let by_pid = q(Level::Study, &[("PatientID", "P-9.2")]);
+    assert_eq!(ix.count_studies(&by_pid).await.unwrap(), 1);
+}
+
+/// The change feed: stable studies announced once (also by concurrent
+/// detectors), again when they grow; webhook deliveries claimed once.
+async fn change_feed(ix: Arc<dyn Index>) {
+    let hooks = vec!["http://127.0.0.1:9/hook".to_string()];
+    // Four detectors at once: every study is announced by exactly one.
+    let now = now_ms() + 1;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (ix, hooks) = (ix.clone(), hooks.clone());
+        tasks.push(tokio::spawn(async move {
+            ix.announce_stable_studies(now, 0, &hooks).await.unwrap()
+        }));
+    }
+    let mut announced: Vec<ChangeEvent> = Vec::new();
+    for t in tasks {
+        announced.extend(t.await.unwrap());
+    }
+    announced.sort_by_key(|e| e.seq);
+    let mut studies: Vec<&str> = announced.iter().map(|e| e.study_uid.as_str()).collect();
+    studies.sort();
+    assert_eq!(
+        studies,
+        ["1.1", "2.1", "3.1", "3.2", "9.1", "9.2", "9.3", "9.4"]
+    );
+    let count = |uid: &str| {
+        announced
+            .iter()
+            .find(|e| e.study_uid == uid)
+            .map(|e| e.num_instances)
+    };
+    assert_eq!((count("1.1"), count("2.1")), (Some(6), Some(24)));
+    let e = announced.iter().find(|e| e.study_uid == "9.3").unwrap();
+    assert_eq!(
+        (
+            e.event_type.as_str(),
+            e.accession_number.as_deref(),
+            e.patient_id.as_deref()
+        ),
+        ("study.stable", Some("B300"), Some("P-9.3"))
+    );
+
+    // The feed, in order, paged by seq.
+    let feed = ix.changes(0, 100).await.unwrap();
+    assert_eq!(feed, announced);
+    assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(ix.changes(feed[2].seq, 2).await.unwrap(), feed[3..5]);
+    let last = feed[feed.len() - 1].seq;
+    assert!(ix.changes(last, 10).await.unwrap().is_empty());
+
+    // Nothing new: nothing announced.
+    let none = ix.announce_stable_studies(now_ms() + 1, 0, &hooks).await;
+    assert!(none.unwrap().is_empty());
+
+    // A study that grows is announced again once it is quiet.
+    ix.insert_instance(&instance("1.1", "1.1.1", "1.1.1.9"))
+        .await
+        .unwrap();
+    let early = ix
+        .announce_stable_studies(now_ms(), 3_600_000, &hooks)
+        .await;
+    assert!(early.unwrap().is_empty(), "not quiet for an hour yet");
+    let again = ix
+        .announce_stable_studies(now_ms() + 1, 0, &hooks)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].study_uid.as_str(), again[0].num_instances),
+        ("1.1", 7)
+    );
+    assert!(again[0].seq > last);
+
+    // One pending delivery per event and URL.
+    let log = ix.deliveries(1000).await.unwrap();
+    assert_eq!(log.len(), 9);
+    assert!(log.iter().all(|d| d.status == "pending" && d.attempts == 0));
+
+    // Concurrent claims take each delivery once.
+    let t = now_ms() + 10; // after the detector's `now_ms() + 1` above
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let ix = ix.clone();
+        tasks.push(tokio::spawn(async move {
+            ix.claim_deliveries(t, 60_000, 100).await.unwrap()
+        }));
+    }
+    let mut claimed = Vec::new();
+    for task in tasks {
+        claimed.extend(task.await.unwrap());
+    }
+    let mut ids: Vec<i64> = claimed.iter().map(|d| d.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((claimed.len(), ids.len()), (9, 9));
+    assert!(claimed.iter().all(|d| d.attempts == 1 && d.url == hooks[0]));
+    assert!(
+        ix.claim_deliveries(t, 60_000, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+
+    // A failed attempt is due again at its next attempt time.
+    let d = &claimed[0];
+    ix.record_delivery(
+        d.id,
+        &DeliveryOutcome::Retry {
+            status: Some(500),
+            error: "HTTP 500".into(),
+            next_attempt_ms: t + 1000,
+        },
+        t,
+    )
+    .await
+    .unwrap();
+    assert!(ix
+        .claim_deliveries(t + 500, 60_000, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let retry = ix.claim_deliveries(t + 1000, 60_000, 100).await.unwrap();
+    assert_eq!(retry.len(), 1);
+    assert_eq!((retry[0].id, retry[0].attempts), (d.id, 2));
+    assert_eq!(retry[0].event, d.event);
+    ix.record_delivery(d.id, &DeliveryOutcome::Delivered { status: 204 }, t + 1100)
+        .await
+        .unwrap();
+    let gave_up = claimed[1].id;
+    ix.record_delivery(
+        gave_up,
+        &DeliveryOutcome::GaveUp {
+            status: None,
+            error: "connection refused".into(),
+        },
+        t + 1200,
+    )
+    .await
+    .unwrap();
+    // Leases of a server that died expire: the other seven are claimed again.
+    let expired = ix.claim_deliveries(t + 60_001, 60_000, 100).await.unwrap();
+    assert_eq!(expired.len(), 7);
+    assert!(expired.iter().all(|x| x.attempts == 2));
+
+    let log = ix.deliveries(1000).await.unwrap();
+    let row = |id: i64| log.iter().find(|r| r.id == id).unwrap();
+    let ok = row(d.id);
+    assert_eq!(
+        (
+            ok.status.as_str(),
+            ok.attempts,
+            ok.last_status,
+            ok.last_error.as_deref()
+        ),
+        ("delivered", 2, Some(204), Some("HTTP 500"))
+    );
+    assert_eq!(ok.delivered_ms, Some(t + 1100));
+    let failed = row(gave_up);
+    assert_eq!(
+        (failed.status.as_str(), failed.last_error.as_deref()),
+        ("failed", Some("connection refused"))
+    );
+    assert!(log.windows(2).all(|w| w[0].id > w[1].id), "newest first");
 }
 
 #[tokio::test]

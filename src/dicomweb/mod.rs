@@ -98,8 +98,15 @@ pub fn path_uid(kind: &str, s: &str) -> Result<Uid, ApiError> {
 
 /// The absolute URL of the DICOMweb root as the client sees it.
 pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    format!("{}/dicomweb", public_root(state, headers))
+}
+
+/// The absolute URL of Phim's root (viewer, DICOMweb, EMR APIs) as the
+/// client sees it: `--public-url`, else from `X-Forwarded-*` and `Host`,
+/// else the address we listen on (no headers: background tasks).
+pub fn public_root(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(public) = &state.public_url {
-        return format!("{}/dicomweb", public.trim_end_matches('/'));
+        return public.trim_end_matches('/').to_owned();
     }
     let header = |name: &str| {
         headers
@@ -126,5 +133,5 @@ pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     let proto = header("x-forwarded-proto")
         .filter(|p| p == "https" || p == "http")
         .unwrap_or_else(|| "http".into());
-    format!("{proto}://{host}/dicomweb")
+    format!("{proto}://{host}")
 }

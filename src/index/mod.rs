@@ -166,6 +166,75 @@ pub struct InstanceRow {
     pub transfer_syntax_uid: String,
 }
 
+/// An EMR record link set for a study (`PUT /api/studies/{study}/emr-link`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmrLink {
+    pub record_id: String,
+    pub url: String,
+}
+
+/// One event of the change feed (`GET /api/changes`, webhooks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeEvent {
+    /// Position in the feed: increasing in the order events are committed.
+    pub seq: i64,
+    /// `study.stable`.
+    pub event_type: String,
+    /// When the event was recorded (ms since the epoch).
+    pub time_ms: i64,
+    pub study_uid: String,
+    pub accession_number: Option<String>,
+    pub patient_id: Option<String>,
+    pub num_instances: i64,
+}
+
+/// A webhook delivery claimed for one attempt (its lease runs until the
+/// outcome is recorded or it expires).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub url: String,
+    /// Attempts including this one.
+    pub attempts: i64,
+    pub event: ChangeEvent,
+}
+
+/// How one delivery attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Delivered {
+        status: u16,
+    },
+    /// Failed; try again at `next_attempt_ms`.
+    Retry {
+        status: Option<u16>,
+        error: String,
+        next_attempt_ms: i64,
+    },
+    /// Failed for the last time.
+    GaveUp {
+        status: Option<u16>,
+        error: String,
+    },
+}
+
+/// A webhook delivery as logged (`GET /api/webhooks/deliveries`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub id: i64,
+    pub event_seq: i64,
+    pub url: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub next_attempt_ms: i64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub delivered_ms: Option<i64>,
+}
+
 #[async_trait]
 pub trait Index: Send + Sync + std::fmt::Debug {
     /// Checks that the index answers (for `/readyz`).
@@ -235,6 +304,53 @@ pub trait Index: Send + Sync + std::fmt::Debug {
     /// Removes a claimed job, unless the series was queued again since it
     /// was claimed (its `due_at` then differs).
     async fn finish_thumbnail(&self, series: &str, claimed_due_at: i64) -> Result<(), IndexError>;
+    /// How many studies match (the query's limit and offset are ignored).
+    async fn count_studies(&self, q: &Query) -> Result<i64, IndexError>;
+
+    /// Sets the EMR link of a study; `false` when the study is not indexed.
+    async fn put_emr_link(&self, study: &Uid, link: &EmrLink) -> Result<bool, IndexError>;
+
+    /// The explicit EMR links of the given studies (those that have one).
+    async fn emr_links(&self, studies: &[Uid]) -> Result<Vec<(String, EmrLink)>, IndexError>;
+
+    /// Removes the EMR link of a study; `true` when there was one.
+    async fn delete_emr_link(&self, study: &Uid) -> Result<bool, IndexError>;
+
+    /// Announces the studies that received instances and have had none for
+    /// `stable_after_ms` at `now_ms`: records a `study.stable` event per study
+    /// (and a pending delivery per webhook URL) and returns the events. Each
+    /// announcement is claimed atomically, so detectors on several servers
+    /// announce a study once; a study that grows is announced again.
+    async fn announce_stable_studies(
+        &self,
+        now_ms: i64,
+        stable_after_ms: i64,
+        webhook_urls: &[String],
+    ) -> Result<Vec<ChangeEvent>, IndexError>;
+
+    /// Events after `since`, in order, at most `limit`.
+    async fn changes(&self, since: i64, limit: i64) -> Result<Vec<ChangeEvent>, IndexError>;
+
+    /// Claims up to `limit` due webhook deliveries for one attempt each,
+    /// leased until `now_ms + lease_ms`; a delivery claimed by another
+    /// server (lease not expired) is skipped.
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedDelivery>, IndexError>;
+
+    /// Records the outcome of a claimed attempt.
+    async fn record_delivery(
+        &self,
+        id: i64,
+        outcome: &DeliveryOutcome,
+        now_ms: i64,
+    ) -> Result<(), IndexError>;
+
+    /// The delivery log, newest first.
+    async fn deliveries(&self, limit: i64) -> Result<Vec<DeliveryRecord>, IndexError>;
 }
 
 /// A claimed thumbnail job.
@@ -264,7 +380,7 @@ pub async fn open(url: &str, migrate: bool) -> Result<Arc<dyn Index>, IndexError
 }
 
 /// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -1,0 +1,191 @@
+//! The hospital EMR side of Phim (issue #7): record links per study
+//! ([`links`]), the URLs that reference a study ([`references`]), IHE
+//! Invoke Image Display ([`iid`]), FHIR R4 ImagingStudy ([`fhir`]), the
+//! change feed of stable studies ([`changes`]) and its webhooks
+//! ([`webhooks`]).
+
+pub mod changes;
+pub mod fhir;
+pub mod iid;
+pub mod links;
+pub mod references;
+pub mod webhooks;
+
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+
+use crate::dicom::Uid;
+use crate::error::{ApiError, JsonError};
+use crate::index::{Index, IndexError, StudyRow};
+use crate::query::{attribute_by_keyword, Filter, Level, Match, Query};
+use crate::server::AppState;
+
+/// The EMR configuration, validated at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct EmrConfig {
+    /// Links for studies without an explicit one.
+    pub template: Option<links::UrlTemplate>,
+    /// Quiet time after which a study is announced as stable.
+    pub stable_after: Duration,
+    /// Receivers of every change event.
+    pub webhook_urls: Vec<String>,
+    /// Attempts per delivery before it is logged as failed.
+    pub webhook_max_attempts: u32,
+    /// UTC offset of DICOM dates and times (`+07:00`), for FHIR.
+    pub timezone: Option<String>,
+}
+
+/// Checks a UTC offset: `Z` or `±HH:MM`.
+pub fn parse_timezone(tz: &str) -> Result<String, String> {
+    let tz = tz.trim();
+    if tz == "Z" {
+        return Ok("Z".into());
+    }
+    let b = tz.as_bytes();
+    let ok = b.len() == 6
+        && (b[0] == b'+' || b[0] == b'-')
+        && b[3] == b':'
+        && [1, 2, 4, 5].iter().all(|&i| b[i].is_ascii_digit())
+        && tz[1..3].parse::<u8>().is_ok_and(|h| h <= 14)
+        && tz[4..6].parse::<u8>().is_ok_and(|m| m < 60);
+    if ok {
+        Ok(tz.to_owned())
+    } else {
+        Err(format!(
+            "--timezone '{tz}': expected a UTC offset such as +07:00, -05:00 or Z"
+        ))
+    }
+}
+
+/// The JSON API under `/api`.
+pub fn api_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/studies/{study}/emr-link",
+            get(links::get_link)
+                .put(links::put_link)
+                .delete(links::delete_link),
+        )
+        .route("/emr-links", get(links::batch))
+        .route("/studies/{study}/references", get(references::references))
+        .route("/changes", get(changes::changes))
+        .route("/webhooks/deliveries", get(webhooks::deliveries))
+        .fallback(|| async { JsonError(ApiError::NotFound("no such API resource".into())) })
+}
+
+/// A query for studies by UID (one or a list), at most `uids.len()` rows.
+fn studies_query(uids: &[Uid]) -> Option<Query> {
+    let attribute = attribute_by_keyword("StudyInstanceUID")?;
+    let matching = match uids {
+        [one] => Match::Single(one.to_string()),
+        many => Match::List(many.iter().map(Uid::to_string).collect()),
+    };
+    let mut q = Query::new(Level::Study);
+    q.filters.push(Filter {
+        attribute,
+        matching,
+    });
+    q.limit = uids.len().max(1) as i64;
+    Some(q)
+}
+
+/// The indexed studies among `uids` (any order).
+pub async fn find_studies(index: &dyn Index, uids: &[Uid]) -> Result<Vec<StudyRow>, IndexError> {
+    if uids.is_empty() {
+        return Ok(Vec::new());
+    }
+    match studies_query(uids) {
+        Some(q) => {
+            let mut rows = index.search_studies(&q).await?;
+            rows.truncate(uids.len());
+            Ok(rows)
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
+/// One study, or `None` when it is not indexed.
+pub async fn find_study(index: &dyn Index, uid: &Uid) -> Result<Option<StudyRow>, IndexError> {
+    Ok(find_studies(index, std::slice::from_ref(uid))
+        .await?
+        .into_iter()
+        .next())
+}
+
+/// One study, or 404.
+pub async fn require_study(index: &dyn Index, uid: &Uid) -> Result<StudyRow, ApiError> {
+    find_study(index, uid)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("study {uid} is not in this archive")))
+}
+
+/// A study UID from a URL path segment (400 when malformed).
+pub fn study_uid(s: &str) -> Result<Uid, ApiError> {
+    crate::dicomweb::path_uid("study", s)
+}
+
+/// Exact (not wildcard) matching on a text attribute: values from the EMR
+/// are identifiers, a `*` in them is not a pattern.
+pub fn exact(keyword: &str, value: &str) -> Option<Filter> {
+    Some(Filter {
+        attribute: attribute_by_keyword(keyword)?,
+        matching: Match::Single(value.to_owned()),
+    })
+}
+
+/// The URLs that reference one study, from Phim's public root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StudyUrls {
+    pub viewer: String,
+    pub iid: String,
+    pub wado: String,
+    pub metadata: String,
+    pub thumbnail: String,
+    pub fhir: String,
+}
+
+impl StudyUrls {
+    pub fn new(root: &str, study: &str) -> StudyUrls {
+        let wado = format!("{root}/dicomweb/studies/{study}");
+        StudyUrls {
+            viewer: format!("{root}/study/{study}"),
+            iid: format!("{root}/IHEInvokeImageDisplay?requestType=STUDY&studyUID={study}"),
+            metadata: format!("{wado}/metadata"),
+            thumbnail: format!("{wado}/thumbnail"),
+            fhir: format!("{root}/fhir/ImagingStudy/{study}"),
+            wado,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timezones() {
+        assert_eq!(parse_timezone("+07:00").unwrap(), "+07:00");
+        assert_eq!(parse_timezone("-05:30").unwrap(), "-05:30");
+        assert_eq!(parse_timezone("Z").unwrap(), "Z");
+        for bad in ["+7:00", "0700", "+15:00", "+07:60", "UTC", ""] {
+            assert!(parse_timezone(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn study_urls() {
+        let u = StudyUrls::new("https://pacs.example", "1.2.3");
+        assert_eq!(u.viewer, "https://pacs.example/study/1.2.3");
+        assert_eq!(
+            u.iid,
+            "https://pacs.example/IHEInvokeImageDisplay?requestType=STUDY&studyUID=1.2.3"
+        );
+        assert_eq!(
+            u.metadata,
+            "https://pacs.example/dicomweb/studies/1.2.3/metadata"
+        );
+        assert_eq!(u.fhir, "https://pacs.example/fhir/ImagingStudy/1.2.3");
+    }
+}
