@@ -8,6 +8,9 @@ const app = document.getElementById('app')!;
 const crumb = document.getElementById('crumb')!;
 const langSelect = document.getElementById('lang') as HTMLSelectElement;
 
+/** The list URL (with its search) that "back" returns to. */
+let listUrl = '/';
+
 function navigate(path: string): void {
   history.pushState(null, '', path);
   route();
@@ -17,15 +20,18 @@ function route(): void {
   leaveStudy();
   const m = location.pathname.match(/^\/study\/([^/]+)\/?$/);
   if (m) {
-    crumb.innerHTML = `<a href="/" id="back">${t('back')}</a>`;
+    crumb.innerHTML = `<a href="${listUrl}" id="back">${t('back')}</a>`;
     crumb.querySelector('#back')!.addEventListener('click', (e) => {
       e.preventDefault();
-      navigate('/');
+      navigate(listUrl);
     });
     void renderStudy(app, decodeURIComponent(m[1]));
   } else {
     crumb.textContent = '';
-    renderList(app, navigate);
+    renderList(app, (path) => {
+      listUrl = location.pathname + location.search;
+      navigate(path);
+    });
   }
 }
 
