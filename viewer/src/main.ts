@@ -3,6 +3,7 @@
 import { renderList } from './list';
 import { lang, onLangChange, setLang, t, Lang } from './i18n';
 import { renderStudy, leaveStudy } from './study';
+import { initCornerstone } from './tools';
 
 const app = document.getElementById('app')!;
 const crumb = document.getElementById('crumb')!;
@@ -45,3 +46,6 @@ langSelect.addEventListener('change', () => setLang(langSelect.value as Lang));
 onLangChange(route);
 window.addEventListener('popstate', route);
 route();
+// Start cornerstone (web workers, codecs) while the user reads the list, so
+// the first image of a study is not kept waiting for it.
+requestIdleCallback(() => void initCornerstone(), { timeout: 2000 });

@@ -19,16 +19,17 @@ export function renderSeriesPanel(
     .map((s) => {
       const uid = str(s, T.SeriesInstanceUID);
       const count = str(s, T.NumberOfSeriesRelatedInstances);
+      const unit = count === '1' ? t('image') : t('images');
       return `<div class="series-item" data-series="${esc(uid)}" tabindex="0">
         <div class="thumb">
           <img alt="" loading="lazy" src="${esc(thumbnailUrl(studyUid, uid))}">
           <div class="thumb-placeholder" hidden>
-            <b>${esc(str(s, T.Modality))}</b><span>#${esc(str(s, T.SeriesNumber))}</span><span>${esc(count)} ${t('images')}</span>
+            <b>${esc(str(s, T.Modality))}</b><span>#${esc(str(s, T.SeriesNumber))}</span><span>${esc(count)} ${unit}</span>
             <small>${t('noThumbnail')}</small>
           </div>
         </div>
         <div class="series-text"><b>${esc(str(s, T.Modality))} ${esc(str(s, T.SeriesNumber))}</b> ${esc(str(s, T.SeriesDescription))}
-        <small>${esc(count)} ${t('images')}</small></div></div>`;
+        <small>${esc(count)} ${unit}</small></div></div>`;
     })
     .join('');
   panel.querySelectorAll<HTMLElement>('.series-item').forEach((el, i) => {

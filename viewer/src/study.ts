@@ -63,7 +63,10 @@ function esc(s: string): string {
 export async function renderStudy(root: HTMLElement, studyUid: string): Promise<void> {
   root.innerHTML = `
     <div class="study">
-      <aside class="series-panel" id="series-panel"><div class="msg">${t('loading')}</div></aside>
+      <aside class="study-side">
+        <div id="emr"></div>
+        <div class="series-panel" id="series-panel"><div class="msg">${t('loading')}</div></div>
+      </aside>
       <section class="viewer-col">
         <div class="toolbar" id="toolbar">
           ${(Object.keys(LEFT_TOOLS) as LeftTool[])
@@ -84,8 +87,6 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
           </span>
           <button id="tags-open">${t('tags')}</button>
           <button id="help-open" title="${t('shortcuts')}">?</button>
-          <span class="grow"></span>
-          <span id="emr"></span>
         </div>
         <div class="work">
           <div class="grid" id="grid"></div>
@@ -144,8 +145,10 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
   let study: DicomJson | undefined;
   let series: DicomJson[];
   try {
+    // The queries go out first; cornerstone starts while they are on the wire.
+    const queries = Promise.all([getStudy(studyUid).then((r) => r[0]), searchSeries(studyUid)]);
     await initCornerstone();
-    [study, series] = await Promise.all([getStudy(studyUid).then((r) => r[0]), searchSeries(studyUid)]);
+    [study, series] = await queries;
     if (!study) throw new Error(`${t('noStudies')} (${studyUid})`);
   } catch (e) {
     loadError = String(e);

@@ -48,7 +48,7 @@ function buildRows(ds: DicomJson, depth: number): Row[] {
       };
       if (el.vr === 'SQ') {
         const items = (el.Value ?? []) as DicomJson[];
-        row.value = `${items.length} ${t('items')}`;
+        row.value = `${items.length} ${items.length === 1 ? t('item').toLowerCase() : t('items')}`;
         row.children = items.map((item, i) => ({
           tag: '',
           name: `${t('item')} ${i + 1}`,
