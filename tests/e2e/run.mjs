@@ -322,6 +322,18 @@ try {
     const names = await search('zzzz khong co');
     assert(names.length === 0, JSON.stringify(names));
   });
+  await check('typing a patient ID searches without a click', async () => {
+    await page.fill('#q-name', '');
+    await page.click('#q-go');
+    await page.waitForSelector('#results[data-state="done"]');
+    assert((await page.locator('td.c-id').count()) === 2, 'both studies first');
+    await page.fill('#q-id', patientId);
+    await page.waitForFunction((id) => {
+      const ids = [...document.querySelectorAll('td.c-id')].map((td) => td.textContent);
+      return document.querySelector('#results').dataset.state === 'done' && ids.length === 1 && ids[0] === id;
+    }, patientId, { timeout: 5000 });
+    await page.fill('#q-id', '');
+  });
   await check('modality and date filters', async () => {
     await page.fill('#q-name', '');
     await page.selectOption('#q-mod', 'MR');
@@ -620,7 +632,20 @@ try {
     const name = page.locator('#tags-panel tr[data-tag="(0010,0010)"] td.tag-value');
     assert((await name.textContent()) === displayName, `PatientName ${await name.textContent()}`);
     await shot(page, '12-tags');
-    await page.keyboard.press('Escape');
+    // It follows the image: the next image's SOP Instance UID shows.
+    await page.fill('#tags-panel .tags-search', 'sopinstanceuid');
+    const sop = () => page.locator('#tags-panel tr[data-tag="(0008,0018)"] td.tag-value').textContent();
+    const sop0 = await sop();
+    await page.evaluate(() => document.activeElement.blur());
+    await page.keyboard.press('ArrowDown');
+    await page.waitForFunction((s0) => {
+      const td = document.querySelector('#tags-panel tr[data-tag="(0008,0018)"] td.tag-value');
+      return td && td.textContent !== s0;
+    }, sop0, { timeout: 5000 });
+    const sop1 = await sop();
+    const idx = await page.evaluate(() => window.__viewer.imageIndex());
+    assert(sop1.startsWith('2.') && sop1 !== sop0, `SOP ${sop0} -> ${sop1} at image ${idx}`);
+    await page.keyboard.press('t');
     await page.waitForSelector('#tags-panel', { state: 'hidden' });
   });
   await check('help panel lists the shortcuts', async () => {
@@ -650,6 +675,20 @@ try {
     await shot(page, '14-layout-2x2');
     await page.click('#layout-1x1');
     await page.waitForFunction(() => document.querySelectorAll('.pane .vp canvas').length === 1, null, { timeout: 10000 });
+    await waitRendered(page);
+  });
+  await check('Vietnamese study view', async () => {
+    await page.selectOption('#lang', 'vi');
+    await waitRendered(page);
+    assert((await page.textContent('#tool-windowLevel')) === 'Cửa sổ', await page.textContent('#tool-windowLevel'));
+    const br = await page.textContent('.pane.active .overlay.br');
+    assert(br.includes(`Ảnh 1/${meta.length}`), br);
+    const d = String(v(study, '00080020'));
+    assert((await page.textContent('.pane.active .overlay.tr')).includes(`${d.slice(6, 8)}/${d.slice(4, 6)}/${d.slice(0, 4)}`), 'vi date in the overlay');
+    await shot(page, '15-study-vi');
+    const toolbar = await page.locator('#toolbar').boundingBox();
+    assert(toolbar.height < 50, `the toolbar wraps (${toolbar.height}px high)`);
+    await page.selectOption('#lang', 'en');
     await waitRendered(page);
   });
   await check('"Open in EMR" is shown and opens the record', async () => {
@@ -682,7 +721,7 @@ try {
     // Without the EMR link API the viewer must say so rather than show nothing silently.
     const emrState = await page.evaluate(() => window.__viewer.state.emr);
     assert(emrState === (emrLinkSet ? 'none' : 'unavailable'), `US study EMR state ${emrState}`);
-    await shot(page, '15-us-cine');
+    await shot(page, '16-us-cine');
   });
   await check('no page errors', async () => {
     assert(pageErrors.length === 0, pageErrors.join('\n'));

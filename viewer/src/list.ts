@@ -49,8 +49,9 @@ function queryFromUrl(): StudyQuery {
     const v = p.get(param)?.trim();
     if (v) q[field] = v;
   }
-  const uids = (p.get('studyUID') ?? '')
-    .split(',')
+  const uids = p
+    .getAll('studyUID') // a comma-separated list, or the parameter repeated
+    .flatMap((v) => v.split(','))
     .map((u) => u.trim())
     .filter(Boolean);
   if (uids.length) q.studyUids = uids;
@@ -98,20 +99,35 @@ export function renderList(root: HTMLElement, navigate: (path: string) => void):
     history.replaceState(null, '', urlFromQuery(next));
     void load(root, navigate, next);
   };
+  const fromForm = (): StudyQuery => ({
+    patientName: val('#q-name'),
+    patientId: val('#q-id'),
+    accession: val('#q-acc'),
+    dateFrom: val('#q-from'),
+    dateTo: val('#q-to'),
+    modality: val('#q-mod'),
+    studyUids: queryFromUrl().studyUids,
+    limit: PAGE,
+    offset: 0,
+  });
+  let typingTimer = 0;
   root.querySelector('#search-form')!.addEventListener('submit', (e) => {
     e.preventDefault();
-    run({
-      patientName: val('#q-name'),
-      patientId: val('#q-id'),
-      accession: val('#q-acc'),
-      dateFrom: val('#q-from'),
-      dateTo: val('#q-to'),
-      modality: val('#q-mod'),
-      studyUids: queryFromUrl().studyUids,
-      limit: PAGE,
-      offset: 0,
-    });
+    clearTimeout(typingTimer);
+    run(fromForm());
   });
+  // Search as you type (name, ID, accession) once typing pauses; the same
+  // search is not sent twice.
+  root.querySelectorAll('#q-name, #q-id, #q-acc').forEach((el) =>
+    el.addEventListener('input', () => {
+      clearTimeout(typingTimer);
+      typingTimer = window.setTimeout(() => {
+        const next = fromForm();
+        if (urlFromQuery(next) !== location.pathname + location.search) run(next);
+      }, 400);
+    }),
+  );
+  root.querySelectorAll('#q-from, #q-to, #q-mod').forEach((el) => el.addEventListener('change', () => run(fromForm())));
   root.querySelector('#q-clear')!.addEventListener('click', () => {
     history.replaceState(null, '', '/');
     sort = null;

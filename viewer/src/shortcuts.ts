@@ -43,6 +43,8 @@ export function actionFor(e: KeyboardEvent): Action | undefined {
     if (e.key !== 'Escape') return undefined;
   }
   if (e.ctrlKey || e.altKey || e.metaKey) return undefined;
+  // Tab keeps moving the focus through controls; on the page itself it changes viewport.
+  if (e.key === 'Tab' && target && target !== document.body) return undefined;
   return BY_KEY.get(e.key.length === 1 ? e.key.toLowerCase() : e.key) ?? BY_KEY.get(e.key);
 }
 

@@ -12,7 +12,7 @@ import { markActiveSeries, renderSeriesPanel } from './series-panel';
 import { Action, actionFor, helpHtml } from './shortcuts';
 import { openTagBrowser } from './tags';
 import { createToolGroup, destroyToolGroup, initCornerstone, LEFT_TOOLS, LeftTool, measurements, Measurement, setLeftTool, ToolGroup } from './tools';
-import { Pane, Preset, PRESET_ORDER } from './viewport';
+import { Pane, Preset, PRESET_ORDER, StudyContext } from './viewport';
 
 const ENGINE_ID = 'phim-engine';
 
@@ -170,7 +170,22 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
     if (p && document.activeElement !== fpsInput) fpsInput.value = String(p.fps);
     markActiveSeries(panel, p?.seriesUid ?? null);
   };
-  layout = new Layout(grid, { engine, studyUid, study, series }, () => syncToolbar());
+  let tagsTimer = 0;
+  let tagsSop = '';
+  const context: StudyContext = {
+    engine,
+    studyUid,
+    study,
+    series,
+    // The tag browser follows the active pane's image.
+    onImage: (p) => {
+      if (tagsPanel.hidden || p !== active() || p.currentFrame()?.sop === tagsSop) return;
+      clearTimeout(tagsTimer);
+      tagsTimer = window.setTimeout(() => showTags(false), 150);
+    },
+    afterLoad: (p) => layout?.panes.forEach((other) => other !== p && other.resumePrefetch()),
+  };
+  layout = new Layout(grid, context, () => syncToolbar());
 
   const chooseTool = (tool: LeftTool) => {
     state.leftTool = tool;
@@ -191,18 +206,26 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
     syncToolbar();
   };
   let closeTags: (() => void) | null = null;
+  const showTags = (focus: boolean) => {
+    const p = active();
+    const f = p?.currentFrame();
+    if (!p || !f || !p.seriesUid) return;
+    const seriesUid = p.seriesUid;
+    tagsSop = f.sop;
+    const filter = tagsPanel.querySelector<HTMLInputElement>('.tags-search')?.value ?? '';
+    closeTags = openTagBrowser(
+      tagsPanel,
+      `${t('slice')} ${p.imageIndex() + 1} · ${f.sop}${f.frame > 1 ? ` · ${t('frame')} ${f.frame}` : ''}`,
+      () => instanceMetadata(studyUid, seriesUid, f.sop),
+      { filter, focus },
+    );
+  };
   const toggleTags = () => {
     if (closeTags && !tagsPanel.hidden) {
       closeTags();
       closeTags = null;
     } else {
-      const p = active();
-      const f = p?.currentFrame();
-      if (!p || !f || !p.seriesUid) return;
-      const seriesUid = p.seriesUid;
-      closeTags = openTagBrowser(tagsPanel, `${t('slice')} ${p.imageIndex() + 1} · ${f.sop}`, () =>
-        instanceMetadata(studyUid, seriesUid, f.sop),
-      );
+      showTags(true);
     }
     requestAnimationFrame(() => engine?.resize(true, true));
   };

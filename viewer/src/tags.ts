@@ -82,8 +82,17 @@ function visible(rows: Row[], needle: string, out: Row[]): boolean {
   return any;
 }
 
-/** Opens the browser in `host` for an instance; returns a function that closes it. */
-export function openTagBrowser(host: HTMLElement, title: string, load: () => Promise<DicomJson>): () => void {
+/**
+ * Opens the browser in `host` for an instance; returns a function that
+ * closes it. `filter` pre-fills the search (kept when following the image);
+ * `focus` puts the cursor in it.
+ */
+export function openTagBrowser(
+  host: HTMLElement,
+  title: string,
+  load: () => Promise<DicomJson>,
+  { filter = '', focus = true }: { filter?: string; focus?: boolean } = {},
+): () => void {
   host.hidden = false;
   host.innerHTML = `
     <div class="tags-head">
@@ -94,6 +103,7 @@ export function openTagBrowser(host: HTMLElement, title: string, load: () => Pro
     <div class="tags-body"><div class="msg">${t('loading')}</div></div>`;
   const body = host.querySelector<HTMLElement>('.tags-body')!;
   const search = host.querySelector<HTMLInputElement>('.tags-search')!;
+  search.value = filter;
   const close = () => {
     host.hidden = true;
     host.innerHTML = '';
@@ -115,15 +125,19 @@ export function openTagBrowser(host: HTMLElement, title: string, load: () => Pro
     host.dataset.rows = String(shown.length);
   };
   search.addEventListener('input', render);
+  const token = String(Math.random());
+  host.dataset.token = token;
   load()
     .then((ds) => {
-      if (host.hidden) return;
+      if (host.hidden || host.dataset.token !== token) return; // closed, or opened for another image
+
       rows = buildRows(ds, 0);
       render();
       host.dataset.state = 'done';
-      search.focus();
+      if (focus) search.focus();
     })
     .catch((e) => {
+      if (host.dataset.token !== token) return;
       body.innerHTML = `<div class="msg err">${t('error')}: ${esc(String(e))}</div>`;
       host.dataset.state = 'error';
     });

@@ -39,6 +39,10 @@ export interface StudyContext {
   studyUid: string;
   study: DicomJson;
   series: DicomJson[];
+  /** A pane shows another image (scroll, cine, new series). */
+  onImage?: (pane: Pane) => void;
+  /** A pane finished loading a series. */
+  afterLoad?: (pane: Pane) => void;
 }
 
 export class Pane {
@@ -86,7 +90,10 @@ export class Pane {
     });
     cst.ToolGroupManager.getToolGroup(TOOLGROUP_ID)?.addViewport(this.viewportId, this.ctx.engine.id);
     const update = () => this.updateOverlay();
-    this.element.addEventListener(csEnums.Events.STACK_NEW_IMAGE, update);
+    this.element.addEventListener(csEnums.Events.STACK_NEW_IMAGE, () => {
+      this.updateOverlay();
+      this.ctx.onImage?.(this);
+    });
     this.element.addEventListener(csEnums.Events.VOI_MODIFIED, update);
     this.element.addEventListener(csEnums.Events.CAMERA_MODIFIED, update);
   }
@@ -139,6 +146,7 @@ export class Pane {
       this.ready = true;
       this.root.classList.add('has-image');
       this.updateOverlay();
+      this.ctx.afterLoad?.(this);
     } catch (e) {
       if (token !== this.loadToken) return;
       this.error = String(e);
@@ -146,6 +154,14 @@ export class Pane {
     } finally {
       if (token === this.loadToken) this.root.classList.remove('loading');
     }
+  }
+
+  /**
+   * Queues the not-yet-cached rest of the stack again. Loading a series into
+   * another pane clears cornerstone's (global) prefetch queue.
+   */
+  resumePrefetch(): void {
+    if (this.ready && this.cachedCount() < this.frames.length) cst.utilities.stackPrefetch.enable(this.element);
   }
 
   imageIndex(): number {
