@@ -258,7 +258,7 @@ try {
   // Failed loads are judged from the responses below (with their URLs), not from the console's copy.
   page.on('console', (m) => { if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) pageErrors.push(m.text()); });
   page.on('response', (r) => {
-    responses.push({ url: r.url(), status: r.status(), at: Date.now() });
+    responses.push({ url: r.url(), status: r.status(), at: Date.now(), accept: r.request().headers().accept ?? '' });
     const u = new URL(r.url());
     const thumbnailPending = r.status() === 501 && u.pathname.endsWith('/thumbnail'); // the lead is building it
     const noLink = r.status() === 404 && /^\/api\/studies\/[^/]+\/emr-link$/.test(u.pathname); // "this study has none"
@@ -430,6 +430,9 @@ try {
     await page.waitForFunction((n) => window.__viewer.cachedCount() === n, meta.length, { timeout: 30000 });
     const frames = responses.filter((r) => r.url.includes(`/series/${seriesUid}/instances/`) && /\/frames\/\d+$/.test(new URL(r.url).pathname));
     assert(frames.length >= meta.length && frames.every((r) => r.status === 200), `${frames.length} frame requests`);
+    // Frames come in the stored transfer syntax, decoded in the browser.
+    assert(frames.every((r) => r.accept.includes('multipart/related') && r.accept.includes('transfer-syntax=*')), `Accept: ${frames[0].accept}`);
+    console.log(`    ${frames.length} frame requests, Accept: ${frames[0].accept}`);
   });
   await check('series panel: thumbnail or a text placeholder', async () => {
     const item = page.locator(`.series-item[data-series="${seriesUid}"]`);
