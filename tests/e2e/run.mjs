@@ -726,6 +726,41 @@ try {
     assert(emrState === (emrLinkSet ? 'none' : 'unavailable'), `US study EMR state ${emrState}`);
     await shot(page, '16-us-cine');
   });
+  await check('series placeholder when the thumbnail fails (501 injected)', async () => {
+    await page.route('**/thumbnail?*', (route) => route.fulfill({ status: 501, contentType: 'text/plain', body: 'injected' }));
+    await page.goto(`${base}/study/${usStudyUid}`);
+    await waitRendered(page);
+    const item = page.locator('.series-item').first();
+    await page.waitForFunction(() => document.querySelector('.series-item')?.dataset.thumb, null, { timeout: 5000 });
+    assert((await item.getAttribute('data-thumb')) === 'placeholder', await item.getAttribute('data-thumb'));
+    const text = (await item.locator('.thumb-placeholder').innerText()).replace(/\s+/g, ' ');
+    assert(text.includes('US') && text.includes('#1') && text.includes('1 image'), `placeholder: ${text}`);
+    assert(await item.locator('.thumb-placeholder').isVisible(), 'placeholder hidden');
+    await shot(page, '17-thumbnail-placeholder');
+    await page.unroute('**/thumbnail?*');
+  });
+  await check('paging: 25 rows a page, Next and Previous, page in the URL', async () => {
+    // 25 more small studies (64x64) make 27: pages of 25 and 2.
+    execFileSync(LOAD_BIN, ['gen', '--out', path.join(work, 'gen2'), '--tiny', '--seed', '2', '--ct-studies', '25', '--ct-slices', '1',
+      '--mr-studies', '0', '--cr', '0', '--us', '0'], { stdio: ['ignore', 'ignore', 'inherit'] });
+    await stow(base, filesUnder(path.join(work, 'gen2')).filter((f) => f.endsWith('.dcm')));
+    await page.goto(`${base}/`);
+    await page.waitForSelector('#results[data-state="done"]');
+    assert((await page.locator('tr[data-study]').count()) === 25, 'first page');
+    assert(await page.isDisabled('#prev') && !(await page.isDisabled('#next')), 'buttons on page 1');
+    const firstPage = await page.locator('tr[data-study]').evaluateAll((trs) => trs.map((tr) => tr.dataset.study));
+    await page.click('#next');
+    await page.waitForSelector('#results[data-state="done"]');
+    const second = await page.locator('tr[data-study]').evaluateAll((trs) => trs.map((tr) => tr.dataset.study));
+    assert(second.length === 2 && second.every((u) => !firstPage.includes(u)), `page 2: ${second}`);
+    assert(new URL(page.url()).searchParams.get('page') === '2' && await page.isDisabled('#next'), page.url());
+    await page.reload();
+    await page.waitForSelector('#results[data-state="done"]');
+    assert((await page.locator('tr[data-study]').count()) === 2, 'reload keeps page 2');
+    await page.click('#prev');
+    await page.waitForSelector('#results[data-state="done"]');
+    assert((await page.locator('tr[data-study]').count()) === 25, 'back to page 1');
+  });
   await check('no page errors', async () => {
     assert(pageErrors.length === 0, pageErrors.join('\n'));
   });
