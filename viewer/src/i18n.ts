@@ -147,7 +147,7 @@ const vi: Dict = {
   close: 'Đóng',
   shortcuts: 'Phím tắt',
   helpButton: 'Trợ giúp',
-  openInEmr: 'Mở trong bệnh án điện tử',
+  openInEmr: 'Mở bệnh án điện tử',
   emrRecord: 'Hồ sơ bệnh án',
   emr: 'Bệnh án',
   studyUidFilter: 'Ca chụp',

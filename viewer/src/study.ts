@@ -313,7 +313,11 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
 async function showEmrLink(host: HTMLElement, studyUid: string, state: { emr: string }): Promise<void> {
   try {
     const link = await studyEmrLink(studyUid);
-    if (link) host.append(emrAnchor(link));
+    if (link) {
+      const id = document.createElement('small');
+      id.textContent = link.recordId;
+      host.append(emrAnchor(link), id);
+    }
     state.emr = link ? 'link' : 'none';
   } catch (e) {
     state.emr = e instanceof EmrUnavailable ? 'unavailable' : 'error';
