@@ -726,6 +726,17 @@ try {
     assert(emrState === (emrLinkSet ? 'none' : 'unavailable'), `US study EMR state ${emrState}`);
     await shot(page, '16-us-cine');
   });
+  await check('an unknown or malformed study UID shows an error, not an empty viewer', async () => {
+    await page.goto(`${base}/study/1.2.826.0.1.999999`);
+    await page.waitForSelector('#series-panel .err');
+    const text = await page.textContent('#series-panel .err');
+    assert(text.includes('1.2.826.0.1.999999'), text);
+    await page.goto(`${base}/study/not-a-uid`);
+    await page.waitForSelector('#series-panel .err');
+    assert((await page.textContent('#series-panel .err')).includes('400'), await page.textContent('#series-panel .err'));
+    assert(!(await page.evaluate(() => window.__viewer.state.ready)), 'ready without a study');
+    pageErrors.splice(0, pageErrors.length, ...pageErrors.filter((e) => !e.startsWith('400 ') || !e.includes('not-a-uid')));
+  });
   await check('series placeholder when the thumbnail fails (501 injected)', async () => {
     await page.route('**/thumbnail?*', (route) => route.fulfill({ status: 501, contentType: 'text/plain', body: 'injected' }));
     await page.goto(`${base}/study/${usStudyUid}`);

@@ -48,4 +48,5 @@ window.addEventListener('popstate', route);
 route();
 // Start cornerstone (web workers, codecs) while the user reads the list, so
 // the first image of a study is not kept waiting for it.
-requestIdleCallback(() => void initCornerstone(), { timeout: 2000 });
+if ('requestIdleCallback' in window) requestIdleCallback(() => void initCornerstone(), { timeout: 2000 });
+else setTimeout(() => void initCornerstone(), 500);

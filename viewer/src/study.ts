@@ -149,7 +149,7 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
     const queries = Promise.all([getStudy(studyUid).then((r) => r[0]), searchSeries(studyUid)]);
     await initCornerstone();
     [study, series] = await queries;
-    if (!study) throw new Error(`${t('noStudies')} (${studyUid})`);
+    if (!study) throw new Error(`${t('noSuchStudy')} ${studyUid}`);
   } catch (e) {
     loadError = String(e);
     panel.innerHTML = `<div class="msg err">${t('error')}: ${esc(String(e))}</div>`;
