@@ -4,14 +4,24 @@ export const DICOMWEB = `${location.origin}/dicomweb`;
 
 export type DicomJson = Record<string, { vr: string; Value?: unknown[]; BulkDataURI?: string }>;
 
-/** First value of a tag as a string ('' when absent); PN as "Family Given". */
+/**
+ * A DICOM PN value for display. Components are Family^Given^Middle^Prefix^Suffix;
+ * they are shown in that order (family name first, as in Vietnamese and on
+ * most worklists) separated by spaces, with prefix before and suffix after a
+ * comma: "Nguyễn^Văn An" -> "Nguyễn Văn An", "Smith^John^^Dr^Jr" -> "Dr Smith John, Jr".
+ */
+export function personName(v: { Alphabetic?: string; Ideographic?: string; Phonetic?: string } | string): string {
+  const raw = typeof v === 'string' ? v : (v.Alphabetic ?? v.Ideographic ?? v.Phonetic ?? '');
+  const [family = '', given = '', middle = '', prefix = '', suffix = ''] = raw.split('^').map((c) => c.trim());
+  const main = [prefix, family, given, middle].filter(Boolean).join(' ');
+  return suffix ? `${main}, ${suffix}` : main;
+}
+
+/** First value of a tag as a string ('' when absent); PN through {@link personName}. */
 export function str(ds: DicomJson, tag: string): string {
   const v = ds[tag]?.Value?.[0];
   if (v === undefined || v === null) return '';
-  if (typeof v === 'object') {
-    const pn = (v as { Alphabetic?: string }).Alphabetic ?? '';
-    return pn.replace(/\^+/g, ' ').trim();
-  }
+  if (typeof v === 'object') return personName(v as { Alphabetic?: string });
   return String(v);
 }
 
@@ -26,8 +36,8 @@ export function num(ds: DicomJson, tag: string, index = 0): number | undefined {
   return Number.isFinite(n) ? n : undefined;
 }
 
-async function getJson(url: string): Promise<DicomJson[]> {
-  const res = await fetch(url, { headers: { Accept: 'application/dicom+json' } });
+async function getJson(url: string, signal?: AbortSignal): Promise<DicomJson[]> {
+  const res = await fetch(url, { headers: { Accept: 'application/dicom+json' }, signal });
   if (res.status === 204) return [];
   if (!res.ok) throw new Error(`${res.status} ${res.statusText}: ${url.replace(location.origin, '')}`);
   const text = await res.text();
@@ -41,12 +51,15 @@ export interface StudyQuery {
   dateFrom?: string; // YYYY-MM-DD (input type=date)
   dateTo?: string;
   modality?: string;
+  /** StudyInstanceUIDs (UID list matching), e.g. from `/?studyUID=a,b`. */
+  studyUids?: string[];
   limit: number;
   offset: number;
 }
 
 export const T = {
   StudyDate: '00080020',
+  StudyTime: '00080030',
   AccessionNumber: '00080050',
   ModalitiesInStudy: '00080061',
   Modality: '00080060',
@@ -64,6 +77,15 @@ export const T = {
   NumberOfFrames: '00280008',
   PixelSpacing: '00280030',
   SOPInstanceUID: '00080018',
+  WindowCenter: '00281050',
+  WindowWidth: '00281051',
+  RecommendedDisplayFrameRate: '00082144',
+  CineRate: '00180040',
+  FrameTime: '00181063',
+  SliceThickness: '00180050',
+  SliceLocation: '00201041',
+  PatientBirthDate: '00100030',
+  PatientSex: '00100040',
 } as const;
 
 export function studyQueryUrl(q: StudyQuery): string {
@@ -78,19 +100,20 @@ export function studyQueryUrl(q: StudyQuery): string {
   const to = (q.dateTo ?? '').replace(/-/g, '');
   if (from || to) p.set('StudyDate', from === to ? from : `${from}-${to}`);
   if (q.modality) p.set('ModalitiesInStudy', q.modality);
+  if (q.studyUids?.length) p.set('StudyInstanceUID', q.studyUids.join(','));
   p.set('limit', String(q.limit));
   p.set('offset', String(q.offset));
   for (const f of [T.StudyDescription, T.ModalitiesInStudy, T.NumberOfStudyRelatedInstances]) p.append('includefield', f);
   return `${DICOMWEB}/studies?${p}`;
 }
 
-export function searchStudies(q: StudyQuery): Promise<DicomJson[]> {
-  return getJson(studyQueryUrl(q));
+export function searchStudies(q: StudyQuery, signal?: AbortSignal): Promise<DicomJson[]> {
+  return getJson(studyQueryUrl(q), signal);
 }
 
 export function getStudy(studyUid: string): Promise<DicomJson[]> {
   const p = new URLSearchParams({ StudyInstanceUID: studyUid });
-  for (const f of [T.StudyDescription, T.ModalitiesInStudy]) p.append('includefield', f);
+  for (const f of [T.StudyDescription, T.ModalitiesInStudy, T.PatientBirthDate, T.PatientSex]) p.append('includefield', f);
   return getJson(`${DICOMWEB}/studies?${p}`);
 }
 
@@ -104,6 +127,20 @@ export function seriesMetadata(studyUid: string, seriesUid: string): Promise<Dic
   return getJson(
     `${DICOMWEB}/studies/${encodeURIComponent(studyUid)}/series/${encodeURIComponent(seriesUid)}/metadata`,
   );
+}
+
+/** All attributes of one instance (for the tag browser). */
+export async function instanceMetadata(studyUid: string, seriesUid: string, sopUid: string): Promise<DicomJson> {
+  const rows = await getJson(
+    `${DICOMWEB}/studies/${encodeURIComponent(studyUid)}/series/${encodeURIComponent(seriesUid)}/instances/${encodeURIComponent(sopUid)}/metadata`,
+  );
+  if (!rows[0]) throw new Error(`no metadata for instance ${sopUid}`);
+  return rows[0];
+}
+
+/** A series thumbnail (image/jpeg) rendered by the server. */
+export function thumbnailUrl(studyUid: string, seriesUid: string, size = 128): string {
+  return `${DICOMWEB}/studies/${encodeURIComponent(studyUid)}/series/${encodeURIComponent(seriesUid)}/thumbnail?viewport=${size},${size}`;
 }
 
 export function frameUrl(studyUid: string, seriesUid: string, sopUid: string, frame: number): string {

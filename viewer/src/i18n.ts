@@ -18,6 +18,7 @@ const en = {
   description: 'Description',
   instances: 'Images',
   noStudies: 'No studies found.',
+  noSuchStudy: 'This archive has no study',
   loading: 'Loading…',
   prev: '‹ Previous',
   next: 'Next ›',
@@ -25,6 +26,7 @@ const en = {
   error: 'Error',
   series: 'Series',
   images: 'images',
+  image: 'image',
   windowLevel: 'Window/level',
   length: 'Length',
   zoom: 'Zoom',
@@ -36,10 +38,55 @@ const en = {
   lung: 'CT lung',
   bone: 'CT bone',
   abdomen: 'CT abdomen',
+  studyTime: 'Time',
   slice: 'Image',
   back: 'Studies',
   noImages: 'This series has no displayable images.',
-  help: 'Wheel or ↑/↓: scroll · left drag: tool · right drag: zoom · middle drag: pan',
+  angle: 'Angle',
+  privateTag: 'Private',
+  bulkData: 'bulk data',
+  items: 'items',
+  item: 'Item',
+  frame: 'frame',
+  defaultWindow: 'Default (stored)',
+  layout: 'Layout',
+  cine: 'Cine',
+  play: 'Play',
+  pause: 'Pause',
+  fps: 'fps',
+  tags: 'Tags',
+  tagSearch: 'Filter by tag, name or value',
+  tagName: 'Name',
+  tagValue: 'Value',
+  close: 'Close',
+  shortcuts: 'Keyboard shortcuts',
+  helpButton: 'Help',
+  openInEmr: 'Open in EMR',
+  emrRecord: 'EMR record',
+  emr: 'EMR',
+  studyUidFilter: 'Studies',
+  noThumbnail: 'no preview',
+  emptyViewport: 'Click a series to show it here',
+  scrollbar: 'Image',
+  hint: 'Wheel or ↑/↓: scroll · left drag: tool · right drag: zoom · middle drag: pan · ? : shortcuts',
+  'key.scroll': 'Next / previous image',
+  'key.page': '10 images forward / back',
+  'key.ends': 'First / last image',
+  'key.wl': 'Window/level tool (left drag)',
+  'key.zoom': 'Zoom tool',
+  'key.pan': 'Pan tool',
+  'key.length': 'Length measurement (mm)',
+  'key.angle': 'Angle measurement',
+  'key.presets': 'Window presets: stored default, brain, lung, bone, abdomen',
+  'key.invert': 'Invert',
+  'key.reset': 'Reset view (zoom, pan, window, invert)',
+  'key.cine': 'Play / pause cine',
+  'key.layout': 'Layout 1×1 / 2×1 / 2×2',
+  'key.viewport': 'Next viewport',
+  'key.tags': 'DICOM tag browser',
+  'key.help': 'This help',
+  'key.close': 'Close panel',
+  'key.mouse': 'Mouse: wheel scrolls, left drag uses the tool, right drag zooms, middle drag pans',
 };
 
 type Dict = typeof en;
@@ -59,6 +106,7 @@ const vi: Dict = {
   description: 'Mô tả',
   instances: 'Số ảnh',
   noStudies: 'Không tìm thấy ca chụp nào.',
+  noSuchStudy: 'Kho lưu trữ không có ca chụp',
   loading: 'Đang tải…',
   prev: '‹ Trước',
   next: 'Sau ›',
@@ -66,9 +114,10 @@ const vi: Dict = {
   error: 'Lỗi',
   series: 'Loạt ảnh',
   images: 'ảnh',
-  windowLevel: 'Cửa sổ/mức',
-  length: 'Đo chiều dài',
-  zoom: 'Phóng to',
+  image: 'ảnh',
+  windowLevel: 'Cửa sổ',
+  length: 'Đo dài',
+  zoom: 'Thu phóng',
   pan: 'Di chuyển',
   reset: 'Đặt lại',
   invert: 'Đảo màu',
@@ -77,10 +126,55 @@ const vi: Dict = {
   lung: 'CT phổi',
   bone: 'CT xương',
   abdomen: 'CT bụng',
+  studyTime: 'Giờ',
   slice: 'Ảnh',
   back: 'Danh sách ca chụp',
   noImages: 'Loạt ảnh này không có ảnh hiển thị được.',
-  help: 'Con lăn hoặc ↑/↓: cuộn · kéo chuột trái: công cụ · kéo chuột phải: phóng to · kéo chuột giữa: di chuyển',
+  angle: 'Đo góc',
+  privateTag: 'Riêng',
+  bulkData: 'dữ liệu lớn',
+  items: 'mục',
+  item: 'Mục',
+  frame: 'khung',
+  defaultWindow: 'Mặc định (lưu trong ảnh)',
+  layout: 'Bố cục',
+  cine: 'Cine',
+  play: 'Phát',
+  pause: 'Dừng',
+  fps: 'hình/s',
+  tags: 'Thẻ',
+  tagSearch: 'Lọc theo thẻ, tên hoặc giá trị',
+  tagName: 'Tên',
+  tagValue: 'Giá trị',
+  close: 'Đóng',
+  shortcuts: 'Phím tắt',
+  helpButton: 'Trợ giúp',
+  openInEmr: 'Mở bệnh án điện tử',
+  emrRecord: 'Hồ sơ bệnh án',
+  emr: 'Bệnh án',
+  studyUidFilter: 'Ca chụp',
+  noThumbnail: 'không có ảnh xem trước',
+  emptyViewport: 'Bấm vào một loạt ảnh để hiển thị ở đây',
+  scrollbar: 'Ảnh',
+  hint: 'Con lăn hoặc ↑/↓: cuộn · kéo chuột trái: công cụ · kéo chuột phải: phóng to · kéo chuột giữa: di chuyển · ? : phím tắt',
+  'key.scroll': 'Ảnh kế tiếp / trước',
+  'key.page': 'Tiến / lùi 10 ảnh',
+  'key.ends': 'Ảnh đầu / cuối',
+  'key.wl': 'Công cụ cửa sổ/mức (kéo chuột trái)',
+  'key.zoom': 'Công cụ phóng to',
+  'key.pan': 'Công cụ di chuyển',
+  'key.length': 'Đo chiều dài (mm)',
+  'key.angle': 'Đo góc',
+  'key.presets': 'Cửa sổ mẫu: mặc định, não, phổi, xương, bụng',
+  'key.invert': 'Đảo màu',
+  'key.reset': 'Đặt lại (phóng to, vị trí, cửa sổ, đảo màu)',
+  'key.cine': 'Phát / dừng cine',
+  'key.layout': 'Bố cục 1×1 / 2×1 / 2×2',
+  'key.viewport': 'Khung hình kế tiếp',
+  'key.tags': 'Xem thẻ DICOM',
+  'key.help': 'Bảng trợ giúp này',
+  'key.close': 'Đóng bảng',
+  'key.mouse': 'Chuột: con lăn để cuộn, kéo trái dùng công cụ, kéo phải phóng to, kéo giữa di chuyển',
 };
 
 const dicts: Record<Lang, Dict> = { en, vi };
@@ -113,9 +207,28 @@ export function t(key: keyof Dict): string {
   return dicts[current][key];
 }
 
-/** DICOM date YYYYMMDD shown in the language's usual order. */
+/** The locale for dates: Vietnamese, or the browser's own English variant. */
+function locale(): string {
+  if (current === 'vi') return 'vi-VN';
+  const nav = navigator.language || 'en-US';
+  return nav.toLowerCase().startsWith('en') ? nav : 'en-US';
+}
+
+/** DICOM date YYYYMMDD in the local format (vi: 15/01/2024, en-US: 01/15/2024). */
 export function formatDate(d: string): string {
-  if (!/^\d{8}$/.test(d)) return d;
-  const y = d.slice(0, 4), m = d.slice(4, 6), day = d.slice(6, 8);
-  return current === 'vi' ? `${day}/${m}/${y}` : `${y}-${m}-${day}`;
+  const m = /^(\d{4})(\d{2})(\d{2})$/.exec(d);
+  if (!m) return d;
+  const date = new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])));
+  return new Intl.DateTimeFormat(locale(), { year: 'numeric', month: '2-digit', day: '2-digit', timeZone: 'UTC' }).format(date);
+}
+
+/** DICOM time HHMMSS(.ffffff) as HH:MM. */
+export function formatTime(tm: string): string {
+  const m = /^(\d{2})(\d{2})?/.exec(tm);
+  return m ? `${m[1]}:${m[2] ?? '00'}` : tm;
+}
+
+/** A number in the UI language's format. */
+export function formatNumber(n: number, digits = 1): string {
+  return new Intl.NumberFormat(locale(), { maximumFractionDigits: digits, minimumFractionDigits: digits }).format(n);
 }

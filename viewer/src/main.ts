@@ -3,10 +3,14 @@
 import { renderList } from './list';
 import { lang, onLangChange, setLang, t, Lang } from './i18n';
 import { renderStudy, leaveStudy } from './study';
+import { initCornerstone } from './tools';
 
 const app = document.getElementById('app')!;
 const crumb = document.getElementById('crumb')!;
 const langSelect = document.getElementById('lang') as HTMLSelectElement;
+
+/** The list URL (with its search) that "back" returns to. */
+let listUrl = '/';
 
 function navigate(path: string): void {
   history.pushState(null, '', path);
@@ -17,15 +21,18 @@ function route(): void {
   leaveStudy();
   const m = location.pathname.match(/^\/study\/([^/]+)\/?$/);
   if (m) {
-    crumb.innerHTML = `<a href="/" id="back">${t('back')}</a>`;
+    crumb.innerHTML = `<a href="${listUrl}" id="back">${t('back')}</a>`;
     crumb.querySelector('#back')!.addEventListener('click', (e) => {
       e.preventDefault();
-      navigate('/');
+      navigate(listUrl);
     });
     void renderStudy(app, decodeURIComponent(m[1]));
   } else {
     crumb.textContent = '';
-    renderList(app, navigate);
+    renderList(app, (path) => {
+      listUrl = location.pathname + location.search;
+      navigate(path);
+    });
   }
 }
 
@@ -39,3 +46,7 @@ langSelect.addEventListener('change', () => setLang(langSelect.value as Lang));
 onLangChange(route);
 window.addEventListener('popstate', route);
 route();
+// Start cornerstone (web workers, codecs) while the user reads the list, so
+// the first image of a study is not kept waiting for it.
+if ('requestIdleCallback' in window) requestIdleCallback(() => void initCornerstone(), { timeout: 2000 });
+else setTimeout(() => void initCornerstone(), 500);

@@ -1,75 +1,35 @@
-// The study view: series panel, a cornerstone3D stack viewport fed by
-// WADO-RS frames (stored transfer syntax), tools, presets and an overlay.
+// The study view: series panel, toolbar, the viewport layout, the tag
+// browser and help panels, the EMR link, and the keyboard. Each viewport is
+// a Pane (viewport.ts); tools are in tools.ts.
 
-import {
-  init as csInit,
-  Enums as csEnums,
-  RenderingEngine,
-  utilities as csUtils,
-  type Types,
-} from '@cornerstonejs/core';
-import { init as dicomLoaderInit, wadors } from '@cornerstonejs/dicom-image-loader';
-import * as tools from '@cornerstonejs/tools';
+import { RenderingEngine, utilities as csUtils } from '@cornerstonejs/core';
 
-import { DicomJson, frameUrl, getStudy, num, searchSeries, seriesMetadata, str, T } from './api';
-import { formatDate, t } from './i18n';
+import { DicomJson, getStudy, instanceMetadata, num, searchSeries, str, T } from './api';
+import { emrAnchor, EmrUnavailable, studyEmrLink } from './emr';
+import { t } from './i18n';
+import { Layout, LAYOUT_ORDER, LayoutName } from './layout';
+import { markActiveSeries, renderSeriesPanel } from './series-panel';
+import { Action, actionFor, helpHtml } from './shortcuts';
+import { openTagBrowser } from './tags';
+import { createToolGroup, destroyToolGroup, initCornerstone, LEFT_TOOLS, LeftTool, measurements, Measurement, setLeftTool, ToolGroup } from './tools';
+import { Pane, Preset, PRESET_ORDER, StudyContext } from './viewport';
 
 const ENGINE_ID = 'phim-engine';
-const VIEWPORT_ID = 'phim-stack';
-const TOOLGROUP_ID = 'phim-tools';
 
-/** CT window presets as [width, center] in HU. */
-const PRESETS: Record<'brain' | 'lung' | 'bone' | 'abdomen', [number, number]> = {
-  brain: [80, 40],
-  lung: [1500, -600],
-  bone: [2000, 300],
-  abdomen: [400, 50],
-};
-
-type LeftTool = 'windowLevel' | 'length' | 'zoom' | 'pan';
-const LEFT_TOOLS: Record<LeftTool, string> = {
-  windowLevel: tools.WindowLevelTool.toolName,
-  length: tools.LengthTool.toolName,
-  zoom: tools.ZoomTool.toolName,
-  pan: tools.PanTool.toolName,
-};
-
-let initialised: Promise<void> | null = null;
-
-function initCornerstone(): Promise<void> {
-  initialised ??= (async () => {
-    csInit();
-    dicomLoaderInit({ maxWebWorkers: Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) });
-    tools.init();
-    for (const tool of [
-      tools.StackScrollTool,
-      tools.WindowLevelTool,
-      tools.ZoomTool,
-      tools.PanTool,
-      tools.LengthTool,
-    ]) {
-      tools.addTool(tool);
-    }
-  })();
-  return initialised;
-}
-
-interface ViewerState {
-  studyUid: string;
-  seriesUid: string | null;
-  imageIds: string[];
-  ready: boolean;
-  error: string | null;
-  leftTool: LeftTool;
-  inverted: boolean;
-}
-
-/** Exposed for the end-to-end tests (`window.__viewer`). */
+/** Exposed for the end-to-end tests (`window.__viewer`); reads the active pane. */
 interface ViewerHooks {
-  state: ViewerState;
+  state: { ready: boolean; error: string | null; leftTool: LeftTool; layout: LayoutName; emr: string };
+  panes(): number;
+  active(): number;
   imageIndex(): number;
-  /** Canvas CSS pixel -> image pixel (column, row). */
+  imageCount(): number;
+  cachedCount(): number;
+  playing(): boolean;
+  /** Canvas CSS pixel of the active pane -> image pixel (column, row). */
   canvasToImage(p: [number, number]): [number, number];
+  /** Image pixel (column, row) -> canvas CSS pixel of the active pane. */
+  imageToCanvas(p: [number, number]): [number, number];
+  measurements(): Measurement[];
   lengths(): Array<{ length: number; unit: string }>;
 }
 
@@ -81,12 +41,15 @@ declare global {
 
 let engine: RenderingEngine | null = null;
 let keyHandler: ((e: KeyboardEvent) => void) | null = null;
+let resizeObserver: ResizeObserver | null = null;
 
 export function leaveStudy(): void {
   if (keyHandler) document.removeEventListener('keydown', keyHandler);
   keyHandler = null;
+  resizeObserver?.disconnect();
+  resizeObserver = null;
   if (engine) {
-    tools.ToolGroupManager.destroyToolGroup(TOOLGROUP_ID);
+    destroyToolGroup();
     engine.destroy();
     engine = null;
   }
@@ -98,18 +61,12 @@ function esc(s: string): string {
 }
 
 export async function renderStudy(root: HTMLElement, studyUid: string): Promise<void> {
-  const state: ViewerState = {
-    studyUid,
-    seriesUid: null,
-    imageIds: [],
-    ready: false,
-    error: null,
-    leftTool: 'windowLevel',
-    inverted: false,
-  };
   root.innerHTML = `
     <div class="study">
-      <aside class="series-panel" id="series-panel"><div class="msg">${t('loading')}</div></aside>
+      <aside class="study-side">
+        <div id="emr"></div>
+        <div class="series-panel" id="series-panel"><div class="msg">${t('loading')}</div></div>
+      </aside>
       <section class="viewer-col">
         <div class="toolbar" id="toolbar">
           ${(Object.keys(LEFT_TOOLS) as LeftTool[])
@@ -117,214 +74,253 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
             .join('')}
           <select id="preset" aria-label="${t('presets')}">
             <option value="">${t('presets')}…</option>
-            ${Object.keys(PRESETS).map((p) => `<option value="${p}">${t(p as keyof typeof PRESETS)}</option>`).join('')}
+            ${PRESET_ORDER.map((p) => `<option value="${p}">${p === 'default' ? t('defaultWindow') : t(p)}</option>`).join('')}
           </select>
           <button id="invert">${t('invert')}</button>
           <button id="reset">${t('reset')}</button>
-          <span class="msg" style="padding:4px 8px">${t('help')}</span>
+          <span class="sep"></span>
+          <button id="cine" title="${t('cine')}">▶ ${t('play')}</button>
+          <label class="fps"><input id="fps" type="number" min="1" max="120" value="10"> ${t('fps')}</label>
+          <span class="sep"></span>
+          <span class="layouts" role="group" aria-label="${t('layout')}">
+            ${LAYOUT_ORDER.map((l) => `<button data-layout="${l}" id="layout-${l}" title="${t('layout')} ${l.replace('x', '×')}">${l.replace('x', '×')}</button>`).join('')}
+          </span>
+          <button id="tags-open">${t('tags')}</button>
+          <button id="help-open" title="${t('shortcuts')}">?</button>
         </div>
-        <div class="vp-wrap">
-          <div id="viewport" oncontextmenu="return false"></div>
-          <div class="overlay tl" id="ov-tl"></div>
-          <div class="overlay tr" id="ov-tr"></div>
-          <div class="overlay bl" id="ov-bl"></div>
-          <div class="overlay br" id="ov-br"></div>
+        <div class="work">
+          <div class="grid" id="grid"></div>
+          <aside class="side-panel tags" id="tags-panel" hidden></aside>
         </div>
+        <div class="hint msg">${t('hint')}</div>
       </section>
+      <div class="dialog" id="help-panel" hidden></div>
     </div>`;
-  const element = root.querySelector<HTMLDivElement>('#viewport')!;
   const panel = root.querySelector<HTMLElement>('#series-panel')!;
+  const grid = root.querySelector<HTMLElement>('#grid')!;
+  const tagsPanel = root.querySelector<HTMLElement>('#tags-panel')!;
+  const helpPanel = root.querySelector<HTMLElement>('#help-panel')!;
+  let layout: Layout | null = null;
+  const active = (): Pane | undefined => layout?.activePane();
+  let loadError: string | null = null;
+  const state: ViewerHooks['state'] = {
+    get ready() {
+      return active()?.ready ?? false;
+    },
+    get error() {
+      return loadError ?? active()?.error ?? null;
+    },
+    leftTool: 'windowLevel',
+    layout: '1x1',
+    emr: 'loading',
+  };
 
   window.__viewer = {
     state,
-    imageIndex: () => viewport()?.getCurrentImageIdIndex() ?? -1,
+    panes: () => layout?.panes.length ?? 0,
+    active: () => active()?.index ?? -1,
+    imageIndex: () => active()?.imageIndex() ?? -1,
+    imageCount: () => active()?.frames.length ?? 0,
+    cachedCount: () => active()?.cachedCount() ?? 0,
+    playing: () => active()?.playing ?? false,
     canvasToImage: (p) => {
-      const vp = viewport()!;
-      const world = vp.canvasToWorld(p);
-      const ij = csUtils.worldToImageCoords(vp.getCurrentImageId()!, world);
+      const vp = active()!.viewport()!;
+      const ij = csUtils.worldToImageCoords(vp.getCurrentImageId()!, vp.canvasToWorld(p));
       if (!ij) throw new Error('point outside the image');
       return [ij[0], ij[1]];
     },
-    lengths: () =>
-      (tools.annotation.state.getAllAnnotations() as Array<{ metadata: { toolName: string }; data: { cachedStats?: Record<string, { length?: number; unit?: string }> } }>)
-        .filter((a) => a.metadata.toolName === tools.LengthTool.toolName)
-        .flatMap((a) => Object.values(a.data.cachedStats ?? {}))
-        .filter((s) => typeof s.length === 'number')
-        .map((s) => ({ length: s.length!, unit: s.unit ?? '' })),
+    imageToCanvas: (p) => {
+      const vp = active()!.viewport()!;
+      const world = csUtils.imageToWorldCoords(vp.getCurrentImageId()!, p);
+      if (!world) throw new Error('no image geometry');
+      const c = vp.worldToCanvas(world);
+      return [c[0], c[1]];
+    },
+    measurements,
+    lengths: () => measurements().filter((m) => m.tool === 'length').map((m) => ({ length: m.value, unit: m.unit })),
   };
+
+  void showEmrLink(root.querySelector<HTMLElement>('#emr')!, studyUid, state);
 
   let study: DicomJson | undefined;
   let series: DicomJson[];
   try {
+    // The queries go out first; cornerstone starts while they are on the wire.
+    const queries = Promise.all([getStudy(studyUid).then((r) => r[0]), searchSeries(studyUid)]);
     await initCornerstone();
-    [study, series] = await Promise.all([getStudy(studyUid).then((r) => r[0]), searchSeries(studyUid)]);
+    [study, series] = await queries;
+    if (!study) throw new Error(`${t('noSuchStudy')} ${studyUid}`);
   } catch (e) {
-    state.error = String(e);
+    loadError = String(e);
     panel.innerHTML = `<div class="msg err">${t('error')}: ${esc(String(e))}</div>`;
     return;
   }
+  if (!window.__viewer) return; // left while loading
   series.sort((a, b) => (num(a, T.SeriesNumber) ?? 0) - (num(b, T.SeriesNumber) ?? 0));
 
   engine = new RenderingEngine(ENGINE_ID);
-  engine.enableElement({
-    viewportId: VIEWPORT_ID,
-    type: csEnums.ViewportType.STACK,
-    element,
-    defaultOptions: { background: [0, 0, 0] as Types.Point3 },
-  });
-  const toolGroup = tools.ToolGroupManager.createToolGroup(TOOLGROUP_ID)!;
-  for (const name of [
-    tools.StackScrollTool.toolName,
-    tools.WindowLevelTool.toolName,
-    tools.ZoomTool.toolName,
-    tools.PanTool.toolName,
-    tools.LengthTool.toolName,
-  ]) {
-    toolGroup.addTool(name);
-  }
-  toolGroup.addViewport(VIEWPORT_ID, ENGINE_ID);
-  const MB = tools.Enums.MouseBindings;
-  toolGroup.setToolActive(tools.StackScrollTool.toolName, { bindings: [{ mouseButton: MB.Wheel }] });
+  const group: ToolGroup = createToolGroup();
+  const fpsInput = root.querySelector<HTMLInputElement>('#fps')!;
+  const cineButton = root.querySelector<HTMLButtonElement>('#cine')!;
+  const syncToolbar = () => {
+    const p = active();
+    cineButton.textContent = p?.playing ? `⏸ ${t('pause')}` : `▶ ${t('play')}`;
+    cineButton.classList.toggle('active', !!p?.playing);
+    cineButton.disabled = !p || p.frames.length < 2;
+    if (p && document.activeElement !== fpsInput) fpsInput.value = String(p.fps);
+    markActiveSeries(panel, p?.seriesUid ?? null);
+  };
+  let tagsTimer = 0;
+  let tagsSop = '';
+  const context: StudyContext = {
+    engine,
+    studyUid,
+    study,
+    series,
+    // The tag browser follows the active pane's image.
+    onImage: (p) => {
+      if (tagsPanel.hidden || p !== active() || p.currentFrame()?.sop === tagsSop) return;
+      clearTimeout(tagsTimer);
+      tagsTimer = window.setTimeout(() => showTags(false), 150);
+    },
+    afterLoad: (p) => layout?.panes.forEach((other) => other !== p && other.resumePrefetch()),
+  };
+  layout = new Layout(grid, context, () => syncToolbar());
 
-  const setLeftTool = (tool: LeftTool) => {
+  const chooseTool = (tool: LeftTool) => {
     state.leftTool = tool;
-    // Right = zoom and middle = pan always; the left button gets the chosen tool.
-    for (const [k, name] of Object.entries(LEFT_TOOLS)) {
-      const bindings = [];
-      if (k === tool) bindings.push({ mouseButton: MB.Primary });
-      if (k === 'zoom') bindings.push({ mouseButton: MB.Secondary });
-      if (k === 'pan') bindings.push({ mouseButton: MB.Auxiliary });
-      if (bindings.length) toolGroup.setToolActive(name, { bindings });
-      else if (k === 'length') toolGroup.setToolEnabled(name); // keep drawn lengths visible
-      else toolGroup.setToolPassive(name);
-    }
-    root.querySelectorAll<HTMLButtonElement>('[data-tool]').forEach((b) =>
-      b.classList.toggle('active', b.dataset.tool === tool),
+    setLeftTool(group, tool);
+    root.querySelectorAll<HTMLButtonElement>('[data-tool]').forEach((b) => b.classList.toggle('active', b.dataset.tool === tool));
+  };
+  const chooseLayout = (name: LayoutName) => {
+    state.layout = name;
+    layout!.set(name);
+    root.querySelectorAll<HTMLButtonElement>('[data-layout]').forEach((b) => b.classList.toggle('active', b.dataset.layout === name));
+  };
+  const loadIntoActive = async (s: DicomJson) => {
+    const p = active();
+    if (!p) return;
+    const done = p.load(s);
+    syncToolbar();
+    await done;
+    syncToolbar();
+  };
+  let closeTags: (() => void) | null = null;
+  const showTags = (focus: boolean) => {
+    const p = active();
+    const f = p?.currentFrame();
+    if (!p || !f || !p.seriesUid) return;
+    const seriesUid = p.seriesUid;
+    tagsSop = f.sop;
+    const filter = tagsPanel.querySelector<HTMLInputElement>('.tags-search')?.value ?? '';
+    closeTags = openTagBrowser(
+      tagsPanel,
+      `${t('slice')} ${p.imageIndex() + 1} · ${f.sop}${f.frame > 1 ? ` · ${t('frame')} ${f.frame}` : ''}`,
+      () => instanceMetadata(studyUid, seriesUid, f.sop),
+      { filter, focus },
     );
   };
-  setLeftTool('windowLevel');
-  root.querySelectorAll<HTMLButtonElement>('[data-tool]').forEach((b) =>
-    b.addEventListener('click', () => setLeftTool(b.dataset.tool as LeftTool)),
-  );
+  const toggleTags = () => {
+    if (closeTags && !tagsPanel.hidden) {
+      closeTags();
+      closeTags = null;
+    } else {
+      showTags(true);
+    }
+    requestAnimationFrame(() => engine?.resize(true, true));
+  };
+  const toggleHelp = (show = helpPanel.hidden) => {
+    helpPanel.hidden = !show;
+    if (show) {
+      helpPanel.innerHTML = `<button class="dialog-close" aria-label="${t('close')}">✕</button>${helpHtml()}`;
+      helpPanel.querySelector('.dialog-close')!.addEventListener('click', () => toggleHelp(false));
+    }
+  };
 
+  const run = (a: Action) => {
+    const p = active();
+    switch (a) {
+      case 'next': return p?.scrollBy(1);
+      case 'prev': return p?.scrollBy(-1);
+      case 'pageDown': return p?.scrollBy(10);
+      case 'pageUp': return p?.scrollBy(-10);
+      case 'first': return p?.scrollTo(0);
+      case 'last': return p?.scrollTo(Number.MAX_SAFE_INTEGER);
+      case 'windowLevel': case 'zoom': case 'pan': case 'length': case 'angle': return chooseTool(a);
+      case 'preset0': case 'preset1': case 'preset2': case 'preset3': case 'preset4':
+        return p?.applyPreset(PRESET_ORDER[Number(a.slice(-1))]);
+      case 'invert': return p?.toggleInvert();
+      case 'reset': return p?.reset();
+      case 'cine': p?.toggleCine(); return syncToolbar();
+      case 'layout': return chooseLayout(LAYOUT_ORDER[(LAYOUT_ORDER.indexOf(state.layout) + 1) % LAYOUT_ORDER.length]);
+      case 'nextViewport': return layout!.next();
+      case 'tags': return toggleTags();
+      case 'help': return toggleHelp();
+      case 'close':
+        if (!helpPanel.hidden) return toggleHelp(false);
+        if (!tagsPanel.hidden) return toggleTags();
+        return;
+    }
+  };
+
+  root.querySelectorAll<HTMLButtonElement>('[data-tool]').forEach((b) =>
+    b.addEventListener('click', () => chooseTool(b.dataset.tool as LeftTool)),
+  );
+  root.querySelectorAll<HTMLButtonElement>('[data-layout]').forEach((b) =>
+    b.addEventListener('click', () => chooseLayout(b.dataset.layout as LayoutName)),
+  );
   const presetSel = root.querySelector<HTMLSelectElement>('#preset')!;
   presetSel.addEventListener('change', () => {
-    const p = PRESETS[presetSel.value as keyof typeof PRESETS];
-    const vp = viewport();
-    if (p && vp) {
-      vp.setProperties({ voiRange: csUtils.windowLevel.toLowHighRange(p[0], p[1]) });
-      vp.render();
-    }
+    if (presetSel.value) active()?.applyPreset(presetSel.value as Preset);
     presetSel.value = '';
-    presetSel.blur(); // give the arrow keys back to scrolling
+    presetSel.blur(); // give the keys back to the viewport
   });
-  root.querySelector('#invert')!.addEventListener('click', () => {
-    const vp = viewport();
-    if (!vp) return;
-    state.inverted = !state.inverted;
-    vp.setProperties({ invert: state.inverted });
-    vp.render();
+  root.querySelector('#invert')!.addEventListener('click', () => run('invert'));
+  root.querySelector('#reset')!.addEventListener('click', () => run('reset'));
+  cineButton.addEventListener('click', () => run('cine'));
+  fpsInput.addEventListener('change', () => {
+    const v = Number(fpsInput.value);
+    if (Number.isFinite(v) && v > 0) active()?.setFps(v);
+    fpsInput.value = String(active()?.fps ?? v);
+    fpsInput.blur();
   });
-  root.querySelector('#reset')!.addEventListener('click', () => {
-    const vp = viewport();
-    if (!vp) return;
-    state.inverted = false;
-    vp.resetProperties();
-    vp.resetCamera();
-    vp.render();
-  });
+  root.querySelector('#tags-open')!.addEventListener('click', () => run('tags'));
+  root.querySelector('#help-open')!.addEventListener('click', () => run('help'));
+  // Buttons must not keep the focus: Space would press them again instead of playing cine.
+  root.querySelectorAll<HTMLButtonElement>('.toolbar button').forEach((b) => b.addEventListener('click', () => b.blur()));
 
   keyHandler = (e: KeyboardEvent) => {
-    const tag = (e.target as HTMLElement)?.tagName;
-    if (tag === 'INPUT' || tag === 'SELECT' || tag === 'TEXTAREA') return;
-    const delta = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1 }[e.key];
-    const vp = viewport();
-    if (!delta || !vp) return;
+    const a = actionFor(e);
+    if (!a) return;
     e.preventDefault();
-    const n = vp.getImageIds().length;
-    const next = Math.max(0, Math.min(n - 1, vp.getCurrentImageIdIndex() + delta));
-    void vp.setImageIdIndex(next);
+    run(a);
   };
   document.addEventListener('keydown', keyHandler);
+  resizeObserver = new ResizeObserver(() => engine?.resize(true, true));
+  resizeObserver.observe(grid);
 
-  const updateOverlay = () => updateOverlays(root, study!, series, state);
-  element.addEventListener(csEnums.Events.STACK_NEW_IMAGE, updateOverlay);
-  element.addEventListener(csEnums.Events.VOI_MODIFIED, updateOverlay);
-
-  const showSeries = async (s: DicomJson) => {
-    const seriesUid = str(s, T.SeriesInstanceUID);
-    state.seriesUid = seriesUid;
-    state.ready = false;
-    panel.querySelectorAll<HTMLElement>('.series-item').forEach((el) =>
-      el.classList.toggle('active', el.dataset.series === seriesUid),
-    );
-    try {
-      const instances = await seriesMetadata(studyUid, seriesUid);
-      state.imageIds = registerImageIds(studyUid, seriesUid, instances);
-      if (!state.imageIds.length) throw new Error(t('noImages'));
-      const vp = viewport()!;
-      await vp.setStack(state.imageIds, 0);
-      vp.render();
-      state.ready = true;
-      updateOverlay();
-    } catch (e) {
-      state.error = String(e);
-      root.querySelector('#ov-tl')!.textContent = `${t('error')}: ${e}`;
-    }
-  };
-
-  panel.innerHTML = series
-    .map(
-      (s) => `<div class="series-item" data-series="${esc(str(s, T.SeriesInstanceUID))}">
-        <b>${esc(str(s, T.Modality))} ${esc(str(s, T.SeriesNumber))}</b> ${esc(str(s, T.SeriesDescription))}
-        <small>${esc(str(s, T.NumberOfSeriesRelatedInstances))} ${t('images')}</small></div>`,
-    )
-    .join('');
-  panel.querySelectorAll<HTMLElement>('.series-item').forEach((el, i) =>
-    el.addEventListener('click', () => void showSeries(series[i])),
-  );
-  if (series.length) await showSeries(series[0]);
-}
-
-function viewport(): Types.IStackViewport | undefined {
-  return engine?.getViewport(VIEWPORT_ID) as Types.IStackViewport | undefined;
-}
-
-/** One wadors: imageId per frame, metadata registered, sorted in space. */
-function registerImageIds(studyUid: string, seriesUid: string, instances: DicomJson[]): string[] {
-  const frames: Array<{ id: string; z: number; n: number; f: number }> = [];
-  for (const inst of instances) {
-    const sop = str(inst, T.SOPInstanceUID);
-    const count = num(inst, T.NumberOfFrames) ?? 1;
-    const z = num(inst, T.ImagePositionPatient, 2) ?? 0;
-    const n = num(inst, T.InstanceNumber) ?? 0;
-    for (let f = 1; f <= count; f++) {
-      const id = `wadors:${frameUrl(studyUid, seriesUid, sop, f)}`;
-      wadors.metaDataManager.add(id, inst as never);
-      frames.push({ id, z, n, f });
-    }
+  renderSeriesPanel(panel, studyUid, series, (s) => void loadIntoActive(s));
+  chooseTool('windowLevel');
+  chooseLayout('1x1');
+  const first = active();
+  if (first) {
+    // Layout.set started loading the first series; follow it to update the toolbar.
+    const wait = () => (first.ready || first.error ? syncToolbar() : setTimeout(wait, 50));
+    wait();
   }
-  frames.sort((a, b) => a.z - b.z || a.n - b.n || a.f - b.f);
-  return frames.map((x) => x.id);
 }
 
-function updateOverlays(root: HTMLElement, study: DicomJson, allSeries: DicomJson[], state: ViewerState): void {
-  const vp = viewport();
-  if (!vp || !state.ready) return;
-  const s = allSeries.find((x) => str(x, T.SeriesInstanceUID) === state.seriesUid);
-  const idx = vp.getCurrentImageIdIndex();
-  const voi = vp.getProperties().voiRange;
-  const set = (id: string, text: string) => (root.querySelector(`#${id}`)!.textContent = text);
-  set('ov-tl', `${str(study, T.PatientName)}\n${str(study, T.PatientID)}`);
-  set(
-    'ov-tr',
-    `${str(study, T.StudyDescription)}\n${formatDate(str(study, T.StudyDate))}\n${str(study, T.AccessionNumber)}`,
-  );
-  set('ov-bl', s ? `${t('series')} ${str(s, T.SeriesNumber)}: ${str(s, T.SeriesDescription)}` : '');
-  let wl = '';
-  if (voi) {
-    const { windowWidth, windowCenter } = csUtils.windowLevel.toWindowLevel(voi.lower, voi.upper);
-    wl = `\nW ${Math.round(windowWidth)} / L ${Math.round(windowCenter)}`;
+async function showEmrLink(host: HTMLElement, studyUid: string, state: { emr: string }): Promise<void> {
+  try {
+    const link = await studyEmrLink(studyUid);
+    if (link) {
+      const id = document.createElement('small');
+      id.textContent = link.recordId;
+      host.append(emrAnchor(link), id);
+    }
+    state.emr = link ? 'link' : 'none';
+  } catch (e) {
+    state.emr = e instanceof EmrUnavailable ? 'unavailable' : 'error';
+    console.warn(`EMR link: ${e}`);
   }
-  set('ov-br', `${t('slice')} ${idx + 1}/${state.imageIds.length}${wl}`);
 }
