@@ -7,13 +7,18 @@
 #   4. cargo build --bins, cargo test --all-targets,
 #   5. the Python black-box suite: pytest tests/python against target/debug/phim,
 #   6. the viewer end-to-end test (tests/e2e): builds viewer/, drives Debian's
-#      chromium with playwright-core against a fresh `phim serve`.
+#      chromium with playwright-core against a fresh `phim serve`,
+#   7. the OHIF acceptance test (tests/ohif): the prebuilt OHIF Viewer 3 (pinned, fetched once
+#      with `npm pack` into $PHIM_TOOLS_DIR/ohif) behind a same-origin proxy to a fresh
+#      `phim serve`, judged from the canvas pixels.
 #
 # Extra arguments are passed to pytest, e.g. `bash scripts/test.sh -k roundtrip -x`.
 # Environment knobs:
 #   PHIM_SKIP_CARGO=1   skip step 4 (use an already built target/debug/phim, or $PHIM_BIN)
 #   PHIM_TOOLS_DIR      where s3s-fs is installed (default ~/.cache/phim-tools)
 #   PHIM_SKIP_E2E=1     skip step 6 (screenshots of a run go to .test-work/e2e)
+#   PHIM_SKIP_OHIF=1    skip step 7 (screenshots and requests.jsonl go to .test-work/ohif)
+#   PHIM_LOAD_BIN       phim-load for step 7 (default target/debug/phim-load)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,7 +41,7 @@ command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
 command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
 command -v pg_isready >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
-if [ "${PHIM_SKIP_E2E:-0}" != 1 ]; then
+if [ "${PHIM_SKIP_E2E:-0}" != 1 ] || [ "${PHIM_SKIP_OHIF:-0}" != 1 ]; then
     [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -142,6 +147,27 @@ if [ "${PHIM_SKIP_E2E:-0}" != 1 ]; then
     [ $rc -eq 0 ] || FAILED+=("viewer e2e (exit $rc)")
 else
     step "viewer e2e: skipped (PHIM_SKIP_E2E=1)"
+fi
+
+# ---------------------------------------------------------------- 7. OHIF acceptance
+if [ "${PHIM_SKIP_OHIF:-0}" != 1 ]; then
+    step "OHIF Viewer acceptance (tests/ohif, headless chromium)"
+    ohif() {
+        local load=${PHIM_LOAD_BIN:-$ROOT/target/debug/phim-load}
+        { [ -x "$load" ] || { note "missing $load (cargo build --bins)"; return 1; }; } &&
+        { [ -d tests/ohif/node_modules ] && [ ! tests/ohif/package-lock.json -nt tests/ohif/node_modules/.package-lock.json ] ||
+          (cd tests/ohif && npm ci --no-audit --no-fund); } &&
+        PHIM_BIN=$PHIM_BIN PHIM_LOAD_BIN=$load PHIM_PYTHON=$VENV/bin/python \
+            PHIM_TOOLS_DIR=${PHIM_TOOLS_DIR:-$HOME/.cache/phim-tools} OHIF_OUT=$ROOT/.test-work/ohif \
+            node tests/ohif/run.mjs
+    }
+    set +e
+    ohif
+    rc=$?
+    set -e
+    [ $rc -eq 0 ] || FAILED+=("OHIF acceptance (exit $rc)")
+else
+    step "OHIF acceptance: skipped (PHIM_SKIP_OHIF=1)"
 fi
 
 # ---------------------------------------------------------------- summary
