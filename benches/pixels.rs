@@ -109,11 +109,8 @@ fn main() {
     for threads in [1, 2] {
         let pool = Imaging::new(threads);
         let t = Instant::now();
-        let bytes: usize = pool.install(|| {
-            ct.par_iter()
-                .map(|img| render_jpeg(img, 0, vp).len())
-                .sum()
-        });
+        let bytes: usize =
+            pool.install(|| ct.par_iter().map(|img| render_jpeg(img, 0, vp).len()).sum());
         let s = t.elapsed().as_secs_f64();
         println!(
             "thumbnails, {slices}-slice CT 512x512, {threads} thread(s): {:.0}/s ({:.2} s, {:.0} B avg)",
@@ -125,8 +122,16 @@ fn main() {
 
     // Rendered latency, full size JPEG.
     let cr = load(&synth::instance(7, &spec(Kind::Cr, 1), 0));
-    let us = load(&synth::instance(7, &spec(Kind::UsCine { frames: 10 }, 1), 0));
-    for (name, img, frame) in [("CT slice 512x512", &ct[0], 0), ("CR 2000x2500", &cr, 0), ("US frame 640x480 RGB", &us, 5)] {
+    let us = load(&synth::instance(
+        7,
+        &spec(Kind::UsCine { frames: 10 }, 1),
+        0,
+    ));
+    for (name, img, frame) in [
+        ("CT slice 512x512", &ct[0], 0),
+        ("CR 2000x2500", &cr, 0),
+        ("US frame 640x480 RGB", &us, 5),
+    ] {
         let times: Vec<Duration> = (0..reps)
             .map(|_| {
                 let t = Instant::now();
@@ -157,14 +162,21 @@ fn main() {
             bytes as f64 / 1e6 / t.elapsed().as_secs_f64()
         );
     };
-    transcode("US 640x480 RGB Explicit LE -> JPEG baseline", &us, JPEG_BASELINE);
+    transcode(
+        "US 640x480 RGB Explicit LE -> JPEG baseline",
+        &us,
+        JPEG_BASELINE,
+    );
     transcode("CT 512x512 Explicit LE -> RLE", &ct[0], codec::RLE_LOSSLESS);
     match std::env::var("PHIM_BENCH_J2K") {
         Ok(path) => {
             let file = std::fs::read(&path).expect("PHIM_BENCH_J2K file");
             let j2k = load(&file);
             transcode(
-                &format!("{}x{} JPEG 2000 lossless -> Explicit LE", j2k.info.columns, j2k.info.rows),
+                &format!(
+                    "{}x{} JPEG 2000 lossless -> Explicit LE",
+                    j2k.info.columns, j2k.info.rows
+                ),
                 &j2k,
                 "1.2.840.10008.1.2.1",
             );

@@ -168,6 +168,15 @@ impl Store {
         }
     }
 
+    /// A store over any `ObjectStore` (tests wrap one to observe reads).
+    pub fn wrap(inner: Arc<dyn ObjectStore>, description: &str) -> Store {
+        Store {
+            inner,
+            local_root: None,
+            description: description.to_owned(),
+        }
+    }
+
     /// Whether spooled files can be renamed into the store (same machine).
     pub fn is_local(&self) -> bool {
         self.local_root.is_some()

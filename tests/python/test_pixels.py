@@ -367,3 +367,52 @@ def test_wado_uri(phim_factory):
     assert np.array_equal(out.pixel_array, ds2.pixel_array)
     r = server.get("/wado", params={**q2, "transferSyntax": "1.2.840.10008.1.2.5"})
     assert r.content == p2.read_bytes()
+
+
+def test_a_restarted_server_finishes_the_thumbnail_queue(phim_factory):
+    """The queue lives in the index: a series stored while no worker ran
+    gets its thumbnail from the next server that starts, unasked."""
+    data_dir = phim_factory.path("thumb-restart-data")
+    first = phim_factory.start("embedded", data_dir=data_dir, name="no-worker",
+                               extra_args=["--thumbnails-at-ingest", "false"])
+    study, series = generate_uid(), generate_uid()
+    files = [Instance.make(f"restart-{i}", rows=48, cols=48, study_uid=study, series_uid=series,
+                           instance_number=i + 1).data for i in range(3)]
+    assert stow(first, files).status == 200
+    time.sleep(4)  # past the queue's debounce
+    thumbs = data_dir / "objects" / "thumbnails"
+    assert not list(thumbs.rglob("*.jpg")), "no worker ran, no thumbnail expected"
+    first.stop()
+    phim_factory.start("embedded", data_dir=data_dir, name="with-worker")
+    deadline = time.time() + 20
+    while time.time() < deadline and not list(thumbs.rglob("*.jpg")):
+        time.sleep(0.25)
+    made = list(thumbs.rglob("*.jpg"))
+    assert made and series in made[0].as_posix(), "the restarted server did not finish the queue"
+
+
+def test_rendered_multiframe_and_study_level(phim_factory):
+    server = phim_factory.start("embedded")
+    p = Path(pydicom.data.get_testdata_file("SC_rgb_rle_2frame.dcm"))
+    ds = pydicom.dcmread(p)
+    assert stow(server, [p.read_bytes()]).status == 200
+    path = own_path(ds)
+    # A multi-frame instance: every frame as an animated GIF …
+    r = server.get(f"/dicomweb{path}/rendered", headers={"Accept": "image/gif"})
+    assert r.status_code == 200 and r.headers["Content-Type"] == "image/gif"
+    gif = Image.open(io.BytesIO(r.content))
+    assert gif.n_frames == 2
+    # … its first frame as JPEG; one frame, or several only as a GIF.
+    r = server.get(f"/dicomweb{path}/rendered")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg"
+    r = server.get(f"/dicomweb{path}/frames/2/rendered", headers={"Accept": "image/png"})
+    second = np.asarray(Image.open(io.BytesIO(r.content)))
+    assert np.abs(second.astype(int) - pydicom_pixels(ds, index=1).astype(int)).max() <= 1
+    assert server.get(f"/dicomweb{path}/frames/1,2/rendered", headers={"Accept": "image/png"}).status_code == 406
+    assert server.get(f"/dicomweb{path}/frames/1,2/rendered", headers={"Accept": "image/gif"}).status_code == 200
+    # The study: one image per instance, multipart/related.
+    r = server.get(f"/dicomweb/studies/{ds.StudyInstanceUID}/rendered", params={"viewport": "32,32"})
+    assert r.status_code == 200
+    parts = decode_multipart(r.content, r.headers["Content-Type"])
+    assert len(parts) == 1 and parts[0].content_type == "image/jpeg"
+    assert Image.open(io.BytesIO(parts[0].content)).size == (32, 32)
