@@ -144,7 +144,7 @@ fn main() {
     }
 
     // Transcoding throughput (decoded megabytes per second).
-    let mut transcode = |name: &str, img: &Image, target: &str| {
+    let transcode = |name: &str, img: &Image, target: &str| {
         let t = Instant::now();
         let mut bytes = 0usize;
         let mut n = 0;
