@@ -305,6 +305,15 @@ fn jls_planar(data: &[u8]) -> bool {
 }
 
 fn decode_jpeg_ls(info: &PixelInfo, data: &[u8]) -> Result<Vec<u8>, ImagingError> {
+    // CharLS spends seconds on a truncated stream (measured: ~5 s for a
+    // 32×32 frame cut short): a stream must end with EOI (ISO 14495-1 C.1.1;
+    // a DICOM fragment may add one padding byte).
+    let end = data.iter().rposition(|b| *b != 0).unwrap_or(0);
+    if end < 1 || data[end - 1] != 0xFF || data[end] != 0xD9 {
+        return Err(ImagingError::Corrupt(
+            "JPEG-LS stream without its end marker (truncated)".into(),
+        ));
+    }
     let mut codec = charls::CharLS::default();
     let corrupt = |e: charls::Error| ImagingError::Corrupt(format!("JPEG-LS: {e}"));
     let fi = codec.get_frame_info(data).map_err(corrupt)?;
@@ -605,5 +614,75 @@ mod tests {
             Err(ImagingError::Corrupt(_))
         ));
         assert!(decode(&i, JPEG_BASELINE, &enc[..20]).is_err());
+    }
+
+    /// Mutated bitstreams: errors or (caught) panics, never an abort or a
+    /// runaway allocation (the process would die and fail the test).
+    #[test]
+    fn mutated_bitstreams_do_not_take_the_process_down() {
+        let i = info(32, 32, 1, 16);
+        let mut i12 = i.clone();
+        i12.bits_stored = 12;
+        let data: Vec<u8> = (0..1024u32)
+            .flat_map(|v| ((v * 37 % 4096) as u16).to_le_bytes())
+            .collect();
+        let f = Frame {
+            rows: 32,
+            columns: 32,
+            samples: 1,
+            bits_allocated: 16,
+            photometric: "MONOCHROME2".into(),
+            data,
+        };
+        let i8 = info(32, 32, 1, 8);
+        let f8 = Frame {
+            bits_allocated: 8,
+            data: (0..1024u32).map(|v| (v % 251) as u8).collect(),
+            ..f.clone()
+        };
+        let cases = [
+            (
+                i12.clone(),
+                JPEG_LS_LOSSLESS,
+                encode(&i12, &f, JPEG_LS_LOSSLESS, 90).unwrap(),
+            ),
+            (
+                i12.clone(),
+                RLE_LOSSLESS,
+                encode(&i12, &f, RLE_LOSSLESS, 90).unwrap(),
+            ),
+            (
+                i8.clone(),
+                JPEG_BASELINE,
+                encode(&i8, &f8, JPEG_BASELINE, 90).unwrap(),
+            ),
+        ];
+        let mut seed = 12345u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for (info, uid, good) in &cases {
+            for _ in 0..300 {
+                let mut m = good.clone();
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() % m.len() as u64) as usize;
+                    m[at] = next() as u8;
+                }
+                if next() % 5 == 0 {
+                    m.truncate((next() % m.len() as u64) as usize);
+                }
+                let t = std::time::Instant::now();
+                let _ = std::panic::catch_unwind(|| decode(info, uid, &m));
+                // CharLS spent ~5 s on truncated streams before the EOI check.
+                assert!(
+                    t.elapsed().as_secs() < 2,
+                    "{uid}: {} ms",
+                    t.elapsed().as_millis()
+                );
+            }
+        }
     }
 }
