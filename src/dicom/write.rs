@@ -24,7 +24,8 @@ impl Default for ElementWriter {
     }
 }
 
-fn long_form(vr: &[u8; 2]) -> bool {
+/// Whether a VR has the 4-byte length form in explicit VR (PS3.5 §7.1.2).
+pub fn long_form(vr: &[u8; 2]) -> bool {
     matches!(
         vr,
         b"OB"

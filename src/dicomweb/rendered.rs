@@ -14,14 +14,13 @@
 //! `viewport=vw,vh[,sx,sy,sw,sh]`, `quality` (1–100), and `accept`, which
 //! wins over the Accept header (§8.3.3.1).
 
-use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use futures::{stream, StreamExt};
 
 use super::media::{self, MediaRange};
-use super::multipart::{closing, new_boundary, part_header};
+use super::multipart::{self, new_boundary, part_header};
 use super::path_uid;
 use crate::error::ApiError;
 use crate::imaging::pixel::VoiFunction;
@@ -270,7 +269,8 @@ async fn many(
             let st = st.clone();
             let b = b.clone();
             async move {
-                let scope = scope_of(&inst)?;
+                let scope = Scope::of_instance(&inst)
+                    .map_err(|e| ApiError::Internal(format!("bad UID in index: {e}")))?;
                 let src = open(&st, &scope).await?;
                 let img = src.render(&st.store, &st.imaging, 0, params).await?;
                 let bytes = st
@@ -295,31 +295,8 @@ async fn many(
                 stream::iter([Err(std::io::Error::other(e.to_string()))]).right_stream()
             }
         })
-        .flatten()
-        .chain(stream::once({
-            let end = closing(&boundary);
-            async move { Ok(end) }
-        }));
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            format!(
-                "multipart/related; type=\"{}\"; boundary={boundary}",
-                format.media_type()
-            ),
-        )],
-        Body::from_stream(parts),
-    )
-        .into_response())
-}
-
-fn scope_of(inst: &crate::index::StoredInstance) -> Result<Scope, ApiError> {
-    let bad = |e: crate::dicom::uid::UidError| ApiError::Internal(format!("bad UID in index: {e}"));
-    Ok(Scope {
-        study: crate::dicom::Uid::parse(&inst.study_uid).map_err(bad)?,
-        series: Some(crate::dicom::Uid::parse(&inst.series_uid).map_err(bad)?),
-        instance: Some(crate::dicom::Uid::parse(&inst.sop_uid).map_err(bad)?),
-    })
+        .flatten();
+    Ok(multipart::response(parts, boundary, format.media_type()))
 }
 
 pub async fn study(

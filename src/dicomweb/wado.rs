@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures::{stream, StreamExt, TryStreamExt};
 
 use super::media::{self, MediaRange};
-use super::multipart::{closing, new_boundary, part_header};
+use super::multipart::{self, closing, new_boundary, part_header};
 use super::{base_url, path_uid};
 use crate::dicom::frames::FrameIndex;
 use crate::dicom::transfer_syntax::{self, EXPLICIT_VR_LE};
@@ -217,19 +217,8 @@ async fn retrieve(st: AppState, scope: Scope, headers: &HeaderMap) -> Result<Res
             }
         })
         .buffered(READ_AHEAD)
-        .try_flatten()
-        .chain(stream::once({
-            let end = closing(&boundary);
-            async move { Ok(end) }
-        }));
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
-        )],
-        Body::from_stream(parts),
-    )
-        .into_response())
+        .try_flatten();
+    Ok(multipart::response(parts, boundary, "application/dicom"))
 }
 
 /// Instances in `target`: the ones stored in it as they are, the others
@@ -252,11 +241,8 @@ async fn retrieve_transcoded(
             let body = st.store.get_stream(&stored_key(inst)?).await?;
             return Ok(body.map_err(std::io::Error::other).boxed());
         }
-        let scope = Scope {
-            study: path_uid("study", &inst.study_uid)?,
-            series: Some(path_uid("series", &inst.series_uid)?),
-            instance: Some(path_uid("instance", &inst.sop_uid)?),
-        };
+        let scope = Scope::of_instance(inst)
+            .map_err(|e| ApiError::Internal(format!("bad UID in index: {e}")))?;
         let src = Source::open(st.index.as_ref(), &st.store, &scope)
             .await?
             .ok_or_else(|| not_found(&scope))?;
@@ -318,18 +304,11 @@ async fn retrieve_transcoded(
             }
         })
         .try_flatten();
-    let parts = first_part.chain(rest).chain(stream::once({
-        let end = closing(&boundary);
-        async move { Ok(end) }
-    }));
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
-        )],
-        Body::from_stream(parts),
-    )
-        .into_response())
+    Ok(multipart::response(
+        first_part.chain(rest),
+        boundary,
+        "application/dicom",
+    ))
 }
 
 fn stored_key(inst: &StoredInstance) -> Result<ObjectKey, ApiError> {
@@ -775,18 +754,7 @@ pub async fn frames(
             (parts, media)
         }
     };
-    let body = parts.chain(stream::once({
-        let end = closing(&boundary);
-        async move { Ok(end) }
-    }));
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            format!("multipart/related; type=\"{outer_type}\"; boundary={boundary}"),
-        )],
-        Body::from_stream(body),
-    )
-        .into_response())
+    Ok(multipart::response(parts, boundary, outer_type))
 }
 
 fn frame_part(

@@ -22,7 +22,7 @@ use super::source::Source;
 use super::{Imaging, ImagingError};
 use crate::dicom::scan::{scan_bytes, scan_dataset, Element, ScanLimits, Scanned, Value};
 use crate::dicom::transfer_syntax::{self, EXPLICIT_VR_LE};
-use crate::dicom::write::file_meta_prefix;
+use crate::dicom::write::{file_meta_prefix, long_form};
 use crate::error::ApiError;
 use crate::store::Store;
 
@@ -32,25 +32,6 @@ pub fn can_transcode(from: &str, to: &str) -> bool {
 }
 
 const PIXEL_DATA: u32 = 0x7FE0_0010;
-
-fn long_form(vr: &[u8]) -> bool {
-    matches!(
-        vr,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"SQ"
-            | b"SV"
-            | b"UC"
-            | b"UN"
-            | b"UR"
-            | b"UT"
-            | b"UV"
-    )
-}
 
 fn header(out: &mut Vec<u8>, tag: u32, vr: &[u8; 2], len: u32) {
     out.extend_from_slice(&((tag >> 16) as u16).to_le_bytes());

@@ -121,6 +121,17 @@ pub struct Scope {
     pub instance: Option<Uid>,
 }
 
+impl Scope {
+    /// The scope naming one stored instance.
+    pub fn of_instance(inst: &StoredInstance) -> Result<Scope, crate::dicom::uid::UidError> {
+        Ok(Scope {
+            study: Uid::parse(&inst.study_uid)?,
+            series: Some(Uid::parse(&inst.series_uid)?),
+            instance: Some(Uid::parse(&inst.sop_uid)?),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct StudyRow {
     pub study_uid: String,
