@@ -168,6 +168,11 @@ fn main() {
         JPEG_BASELINE,
     );
     transcode("CT 512x512 Explicit LE -> RLE", &ct[0], codec::RLE_LOSSLESS);
+    transcode(
+        "CT 512x512 Explicit LE -> JPEG Lossless SV1",
+        &ct[0],
+        codec::JPEG_LOSSLESS_SV1,
+    );
     match std::env::var("PHIM_BENCH_J2K") {
         Ok(path) => {
             let file = std::fs::read(&path).expect("PHIM_BENCH_J2K file");

@@ -135,7 +135,7 @@ fn negotiate_instances(
     Err(ApiError::NotAcceptable(if wanted_other_syntax {
         "the instances cannot be sent in the requested transfer syntax: they are sent as stored \
          (transfer-syntax=*) or transcoded to Explicit VR Little Endian, RLE Lossless, JPEG-LS \
-         Lossless or 8-bit JPEG Baseline"
+         Lossless, JPEG Lossless SV1 or 8-bit JPEG Baseline"
             .into()
     } else {
         "acceptable media type for instances: multipart/related; type=\"application/dicom\"".into()
@@ -550,7 +550,8 @@ enum FrameForm {
 /// The form a compressed frame can be transcoded into for a requested
 /// media type and transfer syntax (PS3.18 Table 8.7.3-2 defaults: Explicit
 /// VR Little Endian for octet-stream, JPEG baseline for image/jpeg, JPEG-LS
-/// lossless for image/jls, RLE for image/x-dicom-rle).
+/// lossless for image/jls, RLE for image/x-dicom-rle); `image/jpeg` with
+/// `transfer-syntax=1.2.840.10008.1.2.4.70` is JPEG Lossless SV1.
 fn transcode_target(ty: &str, tsp: Option<&str>) -> Option<FrameForm> {
     let (media, ts) = match (ty, tsp) {
         ("application/octet-stream", None) => ("application/octet-stream", EXPLICIT_VR_LE),
@@ -564,6 +565,7 @@ fn transcode_target(ty: &str, tsp: Option<&str>) -> Option<FrameForm> {
             ("image/jls", codec::JPEG_LS_LOSSLESS)
         }
         ("image/jpeg", None | Some(codec::JPEG_BASELINE)) => ("image/jpeg", codec::JPEG_BASELINE),
+        ("image/jpeg", Some(codec::JPEG_LOSSLESS_SV1)) => ("image/jpeg", codec::JPEG_LOSSLESS_SV1),
         _ => return None,
     };
     Some(FrameForm::Transcoded { media, ts })
@@ -617,8 +619,8 @@ fn negotiate_frames(
     }
     Err(ApiError::NotAcceptable(format!(
         "frames of this instance are available as {media} (transfer syntax {ts}) or transcoded to \
-         application/octet-stream (Explicit VR Little Endian), image/x-dicom-rle, image/jls (lossless) \
-         or 8-bit image/jpeg"
+         application/octet-stream (Explicit VR Little Endian), image/x-dicom-rle, image/jls (lossless), \
+         image/jpeg with transfer-syntax=1.2.840.10008.1.2.4.70 (lossless) or 8-bit image/jpeg"
     )))
 }
 
@@ -840,6 +842,59 @@ mod tests {
         );
         assert_eq!(
             negotiate_instances(&HeaderMap::new(), &jpeg).unwrap(),
+            (Delivery::Multipart, None)
+        );
+    }
+
+    #[test]
+    fn jpeg_lossless_sv1_is_a_target() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::ACCEPT, v.parse().unwrap());
+            m
+        };
+        let sv1 = codec::JPEG_LOSSLESS_SV1;
+        // Frames: image/jpeg with the SV1 syntax is transcoded to it,
+        // image/jpeg alone stays baseline, a stored SV1 frame goes as is.
+        let accept = format!("multipart/related; type=\"image/jpeg\"; transfer-syntax={sv1}");
+        let rle = codec::RLE_LOSSLESS;
+        assert_eq!(
+            negotiate_frames(&h(&accept), "image/x-dicom-rle", rle, true).unwrap(),
+            FrameForm::Transcoded {
+                media: "image/jpeg",
+                ts: sv1
+            }
+        );
+        assert_eq!(
+            negotiate_frames(
+                &h("multipart/related; type=\"image/jpeg\""),
+                "image/x-dicom-rle",
+                rle,
+                true
+            )
+            .unwrap(),
+            FrameForm::Transcoded {
+                media: "image/jpeg",
+                ts: codec::JPEG_BASELINE
+            }
+        );
+        assert_eq!(
+            negotiate_frames(&h(&accept), "image/jpeg", sv1, true).unwrap(),
+            FrameForm::AsStored
+        );
+        assert!(negotiate_frames(&h(&accept), "image/x-dicom-rle", rle, false).is_err());
+        // Other lossless JPEG syntaxes are not encoded.
+        let p1 = "multipart/related; type=\"image/jpeg\"; transfer-syntax=1.2.840.10008.1.2.4.57";
+        assert!(negotiate_frames(&h(p1), "image/x-dicom-rle", rle, true).is_err());
+        // Instances.
+        let accept =
+            format!("multipart/related; type=\"application/dicom\"; transfer-syntax={sv1}");
+        assert_eq!(
+            negotiate_instances(&h(&accept), &[inst(rle)]).unwrap(),
+            (Delivery::Multipart, Some(sv1))
+        );
+        assert_eq!(
+            negotiate_instances(&h(&accept), &[inst(sv1)]).unwrap(),
             (Delivery::Multipart, None)
         );
     }

@@ -213,6 +213,7 @@ pub fn codec_target(uid: &str) -> Option<&'static str> {
         EXPLICIT_VR_LE,
         codec::RLE_LOSSLESS,
         codec::JPEG_LS_LOSSLESS,
+        codec::JPEG_LOSSLESS_SV1,
         codec::JPEG_BASELINE,
     ]
     .into_iter()

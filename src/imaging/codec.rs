@@ -7,7 +7,7 @@
 //! unchecked header.
 
 use super::pixel::PixelInfo;
-use super::{rle, ImagingError};
+use super::{jpeg_lossless, rle, ImagingError};
 use crate::dicom::transfer_syntax as ts;
 
 pub const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
@@ -240,25 +240,35 @@ fn decode_jpeg(
     check_size(info, u32::from(meta.width), u32::from(meta.height), comps)?;
     let pixels = dec.decode().map_err(corrupt)?;
     let bps = info.bytes_per_sample();
+    let count = info.pixels() * comps as usize;
     let mut out = Vec::with_capacity(info.decoded_frame_len() as usize);
-    match meta.pixel_format {
-        PixelFormat::L16 => {
-            for c in pixels.chunks_exact(2) {
-                put(&mut out, i64::from(u16::from_ne_bytes([c[0], c[1]])), bps);
+    // Samples of more or fewer than 8 bits come as native-endian u16 (for
+    // lossless JPEG of any precision but 8, colour too, whatever the
+    // reported pixel format says).
+    if pixels.len() == count * 2 {
+        for c in pixels.chunks_exact(2) {
+            let v = u16::from_ne_bytes([c[0], c[1]]);
+            if bps == 1 && v > 0xFF {
+                return Err(ImagingError::Corrupt(
+                    "JPEG samples wider than the 8 bits allocated".into(),
+                ));
             }
+            put(&mut out, i64::from(v), bps);
         }
-        _ => {
-            if bps == 1 {
-                out = pixels;
-            } else {
-                for v in pixels {
-                    put(&mut out, i64::from(v), bps);
-                }
-            }
+    } else if bps == 1 {
+        out = pixels;
+    } else {
+        for v in pixels {
+            put(&mut out, i64::from(v), bps);
         }
     }
     if out.len() < info.decoded_frame_len() as usize {
         return Err(ImagingError::Corrupt("JPEG decoded short".into()));
+    }
+    // Lossless JPEG codes Bits Stored-bit patterns: signed values are
+    // sign-extended into their container (as pydicom and GDCM do).
+    if lossless && info.signed {
+        sign_extend(&mut out, bps, info.bits_stored);
     }
     Ok((out, photometric))
 }
@@ -422,22 +432,15 @@ pub fn encode(
             if bps > 2 {
                 return Err(ImagingError::Unsupported("JPEG-LS of 32-bit data".into()));
             }
-            // JPEG-LS codes Bits Stored-bit unsigned samples: signed values
-            // go as their bit patterns (sign-extended again on decoding).
-            let mask = (1u32 << info.bits_stored) - 1;
             let data: Vec<u8> = if bps == 2 {
-                frame
-                    .data
-                    .chunks_exact(2)
-                    .flat_map(|c| {
-                        ((u32::from(u16::from_le_bytes([c[0], c[1]])) & mask) as u16).to_le_bytes()
-                    })
+                stored_bits(info, frame)
+                    .into_iter()
+                    .flat_map(u16::to_le_bytes)
                     .collect()
             } else {
-                frame
-                    .data
-                    .iter()
-                    .map(|b| (u32::from(*b) & mask) as u8)
+                stored_bits(info, frame)
+                    .into_iter()
+                    .map(|v| v as u8)
                     .collect()
             };
             if samples == 3 {
@@ -457,6 +460,16 @@ pub fn encode(
                     &data,
                 )
                 .map_err(|e| ImagingError::Unsupported(format!("JPEG-LS: {e}")))
+        }
+        JPEG_LOSSLESS_SV1 => {
+            check_encodable(info, uid)?;
+            jpeg_lossless::encode(
+                &stored_bits(info, frame),
+                frame.columns,
+                frame.rows,
+                samples,
+                info.bits_stored as u8,
+            )
         }
         JPEG_BASELINE => {
             if frame.bits_allocated != 8 || info.bits_stored > 8 {
@@ -487,6 +500,22 @@ pub fn encode(
     }
 }
 
+/// The samples of a decoded frame as the unsigned Bits Stored-bit values
+/// the lossless JPEG codecs code: signed values go as their bit patterns
+/// (sign-extended again on decoding).
+fn stored_bits(info: &PixelInfo, frame: &Frame) -> Vec<u16> {
+    let mask = ((1u32 << info.bits_stored.min(16)) - 1) as u16;
+    if frame.bits_allocated == 16 {
+        frame
+            .data
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) & mask)
+            .collect()
+    } else {
+        frame.data.iter().map(|b| u16::from(*b) & mask).collect()
+    }
+}
+
 /// Whether frames of an image can be encoded into `uid` (checked before a
 /// response starts, so the client gets a 406 rather than a cut stream).
 pub fn check_encodable(info: &PixelInfo, uid: &str) -> Result<(), ImagingError> {
@@ -495,6 +524,13 @@ pub fn check_encodable(info: &PixelInfo, uid: &str) -> Result<(), ImagingError> 
         u if is_native(u) && u != ts::EXPLICIT_VR_BE && u != ts::DEFLATED_EXPLICIT_VR_LE => Ok(()),
         RLE_LOSSLESS if usize::from(info.samples) * info.bytes_per_sample() <= 15 => Ok(()),
         JPEG_LS_LOSSLESS if (2..=16).contains(&info.bits_stored) && info.bits_allocated <= 16 => {
+            Ok(())
+        }
+        JPEG_LOSSLESS_SV1
+            if (2..=16).contains(&info.bits_stored)
+                && info.bits_allocated <= 16
+                && matches!(info.samples, 1 | 3) =>
+        {
             Ok(())
         }
         JPEG_BASELINE if info.bits_allocated == 8 && info.bits_stored <= 8 => {
@@ -536,7 +572,12 @@ fn sign_extend(data: &mut [u8], bps: usize, bits: u16) {
 pub fn can_encode(uid: &str) -> bool {
     matches!(
         uid,
-        ts::EXPLICIT_VR_LE | ts::IMPLICIT_VR_LE | RLE_LOSSLESS | JPEG_LS_LOSSLESS | JPEG_BASELINE
+        ts::EXPLICIT_VR_LE
+            | ts::IMPLICIT_VR_LE
+            | RLE_LOSSLESS
+            | JPEG_LS_LOSSLESS
+            | JPEG_LOSSLESS_SV1
+            | JPEG_BASELINE
     )
 }
 
@@ -684,5 +725,176 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A seeded xorshift: noise without a dependency.
+    fn noise(seed: u64, n: usize) -> Vec<u64> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            })
+            .collect()
+    }
+
+    fn frame_of(i: &PixelInfo, data: Vec<u8>) -> Frame {
+        Frame {
+            rows: i.rows,
+            columns: i.columns,
+            samples: i.samples,
+            bits_allocated: i.bits_allocated,
+            photometric: i.photometric.clone(),
+            data,
+        }
+    }
+
+    /// Encodes into JPEG Lossless SV1 and decodes with jpeg-decoder.
+    fn sv1_round_trip(i: &PixelInfo, data: Vec<u8>) {
+        let f = frame_of(i, data);
+        check_encodable(i, JPEG_LOSSLESS_SV1).unwrap();
+        let enc = encode(i, &f, JPEG_LOSSLESS_SV1, 90).unwrap();
+        assert_eq!(&enc[..2], &[0xFF, 0xD8]);
+        assert_eq!(&enc[enc.len() - 2..], &[0xFF, 0xD9]);
+        let dec = decode(i, JPEG_LOSSLESS_SV1, &enc).unwrap();
+        assert_eq!(
+            dec.data, f.data,
+            "{}x{}x{} {} bits",
+            i.rows, i.columns, i.samples, i.bits_stored
+        );
+    }
+
+    fn words(v: impl IntoIterator<Item = u16>) -> Vec<u8> {
+        v.into_iter().flat_map(u16::to_le_bytes).collect()
+    }
+
+    #[test]
+    fn jpeg_lossless_sv1_round_trips() {
+        // 8-bit: a ramp, extremes side by side, noise.
+        let i = info(17, 23, 1, 8);
+        sv1_round_trip(&i, (0..17 * 23).map(|v| v as u8).collect());
+        sv1_round_trip(
+            &i,
+            (0..17 * 23)
+                .map(|v| if v % 2 == 0 { 0 } else { 255 })
+                .collect(),
+        );
+        sv1_round_trip(&i, noise(1, 17 * 23).iter().map(|v| *v as u8).collect());
+        // 12-bit in 16: extremes and noise.
+        let mut i12 = info(31, 9, 1, 16);
+        i12.bits_stored = 12;
+        let n = 31 * 9;
+        sv1_round_trip(
+            &i12,
+            words((0..n).map(|v| if v % 3 == 0 { 0 } else { 4095 })),
+        );
+        sv1_round_trip(&i12, words(noise(2, n).iter().map(|v| *v as u16 & 0x0FFF)));
+        // 16-bit: full-range jumps make differences of ±65535 and exactly
+        // 32768 (category 16).
+        let i16 = info(8, 8, 1, 16);
+        sv1_round_trip(
+            &i16,
+            words((0..64).map(|v| [0, 65535, 32768, 0, 32768, 65535][v % 6])),
+        );
+        sv1_round_trip(&i16, words(noise(3, 64).iter().map(|v| *v as u16)));
+        sv1_round_trip(&i16, words([32768; 64]));
+        // Signed 16-bit, and signed 12-bit (coded as 12-bit patterns,
+        // sign-extended on decoding).
+        let mut s16 = info(5, 7, 1, 16);
+        s16.signed = true;
+        sv1_round_trip(
+            &s16,
+            (0..35)
+                .flat_map(|v| [i16::MIN, i16::MAX, -1, 0, 1][v % 5].to_le_bytes())
+                .collect(),
+        );
+        let mut s12 = s16.clone();
+        s12.bits_stored = 12;
+        sv1_round_trip(
+            &s12,
+            (0..35)
+                .flat_map(|v| [-2048i16, 2047, -1, 0, 1, -7][v % 6].to_le_bytes())
+                .collect(),
+        );
+        // 8-bit RGB, each component its own history; odd sizes; 1×1;
+        // a 16-bit RGB; 2-bit data.
+        let rgb = info(13, 11, 3, 8);
+        sv1_round_trip(
+            &rgb,
+            noise(4, 13 * 11 * 3).iter().map(|v| *v as u8).collect(),
+        );
+        sv1_round_trip(
+            &rgb,
+            (0..13 * 11)
+                .flat_map(|p| [255u8, (p % 256) as u8, 0])
+                .collect(),
+        );
+        sv1_round_trip(&info(1, 1, 1, 8), vec![77]);
+        sv1_round_trip(&info(1, 1, 3, 8), vec![0, 128, 255]);
+        sv1_round_trip(&info(1, 1, 1, 16), words([65535]));
+        sv1_round_trip(&info(1, 257, 1, 8), (0..257).map(|v| v as u8).collect());
+        sv1_round_trip(&info(257, 1, 1, 8), (0..257).map(|v| v as u8).collect());
+        sv1_round_trip(
+            &info(3, 5, 3, 16),
+            words(noise(5, 45).iter().map(|v| *v as u16)),
+        );
+        let mut two = info(4, 4, 1, 8);
+        two.bits_stored = 2;
+        sv1_round_trip(&two, (0..16).map(|v| (v % 4) as u8).collect());
+    }
+
+    #[test]
+    fn jpeg_lossless_sv1_refusals() {
+        let mut i = info(2, 2, 1, 32);
+        assert!(check_encodable(&i, JPEG_LOSSLESS_SV1).is_err());
+        i = info(2, 2, 1, 8);
+        i.bits_stored = 1;
+        assert!(check_encodable(&i, JPEG_LOSSLESS_SV1).is_err());
+        assert!(check_encodable(&info(2, 2, 4, 8), JPEG_LOSSLESS_SV1).is_err());
+        assert!(can_encode(JPEG_LOSSLESS_SV1));
+        assert!(!is_lossy(JPEG_LOSSLESS_SV1));
+    }
+
+    /// Truncated and mutated lossless streams fail or decode; nothing
+    /// panics and nothing is allocated beyond the data set's frame size.
+    #[test]
+    fn jpeg_lossless_malformed_input_does_not_panic() {
+        let mut i = info(6, 5, 3, 16);
+        i.bits_stored = 12;
+        let data = words(noise(6, 90).iter().map(|v| *v as u16 & 0x0FFF));
+        let enc = encode(&i, &frame_of(&i, data), JPEG_LOSSLESS_SV1, 90).unwrap();
+        for n in 0..enc.len() {
+            let _ = decode(&i, JPEG_LOSSLESS_SV1, &enc[..n]);
+        }
+        for (k, r) in noise(7, enc.len() * 4).into_iter().enumerate() {
+            let mut bad = enc.clone();
+            let at = k % enc.len();
+            bad[at] = match k / enc.len() {
+                0 => 0,
+                1 => 0xFF,
+                2 => bad[at] ^ 1,
+                _ => r as u8,
+            };
+            let _ = decode(&i, JPEG_LOSSLESS_SV1, &bad);
+        }
+        // Two components, with consistent SOF and SOS lengths (the
+        // decoder's pixel formats have no two-component case).
+        let sof = enc.windows(2).position(|w| w == [0xFF, 0xC3]).unwrap();
+        let sos = enc.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        let mut two = enc[..sof].to_vec();
+        two.extend_from_slice(&[0xFF, 0xC3, 0, 14, 12, 0, 6, 0, 5, 2, 1, 0x11, 0, 2, 0x11, 0]);
+        two.extend_from_slice(&[0xFF, 0xDA, 0, 10, 2, 1, 0x00, 2, 0x10, 1, 0, 0]);
+        two.extend_from_slice(&enc[sos + 14..]);
+        let mut i2 = i.clone();
+        i2.samples = 2;
+        assert!(decode(&i2, JPEG_LOSSLESS_SV1, &two).is_err());
+        assert!(decode(&i, JPEG_LOSSLESS_SV1, &two).is_err());
+        // A header that disagrees with the data set is refused.
+        assert!(matches!(
+            decode(&info(6, 5, 1, 16), JPEG_LOSSLESS_SV1, &enc),
+            Err(ImagingError::Corrupt(_))
+        ));
     }
 }

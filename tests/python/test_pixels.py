@@ -231,6 +231,100 @@ def test_whole_instance_transcoded(server, stored_corpus):
         assert np.array_equal(out.pixel_array, pydicom_pixels(ds, as_rgb=False)), name
 
 
+JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
+TO_SV1 = f'multipart/related; type="image/jpeg"; transfer-syntax={JPEG_LOSSLESS_SV1}'
+
+# Lossless samples of every kind the SV1 encoder takes: 16-bit signed,
+# 8-bit RGB, 16-bit RGB with two frames, 13-bit signed, 12-bit unsigned
+# (native: stored under a fresh SOP Instance UID by `sv1_samples`).
+SV1_SAMPLES = ["MR_small_RLE.dcm", "SC_rgb_rle.dcm", "SC_rgb_rle_16bit_2frame.dcm",
+               "J2K_pixelrep_mismatch.dcm", "examples_overlay.dcm"]
+
+
+@pytest.fixture(scope="module")
+def sv1_samples(server, stored_corpus) -> dict:
+    """Sample name -> (pydicom data set, its path on the server)."""
+    by_name = {p.name: p for p in stored_corpus}
+    out = {}
+    for name in SV1_SAMPLES:
+        if name in by_name:
+            ds = pydicom.dcmread(by_name[name])
+            out[name] = (ds, path_of(ds))
+            continue
+        ds = pydicom.dcmread(pydicom.data.get_testdata_file(name))
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        buf = io.BytesIO()
+        ds.save_as(buf)
+        assert stow(server, [buf.getvalue()]).status == 200, name
+        out[name] = (ds, own_path(ds))
+    assert set(out) == set(SV1_SAMPLES)
+    return out
+
+
+def from_stored_bits(arr: np.ndarray, ds) -> np.ndarray:
+    """A lossless JPEG's samples (Bits Stored-bit patterns, PS3.5 §8.2.1)
+    as the data set's values: sign-extended when Pixel Representation is 1."""
+    bits = int(ds.BitsStored)
+    v = arr.astype(np.int64)
+    if int(ds.PixelRepresentation) == 1:
+        v = np.where(v >= 1 << (bits - 1), v - (1 << bits), v)
+    return v
+
+
+def test_frames_transcoded_to_jpeg_lossless_sv1(server, sv1_samples):
+    """Frames asked for as image/jpeg in JPEG Lossless SV1 are lossless
+    JPEG (SOF3) that libjpeg decodes to exactly pydicom's pixels."""
+    from libjpeg import decode as ljdecode
+    for name, (ds, path) in sv1_samples.items():
+        ref = reference_frames(ds)
+        assert ref is not None, name
+        numbers = ",".join(str(i + 1) for i in range(ref.shape[0]))
+        r = server.get(f"/dicomweb{path}/frames/{numbers}", headers={"Accept": TO_SV1})
+        assert r.status_code == 200, f"{name}: {r.text}"
+        parts = decode_multipart(r.content, r.headers["Content-Type"])
+        assert len(parts) == ref.shape[0], name
+        for i, part in enumerate(parts):
+            assert part.content_type.startswith("image/jpeg"), part.content_type
+            assert f"transfer-syntax={JPEG_LOSSLESS_SV1}" in part.content_type
+            assert part.content[:2] == b"\xff\xd8" and b"\xff\xc3" in part.content, name  # SOI, SOF3
+            got = from_stored_bits(ljdecode(part.content), ds)
+            assert got.shape == ref[i].shape, (name, got.shape, ref[i].shape)
+            assert np.array_equal(got, ref[i].astype(np.int64)), f"{name} frame {i + 1}"
+    # image/jpeg without a transfer syntax is still baseline: 16-bit data 406.
+    _, path = sv1_samples["MR_small_RLE.dcm"]
+    r = server.get(f"/dicomweb{path}/frames/1", headers={"Accept": 'multipart/related; type="image/jpeg"'})
+    assert r.status_code == 406
+    # Other lossless JPEG syntaxes are not encoded.
+    r = server.get(f"/dicomweb{path}/frames/1",
+                   headers={"Accept": 'multipart/related; type="image/jpeg"; transfer-syntax=1.2.840.10008.1.2.4.57'})
+    assert r.status_code == 406
+
+
+def test_whole_instance_in_jpeg_lossless_sv1(server, sv1_samples):
+    """An instance asked for in JPEG Lossless SV1 is a Part 10 file in that
+    syntax whose pixel_array (pydicom's own decoder) equals the original."""
+    for name, (ds, path) in sv1_samples.items():
+        r = server.get(f"/dicomweb{path}", headers={
+            "Accept": f'multipart/related; type="application/dicom"; transfer-syntax={JPEG_LOSSLESS_SV1}'})
+        assert r.status_code == 200, f"{name}: {r.text}"
+        (part,) = decode_multipart(r.content, r.headers["Content-Type"])
+        out = pydicom.dcmread(io.BytesIO(part.content))
+        assert str(out.file_meta.TransferSyntaxUID) == JPEG_LOSSLESS_SV1, name
+        assert "LossyImageCompression" not in out or out.LossyImageCompression == ds.get("LossyImageCompression")
+        assert np.array_equal(out.pixel_array, pydicom_pixels(ds, as_rgb=False)), name
+    # WADO-URI asks the same way.
+    ds, _ = sv1_samples["MR_small_RLE.dcm"]
+    q = {"requestType": "WADO", "studyUID": ds.StudyInstanceUID, "seriesUID": ds.SeriesInstanceUID,
+         "objectUID": REUID["MR_small_RLE.dcm"], "contentType": "application/dicom",
+         "transferSyntax": JPEG_LOSSLESS_SV1}
+    r = server.get("/wado", params=q)
+    assert r.status_code == 200, r.text
+    out = pydicom.dcmread(io.BytesIO(r.content))
+    assert str(out.file_meta.TransferSyntaxUID) == JPEG_LOSSLESS_SV1
+    assert np.array_equal(out.pixel_array, ds.pixel_array)
+
+
 def rendered(server, path: str, accept: str = "image/png", **params):
     r = server.get(f"/dicomweb{path}/rendered", params=params, headers={"Accept": accept})
     assert r.status_code == 200, r.text
