@@ -7,13 +7,14 @@
 // Prints one line per check and a closing "N passed, N failed"; exits 1 on failure.
 // Rendering is judged from canvas pixels, never from the absence of errors.
 
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import http from 'node:http';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { assert, checks, filesUnder, qido, startPhim, stow, v } from '../js/harness.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const PHIM_BIN = process.env.PHIM_BIN || path.join(ROOT, 'target/debug/phim');
@@ -26,74 +27,13 @@ fs.rmSync(OUT, { recursive: true, force: true });
 fs.mkdirSync(OUT, { recursive: true });
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'phim-e2e-'));
 
-let passed = 0;
-let failed = 0;
-async function check(name, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    passed++;
-    console.log(`PASS ${name} (${Date.now() - t0} ms)`);
-  } catch (e) {
-    failed++;
-    console.log(`FAIL ${name}: ${e?.stack || e}`);
-  }
-}
-function assert(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
+const { check, counts } = checks();
 
 // ------------------------------------------------------------------ server + data
-function startServer() {
-  const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', path.join(work, 'data'),
-    '--dicom-listen', '127.0.0.1:0', '--viewer-dir', VIEWER_DIR];
-  const proc = spawn(PHIM_BIN, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-  const log = fs.createWriteStream(path.join(OUT, 'server.log'));
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    const timer = setTimeout(() => reject(new Error('server did not start in 60 s')), 60000);
-    proc.stderr.on('data', (d) => {
-      log.write(d);
-      buf += d.toString();
-      // eslint-disable-next-line no-control-regex
-      const m = buf.replace(/\x1b\[[0-9;]*m/g, '').match(/listening on http:\/\/([0-9.:]+)/);
-      if (m && timer) {
-        clearTimeout(timer);
-        resolve({ proc, base: `http://${m[1]}` });
-      }
-    });
-    proc.on('exit', (code) => reject(new Error(`server exited with ${code}`)));
-  });
-}
 
-function filesUnder(dir) {
-  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? filesUnder(path.join(dir, e.name)) : [path.join(dir, e.name)]);
-}
 
-async function stow(base, files) {
-  const boundary = `phim-e2e-${Date.now()}`;
-  const chunks = [];
-  for (const f of files) {
-    chunks.push(Buffer.from(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`), fs.readFileSync(f), Buffer.from('\r\n'));
-  }
-  chunks.push(Buffer.from(`--${boundary}--\r\n`));
-  const res = await fetch(`${base}/dicomweb/studies`, {
-    method: 'POST',
-    headers: { 'Content-Type': `multipart/related; type="application/dicom"; boundary=${boundary}`, Accept: 'application/dicom+json' },
-    body: Buffer.concat(chunks),
-  });
-  // 200 only: 202 would mean some instances were rejected.
-  assert(res.status === 200, `STOW answered ${res.status}: ${(await res.text()).slice(0, 300)}`);
-}
 
-async function qido(base, p) {
-  const res = await fetch(`${base}/dicomweb${p}`, { headers: { Accept: 'application/dicom+json' } });
-  assert(res.ok, `QIDO ${p}: ${res.status}`);
-  return res.status === 204 ? [] : res.json();
-}
 
-const v = (ds, tag) => ds[tag]?.Value?.[0];
 const stripAccents = (s) => s.normalize('NFD').replace(/[\u0300-\u036f]/g, '').replace(/đ/g, 'd').replace(/Đ/g, 'D');
 
 /**
@@ -209,7 +149,8 @@ try {
   const US_FRAMES = 8;
   execFileSync(LOAD_BIN, ['gen', '--out', path.join(work, 'gen'), '--ct-studies', '1', '--ct-slices', '40',
     '--mr-studies', '0', '--cr', '0', '--us', '1', '--us-frames', String(US_FRAMES)], { stdio: ['ignore', 'ignore', 'inherit'] });
-  server = await startServer();
+  server = await startPhim(PHIM_BIN, ['--data-dir', path.join(work, 'data'),
+    '--dicom-listen', '127.0.0.1:0', '--viewer-dir', VIEWER_DIR], path.join(OUT, 'server.log'));
   emr = await startEmr();
   const { base } = server;
   console.log(`server at ${base}; EMR at ${emr.base}; screenshots in ${OUT}`);
@@ -776,7 +717,7 @@ try {
     assert(pageErrors.length === 0, pageErrors.join('\n'));
   });
 } catch (e) {
-  failed++;
+  counts.failed++;
   console.log(`FAIL setup: ${e?.stack || e}`);
 } finally {
   if (browser) await browser.close().catch(() => {});
@@ -787,5 +728,5 @@ try {
   emr?.srv.close();
   fs.rmSync(work, { recursive: true, force: true });
 }
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+console.log(`${counts.passed} passed, ${counts.failed} failed`);
+process.exit(counts.failed ? 1 : 0);

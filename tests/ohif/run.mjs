@@ -15,7 +15,7 @@
 // Prints one line per check and a closing "N passed, N failed"; exits 1 on failure.
 // Screenshots (PNG), requests.jsonl, summary.json, console.log and server.log go to OHIF_OUT.
 
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -23,6 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { assert, checks, filesUnder, qido, startPhim, stow, v } from '../js/harness.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '../..');
@@ -42,22 +43,7 @@ fs.rmSync(OUT, { recursive: true, force: true });
 fs.mkdirSync(OUT, { recursive: true });
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'phim-ohif-'));
 
-let passed = 0;
-let failed = 0;
-async function check(name, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    passed++;
-    console.log(`PASS ${name} (${Date.now() - t0} ms)`);
-  } catch (e) {
-    failed++;
-    console.log(`FAIL ${name}: ${e?.stack || e}`);
-  }
-}
-function assert(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
+const { check, counts } = checks();
 
 // ------------------------------------------------------------------ the OHIF bundle
 // @ohif/app cannot be an npm dependency: its published package.json depends on @ohif/i18n@3.13.2
@@ -139,56 +125,9 @@ const APP_CONFIG = `window.config = {
 `;
 
 // ------------------------------------------------------------------ phim
-function startPhim() {
-  const args = ['serve', '--listen', '127.0.0.1:0', '--dicom-listen', 'off', '--data-dir', path.join(work, 'data')];
-  const proc = spawn(PHIM_BIN, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-  const log = fs.createWriteStream(path.join(OUT, 'server.log'));
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    const timer = setTimeout(() => reject(new Error('phim did not start in 60 s')), 60000);
-    proc.stderr.on('data', (d) => {
-      log.write(d);
-      buf += d.toString();
-      // eslint-disable-next-line no-control-regex
-      const m = buf.replace(/\x1b\[[0-9;]*m/g, '').match(/listening on http:\/\/([0-9.:]+)/);
-      if (m && timer) {
-        clearTimeout(timer);
-        resolve({ proc, host: m[1].slice(0, m[1].lastIndexOf(':')), port: Number(m[1].slice(m[1].lastIndexOf(':') + 1)) });
-      }
-    });
-    proc.on('error', reject);
-    proc.on('exit', (code) => reject(new Error(`phim exited with ${code}`)));
-  });
-}
 
-function filesUnder(dir) {
-  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? filesUnder(path.join(dir, e.name)) : [path.join(dir, e.name)]);
-}
 
-async function stow(base, files) {
-  const boundary = `phim-ohif-${Date.now()}`;
-  const chunks = [];
-  for (const f of files) {
-    chunks.push(Buffer.from(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`), fs.readFileSync(f), Buffer.from('\r\n'));
-  }
-  chunks.push(Buffer.from(`--${boundary}--\r\n`));
-  const res = await fetch(`${base}/dicomweb/studies`, {
-    method: 'POST',
-    headers: { 'Content-Type': `multipart/related; type="application/dicom"; boundary=${boundary}`, Accept: 'application/dicom+json' },
-    body: Buffer.concat(chunks),
-  });
-  const text = await res.text();
-  // 200 only: 202 would mean some instances were rejected or stored with a warning.
-  assert(res.status === 200, `STOW of ${files.map((f) => path.basename(f)).join(', ')} answered ${res.status}: ${text.slice(0, 500)}`);
-}
 
-async function qido(base, p) {
-  const res = await fetch(`${base}/dicomweb${p}`, { headers: { Accept: 'application/dicom+json' } });
-  assert(res.ok, `QIDO ${p}: ${res.status}`);
-  return res.status === 204 ? [] : res.json();
-}
-const v = (ds, tag) => ds[tag]?.Value?.[0];
 
 // pydicom's bundled sample files (get_testdata_file of a bundled name never downloads).
 const SAMPLES = {
@@ -406,7 +345,8 @@ try {
   assert(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing (apt-get install chromium)`);
   execFileSync(LOAD_BIN, ['gen', '--out', path.join(work, 'gen'), '--ct-studies', '1', '--ct-slices', String(CT_SLICES),
     '--mr-studies', '0', '--cr', '0', '--us', '0'], { stdio: ['ignore', 'ignore', 'inherit'] });
-  phim = await startPhim();
+  phim = await startPhim(PHIM_BIN, ['--dicom-listen', 'off', '--data-dir', path.join(work, 'data')],
+    path.join(OUT, 'server.log'));
   const phimBase = `http://${phim.host}:${phim.port}`;
   const dcm = filesUnder(path.join(work, 'gen')).filter((f) => f.endsWith('.dcm'));
   assert(dcm.length === CT_SLICES, `phim-load wrote ${dcm.length} .dcm files, expected ${CT_SLICES}`);
@@ -611,12 +551,12 @@ try {
     assert(blocked.length === 0, `non-loopback requests: ${blocked.join(', ')}`);
   });
 } catch (e) {
-  failed++;
+  counts.failed++;
   console.log(`FAIL setup: ${e?.stack || e}`);
 } finally {
   await stopAll();
   front?.log.end();
   fs.rmSync(work, { recursive: true, force: true });
 }
-console.log(`${passed} passed, ${failed} failed (${((Date.now() - t00) / 1000).toFixed(1)} s)`);
-process.exit(failed ? 1 : 0);
+console.log(`${counts.passed} passed, ${counts.failed} failed (${((Date.now() - t00) / 1000).toFixed(1)} s)`);
+process.exit(counts.failed ? 1 : 0);
