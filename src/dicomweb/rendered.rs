@@ -34,6 +34,8 @@ use crate::server::AppState;
 const MAX_RENDERED_INSTANCES: usize = 2000;
 /// Frames in one animated GIF.
 const MAX_GIF_FRAMES: usize = 500;
+/// Pixels in one animated GIF, all frames together (~200 MB rendered).
+const MAX_GIF_PIXELS: u64 = 64_000_000;
 
 fn scope(study: &str, series: Option<&str>, instance: Option<&str>) -> Result<Scope, ApiError> {
     Ok(Scope {
@@ -163,6 +165,19 @@ async fn render_frames(
     frames: &[u32],
     params: RenderParams,
 ) -> Result<Response, ApiError> {
+    // An animated GIF holds every rendered frame until encoded: bound it.
+    let area = params.viewport.map_or(
+        u64::from(src.info.rows) * u64::from(src.info.columns),
+        |v| u64::from(v.width) * u64::from(v.height),
+    );
+    if frames.len() as u64 * area > MAX_GIF_PIXELS {
+        return Err(ApiError::BadRequest(format!(
+            "{} frames of {area} pixels exceed what one animated GIF may hold ({} Mpixels): \
+             ask for fewer frames or a smaller viewport",
+            frames.len(),
+            MAX_GIF_PIXELS / 1_000_000
+        )));
+    }
     let mut images = Vec::with_capacity(frames.len());
     for n in frames {
         images.push(src.render(&st.store, &st.imaging, *n, params).await?);
