@@ -135,7 +135,7 @@ fn negotiate_instances(
     Err(ApiError::NotAcceptable(if wanted_other_syntax {
         "the instances cannot be sent in the requested transfer syntax: they are sent as stored \
          (transfer-syntax=*) or transcoded to Explicit VR Little Endian, RLE Lossless, JPEG-LS \
-         Lossless, JPEG Lossless SV1 or 8-bit JPEG Baseline"
+         Lossless, JPEG Lossless SV1, JPEG 2000 Lossless or 8-bit JPEG Baseline"
             .into()
     } else {
         "acceptable media type for instances: multipart/related; type=\"application/dicom\"".into()
@@ -566,6 +566,9 @@ fn transcode_target(ty: &str, tsp: Option<&str>) -> Option<FrameForm> {
         }
         ("image/jpeg", None | Some(codec::JPEG_BASELINE)) => ("image/jpeg", codec::JPEG_BASELINE),
         ("image/jpeg", Some(codec::JPEG_LOSSLESS_SV1)) => ("image/jpeg", codec::JPEG_LOSSLESS_SV1),
+        ("image/jp2", None | Some(codec::JPEG_2000_LOSSLESS)) => {
+            ("image/jp2", codec::JPEG_2000_LOSSLESS)
+        }
         _ => return None,
     };
     Some(FrameForm::Transcoded { media, ts })
@@ -620,7 +623,8 @@ fn negotiate_frames(
     Err(ApiError::NotAcceptable(format!(
         "frames of this instance are available as {media} (transfer syntax {ts}) or transcoded to \
          application/octet-stream (Explicit VR Little Endian), image/x-dicom-rle, image/jls (lossless), \
-         image/jpeg with transfer-syntax=1.2.840.10008.1.2.4.70 (lossless) or 8-bit image/jpeg"
+         image/jpeg with transfer-syntax=1.2.840.10008.1.2.4.70 (lossless), image/jp2 (lossless) \
+         or 8-bit image/jpeg"
     )))
 }
 
@@ -844,6 +848,40 @@ mod tests {
             negotiate_instances(&HeaderMap::new(), &jpeg).unwrap(),
             (Delivery::Multipart, None)
         );
+        // JPEG 2000 lossless is a target; its lossy syntax is not.
+        let to_j2k =
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.90";
+        assert_eq!(
+            negotiate_instances(&h(to_j2k), &ele).unwrap(),
+            (Delivery::Multipart, Some(codec::JPEG_2000_LOSSLESS))
+        );
+        assert!(negotiate_instances(&h(&to_j2k.replace(".90", ".91")), &ele).is_err());
+    }
+
+    #[test]
+    fn frames_to_jpeg_2000() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::ACCEPT, v.parse().unwrap());
+            m
+        };
+        let rle = codec::RLE_LOSSLESS;
+        let want = FrameForm::Transcoded {
+            media: "image/jp2",
+            ts: codec::JPEG_2000_LOSSLESS,
+        };
+        for accept in [
+            "multipart/related; type=\"image/jp2\"",
+            "multipart/related; type=\"image/jp2\"; transfer-syntax=1.2.840.10008.1.2.4.90",
+        ] {
+            let form = negotiate_frames(&h(accept), "image/x-dicom-rle", rle, true).unwrap();
+            assert_eq!(form, want, "{accept}");
+        }
+        // Lossy JPEG 2000 is never produced, nor anything from undecodable frames.
+        let lossy = "multipart/related; type=\"image/jp2\"; transfer-syntax=1.2.840.10008.1.2.4.91";
+        assert!(negotiate_frames(&h(lossy), "image/x-dicom-rle", rle, true).is_err());
+        let j2k = "multipart/related; type=\"image/jp2\"";
+        assert!(negotiate_frames(&h(j2k), "image/x-dicom-rle", rle, false).is_err());
     }
 
     #[test]

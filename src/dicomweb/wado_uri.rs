@@ -215,6 +215,7 @@ pub fn codec_target(uid: &str) -> Option<&'static str> {
         codec::JPEG_LS_LOSSLESS,
         codec::JPEG_LOSSLESS_SV1,
         codec::JPEG_BASELINE,
+        codec::JPEG_2000_LOSSLESS,
     ]
     .into_iter()
     .find(|t| *t == uid)

@@ -7,7 +7,7 @@
 //! unchecked header.
 
 use super::pixel::PixelInfo;
-use super::{jpeg_lossless, rle, ImagingError};
+use super::{j2k, jpeg_lossless, rle, ImagingError};
 use crate::dicom::transfer_syntax as ts;
 
 pub const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
@@ -16,6 +16,7 @@ pub const JPEG_LOSSLESS: &str = "1.2.840.10008.1.2.4.57";
 pub const JPEG_LOSSLESS_SV1: &str = "1.2.840.10008.1.2.4.70";
 pub const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
 pub const JPEG_LS_NEAR: &str = "1.2.840.10008.1.2.4.81";
+pub const JPEG_2000_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
 pub const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
 /// A decoded frame.
@@ -471,6 +472,7 @@ pub fn encode(
                 info.bits_stored as u8,
             )
         }
+        JPEG_2000_LOSSLESS => j2k::encode(info, frame),
         JPEG_BASELINE => {
             if frame.bits_allocated != 8 || info.bits_stored > 8 {
                 return Err(ImagingError::Unsupported(format!(
@@ -533,6 +535,7 @@ pub fn check_encodable(info: &PixelInfo, uid: &str) -> Result<(), ImagingError> 
         {
             Ok(())
         }
+        JPEG_2000_LOSSLESS => j2k::check(info),
         JPEG_BASELINE if info.bits_allocated == 8 && info.bits_stored <= 8 => {
             if info.samples == 1 || info.photometric != "YBR_FULL" {
                 Ok(())
@@ -578,7 +581,18 @@ pub fn can_encode(uid: &str) -> bool {
             | JPEG_LS_LOSSLESS
             | JPEG_LOSSLESS_SV1
             | JPEG_BASELINE
+            | JPEG_2000_LOSSLESS
     )
+}
+
+/// The Photometric Interpretation of a decoded frame of `photometric`
+/// once encoded in `uid` (JPEG 2000 codes RGB with its reversible colour
+/// transform: YBR_RCT, PS3.5 §8.2.4).
+pub fn encoded_photometric<'a>(uid: &str, samples: u16, photometric: &'a str) -> &'a str {
+    match uid {
+        JPEG_2000_LOSSLESS => j2k::photometric(samples, photometric),
+        _ => photometric,
+    }
 }
 
 #[cfg(test)]

@@ -194,7 +194,11 @@ pub async fn instance(
         }
         top.push((tag, b));
     };
-    el(0x0028_0004, b"CS", frame0.photometric.as_bytes());
+    el(
+        0x0028_0004,
+        b"CS",
+        codec::encoded_photometric(target, info.samples, &frame0.photometric).as_bytes(),
+    );
     if info.samples > 1 {
         el(0x0028_0006, b"US", &0u16.to_le_bytes());
     }

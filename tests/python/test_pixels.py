@@ -325,6 +325,62 @@ def test_whole_instance_in_jpeg_lossless_sv1(server, sv1_samples):
     assert np.array_equal(out.pixel_array, ds.pixel_array)
 
 
+J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
+
+
+@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "SC_rgb_rle.dcm", "CT_small.dcm"])
+def test_frames_transcoded_to_jpeg_2000_lossless(server, stored_corpus, name):
+    """Frames asked as lossless JPEG 2000 are raw J2K codestreams that
+    OpenJPEG (pylibjpeg-openjpeg) decodes to exactly pydicom's pixels, with
+    the data set's signedness and bit depth in the codestream."""
+    from openjpeg import decode as ojdecode, get_parameters
+
+    p = Path(pydicom.data.get_testdata_file(name))
+    ds = pydicom.dcmread(p)
+    if name == "CT_small.dcm":
+        assert stow(server, [p.read_bytes()]).status in (200, 202)
+        path = own_path(ds)
+    else:
+        path = path_of(ds)
+    ref = reference_frames(ds)
+    for accept in ['multipart/related; type="image/jp2"',
+                   f'multipart/related; type="image/jp2"; transfer-syntax={J2K_LOSSLESS}']:
+        r = server.get(f"/dicomweb{path}/frames/1", headers={"Accept": accept})
+        assert r.status_code == 200, f"{name}: {r.text}"
+        (part,) = decode_multipart(r.content, r.headers["Content-Type"])
+        assert part.content_type.startswith("image/jp2") and J2K_LOSSLESS in part.content_type
+        assert part.content[:4] == b"\xff\x4f\xff\x51", "a raw codestream, not JP2"
+        params = get_parameters(part.content)
+        assert params["is_signed"] == bool(ds.PixelRepresentation)
+        assert params["precision"] == int(ds.BitsStored)
+        got = ojdecode(part.content)
+        assert got.shape == ref[0].shape
+        assert np.array_equal(got.astype(np.int64), ref[0].astype(np.int64)), name
+    # Lossy JPEG 2000 is not made.
+    r = server.get(f"/dicomweb{path}/frames/1",
+                   headers={"Accept": 'multipart/related; type="image/jp2"; transfer-syntax=1.2.840.10008.1.2.4.91'})
+    assert r.status_code == 406
+
+
+@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "SC_rgb_rle_2frame.dcm"])
+def test_whole_instance_transcoded_to_jpeg_2000_lossless(server, stored_corpus, name):
+    """An instance asked for in .90 arrives as encapsulated JPEG 2000 that
+    pydicom decodes to the original pixels (RGB through the reversible
+    colour transform, so the data set says YBR_RCT)."""
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file(name))
+    r = server.get(f"/dicomweb{path_of(ds)}",
+                   headers={"Accept": f'multipart/related; type="application/dicom"; transfer-syntax={J2K_LOSSLESS}'})
+    assert r.status_code == 200, r.text
+    (part,) = decode_multipart(r.content, r.headers["Content-Type"])
+    out = pydicom.dcmread(io.BytesIO(part.content))
+    assert str(out.file_meta.TransferSyntaxUID) == J2K_LOSSLESS
+    assert out.SOPInstanceUID == REUID[name] and out.PatientName == ds.PatientName
+    want = "YBR_RCT" if ds.SamplesPerPixel == 3 else ds.PhotometricInterpretation
+    assert out.PhotometricInterpretation == want
+    assert "LossyImageCompression" not in out or out.LossyImageCompression == ds.get("LossyImageCompression")
+    assert np.array_equal(out.pixel_array, pydicom_pixels(ds, as_rgb=False)), name
+
+
 def rendered(server, path: str, accept: str = "image/png", **params):
     r = server.get(f"/dicomweb{path}/rendered", params=params, headers={"Accept": accept})
     assert r.status_code == 200, r.text
