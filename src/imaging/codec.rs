@@ -703,6 +703,16 @@ mod tests {
             ),
             (
                 i12.clone(),
+                JPEG_LOSSLESS_SV1,
+                encode(&i12, &f, JPEG_LOSSLESS_SV1, 90).unwrap(),
+            ),
+            (
+                i12.clone(),
+                JPEG_2000_LOSSLESS,
+                encode(&i12, &f, JPEG_2000_LOSSLESS, 90).unwrap(),
+            ),
+            (
+                i12.clone(),
                 RLE_LOSSLESS,
                 encode(&i12, &f, RLE_LOSSLESS, 90).unwrap(),
             ),
