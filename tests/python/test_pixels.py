@@ -4,7 +4,6 @@ images, thumbnails, WADO-URI — judged against pydicom's own decoding
 
 from __future__ import annotations
 
-import hashlib
 import io
 import time
 from pathlib import Path
@@ -46,8 +45,9 @@ REUID: dict[str, str] = {}
 
 
 def path_of(ds) -> str:
-    sop = REUID.get(Path(str(getattr(ds, "filename", "") or "")).name, ds.SOPInstanceUID)
-    return f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{sop}"
+    known = REUID.get(Path(str(getattr(ds, "filename", "") or "")).name)
+    study, series, sop = known or (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    return f"/studies/{study}/series/{series}/instances/{sop}"
 
 
 def own_path(ds) -> str:
@@ -94,19 +94,30 @@ def stored_corpus(server):
     files = corpus({**LOSSLESS, **LOSSY})
     assert len(files) >= 20, "pydicom's corpus should hold compressed samples"
     stored = []
-    for p in files:
+    for n, p in enumerate(files):
         # Several samples share SOP Instance UIDs (variants of one image):
         # give each its own by patching the UID's last digits in place, so
         # every other byte (pixel data included) is the sample's own.
         data = p.read_bytes()
         old = str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
-        tail = int(hashlib.sha1(p.name.encode()).hexdigest(), 16) % 900 + 100
+        tail = 100 + n  # unique per file, three digits for up to 900 files
         uid = old[:-3] + str(tail) if len(old.rsplit(".", 1)[-1]) >= 3 else old
         data = data.replace(old.encode(), uid.encode())
+        head = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        study, series = head.get("StudyInstanceUID"), head.get("SeriesInstanceUID")
+        if not study or not series:
+            # A few samples (JPEG-LS near-lossless ones) have no study or
+            # series UID: give them some, pixel data untouched.
+            ds = pydicom.dcmread(io.BytesIO(data))
+            ds.StudyInstanceUID = study = generate_uid(entropy_srcs=["phim-pixels-study", p.name])
+            ds.SeriesInstanceUID = series = generate_uid(entropy_srcs=["phim-pixels-series", p.name])
+            buf = io.BytesIO()
+            ds.save_as(buf, enforce_file_format=True)
+            data = buf.getvalue()
         res = stow(server, [data])
         if res.status in (200, 202) and not res.failed:
             stored.append(p)
-            REUID[p.name] = uid
+            REUID[p.name] = (str(study), str(series), uid)
         else:
             # Duplicates of another corpus file's UIDs, and the like.
             note_exclusion("pixel corpus: not stored", f"{p.name}: {res.describe()}"[:160])
@@ -227,7 +238,7 @@ def test_whole_instance_transcoded(server, stored_corpus):
         (part,) = decode_multipart(r.content, r.headers["Content-Type"])
         out = pydicom.dcmread(io.BytesIO(part.content))
         assert str(out.file_meta.TransferSyntaxUID) == EXPLICIT_LE
-        assert out.SOPInstanceUID == REUID[name] and out.PatientName == ds.PatientName
+        assert out.SOPInstanceUID == REUID[name][2] and out.PatientName == ds.PatientName
         assert np.array_equal(out.pixel_array, pydicom_pixels(ds, as_rgb=False)), name
 
 
@@ -316,7 +327,7 @@ def test_whole_instance_in_jpeg_lossless_sv1(server, sv1_samples):
     # WADO-URI asks the same way.
     ds, _ = sv1_samples["MR_small_RLE.dcm"]
     q = {"requestType": "WADO", "studyUID": ds.StudyInstanceUID, "seriesUID": ds.SeriesInstanceUID,
-         "objectUID": REUID["MR_small_RLE.dcm"], "contentType": "application/dicom",
+         "objectUID": REUID["MR_small_RLE.dcm"][2], "contentType": "application/dicom",
          "transferSyntax": JPEG_LOSSLESS_SV1}
     r = server.get("/wado", params=q)
     assert r.status_code == 200, r.text
@@ -374,7 +385,7 @@ def test_whole_instance_transcoded_to_jpeg_2000_lossless(server, stored_corpus, 
     (part,) = decode_multipart(r.content, r.headers["Content-Type"])
     out = pydicom.dcmread(io.BytesIO(part.content))
     assert str(out.file_meta.TransferSyntaxUID) == J2K_LOSSLESS
-    assert out.SOPInstanceUID == REUID[name] and out.PatientName == ds.PatientName
+    assert out.SOPInstanceUID == REUID[name][2] and out.PatientName == ds.PatientName
     want = "YBR_RCT" if ds.SamplesPerPixel == 3 else ds.PhotometricInterpretation
     assert out.PhotometricInterpretation == want
     assert "LossyImageCompression" not in out or out.LossyImageCompression == ds.get("LossyImageCompression")
