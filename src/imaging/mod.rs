@@ -16,6 +16,7 @@ pub mod rle;
 pub mod source;
 pub mod thumbnail;
 pub mod transcode;
+pub mod turbo;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
