@@ -202,7 +202,7 @@ fn decode_jpeg(
     data: &[u8],
     lossless: bool,
 ) -> Result<(Vec<u8>, String), ImagingError> {
-    use jpeg_decoder::{ColorTransform, Decoder, PixelFormat};
+    use jpeg_decoder::{ColorTransform, Decoder, PixelFormat, UnsupportedFeature};
     let corrupt = |e: jpeg_decoder::Error| match e {
         jpeg_decoder::Error::Unsupported(f) => {
             ImagingError::Unsupported(format!("JPEG feature not supported: {f:?}"))
@@ -229,7 +229,18 @@ fn decode_jpeg(
             ColorTransform::Grayscale
         });
     }
-    dec.read_info().map_err(corrupt)?;
+    if let Err(e) = dec.read_info() {
+        // 12-bit DCT JPEG (Extended, SOF1; progressive too), which
+        // jpeg-decoder refuses on reading its frame header: libjpeg-turbo.
+        return match e {
+            jpeg_decoder::Error::Unsupported(UnsupportedFeature::SamplePrecision(p))
+                if !lossless && (9..=12).contains(&p) =>
+            {
+                decode_jpeg_12(info, data)
+            }
+            e => Err(corrupt(e)),
+        };
+    }
     let meta = dec
         .info()
         .ok_or_else(|| ImagingError::Corrupt("JPEG without a frame header".into()))?;
@@ -271,6 +282,44 @@ fn decode_jpeg(
     if lossless && info.signed {
         sign_extend(&mut out, bps, info.bits_stored);
     }
+    Ok((out, photometric))
+}
+
+/// 12-bit DCT JPEG through libjpeg-turbo (`turbo`), which checks the
+/// stream's header against the data set before it allocates. Samples go
+/// into containers of Bits Allocated (16 or 32), little endian; colour
+/// comes out as RGB, as with 8-bit JPEG.
+fn decode_jpeg_12(info: &PixelInfo, data: &[u8]) -> Result<(Vec<u8>, String), ImagingError> {
+    let bps = info.bytes_per_sample();
+    if bps < 2 {
+        return Err(ImagingError::Corrupt(format!(
+            "12-bit JPEG samples in a Bits Allocated of {}",
+            info.bits_allocated
+        )));
+    }
+    if info.samples == 3 && info.photometric == "RGB" && !jpeg_colour_markers(data) {
+        // Without JFIF/Adobe markers the data set's RGB is the better
+        // witness (see decode_jpeg), but libjpeg-turbo decides the colour
+        // space itself (YCbCr unless the components are named R, G, B)
+        // and cannot be told otherwise: refuse rather than convert.
+        if super::turbo::header(data)?.colour == super::turbo::Colour::YCbCr {
+            return Err(ImagingError::Unsupported(
+                "12-bit colour JPEG labelled RGB without JFIF/Adobe markers".into(),
+            ));
+        }
+    }
+    let decoded = super::turbo::decode_12(data, info.rows, info.columns, info.samples)?;
+    let mut out = Vec::with_capacity(info.decoded_frame_len() as usize);
+    for v in decoded.samples {
+        let v = u16::try_from(v)
+            .map_err(|_| ImagingError::Corrupt("a negative 12-bit JPEG sample".into()))?;
+        put(&mut out, i64::from(v), bps);
+    }
+    let photometric = if info.samples == 3 {
+        "RGB".to_owned()
+    } else {
+        info.photometric.clone()
+    };
     Ok((out, photometric))
 }
 
@@ -671,6 +720,77 @@ mod tests {
         assert!(decode(&i, JPEG_BASELINE, &enc[..20]).is_err());
     }
 
+    /// 12-bit DCT JPEG (SOF1), made by libjpeg-turbo's encoder, decoded
+    /// through `decode` into 16-bit containers: grey and colour.
+    #[test]
+    fn jpeg_extended_12_bit() {
+        let mut i = info(24, 40, 1, 16);
+        i.bits_stored = 12;
+        let src: Vec<i16> = (0..24 * 40).map(|p| ((p * 37) % 97 * 40) as i16).collect();
+        let enc = super::super::turbo::encode_12(&src, 40, 24, 1, 100).unwrap();
+        let f = decode(&i, JPEG_EXTENDED, &enc).unwrap();
+        assert_eq!(
+            (f.bits_allocated, f.photometric.as_str()),
+            (16, "MONOCHROME2")
+        );
+        assert_eq!(f.data.len(), 24 * 40 * 2);
+        let got: Vec<i32> = f
+            .data
+            .chunks_exact(2)
+            .map(|c| i32::from(u16::from_le_bytes([c[0], c[1]])))
+            .collect();
+        let mean = src
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (i32::from(*a) - b).abs())
+            .sum::<i32>() as f64
+            / got.len() as f64;
+        assert!(mean < 40.0, "mean difference {mean}");
+        assert!(got.iter().any(|v| *v > 255), "12-bit values kept");
+        // Colour (YCbCr in the stream) comes out RGB.
+        let mut c = info(8, 16, 3, 16);
+        c.bits_stored = 12;
+        c.photometric = "YBR_FULL".into();
+        let rgb: Vec<i16> = (0..8 * 16).flat_map(|_| [4000i16, 2000, 100]).collect();
+        let enc3 = super::super::turbo::encode_12(&rgb, 16, 8, 3, 100).unwrap();
+        let f = decode(&c, JPEG_EXTENDED, &enc3).unwrap();
+        assert_eq!(f.photometric, "RGB");
+        for px in f.data.chunks_exact(6) {
+            let v: Vec<i32> = px
+                .chunks_exact(2)
+                .map(|c| i32::from(u16::from_le_bytes([c[0], c[1]])))
+                .collect();
+            assert!(
+                (v[0] - 4000).abs() < 24 && (v[1] - 2000).abs() < 24 && (v[2] - 100).abs() < 24,
+                "{v:?}"
+            );
+        }
+        // Labelled RGB with a JFIF marker: YCbCr, converted. Without the
+        // marker, YCbCr as libjpeg guesses: ambiguous, refused rather
+        // than guessed.
+        c.photometric = "RGB".into();
+        assert_eq!(decode(&c, JPEG_EXTENDED, &enc3).unwrap().data, f.data);
+        assert_eq!(&enc3[2..4], &[0xFF, 0xE0]);
+        let app0 = 2 + 2 + usize::from(u16::from_be_bytes([enc3[4], enc3[5]]));
+        let bare = [&enc3[..2], &enc3[app0..]].concat();
+        assert!(matches!(
+            decode(&c, JPEG_EXTENDED, &bare),
+            Err(ImagingError::Unsupported(_))
+        ));
+        c.photometric = "YBR_FULL".into();
+        assert_eq!(decode(&c, JPEG_EXTENDED, &bare).unwrap().data, f.data);
+        // 12-bit samples do not fit Bits Allocated 8; sizes must agree.
+        let mut i8 = info(24, 40, 1, 8);
+        i8.bits_stored = 8;
+        assert!(decode(&i8, JPEG_EXTENDED, &enc).is_err());
+        assert!(matches!(
+            decode(&info(24, 41, 1, 16), JPEG_EXTENDED, &enc),
+            Err(ImagingError::Corrupt(_))
+        ));
+        // Lossless syntaxes never take the 12-bit DCT path.
+        assert!(decode(&i, JPEG_LOSSLESS_SV1, &enc).is_err());
+    }
+
     /// Mutated bitstreams: errors or (caught) panics, never an abort or a
     /// runaway allocation (the process would die and fail the test).
     #[test]
@@ -720,6 +840,20 @@ mod tests {
                 i8.clone(),
                 JPEG_BASELINE,
                 encode(&i8, &f8, JPEG_BASELINE, 90).unwrap(),
+            ),
+            (
+                i12.clone(),
+                JPEG_EXTENDED,
+                super::super::turbo::encode_12(
+                    &(0..1024)
+                        .map(|v| (v * 37 % 4096) as i16)
+                        .collect::<Vec<_>>(),
+                    32,
+                    32,
+                    1,
+                    90,
+                )
+                .unwrap(),
             ),
         ];
         let mut seed = 12345u64;
