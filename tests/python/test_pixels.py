@@ -32,8 +32,10 @@ LOSSLESS = {
     "1.2.840.10008.1.2.4.202": "HTJ2K Lossless RPCL",
     "1.2.840.10008.1.2.1.99": "Deflated Explicit VR LE",
 }
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
 LOSSY = {
     "1.2.840.10008.1.2.4.50": "JPEG Baseline",
+    JPEG_EXTENDED: "JPEG Extended (12-bit: libjpeg-turbo)",
     "1.2.840.10008.1.2.4.81": "JPEG-LS Near-lossless",
     "1.2.840.10008.1.2.4.91": "JPEG 2000",
     "1.2.840.10008.1.2.4.203": "HTJ2K",
@@ -194,6 +196,45 @@ def test_lossy_frames_close_to_pydicom(server, stored_corpus):
         checked += 1
     assert not failures, "\n".join(failures)
     assert checked >= 3
+
+
+def test_jpeg_extended_12_bit_equals_pydicom(server, stored_corpus):
+    """JPEG Extended with 12-bit samples (SOF1), which Phim decodes with
+    libjpeg-turbo: every frame, asked for as Explicit VR LE, equals
+    pydicom's array within IDCT rounding (pydicom decodes with libjpeg
+    through pylibjpeg), and renders."""
+    checked = 0
+    for p in stored_corpus:
+        ds = pydicom.dcmread(p)
+        if str(ds.file_meta.TransferSyntaxUID) != JPEG_EXTENDED or int(ds.BitsStored) <= 8:
+            continue
+        path = path_of(ds)
+        ref = reference_frames(ds)
+        if ref is None:
+            # pydicom cannot decode it either (JPEG-lossy.dcm: its SOS
+            # has spectral selection values no sequential decoder takes):
+            # a clean error, and the server stays up.
+            r = server.get(f"/dicomweb{path}/rendered", headers={"Accept": "image/png"})
+            assert r.status_code == 500, f"{p.name}: {r.status_code} {r.text}"
+            assert server.get("/healthz").status_code == 200
+            continue
+        n = ref.shape[0]
+        r = server.get(f"/dicomweb{path}/frames/{','.join(str(i + 1) for i in range(n))}",
+                       headers={"Accept": TO_NATIVE})
+        assert r.status_code == 200, f"{p.name}: {r.status_code} {r.text}"
+        parts = decode_multipart(r.content, r.headers["Content-Type"])
+        assert len(parts) == n, p.name
+        for i, part in enumerate(parts):
+            assert EXPLICIT_LE in part.content_type
+            want = ref[i]
+            got = np.frombuffer(part.content, dtype=want.dtype.newbyteorder("<")).reshape(want.shape)
+            diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
+            assert int(got.max()) > 255, f"{p.name}: 12-bit values expected"
+            assert diff.max() <= 1 and diff.mean() < 0.05, f"{p.name} frame {i + 1}: max diff {diff.max()}, mean {diff.mean():.3f}"
+        img = rendered(server, path)
+        assert img.size == (ds.Columns, ds.Rows), p.name
+        checked += 1
+    assert checked >= 1, "pydicom's JPGExtended.dcm should have been compared"
 
 
 def test_transcoding_negotiation(server, stored_corpus):
