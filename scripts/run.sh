@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the server (`make run`); arguments go to `phim serve`.
-# Installs the C/C++ build tools the JPEG-LS codec needs (cmake, g++) when
+# Installs the C/C++ build tools the JPEG-LS and 12-bit JPEG codecs need (cmake, g++) when
 # missing, builds the web viewer (viewer/dist, served at /), then the server.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -35,7 +35,8 @@ FAILED=()
 step "system packages"
 need_pkgs=()
 command -v storescu >/dev/null 2>&1 || need_pkgs+=(dcmtk)
-# cmake builds CharLS (the JPEG-LS codec, crate charls-sys).
+# cmake builds CharLS (the JPEG-LS codec, crate charls-sys) and libjpeg-turbo
+# (12-bit JPEG, crate turbojpeg-sys; C, no NASM needed).
 command -v cmake >/dev/null 2>&1 || need_pkgs+=(cmake)
 command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
 command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
