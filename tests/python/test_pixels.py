@@ -174,7 +174,7 @@ def test_lossy_frames_close_to_pydicom(server, stored_corpus):
         if ref is None:
             continue
         r = server.get(f"/dicomweb{path_of(ds)}/frames/1", headers={"Accept": TO_NATIVE})
-        if r.status_code == 406:
+        if r.status_code == 406 and ts != JPEG_EXTENDED:  # 12-bit JPEG must decode
             note_exclusion("pixel corpus: lossy sample not decoded by Phim", f"{p.name}: {r.text.strip()}"[:160])
             continue
         assert r.status_code == 200, f"{p.name}: {r.text}"
