@@ -734,23 +734,34 @@ pub async fn frames(
             }
             codec::check_encodable(&src.info, target)?;
             let part_type = format!("{media}; transfer-syntax={target}");
-            // Frames decode in parallel on the imaging pool, sent in order.
+            let transcode = move |st: AppState, src: std::sync::Arc<Source>, n: u32| async move {
+                let frame = src.decode(&st.store, &st.imaging, n).await?;
+                let info = src.info.clone();
+                st.imaging
+                    .run(move || codec::encode(&info, &frame, target, 90))
+                    .await
+                    .map_err(ApiError::from)
+            };
+            // The first frame is made before the answer starts: a frame that
+            // cannot be decoded is then an error status, not a cut stream.
+            let mut numbers = numbers.into_iter();
+            let first_n = numbers.next().unwrap_or(0);
+            let first = transcode(st.clone(), src.clone(), first_n).await?;
+            let first = stream::iter([Ok::<_, ApiError>(frame_part(&b, &part_type, first))]);
+            // The others decode in parallel on the imaging pool, sent in order.
             let width = st.imaging.threads().max(1);
             let parts = stream::iter(numbers)
                 .map(move |n| {
                     let (st, src, b, part_type) =
                         (st.clone(), src.clone(), b.clone(), part_type.clone());
                     async move {
-                        let frame = src.decode(&st.store, &st.imaging, n).await?;
-                        let info = src.info.clone();
-                        let bytes = st
-                            .imaging
-                            .run(move || codec::encode(&info, &frame, target, 90))
-                            .await?;
+                        let bytes = transcode(st, src, n).await?;
                         Ok::<_, ApiError>(frame_part(&b, &part_type, bytes))
                     }
                 })
-                .buffered(width)
+                .buffered(width);
+            let parts = first
+                .chain(parts)
                 .map_err(|e| {
                     tracing::warn!(error = %e, "frame not transcoded");
                     std::io::Error::other(e.to_string())

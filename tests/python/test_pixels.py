@@ -618,3 +618,15 @@ def test_rendered_multiframe_and_study_level(phim_factory):
     parts = decode_multipart(r.content, r.headers["Content-Type"])
     assert len(parts) == 1 and parts[0].content_type == "image/jpeg"
     assert Image.open(io.BytesIO(parts[0].content)).size == (32, 32)
+
+
+def test_an_undecodable_frame_is_an_error_status(server, stored_corpus):
+    """pydicom's JPEG-lossy.dcm has a scan header no sequential decoder
+    accepts: transcoding its frame answers 500 before any part is sent
+    (not a cut stream), and the server stays up."""
+    by_name = {p.name: p for p in stored_corpus}
+    assert "JPEG-lossy.dcm" in by_name
+    ds = pydicom.dcmread(by_name["JPEG-lossy.dcm"])
+    r = server.get(f"/dicomweb{path_of(ds)}/frames/1", headers={"Accept": TO_NATIVE})
+    assert r.status_code == 500, r.status_code
+    assert server.get("/healthz").status_code == 200
