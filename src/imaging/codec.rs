@@ -530,8 +530,8 @@ pub fn encode(
                 )));
             }
             let color = match (samples, frame.photometric.as_str()) {
-                (1, _) => image::ExtendedColorType::L8,
-                (3, "RGB") => image::ExtendedColorType::Rgb8,
+                (1, _) => jpeg_encoder::ColorType::Luma,
+                (3, "RGB") => jpeg_encoder::ColorType::Rgb,
                 _ => {
                     return Err(ImagingError::Unsupported(format!(
                         "JPEG baseline of {} data",
@@ -539,11 +539,7 @@ pub fn encode(
                     )))
                 }
             };
-            let mut out = Vec::new();
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
-                .encode(&frame.data, frame.columns, frame.rows, color)
-                .map_err(|e| ImagingError::Unsupported(format!("JPEG: {e}")))?;
-            Ok(out)
+            super::render::jpeg_baseline(&frame.data, frame.columns, frame.rows, color, quality)
         }
         other => Err(ImagingError::Unsupported(format!(
             "encoding into transfer syntax {other} is not supported"

@@ -279,6 +279,30 @@ fn apply_viewport(
     })
 }
 
+/// 8-bit JPEG baseline with `jpeg-encoder` (AVX2 where the CPU has it;
+/// measured ~3× faster than `image`'s encoder on a 2000×2500 CR).
+pub fn jpeg_baseline(
+    data: &[u8],
+    width: u32,
+    height: u32,
+    color: jpeg_encoder::ColorType,
+    quality: u8,
+) -> Result<Vec<u8>, ImagingError> {
+    let (w, h) = match (u16::try_from(width), u16::try_from(height)) {
+        (Ok(w), Ok(h)) => (w, h),
+        _ => {
+            return Err(ImagingError::Unsupported(format!(
+                "JPEG holds at most 65535×65535 pixels, not {width}×{height}"
+            )))
+        }
+    };
+    let mut out = Vec::new();
+    jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100))
+        .encode(data, w, h, color)
+        .map_err(|e| ImagingError::Corrupt(format!("JPEG encoding: {e}")))?;
+    Ok(out)
+}
+
 /// Encodes rendered frames: one image, or an animated GIF of several.
 pub fn encode(
     frames: &[DynamicImage],
@@ -292,9 +316,11 @@ pub fn encode(
     let mut out = Vec::new();
     match format {
         Format::Jpeg => {
-            let enc =
-                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100));
-            first.write_with_encoder(enc).map_err(fail)?;
+            let (bytes, color) = match first {
+                DynamicImage::ImageLuma8(g) => (g.as_raw().clone(), jpeg_encoder::ColorType::Luma),
+                other => (other.to_rgb8().into_raw(), jpeg_encoder::ColorType::Rgb),
+            };
+            return jpeg_baseline(&bytes, first.width(), first.height(), color, quality);
         }
         Format::Png => {
             let enc = image::codecs::png::PngEncoder::new(&mut out);
