@@ -33,6 +33,20 @@ pub struct Frame {
     pub data: Vec<u8>,
 }
 
+impl Frame {
+    /// A frame of `data` laid out as the Image Pixel module says.
+    pub fn of(info: &PixelInfo, data: Vec<u8>) -> Frame {
+        Frame {
+            rows: info.rows,
+            columns: info.columns,
+            samples: info.samples,
+            bits_allocated: info.bits_allocated,
+            photometric: info.photometric.clone(),
+            data,
+        }
+    }
+}
+
 /// The transfer syntaxes whose frames this module decodes.
 pub fn can_decode(uid: &str) -> bool {
     is_native(uid)
@@ -87,12 +101,8 @@ pub fn is_lossy(uid: &str) -> bool {
 /// syntaxes is the frame's bytes as stored (big endian swapped here).
 pub fn decode(info: &PixelInfo, uid: &str, data: &[u8]) -> Result<Frame, ImagingError> {
     let frame = |data: Vec<u8>, photometric: &str| Frame {
-        rows: info.rows,
-        columns: info.columns,
-        samples: info.samples,
-        bits_allocated: info.bits_allocated,
         photometric: photometric.to_owned(),
-        data,
+        ..Frame::of(info, data)
     };
     let bps = info.bytes_per_sample();
     let samples = usize::from(info.samples);
@@ -894,20 +904,9 @@ mod tests {
             .collect()
     }
 
-    fn frame_of(i: &PixelInfo, data: Vec<u8>) -> Frame {
-        Frame {
-            rows: i.rows,
-            columns: i.columns,
-            samples: i.samples,
-            bits_allocated: i.bits_allocated,
-            photometric: i.photometric.clone(),
-            data,
-        }
-    }
-
     /// Encodes into JPEG Lossless SV1 and decodes with jpeg-decoder.
     fn sv1_round_trip(i: &PixelInfo, data: Vec<u8>) {
-        let f = frame_of(i, data);
+        let f = Frame::of(i, data);
         check_encodable(i, JPEG_LOSSLESS_SV1).unwrap();
         let enc = encode(i, &f, JPEG_LOSSLESS_SV1, 90).unwrap();
         assert_eq!(&enc[..2], &[0xFF, 0xD8]);
@@ -1018,7 +1017,7 @@ mod tests {
         let mut i = info(6, 5, 3, 16);
         i.bits_stored = 12;
         let data = words(noise(6, 90).iter().map(|v| *v as u16 & 0x0FFF));
-        let enc = encode(&i, &frame_of(&i, data), JPEG_LOSSLESS_SV1, 90).unwrap();
+        let enc = encode(&i, &Frame::of(&i, data), JPEG_LOSSLESS_SV1, 90).unwrap();
         for n in 0..enc.len() {
             let _ = decode(&i, JPEG_LOSSLESS_SV1, &enc[..n]);
         }

@@ -245,14 +245,7 @@ mod tests {
             };
             data.extend_from_slice(&v.to_le_bytes()[..bps]);
         }
-        Frame {
-            rows: i.rows,
-            columns: i.columns,
-            samples: i.samples,
-            bits_allocated: i.bits_allocated,
-            photometric: i.photometric.clone(),
-            data,
-        }
+        Frame::of(i, data)
     }
 
     #[test]
