@@ -16,6 +16,7 @@ use axum::Router;
 
 use crate::dicom::Uid;
 use crate::error::ApiError;
+use crate::index::Scope;
 use crate::server::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -89,6 +90,16 @@ pub fn routes() -> Router<AppState> {
         // STOW bodies are streamed and bounded per instance by the ingest
         // configuration, not by axum's 2 MB default.
         .layer(DefaultBodyLimit::disable())
+}
+
+/// The study, series or instance named by URL path segments (400 when a
+/// UID is malformed).
+pub fn scope(study: &str, series: Option<&str>, instance: Option<&str>) -> Result<Scope, ApiError> {
+    Ok(Scope {
+        study: path_uid("study", study)?,
+        series: series.map(|s| path_uid("series", s)).transpose()?,
+        instance: instance.map(|i| path_uid("instance", i)).transpose()?,
+    })
 }
 
 /// Parses a UID from a URL path segment (400 when malformed).

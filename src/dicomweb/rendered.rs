@@ -21,7 +21,7 @@ use futures::{stream, StreamExt};
 
 use super::media::{self, MediaRange};
 use super::multipart::{self, new_boundary, part_header};
-use super::path_uid;
+use super::scope;
 use crate::error::ApiError;
 use crate::imaging::pixel::VoiFunction;
 use crate::imaging::render::{self, Format, RenderParams, Viewport};
@@ -36,14 +36,6 @@ const MAX_RENDERED_INSTANCES: usize = 2000;
 const MAX_GIF_FRAMES: usize = 500;
 /// Pixels in one animated GIF, all frames together (~200 MB rendered).
 const MAX_GIF_PIXELS: u64 = 64_000_000;
-
-fn scope(study: &str, series: Option<&str>, instance: Option<&str>) -> Result<Scope, ApiError> {
-    Ok(Scope {
-        study: path_uid("study", study)?,
-        series: series.map(|s| path_uid("series", s)).transpose()?,
-        instance: instance.map(|i| path_uid("instance", i)).transpose()?,
-    })
-}
 
 /// Parses the rendering query parameters (PS3.18 §8.3.5.1).
 pub fn parse_params(

@@ -12,7 +12,7 @@ use futures::{stream, StreamExt, TryStreamExt};
 
 use super::media::{self, MediaRange};
 use super::multipart::{self, closing, new_boundary, part_header};
-use super::{base_url, path_uid};
+use super::{base_url, scope};
 use crate::dicom::frames::FrameIndex;
 use crate::dicom::transfer_syntax::{self, EXPLICIT_VR_LE};
 use crate::error::ApiError;
@@ -26,14 +26,6 @@ use crate::store::ObjectKey;
 
 /// Instances opened ahead of the one being streamed.
 const READ_AHEAD: usize = 4;
-
-fn scope(study: &str, series: Option<&str>, instance: Option<&str>) -> Result<Scope, ApiError> {
-    Ok(Scope {
-        study: path_uid("study", study)?,
-        series: series.map(|s| path_uid("series", s)).transpose()?,
-        instance: instance.map(|s| path_uid("instance", s)).transpose()?,
-    })
-}
 
 fn not_found(scope: &Scope) -> ApiError {
     let what = match (&scope.series, &scope.instance) {
@@ -102,7 +94,7 @@ fn negotiate_instances(
         if instances.iter().all(|i| i.transfer_syntax_uid == wanted) {
             return Ok(None);
         }
-        let target = super::wado_uri::codec_target(wanted).ok_or(())?;
+        let target = codec::encode_target(wanted).ok_or(())?;
         if instances.iter().all(|i| {
             i.transfer_syntax_uid == target || can_transcode(&i.transfer_syntax_uid, target)
         }) {
@@ -721,9 +713,7 @@ pub async fn frames(
         }
         FrameForm::Transcoded { media, ts: target } => {
             let src = std::sync::Arc::new(
-                Source::open(st.index.as_ref(), &st.store, &scope)
-                    .await?
-                    .ok_or_else(|| not_found(&scope))?,
+                Source::with_row(st.index.as_ref(), &st.store, &scope, inst, index).await?,
             );
             if let Some(n) = numbers.iter().find(|n| **n >= src.frame_count()) {
                 return Err(ApiError::NotFound(format!(

@@ -100,7 +100,7 @@ pub async fn wado(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<R
     match content {
         Content::Dicom => {
             let wanted = get("transferSyntax").unwrap_or(EXPLICIT_VR_LE).to_owned();
-            let (inst, _) = st
+            let (inst, encoded) = st
                 .index
                 .instance_frames(&scope)
                 .await?
@@ -115,15 +115,13 @@ pub async fn wado(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<R
                 )
                     .into_response());
             }
-            let target = codec_target(&wanted).ok_or_else(|| {
+            let target = codec::encode_target(&wanted).ok_or_else(|| {
                 ApiError::NotAcceptable(format!(
-                    "transferSyntax {wanted}: the object is stored in {} and can be sent in it, or transcoded to Explicit VR Little Endian, RLE Lossless, JPEG-LS Lossless or JPEG Baseline (8-bit)",
+                    "transferSyntax {wanted}: the object is stored in {} and can be sent in it, or transcoded to Explicit VR Little Endian, RLE Lossless, JPEG-LS Lossless, JPEG Lossless SV1, JPEG 2000 Lossless or JPEG Baseline (8-bit)",
                     inst.transfer_syntax_uid
                 ))
             })?;
-            let src = Source::open(st.index.as_ref(), &st.store, &scope)
-                .await?
-                .ok_or_else(|| ApiError::NotFound("no such object".into()))?;
+            let src = Source::with_row(st.index.as_ref(), &st.store, &scope, inst, encoded).await?;
             let body = transcode::instance(&st.store, &st.imaging, src, target).await?;
             Ok((
                 [(header::CONTENT_TYPE, "application/dicom")],
@@ -205,18 +203,4 @@ pub async fn wado(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<R
             Ok(([(header::CONTENT_TYPE, p.format.media_type())], bytes).into_response())
         }
     }
-}
-
-/// The static UID of a transfer syntax this server encodes into.
-pub fn codec_target(uid: &str) -> Option<&'static str> {
-    [
-        EXPLICIT_VR_LE,
-        codec::RLE_LOSSLESS,
-        codec::JPEG_LS_LOSSLESS,
-        codec::JPEG_LOSSLESS_SV1,
-        codec::JPEG_BASELINE,
-        codec::JPEG_2000_LOSSLESS,
-    ]
-    .into_iter()
-    .find(|t| *t == uid)
 }

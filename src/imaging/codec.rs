@@ -628,16 +628,23 @@ fn sign_extend(data: &mut [u8], bps: usize, bits: u16) {
 
 /// The transfer syntaxes this module encodes into.
 pub fn can_encode(uid: &str) -> bool {
-    matches!(
-        uid,
-        ts::EXPLICIT_VR_LE
-            | ts::IMPLICIT_VR_LE
-            | RLE_LOSSLESS
-            | JPEG_LS_LOSSLESS
-            | JPEG_LOSSLESS_SV1
-            | JPEG_BASELINE
-            | JPEG_2000_LOSSLESS
-    )
+    encode_target(uid).is_some()
+}
+
+/// The transfer syntaxes frames and instances are transcoded into, as
+/// static UIDs. Implicit VR LE is not one: transcoded instances are written
+/// with an Explicit VR Little Endian data set.
+pub fn encode_target(uid: &str) -> Option<&'static str> {
+    [
+        ts::EXPLICIT_VR_LE,
+        RLE_LOSSLESS,
+        JPEG_LS_LOSSLESS,
+        JPEG_LOSSLESS_SV1,
+        JPEG_BASELINE,
+        JPEG_2000_LOSSLESS,
+    ]
+    .into_iter()
+    .find(|t| *t == uid)
 }
 
 /// The Photometric Interpretation of a decoded frame of `photometric`

@@ -48,16 +48,38 @@ impl Source {
         let Some((inst, encoded)) = index.instance_frames(scope).await? else {
             return Ok(None);
         };
-        let docs = index.metadata(scope).await?;
-        let doc = docs
-            .first()
+        Self::with_row(index, store, scope, inst, encoded)
+            .await
+            .map(Some)
+    }
+
+    /// The instance whose index row (and encoded frame index) the caller
+    /// already read.
+    pub async fn with_row(
+        index: &dyn Index,
+        store: &Store,
+        scope: &Scope,
+        inst: StoredInstance,
+        encoded: Option<Vec<u8>>,
+    ) -> Result<Source, ApiError> {
+        let doc = index
+            .metadata(scope)
+            .await?
+            .into_iter()
+            .next()
             .ok_or_else(|| ApiError::Internal("an indexed instance without metadata".into()))?;
-        let doc: Value = serde_json::from_str(
-            &inflate_metadata(doc)
-                .map_err(|e| ApiError::Internal(format!("stored metadata unreadable: {e}")))?,
-        )
-        .map_err(|e| ApiError::Internal(format!("stored metadata is not JSON: {e}")))?;
-        let info = PixelInfo::from_json(&doc)?;
+        // Inflating and parsing the metadata (megabytes for enhanced
+        // multi-frame objects) is CPU work: off the async workers.
+        let (doc, info) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+            let json = inflate_metadata(&doc)
+                .map_err(|e| ApiError::Internal(format!("stored metadata unreadable: {e}")))?;
+            let doc: Value = serde_json::from_str(&json)
+                .map_err(|e| ApiError::Internal(format!("stored metadata is not JSON: {e}")))?;
+            let info = PixelInfo::from_json(&doc)?;
+            Ok((doc, info))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
         let key = ObjectKey::from_stored(&inst.object_key)
             .map_err(|e| ApiError::Internal(format!("bad object key in index: {e}")))?;
         let ts = inst.transfer_syntax_uid.as_str();
@@ -94,13 +116,13 @@ impl Source {
                 })?;
             Frames::Stored(index)
         };
-        Ok(Some(Source {
+        Ok(Source {
             inst,
             key,
             doc,
             info,
             frames,
-        }))
+        })
     }
 
     pub fn frame_count(&self) -> u32 {

@@ -45,12 +45,6 @@ pub struct Thumbnails {
     pub imaging: Imaging,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// The representative instance of a study's or series' instances (given
 /// in series and instance-number order).
 pub fn representative(instances: &[StoredInstance]) -> Option<(&StoredInstance, usize)> {
@@ -105,14 +99,8 @@ impl Thumbnails {
                 Err(e) => return Err(e.into()),
             }
         }
-        let inst_scope = Scope {
-            study,
-            series: Some(series),
-            instance: Some(
-                Uid::parse(&inst.sop_uid)
-                    .map_err(|e| ApiError::Internal(format!("bad SOP UID in index: {e}")))?,
-            ),
-        };
+        let inst_scope = Scope::of_instance(inst)
+            .map_err(|e| ApiError::Internal(format!("bad UID in index: {e}")))?;
         let bytes = self
             .render_instance(&inst_scope, None, params, (w, h))
             .await?;
@@ -158,7 +146,11 @@ impl Thumbnails {
     /// Makes queued thumbnails until cancelled.
     pub async fn run_worker(self, cancel: CancellationToken) {
         loop {
-            let jobs = match self.index.claim_thumbnails(now_ms(), LEASE_MS, 4).await {
+            let jobs = match self
+                .index
+                .claim_thumbnails(crate::index::now_ms(), LEASE_MS, 4)
+                .await
+            {
                 Ok(j) => j,
                 Err(e) => {
                     tracing::warn!(error = %e, "thumbnail queue unavailable");

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
 use super::codec::{self, Frame};
+use super::pixel::PixelInfo;
 use super::source::Source;
 use super::{Imaging, ImagingError};
 use crate::dicom::scan::{scan_bytes, scan_dataset, Element, ScanLimits, Scanned, Value};
@@ -133,6 +134,70 @@ fn pixel_element_start(src: &Source, prefix_len: u64, prefix: &[u8]) -> Option<u
         .map(|p| p as u64)
 }
 
+/// The meta group and the data set up to Pixel Data, re-encoded as
+/// Explicit VR Little Endian with the attributes the new syntax changes.
+/// CPU work (a header can hold tens of thousands of elements): run on the
+/// imaging pool.
+fn encoded_header(
+    head: &[u8],
+    dataset_only: bool,
+    info: &PixelInfo,
+    photometric: &str,
+    (sop_class, sop): (&str, &str),
+    target: &str,
+) -> Result<Vec<u8>, ImagingError> {
+    let limits = ScanLimits::default();
+    let scanned: Scanned = if dataset_only {
+        scan_dataset(head, EXPLICIT_VR_LE, &limits)
+    } else {
+        scan_bytes(head, &limits)
+    }
+    .map_err(|e| ImagingError::Corrupt(format!("the header does not scan: {e}")))?;
+    let lossy = codec::is_lossy(target);
+    let mut top: Vec<(u32, Vec<u8>)> = Vec::new();
+    for e in &scanned.dataset {
+        let tag = tag_of(e);
+        if matches!(
+            tag,
+            0x0028_0004 | 0x0028_0006 | 0x7FE0_0001 | 0x7FE0_0002 | PIXEL_DATA
+        ) || (lossy && tag == 0x0028_2110)
+        {
+            continue;
+        }
+        let mut b = Vec::new();
+        encode_elements(std::slice::from_ref(e), head, info.signed, &mut b)?;
+        top.push((tag, b));
+    }
+    let mut el = |tag: u32, vr: &[u8; 2], value: &[u8]| {
+        let mut b = Vec::new();
+        let pad = value.len() % 2;
+        header(&mut b, tag, vr, (value.len() + pad) as u32);
+        b.extend_from_slice(value);
+        if pad == 1 {
+            b.push(b' ');
+        }
+        top.push((tag, b));
+    };
+    el(
+        0x0028_0004,
+        b"CS",
+        codec::encoded_photometric(target, info.samples, photometric).as_bytes(),
+    );
+    if info.samples > 1 {
+        el(0x0028_0006, b"US", &0u16.to_le_bytes());
+    }
+    if lossy {
+        el(0x0028_2110, b"CS", b"01");
+    }
+    top.sort_by_key(|(t, _)| *t);
+
+    let mut out = file_meta_prefix(sop_class, sop, target);
+    for (_, b) in top {
+        out.extend_from_slice(&b);
+    }
+    Ok(out)
+}
+
 /// A transcoded instance: its Part 10 bytes as a stream.
 pub async fn instance(
     store: &Store,
@@ -158,59 +223,25 @@ pub async fn instance(
         .get(..start as usize)
         .ok_or_else(|| ImagingError::Corrupt("Pixel Data outside the header".into()))?
         .to_vec();
-    let limits = ScanLimits::default();
-    let scanned: Scanned = if dataset_only {
-        scan_dataset(&head, EXPLICIT_VR_LE, &limits)
-    } else {
-        scan_bytes(&head, &limits)
-    }
-    .map_err(|e| ImagingError::Corrupt(format!("the header does not scan: {e}")))?;
-
     let src = Arc::new(src);
     let frame0 = src.decode(store, imaging, 0).await?;
     let info = src.info.clone();
-    let lossy = codec::is_lossy(target);
-    let mut top: Vec<(u32, Vec<u8>)> = Vec::new();
-    for e in &scanned.dataset {
-        let tag = tag_of(e);
-        if matches!(
-            tag,
-            0x0028_0004 | 0x0028_0006 | 0x7FE0_0001 | 0x7FE0_0002 | PIXEL_DATA
-        ) || (lossy && tag == 0x0028_2110)
-        {
-            continue;
-        }
-        let mut b = Vec::new();
-        encode_elements(std::slice::from_ref(e), &head, info.signed, &mut b)?;
-        top.push((tag, b));
-    }
-    let mut el = |tag: u32, vr: &[u8; 2], value: &[u8]| {
-        let mut b = Vec::new();
-        let pad = value.len() % 2;
-        header(&mut b, tag, vr, (value.len() + pad) as u32);
-        b.extend_from_slice(value);
-        if pad == 1 {
-            b.push(b' ');
-        }
-        top.push((tag, b));
+    let mut out = {
+        let (info, photometric) = (info.clone(), frame0.photometric.clone());
+        let ids = (src.inst.sop_class_uid.clone(), src.inst.sop_uid.clone());
+        imaging
+            .run(move || {
+                encoded_header(
+                    &head,
+                    dataset_only,
+                    &info,
+                    &photometric,
+                    (&ids.0, &ids.1),
+                    target,
+                )
+            })
+            .await?
     };
-    el(
-        0x0028_0004,
-        b"CS",
-        codec::encoded_photometric(target, info.samples, &frame0.photometric).as_bytes(),
-    );
-    if info.samples > 1 {
-        el(0x0028_0006, b"US", &0u16.to_le_bytes());
-    }
-    if lossy {
-        el(0x0028_2110, b"CS", b"01");
-    }
-    top.sort_by_key(|(t, _)| *t);
-
-    let mut out = file_meta_prefix(&src.inst.sop_class_uid, &src.inst.sop_uid, target);
-    for (_, b) in top {
-        out.extend_from_slice(&b);
-    }
     let frames = src.frame_count();
     let native = codec::is_native(target);
     let frame_len = info.decoded_frame_len();
@@ -232,6 +263,7 @@ pub async fn instance(
         out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
     }
     let store = store.clone();
+    let width = imaging.threads().max(1);
     let imaging = imaging.clone();
     let frame0 = Arc::new(std::sync::Mutex::new(Some(frame0)));
     let body = stream::iter(0..frames)
@@ -269,7 +301,7 @@ pub async fn instance(
                 Ok::<_, ApiError>(Bytes::from(part))
             }
         })
-        .buffered(imaging_width())
+        .buffered(width)
         .map_err(|e| {
             tracing::warn!(error = %e, "transcoding stopped");
             std::io::Error::other(e.to_string())
@@ -283,10 +315,6 @@ pub async fn instance(
         .chain(body)
         .chain(stream::once(async move { Ok(tail) }))
         .boxed())
-}
-
-fn imaging_width() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 #[cfg(test)]
