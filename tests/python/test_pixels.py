@@ -630,3 +630,47 @@ def test_an_undecodable_frame_is_an_error_status(server, stored_corpus):
     r = server.get(f"/dicomweb{path_of(ds)}/frames/1", headers={"Accept": TO_NATIVE})
     assert r.status_code == 500, r.status_code
     assert server.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("kind", ["mono16", "rgb8"])
+def test_htj2k_frames_decode_exactly(phim_factory, kind):
+    """HTJ2K (1.2.840.10008.1.2.4.201) made by OpenJPH (imagecodecs), two
+    frames: Phim's decoded frames equal the original samples."""
+    import imagecodecs
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+
+    server = phim_factory.start("embedded")
+    rng = np.random.default_rng(7)
+    if kind == "mono16":
+        frames = [(rng.integers(0, 4096, (48, 64)) + i * 100).astype(np.uint16) for i in range(2)]
+    else:
+        frames = [rng.integers(0, 256, (48, 64, 3)).astype(np.uint8) for _ in range(2)]
+    streams = [imagecodecs.htj2k_encode(f, reversible=True) for f in frames]
+    for f, s in zip(frames, streams):
+        assert np.array_equal(imagecodecs.htj2k_decode(s), f), "the reference must be lossless"
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.201"
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.3"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.PatientID = "OT", "HTJ2K-1"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 48, 64, 2
+    if kind == "mono16":
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    else:
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = encapsulate(streams)
+    ds["PixelData"].VR = "OB"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    assert stow(server, [buf.getvalue()]).status == 200
+    r = server.get(f"/dicomweb{own_path(ds)}/frames/1,2", headers={"Accept": TO_NATIVE})
+    assert r.status_code == 200, r.text
+    parts = decode_multipart(r.content, r.headers["Content-Type"])
+    assert [p.content for p in parts] == [f.astype(f.dtype.newbyteorder("<")).tobytes() for f in frames]
+    assert server.get(f"/dicomweb{own_path(ds)}/frames/2/rendered").status_code == 200
