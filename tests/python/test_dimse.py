@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -217,8 +218,14 @@ def test_association_limit_and_calling_ae_allow_list(phim_factory):
         assert second.returncode != 0  # rejected: local limit exceeded
     finally:
         first.release()
-    time.sleep(0.3)
-    assert run(["echoscu", "-aet", "ALLOWED", "-aec", "PHIM", host, str(port)]).returncode == 0
+    # The slot frees once Phim has seen the release; poll rather than guess how long that takes.
+    deadline = time.monotonic() + 10
+    while True:
+        third = run(["echoscu", "-aet", "ALLOWED", "-aec", "PHIM", host, str(port)])
+        if third.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert third.returncode == 0, third.stderr
 
 
 def big_instance(path: Path, frames: int) -> pydicom.Dataset:
@@ -230,20 +237,66 @@ def big_instance(path: Path, frames: int) -> pydicom.Dataset:
     return ds
 
 
+# A peer that sends the command and half of a C-STORE data set, says so, and
+# then waits to be killed: the kill lands mid-message on every machine, however
+# fast it is (a timed kill of storescu once came after the last byte).
+HALFWAY_PEER = r"""
+import io, sys, time
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import encode
+from pynetdicom.pdu import P_DATA_TF
+
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ds = pydicom.dcmread(path)
+ae = AE(ae_title="HALFWAY")
+ae.add_requested_context(ds.SOPClassUID, ExplicitVRLittleEndian)
+assoc = ae.associate(host, port, ae_title="PHIM")
+assert assoc.is_established
+context = assoc.accepted_contexts[0]
+req = C_STORE()
+req.MessageID = 1
+req.AffectedSOPClassUID = ds.SOPClassUID
+req.AffectedSOPInstanceUID = ds.SOPInstanceUID
+req.Priority = 0
+req.DataSet = io.BytesIO(encode(ds, False, True))
+msg = C_STORE_RQ()
+msg.primitive_to_message(req)
+pdus = list(msg.encode_msg(context.context_id, 16384))
+for primitive in pdus[: len(pdus) // 2]:
+    pdu = P_DATA_TF()
+    pdu.from_primitive(primitive)
+    assoc.dul.socket.send(pdu.encode())
+print("sent", len(pdus) // 2, "of", len(pdus), flush=True)
+time.sleep(600)
+"""
+
+
 def test_peer_killed_mid_transfer_leaves_nothing_half_stored(phim_factory, tmp_path):
     server = phim_factory.start("embedded")
     host, port = server.dicom_addr
     path = tmp_path / "big.dcm"
-    ds = big_instance(path, 400)  # 200 MB
+    ds = big_instance(path, 80)  # 40 MB
+    spool = server.data_dir / "spool"
     proc = subprocess.Popen(
-        ["storescu", "-aec", "PHIM", "--max-send-pdu", "16384", host, str(port), str(path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dimse_env())
-    time.sleep(0.4)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+        [sys.executable, "-c", HALFWAY_PEER, host, str(port), str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dimse_env())
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("sent"), proc.stderr.read() if proc.poll() is not None else line
+        # Half a message went out: Phim is spooling it when the peer dies.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(spool.glob("*.part")):
+            time.sleep(0.02)
+        assert any(spool.glob("*.part")), "Phim did not spool the half-sent instance"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
     # The server is fine, the instance is not indexed, and no spool file remains.
     deadline = time.monotonic() + 10
-    spool = server.data_dir / "spool"
     while time.monotonic() < deadline and any(spool.glob("*.part")):
         time.sleep(0.1)
     assert not any(spool.glob("*.part")), "partial spool file left behind"
