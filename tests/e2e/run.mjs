@@ -347,7 +347,8 @@ try {
   });
 
   let first;
-  await check('open the study: first image shown (target 1 s, limit 3 s on a shared 2-core machine)', async () => {
+  let firstZoom;
+  await check('open the study: first image shown', async () => {
     await page.goto(`${base}/`);
     await page.waitForSelector('#results[data-state="done"]');
     const t0 = Date.now();
@@ -359,13 +360,13 @@ try {
     assert(overlay.includes(displayName), `overlay ${overlay}`);
     const br = await page.textContent('.pane.active .overlay.br');
     assert(br.includes(`1/${meta.length}`), `slice overlay ${br}`);
+    firstZoom = br.match(/[0-9.]+×/)?.[0];
     const after = responses.filter((r) => r.at >= t0 && r.url.startsWith(base));
     const when = (re) => { const r = after.find((x) => re.test(new URL(x.url).pathname)); return r ? `${r.at - t0}` : '-'; };
     console.log(`    responses after the click (ms): study ${when(/^\/dicomweb\/studies$/)}, series ${when(/\/series$/)}, metadata ${when(/\/metadata$/)}, first frame ${when(/\/frames\/1$/)}`);
     console.log(`    first image ${ms} ms after the click; lit ${(first.lit * 100).toFixed(1)} %, ${first.levels} grey levels, canvas ${first.width}x${first.height}`);
     await shot(page, '05-study');
-    // Generous for a 2-core machine shared with builds; the time is printed above.
-    assert(ms < 3000, `first image took ${ms} ms`);
+    // The time is printed, not asserted: speed is measured by benches/viewer.sh.
   });
   await check('the whole stack is prefetched in the background', async () => {
     await page.waitForFunction((n) => window.__viewer.cachedCount() === n, meta.length, { timeout: 30000 });
@@ -712,6 +713,27 @@ try {
     await page.click('#prev');
     await page.waitForSelector('#results[data-state="done"]');
     assert((await page.locator('tr[data-study]').count()) === 25, 'back to page 1');
+  });
+  // Headless Chromium here has only SwiftShader behind WebGL, so the viewer
+  // draws with cornerstone's CPU path (tools.ts: renderBackend); the WebGL
+  // path real GPUs take must render too.
+  await check('renderer: CPU behind a software rasteriser; WebGL when asked renders the CT', async () => {
+    const chosen = await page.getAttribute('html', 'data-render');
+    assert(chosen === 'cpu', `renderer chosen on this machine: ${chosen}`);
+    const gl = await context.newPage();
+    gl.on('pageerror', (e) => pageErrors.push(String(e)));
+    try {
+      await gl.goto(`${base}/study/${studyUid}?render=webgl`);
+      const st = await waitRendered(gl);
+      assert((await gl.getAttribute('html', 'data-render')) === 'webgl', 'WebGL not used when asked');
+      console.log(`    WebGL: lit ${(st.lit * 100).toFixed(1)} %, ${st.levels} grey levels; CPU (first image): lit ${(first.lit * 100).toFixed(1)} %, ${first.levels} grey levels`);
+      assert(Math.abs(st.lit - first.lit) < 0.05, 'WebGL and CPU show different images');
+      const zoom = (await gl.textContent('.pane.active .overlay.br')).match(/[0-9.]+×/)?.[0];
+      assert(zoom && zoom === firstZoom, `zoom overlay: WebGL ${zoom}, CPU ${firstZoom}`);
+      await shot(gl, '18-webgl');
+    } finally {
+      await gl.close();
+    }
   });
   await check('no page errors', async () => {
     assert(pageErrors.length === 0, pageErrors.join('\n'));

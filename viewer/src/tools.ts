@@ -2,7 +2,7 @@
 // viewports of the study view, the left-button tool switch, and the
 // measurements read back from the annotation state.
 
-import { init as csInit } from '@cornerstonejs/core';
+import { init as csInit, setUseCPURendering } from '@cornerstonejs/core';
 import { init as dicomLoaderInit } from '@cornerstonejs/dicom-image-loader';
 import * as cst from '@cornerstonejs/tools';
 
@@ -23,12 +23,36 @@ let initialised: Promise<void> | null = null;
 export function initCornerstone(): Promise<void> {
   initialised ??= (async () => {
     csInit();
+    const backend = renderBackend();
+    if (backend.cpu) setUseCPURendering(true);
+    document.documentElement.dataset.render = backend.cpu ? 'cpu' : 'webgl';
+    console.info(`phim viewer: ${backend.cpu ? 'CPU' : 'WebGL'} rendering (${backend.why})`);
     dicomLoaderInit({ maxWebWorkers: Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) });
     cst.init();
     cst.addTool(cst.StackScrollTool);
     for (const name of Object.keys(LEFT_TOOLS) as LeftTool[]) cst.addTool(toolClass(name));
   })();
   return initialised;
+}
+
+/**
+ * Which renderer draws the stacks. WebGL on a real GPU is cornerstone's fast
+ * path; behind a software rasteriser (SwiftShader, llvmpipe: GPU-less VDI
+ * reading stations, virtual machines) every WebGL frame costs tens of
+ * milliseconds and cornerstone's CPU (canvas 2D) path is several times
+ * faster. `?render=cpu|webgl` or localStorage `phim.render` overrides.
+ */
+function renderBackend(): { cpu: boolean; why: string } {
+  const asked = new URLSearchParams(location.search).get('render') ?? localStorage.getItem('phim.render');
+  if (asked === 'cpu' || asked === 'webgl') return { cpu: asked === 'cpu', why: `asked for ${asked}` };
+  const canvas = document.createElement('canvas');
+  const gl = canvas.getContext('webgl2') ?? canvas.getContext('webgl');
+  if (!gl) return { cpu: true, why: 'no WebGL' };
+  const info = gl.getExtension('WEBGL_debug_renderer_info');
+  const renderer = String(gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
+  gl.getExtension('WEBGL_lose_context')?.loseContext();
+  const software = /swiftshader|llvmpipe|softpipe|software/i.test(renderer);
+  return { cpu: software, why: `${software ? 'software' : 'GPU'} WebGL: ${renderer}` };
 }
 
 function toolClass(t: LeftTool) {

@@ -284,8 +284,22 @@ export class Pane {
       wl = `W ${Math.round(windowWidth)} / L ${Math.round(windowCenter)}`;
     }
     const frameNo = f && f.frame > 1 ? ` (${t('frame')} ${f.frame})` : '';
-    set('br', [`${t('slice')} ${idx + 1}/${this.frames.length}${frameNo}`, wl, `${t('zoom')} ${vp.getZoom().toFixed(2)}×`]);
+    set('br', [`${t('slice')} ${idx + 1}/${this.frames.length}${frameNo}`, wl, `${t('zoom')} ${magnification(vp).toFixed(2)}×`]);
   }
+}
+
+/**
+ * Screen (CSS) pixels per image pixel along a row. cornerstone's getZoom()
+ * is relative to the fitted size on WebGL but to the image's pixels on the
+ * CPU path; this reads the same on both.
+ */
+function magnification(vp: Types.IStackViewport): number {
+  const id = vp.getCurrentImageId();
+  const a = id && csUtils.imageToWorldCoords(id, [0, 0]);
+  const b = id && csUtils.imageToWorldCoords(id, [1, 0]);
+  if (!a || !b) return vp.getZoom();
+  const [ca, cb] = [vp.worldToCanvas(a), vp.worldToCanvas(b)];
+  return Math.hypot(cb[0] - ca[0], cb[1] - ca[1]);
 }
 
 /** One wadors: imageId per frame, metadata registered, sorted in space. */
