@@ -540,6 +540,30 @@ try {
     await shot(page, '11-angle');
     await page.keyboard.press('w');
   });
+  await check('Ellipse ROI in soft tissue: mean 34.5 HU, SD 12, area of the drawn ellipse', async () => {
+    // src/synth.rs: soft tissue is stored as 1024 + 35 + 12 x noise(sd 1),
+    // truncated to integers (mean 1058.5), Rescale -1024: 34.5 HU, SD ~12.
+    // The ellipse (centre 256,180, semi-axes 40 x 30 pixels) stays clear of
+    // the organ, the lesion and the bone ring on every slice.
+    box = await vpBox();
+    const [c, edge] = await page.evaluate((pts) => pts.map((p) => window.__viewer.imageToCanvas(p)), [[256, 180], [296, 210]]);
+    await page.keyboard.press('e');
+    await drag(page, [box.x + c[0], box.y + c[1]], [box.x + edge[0], box.y + edge[1]], 10);
+    await settle(page);
+    const rois = (await page.evaluate(() => window.__viewer.measurements())).filter((m) => m.tool === 'ellipse');
+    assert(rois.length === 1, `ellipses ${JSON.stringify(rois)}`);
+    const r = rois[0];
+    const expectedArea = Math.PI * 40 * spacing[1] * 30 * spacing[0];
+    console.log(`    mean ${r.value.toFixed(2)} ${r.unit}, SD ${r.stdDev?.toFixed(2)}, min ${r.min} max ${r.max}, area ${r.area?.toFixed(0)} ${r.areaUnit} (expected ${expectedArea.toFixed(0)})`);
+    assert(r.unit === 'HU', `unit ${r.unit}`);
+    assert(Math.abs(r.value - 34.5) < 1.5, `mean ${r.value}`);
+    assert(r.stdDev > 10 && r.stdDev < 14, `SD ${r.stdDev}`);
+    assert(Math.abs(r.area - expectedArea) / expectedArea < 0.05, `area ${r.area} ${r.areaUnit}`);
+    const svgText = (await page.locator('.pane.active svg text').allTextContents()).join(' ');
+    assert(/HU/.test(svgText), `no HU label drawn: ${svgText}`);
+    await shot(page, '11b-ellipse');
+    await page.keyboard.press('w');
+  });
   await check('cine plays the stack and pauses', async () => {
     await page.keyboard.press('Home');
     await page.waitForFunction(() => window.__viewer.imageIndex() === 0, null, { timeout: 5000 });

@@ -5,7 +5,7 @@ import { t } from './i18n';
 
 export type Action =
   | 'next' | 'prev' | 'pageDown' | 'pageUp' | 'first' | 'last'
-  | 'windowLevel' | 'zoom' | 'pan' | 'length' | 'angle'
+  | 'windowLevel' | 'zoom' | 'pan' | 'length' | 'angle' | 'ellipse'
   | 'preset0' | 'preset1' | 'preset2' | 'preset3' | 'preset4'
   | 'invert' | 'reset' | 'cine' | 'layout' | 'nextViewport' | 'tags' | 'help' | 'close';
 
@@ -21,6 +21,7 @@ const TABLE: Array<{ show: string; keys: string[]; actions: Action[]; help: Help
   { show: 'P', keys: ['p'], actions: ['pan'], help: 'key.pan' },
   { show: 'L', keys: ['l'], actions: ['length'], help: 'key.length' },
   { show: 'A', keys: ['a'], actions: ['angle'], help: 'key.angle' },
+  { show: 'E', keys: ['e'], actions: ['ellipse'], help: 'key.ellipse' },
   { show: '0 1 2 3 4', keys: ['0', '1', '2', '3', '4'], actions: ['preset0', 'preset1', 'preset2', 'preset3', 'preset4'], help: 'key.presets' },
   { show: 'I', keys: ['i'], actions: ['invert'], help: 'key.invert' },
   { show: 'R', keys: ['r'], actions: ['reset'], help: 'key.reset' },

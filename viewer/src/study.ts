@@ -246,7 +246,7 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
       case 'pageUp': return p?.scrollBy(-10);
       case 'first': return p?.scrollTo(0);
       case 'last': return p?.scrollTo(Number.MAX_SAFE_INTEGER);
-      case 'windowLevel': case 'zoom': case 'pan': case 'length': case 'angle': return chooseTool(a);
+      case 'windowLevel': case 'zoom': case 'pan': case 'length': case 'angle': case 'ellipse': return chooseTool(a);
       case 'preset0': case 'preset1': case 'preset2': case 'preset3': case 'preset4':
         return p?.applyPreset(PRESET_ORDER[Number(a.slice(-1))]);
       case 'invert': return p?.toggleInvert();

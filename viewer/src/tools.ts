@@ -9,13 +9,14 @@ import * as cst from '@cornerstonejs/tools';
 export const TOOLGROUP_ID = 'phim-tools';
 
 /** What the left mouse button does; right = zoom and middle = pan always. */
-export type LeftTool = 'windowLevel' | 'zoom' | 'pan' | 'length' | 'angle';
+export type LeftTool = 'windowLevel' | 'zoom' | 'pan' | 'length' | 'angle' | 'ellipse';
 export const LEFT_TOOLS: Record<LeftTool, string> = {
   windowLevel: cst.WindowLevelTool.toolName,
   zoom: cst.ZoomTool.toolName,
   pan: cst.PanTool.toolName,
   length: cst.LengthTool.toolName,
   angle: cst.AngleTool.toolName,
+  ellipse: cst.EllipticalROITool.toolName,
 };
 
 let initialised: Promise<void> | null = null;
@@ -56,7 +57,14 @@ function renderBackend(): { cpu: boolean; why: string } {
 }
 
 function toolClass(t: LeftTool) {
-  return { windowLevel: cst.WindowLevelTool, zoom: cst.ZoomTool, pan: cst.PanTool, length: cst.LengthTool, angle: cst.AngleTool }[t];
+  return {
+    windowLevel: cst.WindowLevelTool,
+    zoom: cst.ZoomTool,
+    pan: cst.PanTool,
+    length: cst.LengthTool,
+    angle: cst.AngleTool,
+    ellipse: cst.EllipticalROITool,
+  }[t];
 }
 
 export type ToolGroup = NonNullable<ReturnType<typeof cst.ToolGroupManager.createToolGroup>>;
@@ -88,17 +96,40 @@ export function setLeftTool(group: ToolGroup, tool: LeftTool): void {
 }
 
 export interface Measurement {
-  tool: 'length' | 'angle';
+  tool: 'length' | 'angle' | 'ellipse';
+  /** Length, angle, or for an ellipse its mean (in `unit`, HU on CT). */
   value: number;
   unit: string;
+  /** Ellipse only: standard deviation (`unit`), area (`areaUnit`), min and max. */
+  stdDev?: number;
+  area?: number;
+  areaUnit?: string;
+  min?: number;
+  max?: number;
 }
 
+type Stats = {
+  length?: number;
+  angle?: number;
+  unit?: string;
+  mean?: number;
+  stdDev?: number;
+  area?: number;
+  areaUnit?: string;
+  min?: number;
+  max?: number;
+  modalityUnit?: string;
+};
 type AnyAnnotation = {
   metadata: { toolName: string };
-  data: { cachedStats?: Record<string, { length?: number; angle?: number; unit?: string }> };
+  data: { cachedStats?: Record<string, Stats> };
 };
 
-/** Measurements drawn so far, in drawing order (lengths in the tool's unit, angles in degrees). */
+/**
+ * Measurements drawn so far, in drawing order: lengths in the tool's unit,
+ * angles in degrees, ellipses as region statistics of the modality values
+ * (after the Modality LUT: HU on CT).
+ */
 export function measurements(): Measurement[] {
   const all = cst.annotation.state.getAllAnnotations() as unknown as AnyAnnotation[];
   const out: Measurement[] = [];
@@ -108,6 +139,9 @@ export function measurements(): Measurement[] {
         out.push({ tool: 'length', value: s.length, unit: s.unit ?? '' });
       } else if (a.metadata.toolName === cst.AngleTool.toolName && typeof s.angle === 'number') {
         out.push({ tool: 'angle', value: s.angle, unit: '°' });
+      } else if (a.metadata.toolName === cst.EllipticalROITool.toolName && typeof s.mean === 'number') {
+        const { stdDev, area, areaUnit, min, max } = s;
+        out.push({ tool: 'ellipse', value: s.mean, unit: s.modalityUnit ?? '', stdDev, area, areaUnit, min, max });
       }
     }
   }
