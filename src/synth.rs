@@ -236,8 +236,11 @@ fn header_sized(
         .str(0x0020, 0x0013, b"IS", &(n + 1).to_string());
     if matches!(spec.kind, Kind::Ct | Kind::Mr) {
         let z = n as f32 * 2.5;
+        // One Frame of Reference per study (PS3.3 C.7.4.1): its series share
+        // a patient coordinate system, as a scanner's series of one session do.
         ds.str(0x0020, 0x0032, b"DS", &format!("-250\\-250\\{z}"))
-            .str(0x0020, 0x0037, b"DS", "1\\0\\0\\0\\1\\0");
+            .str(0x0020, 0x0037, b"DS", "1\\0\\0\\0\\1\\0")
+            .str(0x0020, 0x0052, b"UI", &format!("{}.1", id.study_uid));
     }
     ds.us(0x0028, 0x0002, samples).str(
         0x0028,

@@ -58,6 +58,30 @@ function withProcedureCode(bytes) {
   return Buffer.concat([bytes.subarray(0, next), seq, bytes.subarray(next)]);
 }
 
+/** `bytes` with every occurrence of `from` replaced by `to` (same length). */
+function replaceAll(bytes, from, to) {
+  const [a, b] = [Buffer.from(from, 'latin1'), Buffer.from(to, 'latin1')];
+  assert(a.length === b.length, 'replacement changes the length');
+  const out = Buffer.from(bytes);
+  for (let at = out.indexOf(a); at >= 0; at = out.indexOf(a, at + a.length)) b.copy(out, at);
+  return out;
+}
+
+/**
+ * A second series of the generated CT study for linked scrolling: every
+ * other slice (5 mm apart instead of 2.5 mm), under another Series Instance
+ * UID (the SOP Instance UIDs start with it and change with it) and Series
+ * Number 2. The generated UIDs and numbers are short: the lengths stay.
+ */
+function secondSeries(bytes, seriesUid) {
+  const uid2 = seriesUid.slice(0, -1) + String((Number(seriesUid.at(-1)) + 1) % 10);
+  let out = replaceAll(bytes, seriesUid, uid2);
+  const at = out.indexOf(Buffer.from([0x20, 0x00, 0x11, 0x00, 0x49, 0x53, 0x02, 0x00, 0x31, 0x20])); // (0020,0011) IS "1 "
+  assert(at > 0, 'no Series Number 1 in the generated instance');
+  out[at + 8] = 0x32;
+  return { bytes: out, uid: uid2 };
+}
+
 /** The EMR stand-in: answers /emr/{id} with a page naming the record, and remembers the hits. */
 function startEmr() {
   const hits = [];
@@ -159,8 +183,20 @@ try {
   assert(dcm.length === 41, `phim-load wrote ${dcm.length} .dcm files, expected 40 CT + 1 US`);
   const manifest = JSON.parse(fs.readFileSync(path.join(work, 'gen', 'manifest.json'), 'utf8'));
   const ctDir = manifest.studies.find((st) => st.modality === 'CT').dir;
-  for (const f of dcm.filter((f) => path.basename(path.dirname(f)) === ctDir)) fs.writeFileSync(f, withProcedureCode(fs.readFileSync(f)));
-  await stow(base, dcm);
+  const ctFiles = dcm.filter((f) => path.basename(path.dirname(f)) === ctDir).sort();
+  for (const f of ctFiles) fs.writeFileSync(f, withProcedureCode(fs.readFileSync(f)));
+  const ctSeries = manifest.studies.find((st) => st.modality === 'CT').series_uid;
+  const series2Dir = path.join(work, 'series2');
+  fs.mkdirSync(series2Dir);
+  let series2Uid;
+  const series2 = ctFiles.filter((_, i) => i % 2 === 0).map((f) => {
+    const { bytes, uid } = secondSeries(fs.readFileSync(f), ctSeries);
+    series2Uid = uid;
+    const out = path.join(series2Dir, path.basename(f));
+    fs.writeFileSync(out, bytes);
+    return out;
+  });
+  await stow(base, [...dcm, ...series2]);
 
   const studies = await qido(base, '/studies?includefield=00080061');
   assert(studies.length === 2, `expected 2 studies, QIDO gave ${studies.length}`);
@@ -177,7 +213,8 @@ try {
   const patientId = v(study, '00100020');
   const accession = v(study, '00080050');
   const series = await qido(base, `/studies/${studyUid}/series`);
-  const seriesUid = v(series[0], '0020000E');
+  assert(series.length === 2 && series.some((s) => v(s, '0020000E') === series2Uid), `CT series ${JSON.stringify(series.map((s) => v(s, '0020000E')))}`);
+  const seriesUid = ctSeries;
   const meta = await qido(base, `/studies/${studyUid}/series/${seriesUid}/metadata`);
   const spacing = meta[0]['00280030'].Value.map(Number); // [row spacing, column spacing]
   const rows = Number(v(meta[0], '00280010'));
@@ -642,6 +679,53 @@ try {
     assert(s3.width < first.width * 0.6 && s3.height < first.height * 0.6,
       `pane 3 canvas ${s3.width}x${s3.height}, 1×1 was ${first.width}x${first.height}: not a 2×2 grid`);
     await shot(page, '14-layout-2x2');
+    await page.click('#layout-1x1');
+    await page.waitForFunction(() => document.querySelectorAll('.pane .vp canvas').length === 1, null, { timeout: 10000 });
+    await waitRendered(page);
+  });
+  await check('linked scrolling (S): the other series follows by position; unlinked it stays', async () => {
+    // Pane 0: the 40-slice series (2.5 mm); pane 1 (filled by the 2×1 layout
+    // with the next series): its every other slice (5 mm), so slice j of
+    // pane 1 lies where slice 2j of pane 0 does.
+    await page.click('#layout-2x1');
+    await page.waitForFunction(() => document.querySelectorAll('.pane .vp canvas').length === 2, null, { timeout: 10000 });
+    await waitRendered(page, '.pane[data-pane="1"] .vp canvas');
+    const n2 = meta.length / 2;
+    assert((await page.evaluate(() => document.querySelector('.pane[data-pane="1"] .overlay.br').textContent)).includes(`1/${n2}`),
+      'pane 1 does not show the 20-slice series');
+    const clickPane = async (i) => {
+      const b = await page.locator(`.pane[data-pane="${i}"]`).boundingBox();
+      await page.mouse.click(b.x + b.width / 2, b.y + b.height / 2);
+      assert((await page.evaluate(() => window.__viewer.active())) === i, `pane ${i} is not active`);
+    };
+    const paneAt = (i, n) => page.waitForFunction(([i, n]) => window.__viewer.paneImageIndex(i) === n, [i, n], { timeout: 5000 })
+      .catch(async () => { throw new Error(`pane ${i} at ${await page.evaluate((i) => window.__viewer.paneImageIndex(i), i)}, expected ${n}`); });
+    await clickPane(0);
+    await page.keyboard.press('Home');
+    await paneAt(0, 0);
+    await clickPane(1);
+    await page.keyboard.press('End');
+    await paneAt(1, n2 - 1);
+    assert((await page.evaluate(() => window.__viewer.paneImageIndex(0))) === 0, 'pane 0 moved before linking');
+    await page.keyboard.press('s');
+    assert(await page.evaluate(() => window.__viewer.linked()), 'not linked');
+    await paneAt(0, 2 * (n2 - 1)); // linking lines pane 0 up with the active pane
+    await page.keyboard.press('PageUp');
+    await paneAt(1, n2 - 11);
+    await paneAt(0, 2 * (n2 - 11));
+    await clickPane(0);
+    await page.keyboard.press('ArrowUp');
+    await page.keyboard.press('ArrowUp');
+    await paneAt(0, 2 * (n2 - 11) - 2);
+    await paneAt(1, n2 - 12); // either pane drives
+    await shot(page, '14b-linked');
+    await page.keyboard.press('s');
+    assert(!(await page.evaluate(() => window.__viewer.linked())), 'still linked');
+    await page.keyboard.press('Home');
+    await paneAt(0, 0);
+    await page.waitForTimeout(500);
+    const other = await page.evaluate(() => window.__viewer.paneImageIndex(1));
+    assert(other === n2 - 12, `unlinked pane 1 moved to ${other}`);
     await page.click('#layout-1x1');
     await page.waitForFunction(() => document.querySelectorAll('.pane .vp canvas').length === 1, null, { timeout: 10000 });
     await waitRendered(page);

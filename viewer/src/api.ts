@@ -72,6 +72,8 @@ export const T = {
   SeriesNumber: '00200011',
   InstanceNumber: '00200013',
   ImagePositionPatient: '00200032',
+  ImageOrientationPatient: '00200037',
+  FrameOfReferenceUID: '00200052',
   NumberOfStudyRelatedInstances: '00201208',
   NumberOfSeriesRelatedInstances: '00201209',
   NumberOfFrames: '00280008',

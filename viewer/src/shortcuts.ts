@@ -7,7 +7,7 @@ export type Action =
   | 'next' | 'prev' | 'pageDown' | 'pageUp' | 'first' | 'last'
   | 'windowLevel' | 'zoom' | 'pan' | 'length' | 'angle' | 'ellipse'
   | 'preset0' | 'preset1' | 'preset2' | 'preset3' | 'preset4'
-  | 'invert' | 'reset' | 'cine' | 'layout' | 'nextViewport' | 'tags' | 'help' | 'close';
+  | 'invert' | 'reset' | 'cine' | 'layout' | 'nextViewport' | 'sync' | 'tags' | 'help' | 'close';
 
 type HelpKey = Parameters<typeof t>[0];
 
@@ -28,6 +28,7 @@ const TABLE: Array<{ show: string; keys: string[]; actions: Action[]; help: Help
   { show: 'Space', keys: [' '], actions: ['cine'], help: 'key.cine' },
   { show: 'G', keys: ['g'], actions: ['layout'], help: 'key.layout' },
   { show: 'Tab', keys: ['Tab'], actions: ['nextViewport'], help: 'key.viewport' },
+  { show: 'S', keys: ['s'], actions: ['sync'], help: 'key.sync' },
   { show: 'T', keys: ['t'], actions: ['tags'], help: 'key.tags' },
   { show: '? / H', keys: ['?', 'h'], actions: ['help', 'help'], help: 'key.help' },
   { show: 'Esc', keys: ['Escape'], actions: ['close'], help: 'key.close' },

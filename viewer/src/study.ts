@@ -12,6 +12,7 @@ import { markActiveSeries, renderSeriesPanel } from './series-panel';
 import { Action, actionFor, helpHtml } from './shortcuts';
 import { openTagBrowser } from './tags';
 import { createToolGroup, destroyToolGroup, initCornerstone, LEFT_TOOLS, LeftTool, measurements, Measurement, setLeftTool, ToolGroup } from './tools';
+import { SliceSync } from './sync';
 import { Pane, Preset, PRESET_ORDER, StudyContext } from './viewport';
 
 const ENGINE_ID = 'phim-engine';
@@ -22,6 +23,10 @@ interface ViewerHooks {
   panes(): number;
   active(): number;
   imageIndex(): number;
+  /** Image index shown by pane `i` (-1 when empty). */
+  paneImageIndex(i: number): number;
+  /** Whether linked scrolling is on. */
+  linked(): boolean;
   imageCount(): number;
   cachedCount(): number;
   playing(): boolean;
@@ -82,6 +87,7 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
           <button id="cine" title="${t('cine')}">▶ ${t('play')}</button>
           <label class="fps"><input id="fps" type="number" min="1" max="120" value="10"> ${t('fps')}</label>
           <span class="sep"></span>
+          <button id="sync" title="${t('key.sync')}">${t('sync')}</button>
           <span class="layouts" role="group" aria-label="${t('layout')}">
             ${LAYOUT_ORDER.map((l) => `<button data-layout="${l}" id="layout-${l}" title="${t('layout')} ${l.replace('x', '×')}">${l.replace('x', '×')}</button>`).join('')}
           </span>
@@ -101,6 +107,7 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
   const tagsPanel = root.querySelector<HTMLElement>('#tags-panel')!;
   const helpPanel = root.querySelector<HTMLElement>('#help-panel')!;
   let layout: Layout | null = null;
+  const sync = new SliceSync();
   const active = (): Pane | undefined => layout?.activePane();
   let loadError: string | null = null;
   const state: ViewerHooks['state'] = {
@@ -120,6 +127,8 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
     panes: () => layout?.panes.length ?? 0,
     active: () => active()?.index ?? -1,
     imageIndex: () => active()?.imageIndex() ?? -1,
+    paneImageIndex: (i) => layout?.panes[i]?.imageIndex() ?? -1,
+    linked: () => sync.on,
     imageCount: () => active()?.frames.length ?? 0,
     cachedCount: () => active()?.cachedCount() ?? 0,
     playing: () => active()?.playing ?? false,
@@ -172,6 +181,23 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
   };
   let tagsTimer = 0;
   let tagsSop = '';
+  const syncButton = root.querySelector<HTMLButtonElement>('#sync')!;
+  /** Links the ready panes, `moved` following the others when it just loaded a series. */
+  const relink = (moved?: Pane) => {
+    if (!sync.on || !layout) return;
+    const panes = layout.panes.filter((p) => p.ready);
+    const act = active();
+    const reference = act && act !== moved && act.ready ? act : (panes.find((p) => p !== moved) ?? moved ?? act);
+    if (reference) sync.link(panes, reference);
+  };
+  const toggleSync = () => {
+    if (sync.on) sync.unlink();
+    else {
+      sync.on = true;
+      relink();
+    }
+    syncButton.classList.toggle('active', sync.on);
+  };
   const context: StudyContext = {
     engine,
     studyUid,
@@ -179,11 +205,15 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
     series,
     // The tag browser follows the active pane's image.
     onImage: (p) => {
+      sync.follow(p);
       if (tagsPanel.hidden || p !== active() || p.currentFrame()?.sop === tagsSop) return;
       clearTimeout(tagsTimer);
       tagsTimer = window.setTimeout(() => showTags(false), 150);
     },
-    afterLoad: (p) => layout?.panes.forEach((other) => other !== p && other.resumePrefetch()),
+    afterLoad: (p) => {
+      layout?.panes.forEach((other) => other !== p && other.resumePrefetch());
+      relink(p);
+    },
   };
   layout = new Layout(grid, context, () => syncToolbar());
 
@@ -195,6 +225,7 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
   const chooseLayout = (name: LayoutName) => {
     state.layout = name;
     layout!.set(name);
+    relink();
     root.querySelectorAll<HTMLButtonElement>('[data-layout]').forEach((b) => b.classList.toggle('active', b.dataset.layout === name));
   };
   const loadIntoActive = async (s: DicomJson) => {
@@ -254,6 +285,7 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
       case 'cine': p?.toggleCine(); return syncToolbar();
       case 'layout': return chooseLayout(LAYOUT_ORDER[(LAYOUT_ORDER.indexOf(state.layout) + 1) % LAYOUT_ORDER.length]);
       case 'nextViewport': return layout!.next();
+      case 'sync': return toggleSync();
       case 'tags': return toggleTags();
       case 'help': return toggleHelp();
       case 'close':
@@ -284,6 +316,7 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
     fpsInput.value = String(active()?.fps ?? v);
     fpsInput.blur();
   });
+  syncButton.addEventListener('click', () => run('sync'));
   root.querySelector('#tags-open')!.addEventListener('click', () => run('tags'));
   root.querySelector('#help-open')!.addEventListener('click', () => run('help'));
   // Buttons must not keep the focus: Space would press them again instead of playing cine.
