@@ -68,17 +68,17 @@ function replaceAll(bytes, from, to) {
 }
 
 /**
- * A second series of the generated CT study for linked scrolling: every
- * other slice (5 mm apart instead of 2.5 mm), under another Series Instance
- * UID (the SOP Instance UIDs start with it and change with it) and Series
- * Number 2. The generated UIDs and numbers are short: the lengths stay.
+ * Another series of the generated CT study for linked scrolling, under
+ * another Series Instance UID (the SOP Instance UIDs start with it and
+ * change with it) and Series Number `number`. The generated UIDs and
+ * numbers are short: the lengths stay.
  */
-function secondSeries(bytes, seriesUid) {
-  const uid2 = seriesUid.slice(0, -1) + String((Number(seriesUid.at(-1)) + 1) % 10);
-  let out = replaceAll(bytes, seriesUid, uid2);
+function otherSeries(bytes, seriesUid, number) {
+  const uid2 = seriesUid.slice(0, -1) + String((Number(seriesUid.at(-1)) + number - 1) % 10);
+  const out = replaceAll(bytes, seriesUid, uid2);
   const at = out.indexOf(Buffer.from([0x20, 0x00, 0x11, 0x00, 0x49, 0x53, 0x02, 0x00, 0x31, 0x20])); // (0020,0011) IS "1 "
   assert(at > 0, 'no Series Number 1 in the generated instance');
-  out[at + 8] = 0x32;
+  out[at + 8] = 0x30 + number;
   return { bytes: out, uid: uid2 };
 }
 
@@ -188,15 +188,23 @@ try {
   const ctSeries = manifest.studies.find((st) => st.modality === 'CT').series_uid;
   const series2Dir = path.join(work, 'series2');
   fs.mkdirSync(series2Dir);
-  let series2Uid;
-  const series2 = ctFiles.filter((_, i) => i % 2 === 0).map((f) => {
-    const { bytes, uid } = secondSeries(fs.readFileSync(f), ctSeries);
-    series2Uid = uid;
-    const out = path.join(series2Dir, path.basename(f));
-    fs.writeFileSync(out, bytes);
-    return out;
-  });
-  await stow(base, [...dcm, ...series2]);
+  // Series 2: every other slice (5 mm apart instead of 2.5 mm), same Frame
+  // of Reference. Series 3: every fourth slice in a Frame of Reference of
+  // its own (as a prior from another session would be).
+  const ids = { 2: null, 3: null };
+  const made = [];
+  for (const [number, every] of [[2, 2], [3, 4]]) {
+    for (const f of ctFiles.filter((_, i) => i % every === 0)) {
+      const { bytes, uid } = otherSeries(fs.readFileSync(f), ctSeries, number);
+      ids[number] = uid;
+      const out = path.join(series2Dir, `${number}-${path.basename(f)}`);
+      const forUid = `${manifest.studies.find((st) => st.modality === 'CT').study_uid}.1`;
+      fs.writeFileSync(out, number === 3 ? replaceAll(bytes, forUid, forUid.slice(0, -1) + '3') : bytes);
+      made.push(out);
+    }
+  }
+  const [series2Uid, series3Uid] = [ids[2], ids[3]];
+  await stow(base, [...dcm, ...made]);
 
   const studies = await qido(base, '/studies?includefield=00080061');
   assert(studies.length === 2, `expected 2 studies, QIDO gave ${studies.length}`);
@@ -213,7 +221,8 @@ try {
   const patientId = v(study, '00100020');
   const accession = v(study, '00080050');
   const series = await qido(base, `/studies/${studyUid}/series`);
-  assert(series.length === 2 && series.some((s) => v(s, '0020000E') === series2Uid), `CT series ${JSON.stringify(series.map((s) => v(s, '0020000E')))}`);
+  assert(series.length === 3 && [series2Uid, series3Uid].every((u) => series.some((s) => v(s, '0020000E') === u)),
+    `CT series ${JSON.stringify(series.map((s) => v(s, '0020000E')))}`);
   const seriesUid = ctSeries;
   const meta = await qido(base, `/studies/${studyUid}/series/${seriesUid}/metadata`);
   const spacing = meta[0]['00280030'].Value.map(Number); // [row spacing, column spacing]
@@ -726,6 +735,27 @@ try {
     await page.waitForTimeout(500);
     const other = await page.evaluate(() => window.__viewer.paneImageIndex(1));
     assert(other === n2 - 12, `unlinked pane 1 moved to ${other}`);
+    // Series 3 (every fourth slice, 10 mm apart) has its own Frame of
+    // Reference: linked, it keeps the offset it had. Pane 1 at its slice 2
+    // (20 mm in its frame), pane 0 at slice 20 (50 mm); pane 0 then moves
+    // 4 slices (10 mm) and pane 1 one slice.
+    await clickPane(1);
+    await page.click(`.series-item[data-series="${series3Uid}"]`);
+    await page.waitForFunction(() => document.querySelector('.pane[data-pane="1"] .overlay.br')?.textContent.includes('1/10'), null, { timeout: 10000 });
+    await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('ArrowDown');
+    await paneAt(1, 2);
+    await clickPane(0);
+    await page.keyboard.press('PageDown');
+    await page.keyboard.press('PageDown');
+    await paneAt(0, 20);
+    await page.keyboard.press('s');
+    await page.waitForTimeout(300);
+    assert((await page.evaluate(() => window.__viewer.paneImageIndex(1))) === 2, 'linking moved the other Frame of Reference');
+    for (let i = 0; i < 4; i++) await page.keyboard.press('ArrowDown');
+    await paneAt(0, 24);
+    await paneAt(1, 3);
+    await page.keyboard.press('s');
     await page.click('#layout-1x1');
     await page.waitForFunction(() => document.querySelectorAll('.pane .vp canvas').length === 1, null, { timeout: 10000 });
     await waitRendered(page);
