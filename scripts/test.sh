@@ -137,7 +137,7 @@ if [ "${PHIM_SKIP_E2E:-0}" != 1 ]; then
         { [ -d tests/e2e/node_modules ] && [ ! tests/e2e/package-lock.json -nt tests/e2e/node_modules/.package-lock.json ] ||
           (cd tests/e2e && npm ci --no-audit --no-fund); } &&
         [ -x "$ROOT/target/debug/phim-load" ] &&
-        PHIM_BIN=$PHIM_BIN PHIM_LOAD_BIN=$ROOT/target/debug/phim-load \
+        PHIM_BIN=$PHIM_BIN PHIM_LOAD_BIN=$ROOT/target/debug/phim-load PHIM_PYTHON=$VENV/bin/python \
             PHIM_VIEWER_DIR=$ROOT/viewer/dist E2E_OUT=$ROOT/.test-work/e2e \
             node tests/e2e/run.mjs
     }

@@ -2,7 +2,7 @@
 // and a US cine stored over STOW-RS, and headless Chromium (Debian's, via
 // playwright-core). A small HTTP server on loopback plays the hospital EMR.
 //
-//   node run.mjs            (env: PHIM_BIN, PHIM_LOAD_BIN, PHIM_VIEWER_DIR, E2E_OUT)
+//   node run.mjs            (env: PHIM_BIN, PHIM_LOAD_BIN, PHIM_PYTHON, PHIM_VIEWER_DIR, E2E_OUT)
 //
 // Prints one line per check and a closing "N passed, N failed"; exits 1 on failure.
 // Rendering is judged from canvas pixels, never from the absence of errors.
@@ -22,6 +22,8 @@ const LOAD_BIN = process.env.PHIM_LOAD_BIN || path.join(ROOT, 'target/debug/phim
 const VIEWER_DIR = process.env.PHIM_VIEWER_DIR || path.join(ROOT, 'viewer/dist');
 const OUT = process.env.E2E_OUT || path.join(ROOT, '.test-work/e2e');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+// The test venv's Python (pydicom's sample files, imagecodecs for HTJ2K).
+const PYTHON = process.env.PHIM_PYTHON || path.join(ROOT, '.venv-test/bin/python');
 
 fs.rmSync(OUT, { recursive: true, force: true });
 fs.mkdirSync(OUT, { recursive: true });
@@ -872,6 +874,76 @@ try {
     } finally {
       await gl.close();
     }
+  });
+  await check('every compressed transfer syntax decodes in the browser, as the server renders it', async () => {
+    // tests/e2e/samples.py: pydicom's samples (JPEG baseline, 12-bit extended,
+    // lossless SV1, JPEG-LS lossless and near-lossless, JPEG 2000 lossless and
+    // lossy, RLE) and an HTJ2K instance made with OpenJPH, one study each.
+    const listing = JSON.parse(execFileSync(PYTHON, [path.join(ROOT, 'tests/e2e/samples.py'), path.join(work, 'codecs')],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }));
+    await stow(base, Object.values(listing).map((s) => s.path));
+    const failures = [];
+    for (const [name, s] of Object.entries(listing)) {
+      const frames = [];
+      const seen = (r) => {
+        const u = new URL(r.url());
+        if (u.pathname.startsWith(`/dicomweb/studies/${s.study}/`) && /\/frames\/1$/.test(u.pathname)) {
+          frames.push({ path: u.pathname, type: r.headers()['content-type'] ?? '' });
+        }
+      };
+      page.on('response', seen);
+      try {
+        await page.goto(`${base}/study/${s.study}`);
+        // Some samples are colour bars with a few values: lit is enough here,
+        // the correlation below judges the pixels.
+        await page.waitForFunction(() => window.__viewer?.state.ready === true, null, { timeout: 20000 });
+        assert((await canvasStats(page)).lit > 0.01, 'nothing drawn');
+        assert(frames.length > 0, 'no frame request seen');
+        // Sent as stored (the browser decodes), not transcoded by the server.
+        const media = { '1.2.840.10008.1.2.4.50': 'image/jpeg', '1.2.840.10008.1.2.4.51': 'image/jpeg', '1.2.840.10008.1.2.4.70': 'image/jpeg',
+          '1.2.840.10008.1.2.4.80': 'image/jls', '1.2.840.10008.1.2.4.81': 'image/jls', '1.2.840.10008.1.2.4.90': 'image/jp2',
+          '1.2.840.10008.1.2.4.91': 'image/jp2', '1.2.840.10008.1.2.4.201': 'image/jphc', '1.2.840.10008.1.2.5': 'image/x-dicom-rle' }[s.ts];
+        assert(frames[0].type.includes(`type="${media}"`), `frame sent as ${frames[0].type}, expected ${media}`);
+        // The canvas against the server's own rendering of the frame (PNG), both
+        // scaled to 48x48: a wrong decode does not correlate.
+        const r = await page.evaluate(async (url) => {
+          const canvas = document.querySelector('.pane.active .vp canvas');
+          const scale = canvas.width / canvas.clientWidth;
+          const res = await fetch(url, { headers: { Accept: 'image/png' } });
+          if (!res.ok) throw new Error(`rendered: ${res.status}`);
+          const img = await createImageBitmap(await res.blob());
+          const [p0, p1] = [[0, 0], [img.width, img.height]].map((p) => window.__viewer.imageToCanvas(p));
+          const N = 48;
+          const grab = (src, sx, sy, sw, sh) => {
+            const t = document.createElement('canvas');
+            t.width = N; t.height = N;
+            const ctx = t.getContext('2d');
+            ctx.drawImage(src, sx, sy, sw, sh, 0, 0, N, N);
+            const d = ctx.getImageData(0, 0, N, N).data;
+            const g = [];
+            for (let i = 0; i < d.length; i += 4) g.push((d[i] + d[i + 1] + d[i + 2]) / 3);
+            return g;
+          };
+          const a = grab(canvas, p0[0] * scale, p0[1] * scale, (p1[0] - p0[0]) * scale, (p1[1] - p0[1]) * scale);
+          const b = grab(img, 0, 0, img.width, img.height);
+          const mean = (x) => x.reduce((s, v) => s + v, 0) / x.length;
+          const [ma, mb] = [mean(a), mean(b)];
+          let sab = 0, saa = 0, sbb = 0;
+          for (let i = 0; i < a.length; i++) {
+            sab += (a[i] - ma) * (b[i] - mb); saa += (a[i] - ma) ** 2; sbb += (b[i] - mb) ** 2;
+          }
+          return sab / Math.sqrt(saa * sbb);
+        }, `${frames[0].path}/rendered`);
+        console.log(`    ${name} (${s.ts}): ${media}, correlation with the server's rendering ${r.toFixed(3)}`);
+        assert(r > 0.9, `correlation ${r.toFixed(3)}`);
+        await shot(page, `19-codec-${name}`);
+      } catch (e) {
+        failures.push(`${name}: ${String(e.message).split('\n')[0]}`);
+      } finally {
+        page.off('response', seen);
+      }
+    }
+    assert(failures.length === 0, failures.join('; '));
   });
   await check('no page errors', async () => {
     assert(pageErrors.length === 0, pageErrors.join('\n'));

@@ -306,6 +306,10 @@ function magnification(vp: Types.IStackViewport): number {
 function registerFrames(studyUid: string, seriesUid: string, instances: DicomJson[]): Frame[] {
   const frames: Array<Frame & { z: number; n: number }> = [];
   for (const inst of instances) {
+    // Modality is Type 1 (PS3.3 C.7.3.1), yet some secondary captures lack it,
+    // and cornerstone's metadata provider then throws on every render. The
+    // copy cornerstone reads says "OT" (other); the stored instance is untouched.
+    if (!str(inst, T.Modality)) inst[T.Modality] = { vr: 'CS', Value: ['OT'] };
     const sop = str(inst, T.SOPInstanceUID);
     const count = num(inst, T.NumberOfFrames) ?? 1;
     const z = num(inst, T.ImagePositionPatient, 2) ?? 0;
