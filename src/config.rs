@@ -161,6 +161,10 @@ pub struct EmrArgs {
     /// `started`; unset: `started` is the study date alone.
     #[arg(long, env = "PHIM_TIMEZONE")]
     pub timezone: Option<String>,
+    /// Bearer token the EMR must send to set or remove EMR links (at least
+    /// 16 characters; prefer the environment variable to the command line).
+    #[arg(long, env = "PHIM_EMR_API_TOKEN", hide_env_values = true)]
+    pub emr_api_token: Option<String>,
 }
 
 /// The DICOM (DIMSE) listener for modalities and workstations.
@@ -292,6 +296,11 @@ impl EmrArgs {
                 .timezone
                 .as_deref()
                 .map(crate::emr::parse_timezone)
+                .transpose()?,
+            write_token: self
+                .emr_api_token
+                .as_deref()
+                .map(crate::emr::ApiToken::new)
                 .transpose()?,
         })
     }

@@ -20,6 +20,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// Missing or wrong credentials (answered with `WWW-Authenticate`).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     NotAcceptable(String),
     #[error("{0}")]
@@ -44,6 +47,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -76,6 +80,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "invalid",
             ApiError::NotFound(_) => "not-found",
+            ApiError::Unauthorized(_) => "login",
             ApiError::NotAcceptable(_)
             | ApiError::UnsupportedMediaType(_)
             | ApiError::NotImplemented(_) => "not-supported",
@@ -87,14 +92,27 @@ impl ApiError {
     }
 }
 
+/// RFC 6750 §3: a 401 names the scheme it wants.
+fn with_challenge(status: StatusCode, mut response: Response) -> Response {
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"phim\""),
+        );
+    }
+    response
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status(),
+        let status = self.status();
+        let response = (
+            status,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             self.client_message() + "\n",
         )
-            .into_response()
+            .into_response();
+        with_challenge(status, response)
     }
 }
 
@@ -110,12 +128,13 @@ impl IntoResponse for JsonError {
             "error": self.0.client_message(),
             "status": status.as_u16(),
         });
-        (
+        let response = (
             status,
             [(header::CONTENT_TYPE, "application/json")],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        with_challenge(status, response)
     }
 }
 

@@ -212,6 +212,7 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         stable_after_s = emr.stable_after.as_secs(),
         webhooks = emr.webhook_urls.len(),
         emr_url_template = emr.template.is_some(),
+        emr_link_writes_need_token = emr.write_token.is_some(),
         "EMR integration: change detector and webhook deliveries running"
     );
     let background = [

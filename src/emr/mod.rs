@@ -35,6 +35,67 @@ pub struct EmrConfig {
     pub webhook_max_attempts: u32,
     /// UTC offset of DICOM dates and times (`+07:00`), for FHIR.
     pub timezone: Option<String>,
+    /// When set, setting or removing an EMR link needs this bearer token.
+    pub write_token: Option<ApiToken>,
+}
+
+/// A bearer token (RFC 6750) for the EMR's writes: compared in constant
+/// time, never printed (`Debug` shows `****`).
+#[derive(Clone)]
+pub struct ApiToken(String);
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(****)")
+    }
+}
+
+/// Shorter tokens are refused at start-up: they can be guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl ApiToken {
+    pub fn new(token: &str) -> Result<ApiToken, String> {
+        let token = token.trim();
+        if token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "--emr-api-token: use at least {MIN_TOKEN_LEN} printable ASCII characters without spaces"
+            ));
+        }
+        Ok(ApiToken(token.to_owned()))
+    }
+
+    /// Whether `Authorization: Bearer <token>` carries this token.
+    pub fn accepts(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(given) = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim().as_bytes())
+        else {
+            return false;
+        };
+        let want = self.0.as_bytes();
+        // Constant time over the expected token's length.
+        let mut diff = u8::from(given.len() != want.len());
+        for (i, w) in want.iter().enumerate() {
+            diff |= w ^ given.get(i).copied().unwrap_or(0);
+        }
+        diff == 0
+    }
+}
+
+impl EmrConfig {
+    /// Lets a write through when no token is configured or the request
+    /// carries it; else 401 with a `WWW-Authenticate` challenge.
+    pub fn authorize_write(&self, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+        match &self.write_token {
+            Some(token) if !token.accepts(headers) => Err(ApiError::Unauthorized(
+                "this server requires a bearer token to change EMR links".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Checks a UTC offset: `Z` or `±HH:MM`.
@@ -163,6 +224,51 @@ impl StudyUrls {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    fn bearer(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn tokens_are_checked_whole_and_never_printed() {
+        let t = ApiToken::new("0123456789abcdefXYZ").unwrap();
+        assert!(t.accepts(&bearer("Bearer 0123456789abcdefXYZ")));
+        assert!(t.accepts(&bearer("bearer 0123456789abcdefXYZ")));
+        for wrong in [
+            "Bearer 0123456789abcdefXY",
+            "Bearer 0123456789abcdefXYZZ",
+            "Bearer 0123456789abcdefXYz",
+            "Basic 0123456789abcdefXYZ",
+            "0123456789abcdefXYZ",
+            "Bearer ",
+        ] {
+            assert!(!t.accepts(&bearer(wrong)), "{wrong}");
+        }
+        assert!(!t.accepts(&HeaderMap::new()));
+        assert_eq!(format!("{t:?}"), "ApiToken(****)");
+        let config = EmrConfig {
+            write_token: Some(t),
+            ..Default::default()
+        };
+        assert!(!format!("{config:?}").contains("0123"));
+        assert!(ApiToken::new("short").is_err());
+        assert!(ApiToken::new("has a space in it, long enough").is_err());
+    }
+
+    #[test]
+    fn writes_are_open_without_a_token() {
+        let open = EmrConfig::default();
+        assert!(open.authorize_write(&HeaderMap::new()).is_ok());
+        let closed = EmrConfig {
+            write_token: Some(ApiToken::new("0123456789abcdefXYZ").unwrap()),
+            ..Default::default()
+        };
+        let err = closed.authorize_write(&HeaderMap::new()).unwrap_err();
+        assert_eq!(err.status(), axum::http::StatusCode::UNAUTHORIZED);
+    }
 
     #[test]
     fn timezones() {

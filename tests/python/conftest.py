@@ -130,7 +130,7 @@ class PhimFactory:
 
     def start(self, profile: str = "embedded", *, data_dir: Path | None = None,
               store: ProdStore | None = None, extra_args: list[str] | None = None,
-              name: str | None = None) -> PhimServer:
+              name: str | None = None, env: dict[str, str] | None = None) -> PhimServer:
         require_phim_bin()
         self._n += 1
         name = name or f"{profile}-{self._n}"
@@ -142,7 +142,7 @@ class PhimFactory:
         elif profile != "embedded":
             raise ValueError(profile)
         args += extra_args or []
-        srv = PhimServer(name, args, self.tmp / f"{name}.log")
+        srv = PhimServer(name, args, self.tmp / f"{name}.log", env={**os.environ, **env} if env else None)
         srv.profile = profile  # type: ignore[attr-defined]
         srv.data_dir = data_dir  # type: ignore[attr-defined]
         srv.store = store  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ accepts: the retry is logged). Two servers on one PostgreSQL announce and delive
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -13,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from phim_helpers import Instance, encode, stow, uid_for
+from phim_helpers import Instance, encode, phim_bin, stow, uid_for
 
 TEMPLATE = "https://emr.example/patients/{PatientID}/orders/{AccessionNumber}"
 JSON = "application/json"
@@ -220,6 +221,39 @@ def test_link_limits_and_unknown_studies(emr, archive):
     body = error_json(emr.get("/api/studies/1.2.abc/emr-link"), 400)
     assert "1.2.abc" in body["error"]
     error_json(emr.get("/api/no-such-thing"), 404)
+
+
+def test_link_writes_need_the_token_when_one_is_set(phim_factory):
+    """--emr-api-token (here through its environment variable): PUT and DELETE of EMR links
+    need `Authorization: Bearer <token>` (401 with a Bearer challenge otherwise); reads stay
+    open; the token never reaches the log."""
+    token = "tok-9f8e7d6c5b4a39281706"
+    srv = phim_factory.start("embedded", name="emr-token", env={"PHIM_EMR_API_TOKEN": token})
+    insts = study("emr-token", patient_id="TOK-1", accession="TOK-1")
+    assert stow(srv, [i.data for i in insts]).status == 200
+    url = f"/api/studies/{insts[0].study}/emr-link"
+    link = {"recordId": "TOK-1", "url": "https://emr.example/tok-1"}
+    for headers in ({}, {"Authorization": "Bearer wrong-token-0000000000"}, {"Authorization": f"Basic {token}"},
+                    {"Authorization": f"Bearer {token}x"}):
+        for method, kwargs in (("PUT", {"json": link}), ("DELETE", {})):
+            r = srv.request(method, url, headers=headers, **kwargs)
+            error_json(r, 401)
+            assert r.headers["WWW-Authenticate"].startswith("Bearer"), r.headers
+    error_json(srv.get(url), 404)  # nothing was set
+    ok = {"Authorization": f"Bearer {token}"}
+    assert srv.request("PUT", url, json=link, headers=ok).status_code == 200
+    assert srv.get(url).json()["recordId"] == "TOK-1"  # reads need no token
+    assert srv.request("DELETE", url, headers=ok).status_code == 204
+    error_json(srv.get(url), 404)
+    assert token not in srv.log_path.read_text(errors="replace")
+
+
+def test_a_short_token_is_refused_at_start(phim_factory, tmp_path):
+    r = subprocess.run([str(phim_bin()), "serve", "--listen", "127.0.0.1:0", "--dicom-listen", "off",
+                        "--data-dir", str(tmp_path / "d"), "--emr-api-token", "short"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "--emr-api-token" in r.stderr and "short" not in r.stderr.replace("--emr-api-token", "")
 
 
 def test_batch_read_for_the_study_list(emr, archive):
