@@ -543,7 +543,8 @@ enum FrameForm {
 /// media type and transfer syntax (PS3.18 Table 8.7.3-2 defaults: Explicit
 /// VR Little Endian for octet-stream, JPEG baseline for image/jpeg, JPEG-LS
 /// lossless for image/jls, RLE for image/x-dicom-rle); `image/jpeg` with
-/// `transfer-syntax=1.2.840.10008.1.2.4.70` is JPEG Lossless SV1.
+/// `transfer-syntax=1.2.840.10008.1.2.4.70` is JPEG Lossless SV1, and the
+/// lossy JPEG-LS (.81) and JPEG 2000 (.91) syntaxes are made when named.
 fn transcode_target(ty: &str, tsp: Option<&str>) -> Option<FrameForm> {
     let (media, ts) = match (ty, tsp) {
         ("application/octet-stream", None) => ("application/octet-stream", EXPLICIT_VR_LE),
@@ -556,6 +557,10 @@ fn transcode_target(ty: &str, tsp: Option<&str>) -> Option<FrameForm> {
         ("image/jls", None | Some(codec::JPEG_LS_LOSSLESS)) => {
             ("image/jls", codec::JPEG_LS_LOSSLESS)
         }
+        // Lossy targets only when named (PS3.18 Table 8.7.3-5 lists them
+        // as optional for these media types; the defaults stay lossless).
+        ("image/jls", Some(codec::JPEG_LS_NEAR)) => ("image/jls", codec::JPEG_LS_NEAR),
+        ("image/jp2", Some(codec::JPEG_2000)) => ("image/jp2", codec::JPEG_2000),
         ("image/jpeg", None | Some(codec::JPEG_BASELINE)) => ("image/jpeg", codec::JPEG_BASELINE),
         ("image/jpeg", Some(codec::JPEG_LOSSLESS_SV1)) => ("image/jpeg", codec::JPEG_LOSSLESS_SV1),
         ("image/jp2", None | Some(codec::JPEG_2000_LOSSLESS)) => {
@@ -849,14 +854,18 @@ mod tests {
             negotiate_instances(&HeaderMap::new(), &jpeg).unwrap(),
             (Delivery::Multipart, None)
         );
-        // JPEG 2000 lossless is a target; its lossy syntax is not.
+        // JPEG 2000 lossless is a target, and lossy JPEG 2000 when named.
         let to_j2k =
             "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.90";
         assert_eq!(
             negotiate_instances(&h(to_j2k), &ele).unwrap(),
             (Delivery::Multipart, Some(codec::JPEG_2000_LOSSLESS))
         );
-        assert!(negotiate_instances(&h(&to_j2k.replace(".90", ".91")), &ele).is_err());
+        assert_eq!(
+            negotiate_instances(&h(&to_j2k.replace(".90", ".91")), &ele).unwrap(),
+            (Delivery::Multipart, Some(codec::JPEG_2000))
+        );
+        assert!(negotiate_instances(&h(&to_j2k.replace(".90", ".92")), &ele).is_err());
     }
 
     #[test]
@@ -878,9 +887,18 @@ mod tests {
             let form = negotiate_frames(&h(accept), "image/x-dicom-rle", rle, true).unwrap();
             assert_eq!(form, want, "{accept}");
         }
-        // Lossy JPEG 2000 is never produced, nor anything from undecodable frames.
+        // Lossy JPEG 2000 only when named; JPEG 2000 Part 2 never; nothing
+        // from undecodable frames.
         let lossy = "multipart/related; type=\"image/jp2\"; transfer-syntax=1.2.840.10008.1.2.4.91";
-        assert!(negotiate_frames(&h(lossy), "image/x-dicom-rle", rle, true).is_err());
+        assert_eq!(
+            negotiate_frames(&h(lossy), "image/x-dicom-rle", rle, true).unwrap(),
+            FrameForm::Transcoded {
+                media: "image/jp2",
+                ts: codec::JPEG_2000
+            }
+        );
+        let part2 = lossy.replace(".91", ".92");
+        assert!(negotiate_frames(&h(&part2), "image/x-dicom-rle", rle, true).is_err());
         let j2k = "multipart/related; type=\"image/jp2\"";
         assert!(negotiate_frames(&h(j2k), "image/x-dicom-rle", rle, false).is_err());
     }

@@ -17,6 +17,11 @@ pub const JPEG_LOSSLESS_SV1: &str = "1.2.840.10008.1.2.4.70";
 pub const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
 pub const JPEG_LS_NEAR: &str = "1.2.840.10008.1.2.4.81";
 pub const JPEG_2000_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
+/// JPEG 2000 (lossless or lossy; Phim encodes it lossy, on request only).
+pub const JPEG_2000: &str = "1.2.840.10008.1.2.4.91";
+/// NEAR of JPEG-LS near-lossless encoding (on request only): every sample
+/// within ±2 of the original (ISO 14495-1; PS3.5 §8.2.3).
+pub const JPEG_LS_NEAR_BOUND: i32 = 2;
 pub const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
 /// A decoded frame.
@@ -74,7 +79,7 @@ pub fn is_j2k(uid: &str) -> bool {
     matches!(
         uid,
         "1.2.840.10008.1.2.4.90"
-            | "1.2.840.10008.1.2.4.91"
+            | JPEG_2000
             | "1.2.840.10008.1.2.4.92"
             | "1.2.840.10008.1.2.4.93"
             | "1.2.840.10008.1.2.4.201"
@@ -91,7 +96,7 @@ pub fn is_lossy(uid: &str) -> bool {
         JPEG_BASELINE
             | JPEG_EXTENDED
             | JPEG_LS_NEAR
-            | "1.2.840.10008.1.2.4.91"
+            | JPEG_2000
             | "1.2.840.10008.1.2.4.93"
             | "1.2.840.10008.1.2.4.203"
     )
@@ -486,7 +491,7 @@ pub fn encode(
             samples,
             bps,
         ),
-        JPEG_LS_LOSSLESS => {
+        JPEG_LS_LOSSLESS | JPEG_LS_NEAR => {
             check_encodable(info, uid)?;
             let mut codec = charls::CharLS::default();
             if bps > 2 {
@@ -516,7 +521,11 @@ pub fn encode(
                         bits_per_sample: i32::from(info.bits_stored),
                         component_count: samples as i32,
                     },
-                    0,
+                    if uid == JPEG_LS_NEAR {
+                        JPEG_LS_NEAR_BOUND
+                    } else {
+                        0
+                    },
                     &data,
                 )
                 .map_err(|e| ImagingError::Unsupported(format!("JPEG-LS: {e}")))
@@ -531,7 +540,8 @@ pub fn encode(
                 info.bits_stored as u8,
             )
         }
-        JPEG_2000_LOSSLESS => j2k::encode(info, frame),
+        JPEG_2000_LOSSLESS => j2k::encode(info, frame, false),
+        JPEG_2000 => j2k::encode(info, frame, true),
         JPEG_BASELINE => {
             if frame.bits_allocated != 8 || info.bits_stored > 8 {
                 return Err(ImagingError::Unsupported(format!(
@@ -580,7 +590,9 @@ pub fn check_encodable(info: &PixelInfo, uid: &str) -> Result<(), ImagingError> 
     match uid {
         u if is_native(u) && u != ts::EXPLICIT_VR_BE && u != ts::DEFLATED_EXPLICIT_VR_LE => Ok(()),
         RLE_LOSSLESS if usize::from(info.samples) * info.bytes_per_sample() <= 15 => Ok(()),
-        JPEG_LS_LOSSLESS if (2..=16).contains(&info.bits_stored) && info.bits_allocated <= 16 => {
+        JPEG_LS_LOSSLESS | JPEG_LS_NEAR
+            if (2..=16).contains(&info.bits_stored) && info.bits_allocated <= 16 =>
+        {
             Ok(())
         }
         JPEG_LOSSLESS_SV1
@@ -590,7 +602,7 @@ pub fn check_encodable(info: &PixelInfo, uid: &str) -> Result<(), ImagingError> 
         {
             Ok(())
         }
-        JPEG_2000_LOSSLESS => j2k::check(info),
+        JPEG_2000_LOSSLESS | JPEG_2000 => j2k::check(info),
         JPEG_BASELINE if info.bits_allocated == 8 && info.bits_stored <= 8 => {
             if info.samples == 1 || info.photometric != "YBR_FULL" {
                 Ok(())
@@ -639,9 +651,11 @@ pub fn encode_target(uid: &str) -> Option<&'static str> {
         ts::EXPLICIT_VR_LE,
         RLE_LOSSLESS,
         JPEG_LS_LOSSLESS,
+        JPEG_LS_NEAR,
         JPEG_LOSSLESS_SV1,
         JPEG_BASELINE,
         JPEG_2000_LOSSLESS,
+        JPEG_2000,
     ]
     .into_iter()
     .find(|t| *t == uid)
@@ -652,7 +666,8 @@ pub fn encode_target(uid: &str) -> Option<&'static str> {
 /// transform: YBR_RCT, PS3.5 §8.2.4).
 pub fn encoded_photometric<'a>(uid: &str, samples: u16, photometric: &'a str) -> &'a str {
     match uid {
-        JPEG_2000_LOSSLESS => j2k::photometric(samples, photometric),
+        JPEG_2000_LOSSLESS => j2k::photometric(samples, photometric, false),
+        JPEG_2000 => j2k::photometric(samples, photometric, true),
         _ => photometric,
     }
 }
@@ -708,6 +723,83 @@ mod tests {
             assert_eq!(decode(&i12, uid, &enc).unwrap().data, data, "{uid}");
         }
         assert!(encode(&i12, &f, JPEG_BASELINE, 90).is_err());
+    }
+
+    /// A smooth 12-bit grey frame (a lossy codec's ordinary input) with a
+    /// little noise, and a colour one.
+    fn smooth(rows: u32, cols: u32, samples: u16) -> (PixelInfo, Frame) {
+        let mut i = info(rows, cols, samples, if samples == 3 { 8 } else { 16 });
+        let noise = noise(5, (rows * cols * u32::from(samples)) as usize);
+        let mut data = Vec::new();
+        for (n, r) in noise.iter().enumerate() {
+            let p = n / usize::from(samples);
+            let (y, x) = ((p as u32 / cols) as f64, (p as u32 % cols) as f64);
+            let v = 0.5 + 0.4 * (x / 9.0).sin() * (y / 13.0).cos() + (*r % 9) as f64 / 1000.0;
+            if samples == 3 {
+                data.push((v * 255.0) as u8);
+            } else {
+                data.extend_from_slice(&((v * 4095.0) as u16).to_le_bytes());
+            }
+        }
+        if samples == 1 {
+            i.bits_stored = 12;
+        }
+        let f = Frame::of(&i, data);
+        (i, f)
+    }
+
+    #[test]
+    fn lossy_targets_stay_within_their_bounds() {
+        // JPEG-LS near-lossless: every sample within NEAR of the original.
+        for samples in [1, 3] {
+            let (i, f) = smooth(40, 56, samples);
+            let enc = encode(&i, &f, JPEG_LS_NEAR, 90).unwrap();
+            let dec = decode(&i, JPEG_LS_NEAR, &enc).unwrap();
+            let bps = usize::from(f.bits_allocated / 8);
+            let sample = |d: &[u8], k: usize| -> i32 {
+                if bps == 2 {
+                    i32::from(u16::from_le_bytes([d[2 * k], d[2 * k + 1]]))
+                } else {
+                    i32::from(d[k])
+                }
+            };
+            let worst = (0..f.data.len() / bps)
+                .map(|k| (sample(&f.data, k) - sample(&dec.data, k)).abs())
+                .max()
+                .unwrap();
+            assert!(
+                worst <= JPEG_LS_NEAR_BOUND,
+                "samples={samples}: error {worst}"
+            );
+            assert!(worst > 0 || samples == 3, "near-lossless changed nothing");
+        }
+        // Lossy JPEG 2000: about a tenth of the bits, close to the original.
+        let (i, f) = smooth(128, 128, 1);
+        let enc = encode(&i, &f, JPEG_2000, 90).unwrap();
+        let lossless = encode(&i, &f, JPEG_2000_LOSSLESS, 90).unwrap();
+        assert!(
+            enc.len() * 2 < lossless.len(),
+            "{} vs {}",
+            enc.len(),
+            lossless.len()
+        );
+        let dec = decode(&i, JPEG_2000, &enc).unwrap();
+        let mse = f
+            .data
+            .chunks_exact(2)
+            .zip(dec.data.chunks_exact(2))
+            .map(|(a, b)| {
+                let d = f64::from(u16::from_le_bytes([a[0], a[1]]))
+                    - f64::from(u16::from_le_bytes([b[0], b[1]]));
+                d * d
+            })
+            .sum::<f64>()
+            / (128.0 * 128.0);
+        let psnr = 10.0 * (4095.0f64 * 4095.0 / mse.max(1e-9)).log10();
+        assert!(psnr > 40.0, "PSNR {psnr:.1} dB");
+        // Colour goes through the irreversible colour transform.
+        assert_eq!(encoded_photometric(JPEG_2000, 3, "RGB"), "YBR_ICT");
+        assert_eq!(encoded_photometric(JPEG_2000_LOSSLESS, 3, "RGB"), "YBR_RCT");
     }
 
     #[test]

@@ -45,14 +45,20 @@ pub fn check(info: &PixelInfo) -> Result<(), ImagingError> {
 }
 
 /// The Photometric Interpretation of a frame of `photometric` once
-/// encoded: RGB goes through the reversible colour transform.
-pub fn photometric(samples: u16, photometric: &str) -> &str {
-    if samples == 3 && photometric == "RGB" {
-        "YBR_RCT"
-    } else {
-        photometric
+/// encoded: RGB goes through the reversible colour transform, or the
+/// irreversible one when lossy (PS3.3 C.7.6.3.1.2, PS3.5 §8.2.4).
+pub fn photometric(samples: u16, photometric: &str, lossy: bool) -> &str {
+    match (samples == 3 && photometric == "RGB", lossy) {
+        (true, false) => "YBR_RCT",
+        (true, true) => "YBR_ICT",
+        (false, _) => photometric,
     }
 }
+
+/// The compression ratio of lossy JPEG 2000 (transfer syntax
+/// 1.2.840.10008.1.2.4.91, only when a client asks for it): 10:1 of the
+/// Bits Stored-wide samples, irreversible 9/7 wavelet, one quality layer.
+pub const LOSSY_RATIO: f32 = 10.0;
 
 /// Resolution levels: at most 6 (5 decompositions, what DICOM encoders
 /// use), and no more than the smaller side allows (OpenJPEG refuses a
@@ -105,8 +111,9 @@ fn components(info: &PixelInfo, frame: &Frame) -> Result<Vec<Vec<i32>>, ImagingE
     Ok(comps)
 }
 
-/// Encodes one decoded frame as a lossless JPEG 2000 codestream.
-pub fn encode(info: &PixelInfo, frame: &Frame) -> Result<Vec<u8>, ImagingError> {
+/// Encodes one decoded frame as a JPEG 2000 codestream: lossless
+/// (reversible 5/3), or lossy at [`LOSSY_RATIO`] (irreversible 9/7).
+pub fn encode(info: &PixelInfo, frame: &Frame, lossy: bool) -> Result<Vec<u8>, ImagingError> {
     check(info)?;
     if frame.rows == 0 || frame.columns == 0 {
         return Err(ImagingError::Corrupt("a frame without pixels".into()));
@@ -155,9 +162,10 @@ pub fn encode(info: &PixelInfo, frame: &Frame) -> Result<Vec<u8>, ImagingError> 
 
     let mut cp = Box::<opj_cparameters_t>::default();
     cp.tcp_numlayers = 1;
-    cp.tcp_rates[0] = 0.0; // lossless: every pass of every code-block
+    // Lossless: every pass of every code-block; lossy: the passes that fit the ratio.
+    cp.tcp_rates[0] = if lossy { LOSSY_RATIO } else { 0.0 };
     cp.cp_disto_alloc = 1;
-    cp.irreversible = 0;
+    cp.irreversible = i32::from(lossy) as _;
     cp.numresolution = resolutions(frame.columns, frame.rows);
     cp.tcp_mct = i8::from(rgb) as _;
 
@@ -274,7 +282,7 @@ mod tests {
                     assert_eq!(c.precision(), u32::from(stored));
                 }
                 let mut di = i.clone();
-                di.photometric = photometric(samples, &i.photometric).to_owned();
+                di.photometric = photometric(samples, &i.photometric, false).to_owned();
                 let dec = codec::decode(&di, JPEG_2000_LOSSLESS, &enc).unwrap();
                 assert_eq!(dec.photometric, i.photometric);
                 assert_eq!(
@@ -294,7 +302,7 @@ mod tests {
         for c in f.data.chunks_exact_mut(2) {
             c[1] |= 0x80;
         }
-        let enc = encode(&i, &f).unwrap();
+        let enc = encode(&i, &f, false).unwrap();
         assert_eq!(
             codec::decode(&i, JPEG_2000_LOSSLESS, &enc).unwrap().data,
             clean
@@ -310,8 +318,11 @@ mod tests {
         let i = info(4, 4, 1, 16, 16, false);
         let mut f = frame(&i, 1);
         f.data.pop();
-        assert!(matches!(encode(&i, &f), Err(ImagingError::Corrupt(_))));
+        assert!(matches!(
+            encode(&i, &f, false),
+            Err(ImagingError::Corrupt(_))
+        ));
         f.data.clear();
-        assert!(encode(&i, &f).is_err());
+        assert!(encode(&i, &f, false).is_err());
     }
 }

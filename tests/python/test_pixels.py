@@ -408,10 +408,82 @@ def test_frames_transcoded_to_jpeg_2000_lossless(server, stored_corpus, name):
         got = ojdecode(part.content)
         assert got.shape == ref[0].shape
         assert np.array_equal(got.astype(np.int64), ref[0].astype(np.int64)), name
-    # Lossy JPEG 2000 is not made.
+    # JPEG 2000 Part 2 is not made.
     r = server.get(f"/dicomweb{path}/frames/1",
-                   headers={"Accept": 'multipart/related; type="image/jp2"; transfer-syntax=1.2.840.10008.1.2.4.91'})
+                   headers={"Accept": 'multipart/related; type="image/jp2"; transfer-syntax=1.2.840.10008.1.2.4.92'})
     assert r.status_code == 406
+
+
+J2K_LOSSY = "1.2.840.10008.1.2.4.91"
+JLS_NEAR = "1.2.840.10008.1.2.4.81"
+
+
+def psnr(got: np.ndarray, want: np.ndarray) -> float:
+    """PSNR against the reference's own value range."""
+    want = want.astype(np.float64)
+    mse = np.mean((got.astype(np.float64) - want) ** 2)
+    peak = max(float(want.max() - want.min()), 1.0)
+    return float("inf") if mse == 0 else 10 * np.log10(peak * peak / mse)
+
+
+@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "SC_rgb_rle.dcm", "CT_small.dcm"])
+def test_lossy_targets_when_named(server, stored_corpus, name):
+    """JPEG-LS near-lossless (.81) and lossy JPEG 2000 (.91) frames are made
+    when a client names them (never by default): CharLS (imagecodecs) and
+    OpenJPEG decode them, every JPEG-LS sample within NEAR = 2 of
+    pydicom's, the JPEG 2000 frame close to it (10:1)."""
+    import imagecodecs
+    from openjpeg import decode as ojdecode
+
+    p = Path(pydicom.data.get_testdata_file(name))
+    ds = pydicom.dcmread(p)
+    if name == "CT_small.dcm":
+        assert stow(server, [p.read_bytes()]).status in (200, 202)
+        path = own_path(ds)
+    else:
+        path = path_of(ds)
+    ref = reference_frames(ds)[0].astype(np.int64)
+    r = server.get(f"/dicomweb{path}/frames/1",
+                   headers={"Accept": f'multipart/related; type="image/jls"; transfer-syntax={JLS_NEAR}'})
+    assert r.status_code == 200, r.text
+    (part,) = decode_multipart(r.content, r.headers["Content-Type"])
+    assert part.content_type.startswith("image/jls") and JLS_NEAR in part.content_type
+    got = imagecodecs.jpegls_decode(part.content).astype(np.int64)
+    if ds.PixelRepresentation == 1:  # JPEG-LS codes Bits Stored-wide patterns
+        bits = int(ds.BitsStored)
+        got = np.where(got >= 1 << (bits - 1), got - (1 << bits), got)
+    assert got.shape == ref.shape
+    worst = int(np.abs(got - ref).max())
+    assert 0 < worst <= 2 or (worst == 0 and ds.SamplesPerPixel == 3), f"{name}: JPEG-LS error {worst}"
+
+    r = server.get(f"/dicomweb{path}/frames/1",
+                   headers={"Accept": f'multipart/related; type="image/jp2"; transfer-syntax={J2K_LOSSY}'})
+    assert r.status_code == 200, r.text
+    (part,) = decode_multipart(r.content, r.headers["Content-Type"])
+    assert part.content_type.startswith("image/jp2") and J2K_LOSSY in part.content_type
+    got = ojdecode(part.content)
+    assert got.shape == ref.shape
+    quality = psnr(got, ref)
+    assert quality > 30, f"{name}: JPEG 2000 PSNR {quality:.1f} dB"
+    assert len(part.content) * 5 < ref.size * ds.BitsAllocated // 8, "not compressed"
+
+
+def test_whole_instance_in_lossy_jpeg_2000_says_so(server, stored_corpus):
+    """An instance asked for in .91 is marked lossy (Lossy Image Compression
+    01, PS3.3 C.7.6.1.1.5) and its colour goes through the irreversible
+    transform (YBR_ICT); pydicom decodes it close to the original."""
+    name = "SC_rgb_rle.dcm"
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file(name))
+    r = server.get(f"/dicomweb{path_of(ds)}",
+                   headers={"Accept": f'multipart/related; type="application/dicom"; transfer-syntax={J2K_LOSSY}'})
+    assert r.status_code == 200, r.text
+    (part,) = decode_multipart(r.content, r.headers["Content-Type"])
+    out = pydicom.dcmread(io.BytesIO(part.content))
+    assert str(out.file_meta.TransferSyntaxUID) == J2K_LOSSY
+    assert out.LossyImageCompression == "01"
+    assert out.PhotometricInterpretation == "YBR_ICT"
+    quality = psnr(out.pixel_array, pydicom_pixels(ds, as_rgb=False))
+    assert quality > 30, f"PSNR {quality:.1f} dB"
 
 
 @pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "SC_rgb_rle_2frame.dcm"])
