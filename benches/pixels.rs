@@ -179,6 +179,21 @@ fn main() {
         &ct[0],
         codec::JPEG_2000_LOSSLESS,
     );
+    transcode(
+        "CT 512x512 16-bit Explicit LE -> JPEG 2000 lossy 10:1",
+        &ct[0],
+        codec::JPEG_2000,
+    );
+    transcode(
+        "CT 512x512 Explicit LE -> JPEG-LS lossless",
+        &ct[0],
+        codec::JPEG_LS_LOSSLESS,
+    );
+    transcode(
+        "CT 512x512 Explicit LE -> JPEG-LS near-lossless (NEAR 2)",
+        &ct[0],
+        codec::JPEG_LS_NEAR,
+    );
     match std::env::var("PHIM_BENCH_J2K") {
         Ok(path) => {
             let file = std::fs::read(&path).expect("PHIM_BENCH_J2K file");
