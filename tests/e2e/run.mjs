@@ -875,6 +875,56 @@ try {
       await gl.close();
     }
   });
+  await check('prior studies of the patient: listed, opened side by side, marked as prior', async () => {
+    // A prior CT of the same patient a year earlier: every fourth slice of
+    // the generated study under other Study/Series UIDs (its Frame of
+    // Reference UID starts with the Study UID and changes with it).
+    const ct = manifest.studies.find((st) => st.modality === 'CT');
+    const bump = (uid, d) => uid.slice(0, -1) + String((Number(uid.at(-1)) + d) % 10);
+    const [priorStudy, priorSeries] = [bump(ct.study_uid, 8), bump(ct.series_uid, 6)];
+    const priorDir = path.join(work, 'prior');
+    fs.mkdirSync(priorDir);
+    const files = ctFiles.filter((_, i) => i % 4 === 0).map((f) => {
+      let b = replaceAll(fs.readFileSync(f), ct.study_uid, priorStudy);
+      b = replaceAll(b, ct.series_uid, priorSeries);
+      b = replaceAll(b, ct.study_date, `${Number(ct.study_date.slice(0, 4)) - 1}${ct.study_date.slice(4)}`);
+      const out = path.join(priorDir, path.basename(f));
+      fs.writeFileSync(out, b);
+      return out;
+    });
+    await stow(base, files);
+    await page.goto(`${base}/study/${studyUid}`);
+    await waitRendered(page);
+    await page.waitForSelector('.priors[data-state="done"]');
+    const heads = await page.locator('.priors .prior').count();
+    assert(heads === 1, `${heads} priors listed`);
+    const year = String(Number(ct.study_date.slice(0, 4)) - 1);
+    const head = page.locator(`.prior[data-study="${priorStudy}"] .prior-head`);
+    assert((await head.textContent()).includes(year), `prior head: ${await head.textContent()}`);
+    await head.click();
+    const item = page.locator(`.prior[data-study="${priorStudy}"] .series-item[data-series="${priorSeries}"]`);
+    await item.waitFor({ timeout: 5000 });
+    await page.click('#layout-2x1');
+    await page.waitForFunction(() => document.querySelectorAll('.pane .vp canvas').length === 2, null, { timeout: 10000 });
+    const b = await page.locator('.pane[data-pane="1"]').boundingBox();
+    await page.mouse.click(b.x + b.width / 2, b.y + b.height / 2);
+    await item.click();
+    await page.waitForFunction(() => document.querySelector('.pane[data-pane="1"] .overlay.br')?.textContent.includes('1/10'), null, { timeout: 10000 });
+    await waitRendered(page, '.pane[data-pane="1"] .vp canvas');
+    const tr1 = await page.textContent('.pane[data-pane="1"] .overlay.tr');
+    const tr0 = await page.textContent('.pane[data-pane="0"] .overlay.tr');
+    console.log(`    pane 0: ${tr0.replace(/\n/g, ' | ')}; pane 1: ${tr1.replace(/\n/g, ' | ')}`);
+    assert(tr1.includes('PRIOR') && tr1.includes(year), `prior pane overlay: ${tr1}`);
+    assert(!tr0.includes('PRIOR') && !tr0.includes(year), `current pane overlay: ${tr0}`);
+    await shot(page, '20-prior');
+    // The tag browser of the prior pane reads the prior's instance.
+    await page.keyboard.press('t');
+    await page.waitForSelector('#tags-panel[data-state="done"]');
+    const shown = await page.locator('#tags-panel tr[data-tag="(0020,000D)"] td.tag-value').textContent();
+    assert(shown === priorStudy, `tag browser shows study ${shown}`);
+    await page.keyboard.press('t');
+    await page.click('#layout-1x1');
+  });
   await check('every compressed transfer syntax decodes in the browser, as the server renders it', async () => {
     // tests/e2e/samples.py: pydicom's samples (JPEG baseline, 12-bit extended,
     // lossless SV1, JPEG-LS lossless and near-lossless, JPEG 2000 lossless and

@@ -119,6 +119,13 @@ export function getStudy(studyUid: string): Promise<DicomJson[]> {
   return getJson(`${DICOMWEB}/studies?${p}`);
 }
 
+/** The studies of a patient (for priors), with what the overlay and the list show. */
+export function patientStudies(patientId: string): Promise<DicomJson[]> {
+  const p = new URLSearchParams({ PatientID: patientId, limit: '50' });
+  for (const f of [T.StudyDescription, T.ModalitiesInStudy, T.PatientBirthDate, T.PatientSex]) p.append('includefield', f);
+  return getJson(`${DICOMWEB}/studies?${p}`);
+}
+
 export function searchSeries(studyUid: string): Promise<DicomJson[]> {
   const p = new URLSearchParams();
   for (const f of [T.SeriesDescription, T.SeriesNumber, T.NumberOfSeriesRelatedInstances]) p.append('includefield', f);

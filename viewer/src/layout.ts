@@ -12,8 +12,8 @@ export class Layout {
   panes: Pane[] = [];
   name: LayoutName = '1x1';
   private active = 0;
-  /** The series each slot showed, so a pane hidden by a smaller layout comes back with it. */
-  private remembered: Array<DicomJson | null> = [];
+  /** The series (and study) each slot showed, so a pane hidden by a smaller layout comes back with it. */
+  private remembered: Array<{ series: DicomJson; study: DicomJson } | null> = [];
 
   constructor(
     private readonly grid: HTMLElement,
@@ -41,7 +41,7 @@ export class Layout {
     this.grid.dataset.layout = name;
     while (this.panes.length > count) {
       const pane = this.panes.pop()!;
-      this.remembered[pane.index] = this.seriesOf(pane);
+      this.remembered[pane.index] = pane.series ? { series: pane.series, study: pane.study } : null;
       pane.destroy();
     }
     const added: Pane[] = [];
@@ -56,18 +56,15 @@ export class Layout {
     for (const pane of added) pane.enable();
     this.ctx.engine.resize(true, true);
     for (const pane of added) {
-      const s = this.remembered[pane.index] ?? this.nextUnshown();
-      if (s) void pane.load(s);
+      const back = this.remembered[pane.index];
+      const s = back?.series ?? this.nextUnshown();
+      if (s) void pane.load(s, back?.study);
     }
     this.setActive(Math.min(this.active, count - 1));
   }
 
   next(): void {
     this.setActive((this.active + 1) % this.panes.length);
-  }
-
-  private seriesOf(pane: Pane): DicomJson | null {
-    return this.ctx.series.find((s) => str(s, T.SeriesInstanceUID) === pane.seriesUid) ?? null;
   }
 
   /** The first series no pane shows yet (series are compared side by side). */

@@ -2,8 +2,8 @@
 // server's thumbnail, or a text placeholder (number, modality, image count)
 // when the thumbnail cannot be shown.
 
-import { DicomJson, str, T, thumbnailUrl } from './api';
-import { t } from './i18n';
+import { DicomJson, patientStudies, searchSeries, str, T, thumbnailUrl } from './api';
+import { formatDate, t } from './i18n';
 
 function esc(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -49,6 +49,66 @@ export function renderSeriesPanel(
       if (e.key === 'Enter') onPick(series[i]);
     });
   });
+}
+
+/**
+ * The patient's other studies (same Patient ID: priors, or later ones when
+ * an older study is open), newest first, under the
+ * series of the study opened: each opens to its series, which load into
+ * the active viewport like the study's own (`onPick(series, study)`).
+ * `host.dataset.state` says `loading`, `done` or `error`.
+ */
+export async function renderPriors(
+  host: HTMLElement,
+  study: DicomJson,
+  onPick: (s: DicomJson, study: DicomJson) => void,
+): Promise<void> {
+  const patientId = str(study, T.PatientID);
+  const current = str(study, T.StudyInstanceUID);
+  host.dataset.state = 'loading';
+  if (!patientId) {
+    host.dataset.state = 'done';
+    return;
+  }
+  let priors: DicomJson[];
+  try {
+    priors = (await patientStudies(patientId)).filter((s) => str(s, T.StudyInstanceUID) !== current);
+  } catch (e) {
+    host.dataset.state = 'error';
+    console.warn(`prior studies: ${e}`);
+    return;
+  }
+  priors.sort((a, b) => str(b, T.StudyDate).localeCompare(str(a, T.StudyDate)));
+  host.innerHTML = priors.length
+    ? `<h4>${t('priors')}</h4>` +
+      priors
+        .map((p) => {
+          const modalities = (p[T.ModalitiesInStudy]?.Value ?? []).join(', ');
+          return `<div class="prior" data-study="${esc(str(p, T.StudyInstanceUID))}">
+            <button class="prior-head">${esc(formatDate(str(p, T.StudyDate)))} ${esc(modalities)}
+            <small>${esc(str(p, T.StudyDescription))}</small></button>
+            <div class="prior-series" hidden></div></div>`;
+        })
+        .join('')
+    : '';
+  host.querySelectorAll<HTMLElement>('.prior').forEach((el, i) => {
+    const prior = priors[i];
+    const list = el.querySelector<HTMLElement>('.prior-series')!;
+    el.querySelector('.prior-head')!.addEventListener('click', async () => {
+      list.hidden = !list.hidden;
+      if (list.hidden || list.dataset.state) return;
+      list.dataset.state = 'loading';
+      try {
+        const uid = str(prior, T.StudyInstanceUID);
+        renderSeriesPanel(list, uid, await searchSeries(uid), (s) => onPick(s, prior));
+        list.dataset.state = 'done';
+      } catch (e) {
+        list.dataset.state = 'error';
+        list.innerHTML = `<div class="msg err">${esc(String(e))}</div>`;
+      }
+    });
+  });
+  host.dataset.state = 'done';
 }
 
 /** Marks the series shown in the active viewport. */

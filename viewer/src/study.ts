@@ -8,7 +8,7 @@ import { DicomJson, getStudy, instanceMetadata, num, searchSeries, str, T } from
 import { emrAnchor, EmrUnavailable, studyEmrLink } from './emr';
 import { t } from './i18n';
 import { Layout, LAYOUT_ORDER, LayoutName } from './layout';
-import { markActiveSeries, renderSeriesPanel } from './series-panel';
+import { markActiveSeries, renderPriors, renderSeriesPanel } from './series-panel';
 import { Action, actionFor, helpHtml } from './shortcuts';
 import { openTagBrowser } from './tags';
 import { createToolGroup, destroyToolGroup, initCornerstone, LEFT_TOOLS, LeftTool, measurements, Measurement, setLeftTool, ToolGroup } from './tools';
@@ -228,10 +228,10 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
     relink();
     root.querySelectorAll<HTMLButtonElement>('[data-layout]').forEach((b) => b.classList.toggle('active', b.dataset.layout === name));
   };
-  const loadIntoActive = async (s: DicomJson) => {
+  const loadIntoActive = async (s: DicomJson, from?: DicomJson) => {
     const p = active();
     if (!p) return;
-    const done = p.load(s);
+    const done = p.load(s, from);
     syncToolbar();
     await done;
     syncToolbar();
@@ -242,12 +242,13 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
     const f = p?.currentFrame();
     if (!p || !f || !p.seriesUid) return;
     const seriesUid = p.seriesUid;
+    const paneStudy = p.studyUid;
     tagsSop = f.sop;
     const filter = tagsPanel.querySelector<HTMLInputElement>('.tags-search')?.value ?? '';
     closeTags = openTagBrowser(
       tagsPanel,
       `${t('slice')} ${p.imageIndex() + 1} · ${f.sop}${f.frame > 1 ? ` · ${t('frame')} ${f.frame}` : ''}`,
-      () => instanceMetadata(studyUid, seriesUid, f.sop),
+      () => instanceMetadata(paneStudy, seriesUid, f.sop),
       { filter, focus },
     );
   };
@@ -333,6 +334,11 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
   resizeObserver.observe(grid);
 
   renderSeriesPanel(panel, studyUid, series, (s) => void loadIntoActive(s));
+  // The patient's other studies, to compare with: their series load into the active viewport.
+  const priors = document.createElement('div');
+  priors.className = 'priors';
+  panel.append(priors);
+  void renderPriors(priors, study, (s, from) => void loadIntoActive(s, from));
   chooseTool('windowLevel');
   chooseLayout('1x1');
   const first = active();

@@ -51,6 +51,9 @@ export class Pane {
   private readonly element: HTMLDivElement;
   private readonly slider: HTMLInputElement;
   seriesUid: string | null = null;
+  /** The series shown and its study: the one opened, or a prior of the same patient. */
+  series: DicomJson | null = null;
+  study: DicomJson;
   frames: Frame[] = [];
   ready = false;
   error: string | null = null;
@@ -63,6 +66,7 @@ export class Pane {
     private readonly ctx: StudyContext,
     readonly index: number,
   ) {
+    this.study = ctx.study;
     this.viewportId = `phim-vp-${index}`;
     this.root = document.createElement('div');
     this.root.className = 'pane';
@@ -114,19 +118,34 @@ export class Pane {
     return this.element.querySelector('canvas');
   }
 
-  /** Shows a series: metadata, one imageId per frame, first image, then the rest in the background. */
-  async load(series: DicomJson): Promise<void> {
+  get studyUid(): string {
+    return str(this.study, T.StudyInstanceUID) || this.ctx.studyUid;
+  }
+
+  /** Whether the pane shows a prior study rather than the one opened. */
+  get isPrior(): boolean {
+    return this.studyUid !== this.ctx.studyUid;
+  }
+
+  /**
+   * Shows a series of the study opened, or of `study` (a prior):
+   * metadata, one imageId per frame, first image, then the rest in the background.
+   */
+  async load(series: DicomJson, study: DicomJson = this.ctx.study): Promise<void> {
     const token = ++this.loadToken;
     const seriesUid = str(series, T.SeriesInstanceUID);
     this.stopCine();
     this.seriesUid = seriesUid;
+    this.series = series;
+    this.study = study;
+    this.root.classList.toggle('prior', this.isPrior);
     this.ready = false;
     this.error = null;
     this.root.classList.add('loading');
     try {
-      const instances = await seriesMetadata(this.ctx.studyUid, seriesUid);
+      const instances = await seriesMetadata(this.studyUid, seriesUid);
       if (token !== this.loadToken) return;
-      this.frames = registerFrames(this.ctx.studyUid, seriesUid, instances);
+      this.frames = registerFrames(this.studyUid, seriesUid, instances);
       if (!this.frames.length) throw new Error(t('noImages'));
       const vp = this.viewport()!;
       cst.utilities.stackPrefetch.disable(this.element);
@@ -257,8 +276,8 @@ export class Pane {
   updateOverlay(): void {
     const vp = this.viewport();
     if (!vp || !this.ready) return;
-    const { study } = this.ctx;
-    const s = this.ctx.series.find((x) => str(x, T.SeriesInstanceUID) === this.seriesUid);
+    const { study } = this;
+    const s = this.series;
     const idx = vp.getCurrentImageIdIndex();
     const f = this.frames[idx];
     this.slider.value = String(idx);
@@ -267,6 +286,7 @@ export class Pane {
     const sexAge = [formatDate(str(study, T.PatientBirthDate)), str(study, T.PatientSex)].filter(Boolean).join(' · ');
     set('tl', [str(study, T.PatientName), str(study, T.PatientID), sexAge]);
     set('tr', [
+      this.isPrior ? relativeLabel(str(study, T.StudyDate), str(this.ctx.study, T.StudyDate)) : '',
       str(study, T.StudyDescription),
       `${formatDate(str(study, T.StudyDate))} ${formatTime(str(study, T.StudyTime))}`.trim(),
       str(study, T.AccessionNumber),
@@ -300,6 +320,13 @@ function magnification(vp: Types.IStackViewport): number {
   if (!a || !b) return vp.getZoom();
   const [ca, cb] = [vp.worldToCanvas(a), vp.worldToCanvas(b)];
   return Math.hypot(cb[0] - ca[0], cb[1] - ca[1]);
+}
+
+/** How another study of the patient is marked in the overlay: earlier or later than the one opened. */
+function relativeLabel(date: string, opened: string): string {
+  if (date && opened && date < opened) return t('prior');
+  if (date && opened && date > opened) return t('later');
+  return t('otherStudy');
 }
 
 /** One wadors: imageId per frame, metadata registered, sorted in space. */
