@@ -593,7 +593,18 @@ pub fn check_encodable(info: &PixelInfo, uid: &str) -> Result<(), ImagingError> 
         JPEG_LS_LOSSLESS | JPEG_LS_NEAR
             if (2..=16).contains(&info.bits_stored) && info.bits_allocated <= 16 =>
         {
-            Ok(())
+            // JPEG-LS codes signed samples as their Bits Stored-bit patterns
+            // (PS3.5 §8.2.3), where the largest positive and the most negative
+            // value are neighbours: an error of NEAR could turn -2048
+            // padding into +2046 bone. Near-lossless takes unsigned data only.
+            if uid == JPEG_LS_NEAR && info.signed {
+                refuse(
+                    "JPEG-LS near-lossless of signed samples (errors would wrap across the sign)"
+                        .into(),
+                )
+            } else {
+                Ok(())
+            }
         }
         JPEG_LOSSLESS_SV1
             if (2..=16).contains(&info.bits_stored)
@@ -773,6 +784,12 @@ mod tests {
             );
             assert!(worst > 0 || samples == 3, "near-lossless changed nothing");
         }
+        // Signed samples are refused: an error across the sign boundary of
+        // their bit patterns would be the whole range.
+        let (mut signed, f) = smooth(8, 8, 1);
+        signed.signed = true;
+        assert!(encode(&signed, &f, JPEG_LS_NEAR, 90).is_err());
+        assert!(encode(&signed, &f, JPEG_LS_LOSSLESS, 90).is_ok());
         // Lossy JPEG 2000: about a tenth of the bits, close to the original.
         let (i, f) = smooth(128, 128, 1);
         let enc = encode(&i, &f, JPEG_2000, 90).unwrap();
