@@ -543,6 +543,11 @@ pub fn encode(
         JPEG_2000_LOSSLESS => j2k::encode(info, frame, false),
         JPEG_2000 => j2k::encode(info, frame, true),
         JPEG_BASELINE => {
+            if info.signed {
+                return Err(ImagingError::Unsupported(
+                    "JPEG baseline of signed samples".into(),
+                ));
+            }
             if frame.bits_allocated != 8 || info.bits_stored > 8 {
                 return Err(ImagingError::Unsupported(format!(
                     "JPEG baseline holds 8-bit samples; this image has {} bits stored",
@@ -614,6 +619,9 @@ pub fn check_encodable(info: &PixelInfo, uid: &str) -> Result<(), ImagingError> 
             Ok(())
         }
         JPEG_2000_LOSSLESS | JPEG_2000 => j2k::check(info),
+        // Signed samples would be coded as bit patterns in which +127 and
+        // -128 are neighbours: a lossy error could swap them.
+        JPEG_BASELINE if info.signed => refuse("JPEG baseline of signed samples".into()),
         JPEG_BASELINE if info.bits_allocated == 8 && info.bits_stored <= 8 => {
             if info.samples == 1 || info.photometric != "YBR_FULL" {
                 Ok(())
@@ -790,6 +798,11 @@ mod tests {
         signed.signed = true;
         assert!(encode(&signed, &f, JPEG_LS_NEAR, 90).is_err());
         assert!(encode(&signed, &f, JPEG_LS_LOSSLESS, 90).is_ok());
+        let mut signed8 = info(8, 8, 1, 8);
+        signed8.signed = true;
+        let f8 = Frame::of(&signed8, vec![0x80; 64]);
+        assert!(check_encodable(&signed8, JPEG_BASELINE).is_err());
+        assert!(encode(&signed8, &f8, JPEG_BASELINE, 90).is_err());
         // Lossy JPEG 2000: about a tenth of the bits, close to the original.
         let (i, f) = smooth(128, 128, 1);
         let enc = encode(&i, &f, JPEG_2000, 90).unwrap();
