@@ -189,9 +189,15 @@ fn main() {
         &ct[0],
         codec::JPEG_LS_LOSSLESS,
     );
+    // Near-lossless takes unsigned samples only (the CT is signed).
     transcode(
-        "CT 512x512 Explicit LE -> JPEG-LS near-lossless (NEAR 2)",
-        &ct[0],
+        "CR 2000x2500 12-bit Explicit LE -> JPEG-LS lossless",
+        &cr,
+        codec::JPEG_LS_LOSSLESS,
+    );
+    transcode(
+        "CR 2000x2500 12-bit Explicit LE -> JPEG-LS near-lossless (NEAR 2)",
+        &cr,
         codec::JPEG_LS_NEAR,
     );
     match std::env::var("PHIM_BENCH_J2K") {
