@@ -680,6 +680,13 @@ def test_storage_commitment_reports_held_and_missing(server):
         status, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1")
         assert status.Status == 0x0000
         assert got.wait(15), "no N-EVENT-REPORT"
+        # Release only once Phim has our N-EVENT-REPORT-RSP (pynetdicom sends it
+        # after the handler returns; releasing first races it).
+        deadline = time.monotonic() + 15
+        acked = f"transaction_uid={request.TransactionUID}"
+        while not any("report acknowledged" in line and acked in line for line in server.log_text().splitlines()):
+            assert time.monotonic() < deadline, "Phim never saw the N-EVENT-REPORT-RSP"
+            time.sleep(0.05)
     finally:
         assoc.release()
     event_type, info = reports[0]
