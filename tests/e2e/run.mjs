@@ -892,12 +892,32 @@ try {
       fs.writeFileSync(out, b);
       return out;
     });
-    await stow(base, files);
+    // Another hospital's patient with the same Patient ID (another issuer,
+    // PS3.3 C.7.1.1): must not be offered as a prior.
+    const other = path.join(priorDir, 'other-issuer.dcm');
+    execFileSync(PYTHON, ['-c', [
+      'import sys, numpy as np',
+      'from pydicom.dataset import Dataset, FileMetaDataset',
+      'from pydicom.uid import ExplicitVRLittleEndian, generate_uid',
+      'ds = Dataset(); ds.file_meta = FileMetaDataset()',
+      'ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian',
+      'ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"',
+      'ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=["other-issuer"])',
+      'ds.StudyInstanceUID = generate_uid(entropy_srcs=["other-issuer", "study"])',
+      'ds.SeriesInstanceUID = generate_uid(entropy_srcs=["other-issuer", "series"])',
+      'ds.PatientID, ds.IssuerOfPatientID, ds.PatientName = sys.argv[2], "OTHER-HOSPITAL", "Other^Person"',
+      'ds.StudyDate, ds.Modality = "20230101", "OT"',
+      'ds.Rows = ds.Columns = 16; ds.SamplesPerPixel = 1; ds.PhotometricInterpretation = "MONOCHROME2"',
+      'ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0',
+      'ds.PixelData = np.arange(256, dtype=np.uint8).tobytes()',
+      'ds.save_as(sys.argv[1], enforce_file_format=True)',
+    ].join('\n'), other, patientId], { stdio: ['ignore', 'ignore', 'inherit'] });
+    await stow(base, [...files, other]);
     await page.goto(`${base}/study/${studyUid}`);
     await waitRendered(page);
     await page.waitForSelector('.priors[data-state="done"]');
     const heads = await page.locator('.priors .prior').count();
-    assert(heads === 1, `${heads} priors listed`);
+    assert(heads === 1, `${heads} priors listed (the other issuer's study must not be)`);
     const year = String(Number(ct.study_date.slice(0, 4)) - 1);
     const head = page.locator(`.prior[data-study="${priorStudy}"] .prior-head`);
     assert((await head.textContent()).includes(year), `prior head: ${await head.textContent()}`);

@@ -67,6 +67,7 @@ export const T = {
   SeriesDescription: '0008103E',
   PatientName: '00100010',
   PatientID: '00100020',
+  IssuerOfPatientID: '00100021',
   StudyInstanceUID: '0020000D',
   SeriesInstanceUID: '0020000E',
   SeriesNumber: '00200011',
@@ -115,14 +116,18 @@ export function searchStudies(q: StudyQuery, signal?: AbortSignal): Promise<Dico
 
 export function getStudy(studyUid: string): Promise<DicomJson[]> {
   const p = new URLSearchParams({ StudyInstanceUID: studyUid });
-  for (const f of [T.StudyDescription, T.ModalitiesInStudy, T.PatientBirthDate, T.PatientSex]) p.append('includefield', f);
+  for (const f of [T.StudyDescription, T.ModalitiesInStudy, T.PatientBirthDate, T.PatientSex, T.IssuerOfPatientID]) {
+    p.append('includefield', f);
+  }
   return getJson(`${DICOMWEB}/studies?${p}`);
 }
 
 /** The studies of a patient (for priors), with what the overlay and the list show. */
 export function patientStudies(patientId: string): Promise<DicomJson[]> {
   const p = new URLSearchParams({ PatientID: patientId, limit: '50' });
-  for (const f of [T.StudyDescription, T.ModalitiesInStudy, T.PatientBirthDate, T.PatientSex]) p.append('includefield', f);
+  for (const f of [T.StudyDescription, T.ModalitiesInStudy, T.PatientBirthDate, T.PatientSex, T.IssuerOfPatientID]) {
+    p.append('includefield', f);
+  }
   return getJson(`${DICOMWEB}/studies?${p}`);
 }
 

@@ -71,8 +71,14 @@ export async function renderPriors(
     return;
   }
   let priors: DicomJson[];
+  // A Patient ID is unique only within its issuer (PS3.3 C.7.1.1): another
+  // hospital's patient may carry the same one. Phim does not match on the
+  // issuer, so the list keeps only studies whose issuer is this study's.
+  const issuer = str(study, T.IssuerOfPatientID);
   try {
-    priors = (await patientStudies(patientId)).filter((s) => str(s, T.StudyInstanceUID) !== current);
+    priors = (await patientStudies(patientId)).filter(
+      (s) => str(s, T.StudyInstanceUID) !== current && str(s, T.IssuerOfPatientID) === issuer,
+    );
   } catch (e) {
     host.dataset.state = 'error';
     console.warn(`prior studies: ${e}`);
