@@ -44,7 +44,7 @@ def renamed(ds: pydicom.Dataset, name: str) -> pydicom.Dataset:
     return ds
 
 
-def htj2k(out: Path) -> pydicom.Dataset:
+def htj2k() -> pydicom.Dataset:
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     pixels = ds.pixel_array
     stream = imagecodecs.htj2k_encode(pixels, reversible=True)
@@ -62,7 +62,7 @@ def main() -> None:
     for name, file in SAMPLES.items():
         ds = renamed(pydicom.dcmread(get_testdata_file(file)), name)
         made[name] = ds
-    made["htj2k-lossless"] = htj2k(out)
+    made["htj2k-lossless"] = htj2k()
     listing = {}
     for name, ds in made.items():
         path = out / f"{name}.dcm"

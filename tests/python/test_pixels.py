@@ -57,6 +57,18 @@ def own_path(ds) -> str:
     return f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
 
 
+def transcoding_source(server, name: str) -> tuple[pydicom.Dataset, str]:
+    """A sample to transcode and its WADO path: CT_small (native, not in the
+    compressed corpus) is stored here under its own UIDs; the others come
+    from `stored_corpus`."""
+    p = Path(pydicom.data.get_testdata_file(name))
+    ds = pydicom.dcmread(p)
+    if name == "CT_small.dcm":
+        assert stow(server, [p.read_bytes()]).status in (200, 202)
+        return ds, own_path(ds)
+    return ds, path_of(ds)
+
+
 def corpus(syntaxes: dict) -> list[Path]:
     out = []
     for name in sorted(set(pydicom.data.get_testdata_files("*.dcm"))):
@@ -387,13 +399,7 @@ def test_frames_transcoded_to_jpeg_2000_lossless(server, stored_corpus, name):
     the data set's signedness and bit depth in the codestream."""
     from openjpeg import decode as ojdecode, get_parameters
 
-    p = Path(pydicom.data.get_testdata_file(name))
-    ds = pydicom.dcmread(p)
-    if name == "CT_small.dcm":
-        assert stow(server, [p.read_bytes()]).status in (200, 202)
-        path = own_path(ds)
-    else:
-        path = path_of(ds)
+    ds, path = transcoding_source(server, name)
     ref = reference_frames(ds)
     for accept in ['multipart/related; type="image/jp2"',
                    f'multipart/related; type="image/jp2"; transfer-syntax={J2K_LOSSLESS}']:
@@ -435,13 +441,7 @@ def test_lossy_targets_when_named(server, stored_corpus, name):
     import imagecodecs
     from openjpeg import decode as ojdecode
 
-    p = Path(pydicom.data.get_testdata_file(name))
-    ds = pydicom.dcmread(p)
-    if name == "CT_small.dcm":
-        assert stow(server, [p.read_bytes()]).status in (200, 202)
-        path = own_path(ds)
-    else:
-        path = path_of(ds)
+    ds, path = transcoding_source(server, name)
     ref = reference_frames(ds)[0].astype(np.int64)
     r = server.get(f"/dicomweb{path}/frames/1",
                    headers={"Accept": f'multipart/related; type="image/jls"; transfer-syntax={JLS_NEAR}'})
