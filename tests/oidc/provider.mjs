@@ -141,7 +141,7 @@ const clients = [
 // ------------------------------------------------------------------ pages (no outside resources)
 function page(title, body) {
   return `<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title><link rel="icon" href="data:,">
 <style>body{font-family:sans-serif;max-width:22em;margin:3em auto}input,button{display:block;width:100%;margin:.4em 0;padding:.4em;box-sizing:border-box}</style>
 </head><body><h1>${esc(title)}</h1>${body}</body></html>`;
 }
