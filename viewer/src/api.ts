@@ -1,5 +1,8 @@
 // A small DICOMweb (QIDO-RS / WADO-RS metadata) client for the viewer.
 
+import { authFetch } from './auth';
+import { t } from './i18n';
+
 export const DICOMWEB = `${location.origin}/dicomweb`;
 
 export type DicomJson = Record<string, { vr: string; Value?: unknown[]; BulkDataURI?: string }>;
@@ -37,8 +40,9 @@ export function num(ds: DicomJson, tag: string, index = 0): number | undefined {
 }
 
 async function getJson(url: string, signal?: AbortSignal): Promise<DicomJson[]> {
-  const res = await fetch(url, { headers: { Accept: 'application/dicom+json' }, signal });
+  const res = await authFetch(url, { headers: { Accept: 'application/dicom+json' }, signal });
   if (res.status === 204) return [];
+  if (res.status === 403) throw new Error(t('forbidden'));
   if (!res.ok) throw new Error(`${res.status} ${res.statusText}: ${url.replace(location.origin, '')}`);
   const text = await res.text();
   return text ? (JSON.parse(text) as DicomJson[]) : [];

@@ -1,6 +1,7 @@
 // Links from studies to the hospital EMR record they belong to (server API
 // /api/emr-links and /api/studies/{study}/emr-link), and the link element.
 
+import { authFetch } from './auth';
 import { t } from './i18n';
 
 export interface EmrLink {
@@ -28,7 +29,7 @@ function safeUrl(url: string): string | null {
 }
 
 async function getJsonOrNull(url: string): Promise<unknown | null> {
-  const res = await fetch(url, { headers: { Accept: 'application/json' } });
+  const res = await authFetch(url, { headers: { Accept: 'application/json' } });
   if (res.status === 404) return null; // no link for this study
   const type = res.headers.get('content-type') ?? '';
   if (!res.ok) throw new Error(`${res.status} ${res.statusText}: ${url.replace(location.origin, '')}`);

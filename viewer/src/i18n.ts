@@ -95,6 +95,17 @@ const en = {
   'key.help': 'This help',
   'key.close': 'Close panel',
   'key.mouse': 'Mouse: wheel scrolls, left drag uses the tool, right drag zooms, middle drag pans',
+  login: 'Log in',
+  logout: 'Log out',
+  signedInAs: 'Signed in as',
+  loginNeeded: 'This archive needs you to log in.',
+  loginEnded: 'Your session has ended. Please log in again.',
+  loginFailed: 'Logging in did not succeed. Please try again.',
+  loginUnavailable: 'This archive requires authentication but offers the viewer no way to log in. Ask your administrator.',
+  loginNoProvider: 'The login service cannot be reached.',
+  authConfigError: 'The archive cannot be reached',
+  retry: 'Retry',
+  forbidden: 'Your account is not allowed to see this (403 Forbidden).',
 };
 
 type Dict = typeof en;
@@ -191,6 +202,17 @@ const vi: Dict = {
   'key.help': 'Bảng trợ giúp này',
   'key.close': 'Đóng bảng',
   'key.mouse': 'Chuột: con lăn để cuộn, kéo trái dùng công cụ, kéo phải phóng to, kéo giữa di chuyển',
+  login: 'Đăng nhập',
+  logout: 'Đăng xuất',
+  signedInAs: 'Đã đăng nhập:',
+  loginNeeded: 'Kho lưu trữ này yêu cầu đăng nhập.',
+  loginEnded: 'Phiên làm việc đã kết thúc. Vui lòng đăng nhập lại.',
+  loginFailed: 'Đăng nhập không thành công. Vui lòng thử lại.',
+  loginUnavailable: 'Kho lưu trữ yêu cầu xác thực nhưng không cung cấp cách đăng nhập cho trình xem. Vui lòng liên hệ quản trị viên.',
+  loginNoProvider: 'Không kết nối được dịch vụ đăng nhập.',
+  authConfigError: 'Không kết nối được kho lưu trữ',
+  retry: 'Thử lại',
+  forbidden: 'Tài khoản của bạn không có quyền xem nội dung này (403 Forbidden).',
 };
 
 const dicts: Record<Lang, Dict> = { en, vi };

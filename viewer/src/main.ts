@@ -1,16 +1,23 @@
-// Entry point: a tiny path router between the study list and the study view.
+// Entry point: a tiny path router between the study list and the study view,
+// behind the login page when the server requires a sign-in (auth.ts).
 
 import { renderList } from './list';
 import { lang, onLangChange, setLang, t, Lang } from './i18n';
 import { renderStudy, leaveStudy } from './study';
 import { initCornerstone } from './tools';
+import { currentUser, displayName, loadAuthConfig, LoginReason, logout, onUserChange, signedOut, startAuth } from './auth';
+import { renderLogin } from './login';
 
 const app = document.getElementById('app')!;
 const crumb = document.getElementById('crumb')!;
 const langSelect = document.getElementById('lang') as HTMLSelectElement;
+const userBox = document.getElementById('user')!;
 
 /** The list URL (with its search) that "back" returns to. */
 let listUrl = '/';
+/** Why the login page shows, when it does. */
+let loginReason: LoginReason = 'needed';
+let started = false;
 
 function navigate(path: string): void {
   history.pushState(null, '', path);
@@ -19,6 +26,13 @@ function navigate(path: string): void {
 
 function route(): void {
   leaveStudy();
+  if (signedOut()) {
+    // Nothing of the archive is asked for until someone is signed in.
+    crumb.textContent = '';
+    renderLogin(app, loginReason);
+    return;
+  }
+  startCornerstone();
   const m = location.pathname.match(/^\/study\/([^/]+)\/?$/);
   if (m) {
     crumb.innerHTML = `<a href="${listUrl}" id="back">${t('back')}</a>`;
@@ -36,17 +50,69 @@ function route(): void {
   }
 }
 
+/** The signed-in user's name and the "Log out" button in the top bar. */
+function renderUser(): void {
+  const u = currentUser();
+  userBox.hidden = !u;
+  const name = userBox.querySelector<HTMLElement>('#user-name')!;
+  const button = userBox.querySelector<HTMLButtonElement>('#logout')!;
+  name.textContent = u ? displayName(u) : '';
+  name.title = u ? `${t('signedInAs')} ${displayName(u)}` : '';
+  // When the access token expires (seconds since 1970; not the token): it changes with each renewal.
+  userBox.dataset.expires = u?.expires_at ? String(u.expires_at) : '';
+  button.textContent = t('logout');
+}
+
+let cornerstoneStarted = false;
+/**
+ * Start cornerstone (web workers, codecs) while the user reads the list, so
+ * the first image of a study is not kept waiting for it.
+ */
+function startCornerstone(): void {
+  if (cornerstoneStarted) return;
+  cornerstoneStarted = true;
+  if ('requestIdleCallback' in window) requestIdleCallback(() => void initCornerstone(), { timeout: 2000 });
+  else setTimeout(() => void initCornerstone(), 500);
+}
+
+async function start(): Promise<void> {
+  let cfg;
+  try {
+    cfg = await loadAuthConfig();
+  } catch (e) {
+    console.warn(`auth config: ${e}`);
+    app.innerHTML = `<div class="msg err" id="auth-error">${t('authConfigError')}: ${String(e).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)}
+      <button type="button" id="auth-retry">${t('retry')}</button></div>`;
+    app.querySelector('#auth-retry')!.addEventListener('click', () => void start());
+    return;
+  }
+  const state = await startAuth(cfg, (reason) => {
+    loginReason = reason;
+    route();
+  });
+  if (state !== 'open' && state !== 'in') loginReason = state;
+  started = true;
+  route();
+}
+
 document.getElementById('home')!.addEventListener('click', (e) => {
   e.preventDefault();
-  navigate('/');
+  if (started) navigate('/');
+});
+userBox.querySelector('#logout')!.addEventListener('click', () => {
+  loginReason = 'needed';
+  void logout();
 });
 langSelect.value = lang();
 document.documentElement.lang = lang();
 langSelect.addEventListener('change', () => setLang(langSelect.value as Lang));
-onLangChange(route);
-window.addEventListener('popstate', route);
-route();
-// Start cornerstone (web workers, codecs) while the user reads the list, so
-// the first image of a study is not kept waiting for it.
-if ('requestIdleCallback' in window) requestIdleCallback(() => void initCornerstone(), { timeout: 2000 });
-else setTimeout(() => void initCornerstone(), 500);
+onUserChange(renderUser);
+onLangChange(() => {
+  renderUser();
+  if (started) route();
+});
+window.addEventListener('popstate', () => {
+  if (started) route();
+});
+renderUser();
+void start();

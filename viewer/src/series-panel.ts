@@ -3,6 +3,7 @@
 // when the thumbnail cannot be shown.
 
 import { DicomJson, patientStudies, searchSeries, str, T, thumbnailUrl } from './api';
+import { setAuthImage } from './auth';
 import { formatDate, t } from './i18n';
 
 function esc(s: string): string {
@@ -22,7 +23,7 @@ export function renderSeriesPanel(
       const unit = count === '1' ? t('image') : t('images');
       return `<div class="series-item" data-series="${esc(uid)}" tabindex="0">
         <div class="thumb">
-          <img alt="" loading="lazy" src="${esc(thumbnailUrl(studyUid, uid))}">
+          <img alt="" loading="lazy">
           <div class="thumb-placeholder" hidden>
             <b>${esc(str(s, T.Modality))}</b><span>#${esc(str(s, T.SeriesNumber))}</span><span>${esc(count)} ${unit}</span>
             <small>${t('noThumbnail')}</small>
@@ -44,6 +45,7 @@ export function renderSeriesPanel(
       if (!img.naturalWidth) fail();
       else el.dataset.thumb = 'image';
     });
+    setAuthImage(img, thumbnailUrl(studyUid, str(series[i], T.SeriesInstanceUID)));
     el.addEventListener('click', () => onPick(series[i]));
     el.addEventListener('keydown', (e) => {
       if (e.key === 'Enter') onPick(series[i]);

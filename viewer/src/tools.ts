@@ -6,6 +6,8 @@ import { init as csInit, setUseCPURendering } from '@cornerstonejs/core';
 import { init as dicomLoaderInit } from '@cornerstonejs/dicom-image-loader';
 import * as cst from '@cornerstonejs/tools';
 
+import { authHeaders, unauthorized } from './auth';
+
 export const TOOLGROUP_ID = 'phim-tools';
 
 /** What the left mouse button does; right = zoom and middle = pan always. */
@@ -28,7 +30,20 @@ export function initCornerstone(): Promise<void> {
     if (backend.cpu) setUseCPURendering(true);
     document.documentElement.dataset.render = backend.cpu ? 'cpu' : 'webgl';
     console.info(`phim viewer: ${backend.cpu ? 'CPU' : 'WebGL'} rendering (${backend.why})`);
-    dicomLoaderInit({ maxWebWorkers: Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) });
+    dicomLoaderInit({
+      maxWebWorkers: Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)),
+      // The access token on every frame request ({} when the server needs none).
+      beforeSend: async () => {
+        try {
+          return await authHeaders();
+        } catch {
+          return {}; // signed out: the login page is on its way, and this request gets its 401
+        }
+      },
+      errorInterceptor: (err) => {
+        if (err.status === 401) void unauthorized(null);
+      },
+    });
     cst.init();
     cst.addTool(cst.StackScrollTool);
     for (const name of Object.keys(LEFT_TOOLS) as LeftTool[]) cst.addTool(toolClass(name));

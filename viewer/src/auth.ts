@@ -1,0 +1,317 @@
+// Signing in with OpenID Connect when the server requires it.
+//
+// The server says what it needs at GET /api/auth/config (public):
+//   {"required": bool, "oidc": null | {"issuer", "client_id", "audience", "scope"}}
+// (a 404 there, or the viewer's own index.html answering, is an older server:
+// nothing required). With `required`, the viewer signs the user in with the
+// authorization code flow and PKCE (oidc-client-ts) against the issuer, as the
+// public client `client_id`, redirect URI `<origin>/auth/callback` and
+// post-logout redirect URI `<origin>/`, which the identity provider must have
+// registered. It asks for `resource=<audience>` (RFC 8707) in the authorization
+// and in every token request, so that the access token is meant for this API.
+//
+// The tokens live in memory only (a reload signs in again, which the identity
+// provider's own session makes a redirect without a form); only the PKCE state
+// of a sign-in in progress is kept in sessionStorage, for the redirect. The
+// access token is renewed with the refresh token before it expires, and sent
+// on every request the viewer makes: `authFetch` for its own fetches,
+// `authHeaders` for cornerstone's image loader, `setAuthImage` for <img>.
+// A 401 that a renewal cannot cure ends the session: back to the login page.
+
+import { InMemoryWebStorage, User, UserManager, WebStorageStateStore } from 'oidc-client-ts';
+
+export interface OidcConfig {
+  issuer: string;
+  client_id: string;
+  audience?: string | null;
+  scope?: string | null;
+}
+
+export interface AuthConfig {
+  required: boolean;
+  oidc: OidcConfig | null;
+}
+
+export const CALLBACK_PATH = '/auth/callback';
+const DEFAULT_SCOPE = 'openid profile offline_access';
+
+/** Why the login page is shown. */
+export type LoginReason = 'needed' | 'ended' | 'failed' | 'unavailable';
+
+let config: AuthConfig = { required: false, oidc: null };
+let manager: UserManager | null = null;
+let user: User | null = null;
+let renewing: Promise<User | null> | null = null;
+let renewTimer = 0;
+let ended: ((reason: LoginReason) => void) | null = null;
+const userListeners: Array<(u: User | null) => void> = [];
+
+/** A request refused because the session is over (the login page is being shown). */
+export class SessionEnded extends Error {
+  constructor() {
+    super('not signed in');
+  }
+}
+
+/** Fetches the server's authentication settings. Throws when the server cannot say. */
+export async function loadAuthConfig(): Promise<AuthConfig> {
+  const res = await fetch(`${location.origin}/api/auth/config`, { headers: { Accept: 'application/json' } });
+  if (res.status === 404) return { required: false, oidc: null };
+  const type = res.headers.get('content-type') ?? '';
+  if (res.ok && !type.includes('json')) return { required: false, oidc: null }; // the SPA fallback: an older server
+  if (!res.ok) throw new Error(`${res.status} ${res.statusText}: /api/auth/config`);
+  const body = (await res.json()) as Partial<AuthConfig>;
+  const oidc = body.oidc && typeof body.oidc.issuer === 'string' && typeof body.oidc.client_id === 'string' ? body.oidc : null;
+  return { required: body.required === true, oidc };
+}
+
+/**
+ * Sets the viewer's authentication up from the server's settings, finishing a
+ * sign-in when this page is the identity provider's redirect back.
+ * `onEnded` is called when a signed-in session ends by itself.
+ * Returns where the app stands: `open` (nothing required: as without
+ * authentication), `in` (signed in), or a reason to show the login page.
+ */
+export async function startAuth(
+  cfg: AuthConfig,
+  onEnded: (reason: LoginReason) => void,
+): Promise<'open' | 'in' | LoginReason> {
+  config = cfg;
+  ended = onEnded;
+  if (!cfg.required) {
+    if (location.pathname === CALLBACK_PATH) history.replaceState(null, '', '/');
+    return 'open';
+  }
+  if (!cfg.oidc) return 'unavailable';
+  const { oidc } = cfg;
+  const resource = oidc.audience || undefined;
+  manager = new UserManager({
+    authority: oidc.issuer,
+    client_id: oidc.client_id,
+    redirect_uri: `${location.origin}${CALLBACK_PATH}`,
+    post_logout_redirect_uri: `${location.origin}/`,
+    response_type: 'code',
+    scope: oidc.scope || DEFAULT_SCOPE,
+    resource,
+    extraTokenParams: resource ? { resource } : undefined,
+    userStore: new WebStorageStateStore({ store: new InMemoryWebStorage() }),
+    stateStore: new WebStorageStateStore({ store: sessionStorage, prefix: 'phim.oidc.' }),
+    // Renewal is ours (scheduleRenewal): the library's would not send `resource`.
+    automaticSilentRenew: false,
+    // The access token is for this API, not for the provider's userinfo; the
+    // name comes from the ID token.
+    loadUserInfo: false,
+    monitorSession: false,
+    // RFC 7009: a revocation's 200 has no meaningful body; some providers
+    // (oidc-provider) send it empty as text/plain.
+    revokeTokenAdditionalContentTypes: ['text/plain'],
+  });
+  if (location.pathname === CALLBACK_PATH) {
+    try {
+      const u = await manager.signinRedirectCallback();
+      const back = (u.state as { returnTo?: unknown } | undefined)?.returnTo;
+      history.replaceState(null, '', typeof back === 'string' && back.startsWith('/') && !back.startsWith('//') ? back : '/');
+      setUser(u);
+      return 'in';
+    } catch (e) {
+      console.warn(`sign-in did not complete: ${errorText(e)}`);
+      history.replaceState(null, '', '/');
+      return 'failed';
+    }
+  }
+  return 'needed';
+}
+
+/** True when the server requires a sign-in and nobody is signed in: no data may be asked for. */
+export function signedOut(): boolean {
+  return config.required && user === null;
+}
+
+/** True when requests carry a token (the server requires one). */
+export function authActive(): boolean {
+  return config.required && manager !== null;
+}
+
+export function currentUser(): User | null {
+  return user;
+}
+
+/** The signed-in person's name for the top bar. */
+export function displayName(u: User): string {
+  const p = u.profile;
+  return String(p.name || p.preferred_username || p.email || p.sub);
+}
+
+export function onUserChange(f: (u: User | null) => void): void {
+  userListeners.push(f);
+}
+
+/** Goes to the identity provider's login; comes back to the current page. */
+export async function login(): Promise<void> {
+  if (!manager) throw new Error('no identity provider configured');
+  const here = location.pathname === CALLBACK_PATH ? '/' : location.pathname + location.search;
+  await manager.signinRedirect({ state: { returnTo: here } });
+}
+
+/** Ends the session here and at the identity provider (when it offers RP-initiated logout). */
+export async function logout(): Promise<void> {
+  if (!manager) return;
+  const u = user;
+  setUser(null);
+  const endSession = await manager.metadataService.getEndSessionEndpoint().catch(() => undefined);
+  const revocation = await manager.metadataService.getRevocationEndpoint().catch(() => undefined);
+  if (u && revocation) {
+    // The refresh token would otherwise outlive the logout; failure to revoke does not keep anyone in.
+    await manager.revokeTokens(['refresh_token']).catch((e) => console.warn(`token revocation: ${errorText(e)}`));
+  }
+  if (endSession && u?.id_token) {
+    await manager.signoutRedirect({ id_token_hint: u.id_token });
+    return;
+  }
+  await manager.removeUser();
+  ended?.('needed');
+}
+
+function setUser(u: User | null): void {
+  user = u;
+  clearTimeout(renewTimer);
+  if (u) scheduleRenewal(u);
+  userListeners.forEach((f) => f(u));
+}
+
+/**
+ * Renews the access token before it expires: when a fifth of its life (at most
+ * a minute) is left. A failed renewal is tried again while the token is valid.
+ */
+function scheduleRenewal(u: User): void {
+  const left = u.expires_in;
+  if (left === undefined || !u.refresh_token) return;
+  const margin = Math.min(60, Math.max(1, left / 5));
+  renewTimer = window.setTimeout(() => void renew().catch(() => undefined), Math.max(0, left - margin) * 1000);
+}
+
+/** One renewal at a time; resolves to the renewed user, or null when the session could not be renewed. */
+function renew(): Promise<User | null> {
+  if (renewing) return renewing;
+  const m = manager;
+  const u = user;
+  if (!m || !u?.refresh_token) return Promise.resolve(null);
+  renewing = (async () => {
+    try {
+      const next = await m.signinSilent({
+        resource: config.oidc?.audience || undefined,
+        extraTokenParams: config.oidc?.audience ? { resource: config.oidc.audience } : undefined,
+      });
+      if (user !== u) return null; // logged out meanwhile
+      setUser(next);
+      return next;
+    } catch (e) {
+      console.warn(`token renewal failed: ${errorText(e)}`);
+      if (user === u) {
+        const left = u.expires_in ?? 0;
+        if (left > 5) renewTimer = window.setTimeout(() => void renew().catch(() => undefined), Math.min(10, left / 2) * 1000);
+        else endSession();
+      }
+      return null;
+    } finally {
+      renewing = null;
+    }
+  })();
+  return renewing;
+}
+
+function endSession(): void {
+  if (!user) return;
+  setUser(null);
+  void manager?.removeUser();
+  ended?.('ended');
+}
+
+/** A valid access token, renewed first when it has (nearly) expired; null when open or signed out. */
+export async function accessToken(): Promise<string | null> {
+  if (!authActive()) return null;
+  let u = user;
+  if (!u) throw new SessionEnded();
+  if ((u.expires_in ?? Infinity) < 5) u = (await renew()) ?? (u.expired ? null : u);
+  if (!u) {
+    endSession();
+    throw new SessionEnded();
+  }
+  return u.access_token;
+}
+
+/** The Authorization header for a request to the server ({} when nothing is required). */
+export async function authHeaders(): Promise<Record<string, string>> {
+  const tok = await accessToken();
+  return tok ? { Authorization: `Bearer ${tok}` } : {};
+}
+
+/**
+ * A 401 from the server on a signed-in request: renewal is tried once;
+ * true when the caller may retry with the new token. Otherwise the session ends.
+ */
+export async function unauthorized(sentToken: string | null): Promise<boolean> {
+  if (!authActive() || !user) return false;
+  if (sentToken && user.access_token !== sentToken) return true; // renewed meanwhile
+  const next = await renew();
+  if (next) return true;
+  endSession();
+  return false;
+}
+
+/** fetch() with the access token; a 401 is retried once after a renewal, then ends the session. */
+export async function authFetch(url: string, init: RequestInit = {}): Promise<Response> {
+  if (!authActive()) return fetch(url, init);
+  for (let attempt = 0; ; attempt++) {
+    const tok = await accessToken();
+    const headers = new Headers(init.headers);
+    if (tok) headers.set('Authorization', `Bearer ${tok}`);
+    const res = await fetch(url, { ...init, headers });
+    if (res.status !== 401) return res;
+    // Refused again with a fresh token, or not renewable: the session is over.
+    if (attempt > 0) endSession();
+    if (attempt > 0 || !(await unauthorized(tok))) throw new SessionEnded();
+  }
+}
+
+/**
+ * Shows `url` in `img`: as its src when nothing is required (the browser's
+ * own lazy loading), else fetched with the token into a blob: URL once the
+ * image comes near the screen. A failure fires the image's `error` event.
+ */
+export function setAuthImage(img: HTMLImageElement, url: string): void {
+  if (!authActive()) {
+    img.src = url;
+    return;
+  }
+  const load = async () => {
+    try {
+      const res = await authFetch(url, { headers: { Accept: 'image/jpeg, image/png, image/*' } });
+      if (!res.ok) throw new Error(`${res.status}`);
+      const blobUrl = URL.createObjectURL(await res.blob());
+      const done = () => URL.revokeObjectURL(blobUrl); // the decoded image stays on screen
+      img.addEventListener('load', done, { once: true });
+      img.addEventListener('error', done, { once: true });
+      img.src = blobUrl;
+    } catch {
+      img.dispatchEvent(new Event('error'));
+    }
+  };
+  if (!('IntersectionObserver' in window)) {
+    void load();
+    return;
+  }
+  const seen = new IntersectionObserver((entries) => {
+    if (entries.some((e) => e.isIntersecting)) {
+      seen.disconnect();
+      void load();
+    }
+  }, { rootMargin: '200px' });
+  seen.observe(img.parentElement ?? img); // an image without a source has no size
+}
+
+function errorText(e: unknown): string {
+  // oidc-client-ts errors carry the protocol's error code and description, never a token.
+  const err = e as { error?: string; error_description?: string; message?: string };
+  return [err.error, err.error_description].filter(Boolean).join(': ') || err.message || String(e);
+}
