@@ -28,6 +28,47 @@ pub enum Command {
     Import(ImportArgs),
     /// Run pending index migrations and exit.
     Migrate(StorageArgs),
+    /// Create, list and revoke API keys for machines (modalities, the EMR, scripts).
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+    /// Check the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key and print it (once: only its hash is kept).
+    Create {
+        /// A name for the key (who uses it), e.g. CT-ROOM-2.
+        #[arg(long)]
+        name: String,
+        /// admin, radiologist, clinician, modality or auditor.
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// List the keys (names, roles, dates; never the keys).
+    List {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Revoke the live key of that name.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the audit chain; exit 1 and name the first bad row if it was tampered with.
+    Verify {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
 }
 
 /// Where the index and the objects live.
@@ -138,6 +179,78 @@ pub struct ServeArgs {
     pub dimse: DimseArgs,
     #[command(flatten)]
     pub emr: EmrArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Who may use the server (see the README's role table).
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// Require credentials (API keys, and access tokens with --oidc-issuer) on every protected route.
+    #[arg(long, env = "PHIM_REQUIRE_AUTH")]
+    pub require_auth: bool,
+    /// Serve without authentication on a non-loopback address (refused otherwise).
+    #[arg(long, env = "PHIM_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+    /// OpenID Connect issuer URL (discovery at ISSUER/.well-known/openid-configuration); implies --require-auth.
+    #[arg(long, env = "PHIM_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// Audience (`aud`) every access token must name.
+    #[arg(long, env = "PHIM_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+    /// Claim holding the roles, a dotted path (Keycloak's realm_access.roles is read too).
+    #[arg(long, env = "PHIM_OIDC_ROLES_CLAIM", default_value = "roles")]
+    pub oidc_roles_claim: String,
+    /// The viewer's public OpenID client (authorization code flow with PKCE).
+    #[arg(long, env = "PHIM_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+    /// Allowed clock difference for token exp/nbf, in seconds.
+    #[arg(long, env = "PHIM_OIDC_CLOCK_SKEW", default_value_t = 60)]
+    pub oidc_clock_skew: u64,
+    /// /readyz answers without credentials ("false": admins only).
+    #[arg(long, env = "PHIM_READYZ_PUBLIC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub readyz_public: bool,
+}
+
+impl AuthArgs {
+    /// The authentication configuration, validated.
+    pub fn config(&self) -> Result<crate::auth::AuthConfig, String> {
+        let oidc = match self
+            .oidc_issuer
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            None => None,
+            Some(issuer) => {
+                let parsed = url::Url::parse(issuer)
+                    .map_err(|e| format!("--oidc-issuer '{issuer}': {e}"))?;
+                if !matches!(parsed.scheme(), "https" | "http") {
+                    return Err(format!(
+                        "--oidc-issuer '{issuer}': expected an https:// URL"
+                    ));
+                }
+                let audience = self
+                    .oidc_audience
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .ok_or("--oidc-issuer needs --oidc-audience (the `aud` Phim's tokens carry)")?;
+                Some(crate::auth::oidc::OidcConfig {
+                    issuer: issuer.to_owned(),
+                    audience: audience.to_owned(),
+                    roles_claim: self.oidc_roles_claim.trim().to_owned(),
+                    client_id: self.oidc_client_id.clone().filter(|c| !c.trim().is_empty()),
+                    leeway: std::time::Duration::from_secs(self.oidc_clock_skew.min(600)),
+                })
+            }
+        };
+        Ok(crate::auth::AuthConfig {
+            required: self.require_auth || oidc.is_some(),
+            oidc,
+            readyz_public: self.readyz_public,
+        })
+    }
 }
 
 /// The hospital EMR side: record links, change notifications, webhooks.
@@ -195,6 +308,9 @@ pub struct DimseArgs {
     /// Instances one C-MOVE or C-GET may retrieve at most.
     #[arg(long, env = "PHIM_DICOM_MAX_RETRIEVE", default_value_t = 100_000)]
     pub dicom_max_retrieve: usize,
+    /// Reject associations from calling AE titles that are not a --remote-ae.
+    #[arg(long, env = "PHIM_DICOM_REQUIRE_KNOWN_AE")]
+    pub dicom_require_known_ae: bool,
 }
 
 /// Checks an AE title (PS3.5 §6.2: 1-16 characters, no backslash or control).
@@ -205,18 +321,26 @@ fn valid_ae_title(ae: &str) -> bool {
         && !ae.contains('\\')
 }
 
-/// Parses one `TITLE=host:port` entry.
+/// Parses one `TITLE=host:port[:service,…]` entry. Services: `store`,
+/// `find`, `move`, `get`, `commit` (none named: all), and `from-host`
+/// (associations from that host's addresses only).
 pub fn parse_remote_ae(entry: &str) -> Result<crate::dimse::RemoteAe, String> {
-    let (title, addr) = entry
+    let (title, rest) = entry
         .split_once('=')
-        .ok_or_else(|| format!("--remote-ae '{entry}': expected TITLE=host:port"))?;
+        .ok_or_else(|| format!("--remote-ae '{entry}': expected TITLE=host:port[:services]"))?;
     let title = title.trim();
-    let addr = addr.trim();
+    let rest = rest.trim();
     if !valid_ae_title(title) {
         return Err(format!(
             "--remote-ae '{entry}': '{title}' is not a valid AE title"
         ));
     }
+    let (addr, services) = match rest.rsplit_once(':') {
+        Some((a, svc)) if svc.chars().any(|c| c.is_ascii_alphabetic()) && !svc.contains(']') => {
+            (a.trim(), Some(svc))
+        }
+        _ => (rest, None),
+    };
     let (host, port) = addr
         .rsplit_once(':')
         .ok_or_else(|| format!("--remote-ae '{entry}': expected host:port"))?;
@@ -224,10 +348,71 @@ pub fn parse_remote_ae(entry: &str) -> Result<crate::dimse::RemoteAe, String> {
     if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
         return Err(format!("--remote-ae '{entry}': expected host:port"));
     }
+    let mut permissions = crate::auth::Permissions::NONE;
+    let mut bound = false;
+    match services {
+        None => {
+            for (_, p) in crate::auth::policy::DIMSE_SERVICES {
+                permissions.insert(*p);
+            }
+        }
+        Some(list) => {
+            for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                if name.eq_ignore_ascii_case("from-host") {
+                    bound = true;
+                    continue;
+                }
+                let (_, p) = crate::auth::policy::DIMSE_SERVICES
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .ok_or_else(|| {
+                        format!(
+                            "--remote-ae '{entry}': unknown service '{name}' (store, find, move, get, commit, from-host)"
+                        )
+                    })?;
+                permissions.insert(*p);
+                if *p == crate::auth::Permission::Store {
+                    permissions.insert(crate::auth::Permission::StoreDerived);
+                }
+            }
+        }
+    }
+    let from = if bound {
+        use std::net::ToSocketAddrs;
+        let ips: Vec<std::net::IpAddr> = (host, port.parse::<u16>().unwrap_or(104))
+            .to_socket_addrs()
+            .map_err(|e| format!("--remote-ae '{entry}': cannot resolve {host}: {e}"))?
+            .map(|a| a.ip())
+            .collect();
+        if ips.is_empty() {
+            return Err(format!("--remote-ae '{entry}': {host} has no address"));
+        }
+        ips
+    } else {
+        Vec::new()
+    };
     Ok(crate::dimse::RemoteAe {
         title: title.to_owned(),
         address: addr.to_owned(),
+        permissions,
+        from,
     })
+}
+
+/// `--remote-ae` values split at commas by clap, put back together:
+/// `CT1=h:104:store,commit` arrives as `CT1=h:104:store` and `commit`.
+fn remote_ae_entries(values: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        match out.last_mut() {
+            Some(last) if !v.contains('=') => {
+                last.push(',');
+                last.push_str(v);
+            }
+            _ => out.push(v.to_owned()),
+        }
+    }
+    out
 }
 
 impl DimseArgs {
@@ -261,8 +446,8 @@ impl DimseArgs {
             max_pdu_length: self.dicom_max_pdu.clamp(4096, 16 << 20),
             remote_aes: {
                 let mut remote = Vec::new();
-                for entry in self.remote_ae.iter().filter(|e| !e.trim().is_empty()) {
-                    let ae = parse_remote_ae(entry)?;
+                for entry in remote_ae_entries(&self.remote_ae) {
+                    let ae = parse_remote_ae(&entry)?;
                     if remote
                         .iter()
                         .any(|r: &crate::dimse::RemoteAe| r.title == ae.title)
@@ -274,6 +459,7 @@ impl DimseArgs {
                 remote
             },
             max_retrieve: self.dicom_max_retrieve.max(1),
+            require_known_ae: self.dicom_require_known_ae,
         }))
     }
 }
@@ -431,6 +617,17 @@ mod tests {
             ]
         );
         assert_eq!(c.max_retrieve, 100_000);
+        let ct = parse_remote_ae("CT1=127.0.0.1:104:store,commit,from-host").unwrap();
+        assert_eq!(ct.address, "127.0.0.1:104");
+        assert!(ct.permissions.contains(crate::auth::Permission::Store));
+        assert!(ct.permissions.contains(crate::auth::Permission::Commit));
+        assert!(!ct.permissions.contains(crate::auth::Permission::Query));
+        assert_eq!(ct.from, ["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            remote_ae_entries(&["A=h:1:store".into(), "commit".into(), "B=h:2".into()]),
+            ["A=h:1:store,commit", "B=h:2"]
+        );
+        assert!(parse_remote_ae("CT1=h:104:store,fly").is_err());
         for bad in [
             "NOPORT=host",
             "=h:1",

@@ -23,6 +23,9 @@ pub enum ApiError {
     /// Missing or wrong credentials (answered with `WWW-Authenticate`).
     #[error("{0}")]
     Unauthorized(String),
+    /// A known caller without the right (the body says which).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotAcceptable(String),
     #[error("{0}")]
@@ -48,6 +51,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -81,6 +85,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "invalid",
             ApiError::NotFound(_) => "not-found",
             ApiError::Unauthorized(_) => "login",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotAcceptable(_)
             | ApiError::UnsupportedMediaType(_)
             | ApiError::NotImplemented(_) => "not-supported",
@@ -166,12 +171,13 @@ impl IntoResponse for FhirError {
                 "diagnostics": self.0.client_message(),
             }],
         });
-        (
+        let response = (
             status,
             [(header::CONTENT_TYPE, "application/fhir+json")],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        with_challenge(status, response)
     }
 }
 
@@ -238,6 +244,8 @@ pub mod status {
     pub const PROCESSING_FAILURE: u16 = 0x0110;
     /// Duplicate SOP Instance.
     pub const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
+    /// Refused: Not Authorized (PS3.7 Annex C.5.x general status 0124H).
+    pub const NOT_AUTHORIZED: u16 = 0x0124;
 }
 
 /// The Failure Reason (0008,1197) for an instance that was not stored.
@@ -248,6 +256,7 @@ pub fn failure_reason(e: &IngestError) -> u16 {
             status::DATASET_MISMATCH
         }
         IngestError::Duplicate => status::DUPLICATE_SOP_INSTANCE,
+        IngestError::NotAuthorized(_) => status::NOT_AUTHORIZED,
         IngestError::TooLarge(_) => status::OUT_OF_RESOURCES,
         IngestError::Receive(_)
         | IngestError::Store(_)

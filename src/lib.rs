@@ -1,6 +1,8 @@
 //! Phim: an open-source PACS. DICOMweb (STOW-RS, WADO-RS, QIDO-RS) over
 //! object storage and a SQL index. See ARCHITECTURE.md for the map.
 
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod dicom;
 pub mod dicomweb;

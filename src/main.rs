@@ -1,7 +1,7 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use phim::config::{redact_url, Cli, Command};
+use phim::config::{redact_url, ApiKeyCommand, AuditCommand, Cli, Command, StorageArgs};
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -28,12 +28,23 @@ fn main() -> std::process::ExitCode {
             Command::Import(args) => phim::import::run(args).await.map(|s| s.failed.is_empty()),
             Command::Migrate(storage) => {
                 let url = storage.database_url();
-                std::fs::create_dir_all(&storage.data_dir).map_err(|e| e.to_string())?;
-                phim::index::open(&url, true)
-                    .await
-                    .map_err(|e| format!("{}: {e}", redact_url(&url)))?;
+                open_index(&storage).await?;
                 tracing::info!(index = %redact_url(&url), "migrations applied");
                 Ok(true)
+            }
+            Command::ApiKey(cmd) => api_key(cmd).await,
+            Command::Audit(AuditCommand::Verify { storage }) => {
+                let index = open_index(&storage).await?;
+                match phim::audit::verify::verify(index.as_ref()).await? {
+                    phim::audit::verify::Verdict::Intact { rows, last_seq } => {
+                        println!("audit trail intact: {rows} events, last {last_seq}");
+                        Ok(true)
+                    }
+                    phim::audit::verify::Verdict::Broken { seq, why } => {
+                        println!("audit trail BROKEN at event {seq}: {why}");
+                        Ok(false)
+                    }
+                }
             }
         }
     });
@@ -43,6 +54,75 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn open_index(
+    storage: &StorageArgs,
+) -> Result<std::sync::Arc<dyn phim::index::Index>, String> {
+    let url = storage.database_url();
+    std::fs::create_dir_all(&storage.data_dir).map_err(|e| e.to_string())?;
+    phim::index::open(&url, true)
+        .await
+        .map_err(|e| format!("{}: {e}", redact_url(&url)))
+}
+
+/// `phim api-key create|list|revoke`: the key goes to stdout once; the
+/// rest of the output is for people.
+async fn api_key(cmd: ApiKeyCommand) -> Result<bool, String> {
+    match cmd {
+        ApiKeyCommand::Create {
+            name,
+            role,
+            storage,
+        } => {
+            let role = phim::auth::Role::parse(&role).ok_or_else(|| {
+                format!(
+                    "--role '{role}': expected admin, radiologist, clinician, modality or auditor"
+                )
+            })?;
+            let index = open_index(&storage).await?;
+            let key = phim::auth::api_keys::create(index.as_ref(), &name, role).await?;
+            eprintln!("API key '{name}' ({role}) created; it is shown once, keep it now:");
+            println!("{key}");
+            Ok(true)
+        }
+        ApiKeyCommand::List { storage } => {
+            let index = open_index(&storage).await?;
+            let keys = index.api_keys().await.map_err(|e| e.to_string())?;
+            println!("{:<24} {:<12} {:<22} revoked", "name", "role", "created");
+            let when = |ms: i64| {
+                chrono::DateTime::from_timestamp_millis(ms)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default()
+            };
+            for k in keys {
+                println!(
+                    "{:<24} {:<12} {:<22} {}",
+                    k.name,
+                    k.role,
+                    when(k.created_ms),
+                    k.revoked_ms.map(when).unwrap_or_else(|| "-".into())
+                );
+            }
+            Ok(true)
+        }
+        ApiKeyCommand::Revoke { name, storage } => {
+            let index = open_index(&storage).await?;
+            if index
+                .revoke_api_key(&name)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                eprintln!(
+                    "API key '{name}' revoked (every server stops accepting it within {} s)",
+                    phim::auth::KEY_CACHE_TTL.as_secs()
+                );
+                Ok(true)
+            } else {
+                Err(format!("no live API key named '{name}'"))
+            }
         }
     }
 }

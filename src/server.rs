@@ -10,6 +10,8 @@ use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{self, Audit};
+use crate::auth::Auth;
 use crate::config::{redact_url, ServeArgs};
 use crate::dicom::scan::ScanLimits;
 use crate::dicomweb;
@@ -41,6 +43,10 @@ pub struct AppState {
     pub emr_wake: Arc<tokio::sync::Notify>,
     /// The CPU pool for pixels (decode, render, transcode).
     pub imaging: Imaging,
+    /// Who may do what ([`crate::auth`]); every route passes its layer.
+    pub auth: Arc<Auth>,
+    /// The audit trail's queue.
+    pub audit: Audit,
 }
 
 impl AppState {
@@ -72,6 +78,12 @@ pub fn router(state: AppState) -> Router {
         .route("/IHEInvokeImageDisplay", get(emr::iid::invoke))
         .nest("/fhir", emr::fhir::routes())
         .merge(viewer)
+        // One door for every route, the viewer's files included (the
+        // policy lets those through).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::layer::require,
+        ))
         .with_state(state)
 }
 
@@ -153,15 +165,81 @@ pub mod anyhow_like {
     pub type Result<T> = std::result::Result<T, String>;
 }
 
+/// Secure by default: a server reachable from other machines must ask for
+/// credentials, unless the operator says otherwise (`--allow-anonymous`).
+fn check_exposure(
+    args: &ServeArgs,
+    auth: &crate::auth::AuthConfig,
+    dimse: Option<&crate::dimse::DimseConfig>,
+) -> anyhow_like::Result<()> {
+    if args.auth.allow_anonymous {
+        return Ok(());
+    }
+    if !auth.required && !args.listen.ip().is_loopback() {
+        return Err(format!(
+            "refusing to serve {} without authentication: anyone on the network could read the archive. \
+             Configure --oidc-issuer or --require-auth (API keys: `phim api-key create`), \
+             listen on 127.0.0.1, or pass --allow-anonymous (PHIM_ALLOW_ANONYMOUS=true) if another layer protects it",
+            args.listen
+        ));
+    }
+    if let Some(d) = dimse {
+        let restricted = d.require_known_ae || !d.allowed_callers.is_empty();
+        if !restricted && !d.listen.ip().is_loopback() {
+            return Err(format!(
+                "refusing to accept DICOM associations on {} from any AE: configure --remote-ae with \
+                 --dicom-require-known-ae (or --dicom-allow), listen on 127.0.0.1, or pass --allow-anonymous",
+                d.listen
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     let dimse = args.dimse.config()?;
     let emr = Arc::new(args.emr.config()?);
+    let auth_config = args.auth.config()?;
+    check_exposure(&args, &auth_config, dimse.as_ref())?;
     let (index, store, ingest) = open_backends(&args.storage, &args.ingest).await?;
+    let shutdown = CancellationToken::new();
+    // Its own token: the writer stops last, after everything that records.
+    let audit_stop = CancellationToken::new();
+    let (audit, audit_task) = audit::start(index.clone(), audit_stop.clone());
+    let auth = Arc::new(Auth::new(
+        auth_config,
+        index.clone(),
+        emr.write_token.clone(),
+    ));
+    tracing::info!(
+        required = auth.config.required,
+        oidc_issuer = auth.config.oidc.as_ref().map(|o| o.issuer.as_str()),
+        oidc_audience = auth.config.oidc.as_ref().map(|o| o.audience.as_str()),
+        readyz_public = auth.config.readyz_public,
+        "authentication"
+    );
+    if let Some(v) = auth.verifier() {
+        match v.refresh_keys().await {
+            Ok(n) => tracing::info!(keys = n, "identity provider keys loaded"),
+            Err(e) => {
+                tracing::warn!(error = %e, "identity provider not reachable yet (tokens are refused until it is)")
+            }
+        }
+    }
+    audit.record(
+        audit::Event::new(
+            audit::EventId::ApplicationActivity,
+            audit::Action::E,
+            audit::Outcome::Success,
+            audit::Actor::phim(),
+        )
+        .event_type("Application Start")
+        .detail(format!("phim {} serve", env!("CARGO_PKG_VERSION"))),
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let shutdown = CancellationToken::new();
 
     let dimse_task = match dimse {
         Some(config) => {
@@ -172,6 +250,8 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
             tracing::info!(
                 ae_title = %config.ae_title,
                 allowed_callers = ?config.allowed_callers,
+                remote_aes = config.remote_aes.len(),
+                require_known_ae = config.require_known_ae,
                 max_associations = config.max_associations,
                 "DICOM listening on {dicom_addr}"
             );
@@ -182,6 +262,7 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
                     ingest: ingest.clone(),
                     index: index.clone(),
                     store: store.clone(),
+                    audit: audit.clone(),
                 },
                 shutdown.clone(),
             )))
@@ -199,6 +280,8 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         imaging: Imaging::new(args.imaging_threads),
         emr: emr.clone(),
         emr_wake: Arc::new(tokio::sync::Notify::new()),
+        auth,
+        audit: audit.clone(),
     };
     tracing::info!(
         imaging_threads = state.imaging.threads(),
@@ -236,10 +319,22 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-        .await
-        .map_err(|e| e.to_string())?;
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+    .await
+    .map_err(|e| e.to_string())?;
+    audit.record(
+        audit::Event::new(
+            audit::EventId::ApplicationActivity,
+            audit::Action::E,
+            audit::Outcome::Success,
+            audit::Actor::phim(),
+        )
+        .event_type("Application Stop"),
+    );
     shutdown.cancel();
     if let Some(t) = dimse_task {
         let _ = t.await;
@@ -250,6 +345,9 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     for t in background {
         let _ = t.await;
     }
+    // Last: the writer drains what the others recorded.
+    audit_stop.cancel();
+    let _ = audit_task.await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -172,6 +172,7 @@ async fn a_frame_is_read_by_its_byte_range() {
     let spool = Spool::from_existing(&file).await.expect("spool");
     ingest.ingest(spool, None).await.expect("stored");
 
+    let index_for_auth = index.clone();
     let state = AppState {
         index,
         store,
@@ -182,6 +183,12 @@ async fn a_frame_is_read_by_its_byte_range() {
         emr: Default::default(),
         emr_wake: Default::default(),
         imaging: Imaging::new(1),
+        auth: std::sync::Arc::new(phim::auth::Auth::new(
+            Default::default(),
+            index_for_auth,
+            None,
+        )),
+        audit: phim::audit::Audit::disabled(),
     };
     let app = router(state);
     let base = format!("/dicomweb/studies/{STUDY}/series/{SERIES}/instances/{SOP}");

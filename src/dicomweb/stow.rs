@@ -5,7 +5,7 @@
 //! pipeline's concurrency bound. One bad part fails only itself.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
@@ -13,6 +13,8 @@ use tokio::task::JoinSet;
 
 use super::media;
 use super::{base_url, path_uid};
+use crate::audit::{self, Action, Actor, Event, EventId};
+use crate::auth::{Permission, Principal};
 use crate::dicom::json::json_string;
 use crate::dicom::Uid;
 use crate::error::{failure_reason, is_server_fault, ApiError};
@@ -21,20 +23,67 @@ use crate::server::AppState;
 
 pub async fn store(
     State(state): State<AppState>,
+    caller: Option<Extension<Principal>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    handle(state, headers, body, None).await
+    handle(state, caller.map(|c| c.0), headers, body, None).await
 }
 
 pub async fn store_in_study(
     State(state): State<AppState>,
+    caller: Option<Extension<Principal>>,
     Path(study): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let study = path_uid("study", &study)?;
-    handle(state, headers, body, Some(study)).await
+    handle(state, caller.map(|c| c.0), headers, body, Some(study)).await
+}
+
+/// The audit trail's "DICOM Instances Transferred" (action Create) for
+/// what one request stored (PS3.15 A.5.3.2), one event per study.
+fn audit_stored(state: &AppState, caller: Option<&Principal>, results: &[PartResult]) {
+    let actor = caller.map(Actor::of).unwrap_or_else(Actor::phim);
+    let mut per_study: Vec<(String, i64, i64)> = Vec::new();
+    for r in results {
+        let (study, ok) = match r {
+            Ok(s) => (s.study_uid.to_string(), true),
+            Err(_) => (String::new(), false),
+        };
+        match per_study.iter_mut().find(|(s, _, _)| *s == study) {
+            Some(e) => {
+                e.1 += i64::from(ok);
+                e.2 += i64::from(!ok);
+            }
+            None => per_study.push((study, i64::from(ok), i64::from(!ok))),
+        }
+    }
+    for (study, stored, failed) in per_study {
+        let outcome = if failed == 0 {
+            audit::Outcome::Success
+        } else if stored > 0 {
+            audit::Outcome::MinorFailure
+        } else {
+            audit::Outcome::SeriousFailure
+        };
+        let studies = if study.is_empty() {
+            Vec::new()
+        } else {
+            vec![study]
+        };
+        state.audit.record(
+            Event::new(
+                EventId::InstancesTransferred,
+                Action::C,
+                outcome,
+                actor.clone(),
+            )
+            .studies(studies)
+            .instances(stored)
+            .detail(format!("STOW-RS: {stored} stored, {failed} failed")),
+        );
+    }
 }
 
 /// What the request body is.
@@ -82,12 +131,16 @@ type PartResult = Result<Stored, IngestFailure>;
 
 async fn handle(
     state: AppState,
+    caller: Option<Principal>,
     headers: HeaderMap,
     body: Body,
     study: Option<Uid>,
 ) -> Result<Response, ApiError> {
     let shape = shape(&headers)?;
     let ingest = state.ingest.clone();
+    // The auth layer let the request in with Store or StoreDerived; the
+    // latter alone is checked per instance against its SOP class.
+    let derived_only = caller.as_ref().is_some_and(|c| !c.may(Permission::Store));
     let mut tasks: JoinSet<(usize, PartResult)> = JoinSet::new();
     let mut immediate: Vec<(usize, PartResult)> = Vec::new();
     let mut n = 0usize;
@@ -95,7 +148,12 @@ async fn handle(
     let spawn = |tasks: &mut JoinSet<(usize, PartResult)>, i: usize, spool: Spool| {
         let ingest = ingest.clone();
         let study = study.clone();
-        tasks.spawn(async move { (i, ingest.ingest(spool, study.as_ref()).await) });
+        tasks.spawn(async move {
+            (
+                i,
+                ingest.ingest_as(spool, study.as_ref(), derived_only).await,
+            )
+        });
     };
 
     match shape {
@@ -180,6 +238,7 @@ async fn handle(
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(IngestError::Internal("part lost".into()).into())))
         .collect();
+    audit_stored(&state, caller.as_ref(), &results);
     Ok(respond(
         &base_url(&state, &headers),
         study.as_ref(),

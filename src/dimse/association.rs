@@ -75,6 +75,9 @@ enum State {
     Retrieving(Box<retrieve::Request>),
     /// An N-ACTION whose action information is being received.
     Committing(Box<commitment::Request>),
+    /// A request this AE may not make: its data set is read and
+    /// dropped, then refused.
+    Refusing(Pdu),
 }
 
 pub(super) async fn run(
@@ -121,6 +124,8 @@ pub(super) async fn run(
         .count();
     tracing::info!(%peer, calling_ae = %calling, contexts = accepted, "association established");
     let info = Peer {
+        permissions: config.permissions_of(calling.trim()),
+        address: peer.ip(),
         calling_ae: calling.trim().to_owned(),
         contexts: assoc.presentation_contexts().to_vec(),
         scp_roles: assoc
@@ -250,6 +255,15 @@ async fn handle_pdv(
             let cmd = Command::parse(command_buf).map_err(|e| e.to_string());
             command_buf.clear();
             let cmd = cmd?;
+            if let Some(refusal) = refuse(&cmd, assoc, pc_id, services) {
+                // PS3.7 C.5: a request whose data set follows is refused
+                // once the data set has arrived.
+                if cmd.has_data_set() {
+                    *state = State::Refusing(refusal);
+                    return Ok(Vec::new());
+                }
+                return Ok(vec![refusal]);
+            }
             let pc = assoc
                 .presentation_contexts()
                 .iter()
@@ -314,6 +328,15 @@ async fn handle_pdv(
         }
         PDataValueType::Data => match state {
             State::Idle => Err("data set without a command".into()),
+            State::Refusing(_) => {
+                if !pdv.is_last {
+                    return Ok(Vec::new());
+                }
+                match std::mem::replace(state, State::Idle) {
+                    State::Refusing(pdu) => Ok(vec![pdu]),
+                    _ => Err("lost refusal state".into()),
+                }
+            }
             State::Storing(receiving) => {
                 if receiving.pc_id() != pc_id {
                     return Err("data set on another presentation context".into());
@@ -325,10 +348,27 @@ async fn handle_pdv(
                 let State::Storing(receiving) = std::mem::replace(state, State::Idle) else {
                     return Err("lost C-STORE state".into());
                 };
-                let (rsp, ok) = receiving.finish(ingest).await;
-                if ok {
-                    *stored += 1;
-                }
+                let (rsp, study) = receiving.finish(ingest).await;
+                let outcome = match study {
+                    Some(_) => {
+                        *stored += 1;
+                        crate::audit::Outcome::Success
+                    }
+                    None => crate::audit::Outcome::MinorFailure,
+                };
+                // One event per instance here; the audit writer merges an
+                // association's run into one per study.
+                services.audit.record(
+                    crate::audit::Event::new(
+                        crate::audit::EventId::InstancesTransferred,
+                        crate::audit::Action::C,
+                        outcome,
+                        assoc.actor(),
+                    )
+                    .studies(study.into_iter().collect())
+                    .instances(i64::from(outcome == crate::audit::Outcome::Success))
+                    .detail("C-STORE"),
+                );
                 Ok(vec![command_pdu(pc_id, rsp)])
             }
             State::Finding(finding) => {
@@ -342,6 +382,15 @@ async fn handle_pdv(
                 let State::Finding(finding) = std::mem::replace(state, State::Idle) else {
                     return Err("lost C-FIND state".into());
                 };
+                services.audit.record(
+                    crate::audit::Event::new(
+                        crate::audit::EventId::Query,
+                        crate::audit::Action::E,
+                        crate::audit::Outcome::Success,
+                        assoc.actor(),
+                    )
+                    .detail("C-FIND"),
+                );
                 Ok(finding
                     .finish(
                         services.index.as_ref(),
@@ -398,8 +447,65 @@ fn calling_ae(peer: &Peer) -> String {
     peer.calling_ae.clone()
 }
 
+/// The response refusing a request the calling AE has no permission for
+/// (status 0124H, Refused: Not Authorized), or `None` when it may.
+fn refuse(cmd: &Command, assoc: &Peer, pc_id: u8, services: &Services) -> Option<Pdu> {
+    use crate::auth::Permission;
+    let f = cmd.field().ok()?;
+    let sop_class = cmd
+        .ui(super::command::tag::AFFECTED_SOP_CLASS_UID)
+        .or_else(|| cmd.ui(super::command::tag::REQUESTED_SOP_CLASS_UID))
+        .unwrap_or_default();
+    let (needed, name) = match f {
+        field::C_STORE_RQ if crate::auth::policy::is_derived_sop_class(&sop_class) => {
+            (Permission::StoreDerived, "C-STORE")
+        }
+        field::C_STORE_RQ => (Permission::Store, "C-STORE"),
+        field::C_FIND_RQ => (Permission::Query, "C-FIND"),
+        field::C_MOVE_RQ => (Permission::Move, "C-MOVE"),
+        field::C_GET_RQ => (Permission::Retrieve, "C-GET"),
+        field::N_ACTION_RQ => (Permission::Commit, "N-ACTION (storage commitment)"),
+        _ => return None,
+    };
+    if assoc.permissions.contains(needed) {
+        return None;
+    }
+    tracing::info!(calling_ae = %assoc.calling_ae, service = name, "DIMSE request refused: not authorized");
+    services.audit.record(
+        crate::audit::Event::new(
+            crate::audit::EventId::SecurityAlert,
+            crate::audit::Action::E,
+            crate::audit::Outcome::MinorFailure,
+            assoc.actor(),
+        )
+        .event_type("Unauthorized Access")
+        .detail(format!(
+            "{name} refused: AE {} may not {needed}",
+            assoc.calling_ae
+        )),
+    );
+    let message_id = cmd.us(super::command::tag::MESSAGE_ID).unwrap_or(0);
+    Some(command_pdu(
+        pc_id,
+        response(
+            f | 0x8000,
+            &sop_class,
+            message_id,
+            crate::error::status::NOT_AUTHORIZED,
+        )
+        .text(
+            super::command::tag::ERROR_COMMENT,
+            &format!("AE {} may not {needed} here", assoc.calling_ae),
+        )
+        .into_bytes(),
+    ))
+}
+
 /// What the services need to know of the association.
 pub(super) struct Peer {
+    /// What the calling AE may do (`--remote-ae …:store,find,…`).
+    pub permissions: crate::auth::Permissions,
+    pub address: std::net::IpAddr,
     pub calling_ae: String,
     contexts: Vec<PresentationContextNegotiated>,
     /// Storage SOP classes for which the requestor took the SCP role.
@@ -408,6 +514,16 @@ pub(super) struct Peer {
 }
 
 impl Peer {
+    /// The calling AE as the audit trail names it.
+    pub fn actor(&self) -> crate::audit::Actor {
+        crate::audit::Actor {
+            method: "ae-title".into(),
+            name: self.calling_ae.clone(),
+            roles: Vec::new(),
+            address: Some(self.address.to_string()),
+        }
+    }
+
     pub fn presentation_contexts(&self) -> &[PresentationContextNegotiated] {
         &self.contexts
     }

@@ -29,6 +29,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::Audit;
+use crate::auth::Permissions;
 use crate::index::Index;
 use crate::ingest::Ingest;
 use crate::store::Store;
@@ -39,15 +41,23 @@ pub struct Services {
     pub ingest: Ingest,
     pub index: Arc<dyn Index>,
     pub store: Store,
+    pub audit: Audit,
 }
 
-/// A peer we open associations to: C-MOVE destinations, storage
-/// commitment requesters that want their report on a new association.
+/// A known peer: what it may do here (the permission table of
+/// `auth::policy`, by DIMSE service), and where we reach it (C-MOVE
+/// destinations, storage commitment requesters that want their report on
+/// a new association).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteAe {
     pub title: String,
     /// host:port
     pub address: String,
+    /// Services it may invoke (`:store,find,…`; all when none are named).
+    pub permissions: Permissions,
+    /// Only from these addresses (`from-host`: its host, resolved at
+    /// start-up); empty: from anywhere.
+    pub from: Vec<std::net::IpAddr>,
 }
 
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
@@ -68,6 +78,8 @@ pub struct DimseConfig {
     pub remote_aes: Vec<RemoteAe>,
     /// Instances one C-MOVE or C-GET may retrieve at most.
     pub max_retrieve: usize,
+    /// Reject calling AE titles that are not in `remote_aes`.
+    pub require_known_ae: bool,
 }
 
 impl DimseConfig {
@@ -101,11 +113,14 @@ impl Negotiation for Roles {
     }
 }
 
-/// Who may associate: the called AE title must be ours, and the calling
-/// one on the allow-list when there is one.
+/// Who may associate: the called AE title must be ours; the calling one
+/// on the allow-list when there is one, a known remote AE when they are
+/// required, and connecting from its own host when it is bound to it
+/// (PS3.8 §7.1.1.9: rejected-permanent, calling AE title not recognized).
 #[derive(Debug, Clone)]
 struct Policy {
-    allowed_callers: Arc<Vec<String>>,
+    config: Arc<DimseConfig>,
+    peer: std::net::IpAddr,
 }
 
 impl AccessControl for Policy {
@@ -119,15 +134,31 @@ impl AccessControl for Policy {
         if called_ae_title.trim() != this_ae_title.trim() {
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
         }
-        if !self.allowed_callers.is_empty()
-            && !self
-                .allowed_callers
-                .iter()
-                .any(|a| a == calling_ae_title.trim())
-        {
+        let calling = calling_ae_title.trim();
+        let allowed = &self.config.allowed_callers;
+        if !allowed.is_empty() && !allowed.iter().any(|a| a == calling) {
             return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
         }
-        Ok(())
+        match self.config.remote_ae(calling) {
+            Some(ae) if !ae.from.is_empty() && !ae.from.contains(&self.peer) => {
+                Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+            }
+            None if self.config.require_known_ae => {
+                Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl DimseConfig {
+    /// What a calling AE may do: a known AE what it was granted, an
+    /// unknown one (allowed only without `require_known_ae`) everything.
+    pub fn permissions_of(&self, calling: &str) -> Permissions {
+        match self.remote_ae(calling) {
+            Some(ae) => ae.permissions,
+            None => Permissions::all(),
+        }
     }
 }
 
@@ -145,9 +176,6 @@ pub async fn serve(
 ) {
     let limit = Arc::new(Semaphore::new(config.max_associations.max(1)));
     let config = Arc::new(config);
-    let policy = Policy {
-        allowed_callers: Arc::new(config.allowed_callers.clone()),
-    };
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -180,7 +208,11 @@ pub async fn serve(
             });
             continue;
         };
-        let (config, services, policy) = (config.clone(), services.clone(), policy.clone());
+        let policy = Policy {
+            config: config.clone(),
+            peer: peer.ip(),
+        };
+        let (config, services) = (config.clone(), services.clone());
         tokio::spawn(async move {
             association::run(socket, peer, &config, policy, &services).await;
             drop(permit);

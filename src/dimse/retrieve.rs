@@ -200,6 +200,23 @@ impl Request {
             kind = ?self.kind,
             "retrieve started"
         );
+        let mut studies: Vec<String> = instances.iter().map(|i| i.study_uid.clone()).collect();
+        studies.sort();
+        studies.dedup();
+        services.audit.record(
+            crate::audit::Event::new(
+                crate::audit::EventId::BeginTransferring,
+                crate::audit::Action::R,
+                crate::audit::Outcome::Success,
+                peer.actor(),
+            )
+            .studies(studies)
+            .instances(instances.len() as i64)
+            .detail(match &destination {
+                Some(d) => format!("C-MOVE to {}", d.title),
+                None => "C-GET".to_owned(),
+            }),
+        );
 
         let (out_tx, out_rx) = mpsc::channel(JOB_QUEUE);
         let (rsp_tx, rsp_rx) = mpsc::channel(JOB_QUEUE);

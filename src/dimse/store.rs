@@ -72,9 +72,9 @@ impl Receiving {
         }
     }
 
-    /// Ingests the received instance; returns the C-STORE-RSP command and
-    /// whether the instance is stored.
-    pub async fn finish(self, ingest: &Ingest) -> (Vec<u8>, bool) {
+    /// Ingests the received instance; returns the C-STORE-RSP command and,
+    /// when the instance is stored, its study.
+    pub async fn finish(self, ingest: &Ingest) -> (Vec<u8>, Option<String>) {
         let result = match (self.writer, self.failed) {
             (Some(w), None) => match w.finish().await {
                 Ok(spool) => ingest.ingest(spool, None).await.map_err(|f| f.error),
@@ -108,6 +108,9 @@ impl Receiving {
         if let Some(c) = comment {
             rsp = rsp.error_comment(&c);
         }
-        (rsp.into_bytes(), result.is_ok())
+        (
+            rsp.into_bytes(),
+            result.ok().map(|s| s.study_uid.to_string()),
+        )
     }
 }

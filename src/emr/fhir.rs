@@ -44,19 +44,20 @@ pub fn routes() -> Router<AppState> {
         .route("/metadata", get(capabilities))
         .route("/ImagingStudy", get(search))
         .route("/ImagingStudy/{id}", get(read))
+        .route("/AuditEvent", get(crate::audit::fhir::search))
         .fallback(|| async {
             FhirError(ApiError::NotFound(
-                "no such FHIR resource: this server has ImagingStudy only".into(),
+                "no such FHIR resource: this server has ImagingStudy and AuditEvent only".into(),
             ))
         })
 }
 
-fn fhir_json(v: &Value) -> Response {
+pub(crate) fn fhir_json(v: &Value) -> Response {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], v.to_string()).into_response()
 }
 
 /// `_format`: JSON only.
-fn check_format(v: &str) -> Result<(), ApiError> {
+pub(crate) fn check_format(v: &str) -> Result<(), ApiError> {
     match v {
         "json" | "application/json" | "application/fhir+json" => Ok(()),
         other => Err(ApiError::NotAcceptable(format!(
@@ -84,6 +85,14 @@ async fn capabilities() -> Response {
                     { "name": "patient", "type": "reference" },
                     { "name": "identifier", "type": "token" },
                     { "name": "_id", "type": "token" },
+                ],
+            }, {
+                "type": "AuditEvent",
+                "interaction": [{ "code": "search-type" }],
+                "searchParam": [
+                    { "name": "patient", "type": "reference" },
+                    { "name": "date", "type": "date" },
+                    { "name": "entity-id", "type": "token" },
                 ],
             }],
         }],

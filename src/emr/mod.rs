@@ -85,19 +85,6 @@ impl ApiToken {
     }
 }
 
-impl EmrConfig {
-    /// Lets a write through when no token is configured or the request
-    /// carries it; else 401 with a `WWW-Authenticate` challenge.
-    pub fn authorize_write(&self, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-        match &self.write_token {
-            Some(token) if !token.accepts(headers) => Err(ApiError::Unauthorized(
-                "this server requires a bearer token to change EMR links".into(),
-            )),
-            _ => Ok(()),
-        }
-    }
-}
-
 /// Checks a UTC offset: `Z` or `±HH:MM`.
 pub fn parse_timezone(tz: &str) -> Result<String, String> {
     let tz = tz.trim();
@@ -130,6 +117,7 @@ pub fn api_routes() -> Router<AppState> {
                 .delete(links::delete_link),
         )
         .route("/emr-links", get(links::batch))
+        .route("/auth/config", get(crate::auth::client_config))
         .route("/studies/{study}/references", get(references::references))
         .route("/changes", get(changes::changes))
         .route("/webhooks/deliveries", get(webhooks::deliveries))
@@ -256,18 +244,6 @@ mod tests {
         assert!(!format!("{config:?}").contains("0123"));
         assert!(ApiToken::new("short").is_err());
         assert!(ApiToken::new("has a space in it, long enough").is_err());
-    }
-
-    #[test]
-    fn writes_are_open_without_a_token() {
-        let open = EmrConfig::default();
-        assert!(open.authorize_write(&HeaderMap::new()).is_ok());
-        let closed = EmrConfig {
-            write_token: Some(ApiToken::new("0123456789abcdefXYZ").unwrap()),
-            ..Default::default()
-        };
-        let err = closed.authorize_write(&HeaderMap::new()).unwrap_err();
-        assert_eq!(err.status(), axum::http::StatusCode::UNAUTHORIZED);
     }
 
     #[test]

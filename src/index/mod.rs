@@ -6,6 +6,8 @@
 //! differs (connection set-up, migrations, aggregate functions) lives in
 //! [`postgres`], [`sqlite`] and [`sql::Dialect`].
 
+pub mod audit_log;
+pub mod credentials;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
@@ -16,6 +18,8 @@ use async_trait::async_trait;
 
 use crate::dicom::Uid;
 pub use crate::query::{Level, Query};
+pub use audit_log::{AuditLog, AuditRecord, StoredAuditRecord};
+pub use credentials::{ApiKeyRecord, Credentials};
 
 /// Back-end-neutral index errors. SQL detail stays in the message for the
 /// log; the HTTP layer only sees the variant.
@@ -246,8 +250,10 @@ pub struct DeliveryRecord {
     pub delivered_ms: Option<i64>,
 }
 
+/// The index, by concern: instances and search here; API keys in
+/// [`Credentials`]; the audit trail in [`AuditLog`].
 #[async_trait]
-pub trait Index: Send + Sync + std::fmt::Debug {
+pub trait Index: Credentials + AuditLog + Send + Sync + std::fmt::Debug {
     /// Checks that the index answers (for `/readyz`).
     async fn ping(&self) -> Result<(), IndexError>;
 

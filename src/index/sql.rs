@@ -32,8 +32,8 @@ impl Dialect {
 
 #[derive(Debug)]
 pub struct SqlIndex {
-    pool: AnyPool,
-    dialect: Dialect,
+    pub(super) pool: AnyPool,
+    pub(super) dialect: Dialect,
     /// SQLite allows one writer at a time and makes the others poll with
     /// sleeps of up to 100 ms (busy_timeout); queueing writers here instead
     /// keeps concurrent ingest from stalling. PostgreSQL needs no such lock.
@@ -50,7 +50,7 @@ impl SqlIndex {
         }
     }
 
-    async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    pub(super) async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match &self.write_lock {
             Some(l) => Some(l.lock().await),
             None => None,

@@ -46,6 +46,8 @@ pub enum IngestError {
     StudyMismatch { expected: String, found: String },
     #[error("SOP Instance UID is already stored with different content")]
     Duplicate,
+    #[error("not authorized: {0}")]
+    NotAuthorized(String),
     #[error("instance too large: {0}")]
     TooLarge(String),
     #[error("could not receive the instance: {0}")]
@@ -167,6 +169,18 @@ impl Ingest {
         spool: Spool,
         expected_study: Option<&Uid>,
     ) -> Result<Stored, IngestFailure> {
+        self.ingest_as(spool, expected_study, false).await
+    }
+
+    /// [`Ingest::ingest`] for a caller that may store derived objects only
+    /// (`derived_only`: a radiologist): other SOP classes are refused
+    /// before anything is written.
+    pub async fn ingest_as(
+        &self,
+        spool: Spool,
+        expected_study: Option<&Uid>,
+        derived_only: bool,
+    ) -> Result<Stored, IngestFailure> {
         let _permit = self
             .permits
             .acquire()
@@ -196,6 +210,14 @@ impl Ingest {
             error,
         };
 
+        if derived_only
+            && !crate::auth::policy::is_derived_sop_class(&prepared.record.sop_class_uid)
+        {
+            return Err(fail(IngestError::NotAuthorized(format!(
+                "this caller may store derived objects (reports, key images, presentation states) only, not SOP class {}",
+                prepared.record.sop_class_uid
+            ))));
+        }
         if let Some(expected) = expected_study {
             if *expected != prepared.study {
                 return Err(fail(IngestError::StudyMismatch {

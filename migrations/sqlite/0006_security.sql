@@ -1,0 +1,33 @@
+-- Trust (issue #11): API keys for machines and the append-only audit trail.
+
+-- Only the SHA-256 of each key is kept; the key itself is shown once.
+-- A revoked key's row stays (the audit trail names keys); its name may
+-- then be given to a new key.
+CREATE TABLE api_keys (
+    pk         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    key_sha256 TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE UNIQUE INDEX api_keys_live_name ON api_keys (name) WHERE revoked_at IS NULL;
+
+-- Each row carries the hash of the previous one (prev_hash) and its own
+-- (hash = SHA-256 of prev_hash, seq, time and body), so that a changed,
+-- inserted or removed row breaks the chain (`phim audit verify`).
+-- Rows are only ever inserted.
+CREATE TABLE audit_log (
+    seq        BIGINT PRIMARY KEY,
+    time_ms    BIGINT NOT NULL,
+    event_id   BIGINT NOT NULL,
+    outcome    BIGINT NOT NULL,
+    actor      TEXT NOT NULL,
+    patient_id TEXT,
+    study_uids TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    prev_hash  TEXT NOT NULL,
+    hash       TEXT NOT NULL
+);
+CREATE INDEX audit_log_time ON audit_log (time_ms);
+CREATE INDEX audit_log_patient ON audit_log (patient_id, time_ms);

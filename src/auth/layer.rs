@@ -1,0 +1,221 @@
+//! The HTTP door: one middleware around every route (see [`require`]).
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::policy::{self, Access, Permission};
+use super::Principal;
+use crate::audit::{Action, Actor, Event, EventId, Outcome};
+use crate::error::{ApiError, FhirError, JsonError};
+use crate::server::AppState;
+
+/// Decides from the method and path what the request needs, checks the
+/// caller's credentials, answers 401 (no or bad credentials, with
+/// `WWW-Authenticate: Bearer`) or 403 (a caller without the right) before
+/// any handler runs, and records the access in the audit trail. Handlers
+/// find the [`Principal`] in the request's extensions.
+pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let access = policy::http_access(req.method(), req.uri().path());
+    if access == Access::Public {
+        return next.run(req).await;
+    }
+    let address = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let path = req.uri().path().to_owned();
+    let principal = match st.auth.authenticate(req.headers(), address).await {
+        Ok(p) => p,
+        Err(e) => {
+            let unavailable = matches!(e, super::AuthError::Unavailable);
+            let mut who = Principal::nobody(address);
+            who.name = "unknown".into();
+            st.audit.record(
+                Event::new(
+                    EventId::UserAuthentication,
+                    Action::E,
+                    Outcome::MinorFailure,
+                    Actor::of(&who),
+                )
+                .event_type("Login")
+                .detail(format!("{} {}: {e}", req.method(), path)),
+            );
+            tracing::info!(%path, reason = %e, "credentials refused");
+            let err = if unavailable {
+                ApiError::Unavailable(e.to_string())
+            } else {
+                ApiError::Unauthorized(e.to_string())
+            };
+            return refuse(&path, err);
+        }
+    };
+    let needed = match access {
+        Access::Public => None,
+        Access::Readiness if st.auth.config.readyz_public => None,
+        Access::Readiness => Some(Permission::Administer),
+        Access::Needs(p) => Some(p),
+        Access::StoreAny if principal.may(Permission::StoreDerived) => None,
+        Access::StoreAny => Some(Permission::Store),
+    };
+    if let Some(p) = needed.filter(|p| !principal.may(*p)) {
+        if !principal.authenticated() {
+            return refuse(
+                &path,
+                ApiError::Unauthorized(
+                    "authentication required: send Authorization: Bearer <access token or API key>"
+                        .into(),
+                ),
+            );
+        }
+        st.audit.record(
+            Event::new(
+                EventId::SecurityAlert,
+                Action::E,
+                Outcome::MinorFailure,
+                Actor::of(&principal),
+            )
+            .event_type("Unauthorized Access")
+            .studies(path_studies(&path))
+            .detail(format!("{} {path}: needs {p}", req.method())),
+        );
+        tracing::info!(%path, permission = %p, method = principal.method.as_str(), "access refused");
+        return refuse(
+            &path,
+            ApiError::Forbidden(format!("{} may not {}", principal.describe(), describe(p))),
+        );
+    }
+    if st.auth.first_use(req.headers()) {
+        st.audit.record(
+            Event::new(
+                EventId::UserAuthentication,
+                Action::E,
+                Outcome::Success,
+                Actor::of(&principal),
+            )
+            .event_type("Login"),
+        );
+    }
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    req.extensions_mut().insert(principal.clone());
+    let response = next.run(req).await;
+    if let Some(event) = access_event(access, &principal, &method, &uri, response.status()) {
+        st.audit.record(event);
+    }
+    response
+}
+
+/// What the audit trail says of an allowed request (STOW is recorded by
+/// its handler, which knows what it stored).
+fn access_event(
+    access: Access,
+    who: &Principal,
+    method: &Method,
+    uri: &Uri,
+    status: StatusCode,
+) -> Option<Event> {
+    let (event, action) = match access {
+        Access::Needs(Permission::Query) => (EventId::Query, Action::E),
+        Access::Needs(Permission::Retrieve) => (EventId::InstancesTransferred, Action::R),
+        Access::Needs(Permission::EmrLinkWrite) => (EventId::InstancesAccessed, Action::U),
+        Access::Needs(Permission::Share) => (EventId::InstancesAccessed, Action::R),
+        Access::Needs(Permission::AuditRead) => (EventId::AuditLogUsed, Action::R),
+        _ => return None,
+    };
+    let outcome = if status.is_success() || status.is_redirection() {
+        Outcome::Success
+    } else if status.is_client_error() {
+        Outcome::MinorFailure
+    } else {
+        Outcome::SeriousFailure
+    };
+    let mut studies = path_studies(uri.path());
+    if studies.is_empty() {
+        studies = query_studies(uri.query().unwrap_or(""));
+    }
+    Some(
+        Event::new(event, action, outcome, Actor::of(who))
+            .studies(studies)
+            .detail(format!("{method} {uri}")),
+    )
+}
+
+/// The Study Instance UID a path names (`…/studies/{uid}…`, FHIR
+/// `ImagingStudy/{uid}`, `/api/studies/{uid}/…`).
+fn path_studies(path: &str) -> Vec<String> {
+    let mut seg = path.split('/');
+    while let Some(s) = seg.next() {
+        if s == "studies" || s == "ImagingStudy" {
+            if let Some(uid) = seg.next().filter(|u| crate::dicom::Uid::parse(u).is_ok()) {
+                return vec![uid.to_owned()];
+            }
+        }
+    }
+    Vec::new()
+}
+
+/// Study UIDs named in a query string (`StudyInstanceUID=`, `studyUID=`).
+fn query_studies(query: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k.eq_ignore_ascii_case("StudyInstanceUID") || k == "studyUID" || k == "0020000D" {
+            out.extend(
+                v.split([',', '\\'])
+                    .filter(|u| crate::dicom::Uid::parse(u).is_ok())
+                    .map(str::to_owned),
+            );
+        }
+    }
+    out.truncate(100);
+    out
+}
+
+fn describe(p: Permission) -> &'static str {
+    match p {
+        Permission::Query => "search the archive",
+        Permission::Retrieve => "retrieve images or metadata",
+        Permission::Move => "send studies to another DICOM node",
+        Permission::Store => "store instances",
+        Permission::StoreDerived => "store derived objects",
+        Permission::Commit => "request storage commitment",
+        Permission::EmrLinkWrite => "change EMR links",
+        Permission::Share => "make share links",
+        Permission::AuditRead => "read the audit trail",
+        Permission::Administer => "use this administrative resource",
+    }
+}
+
+/// A refusal in the form of the API it happens on.
+fn refuse(path: &str, err: ApiError) -> Response {
+    if path.starts_with("/api/") {
+        JsonError(err).into_response()
+    } else if path.starts_with("/fhir/") {
+        FhirError(err).into_response()
+    } else {
+        err.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn studies_from_paths_and_queries() {
+        assert_eq!(
+            path_studies("/dicomweb/studies/1.2.3/series/4.5"),
+            ["1.2.3"]
+        );
+        assert_eq!(path_studies("/fhir/ImagingStudy/1.2"), ["1.2"]);
+        assert!(path_studies("/dicomweb/studies").is_empty());
+        assert!(path_studies("/dicomweb/studies/x<y").is_empty());
+        assert_eq!(
+            query_studies("StudyInstanceUID=1.2,1.3&x=1"),
+            ["1.2", "1.3"]
+        );
+        assert_eq!(query_studies("requestType=STUDY&studyUID=1.9"), ["1.9"]);
+    }
+}
