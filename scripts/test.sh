@@ -6,8 +6,9 @@
 #   3. starts PostgreSQL and an S3 server (scripts/services/*-start.sh) and stops them on exit,
 #   4. cargo build --bins, cargo test --all-targets,
 #   5. the Python black-box suite: pytest tests/python against target/debug/phim,
-#   6. the viewer end-to-end test (tests/e2e): builds viewer/, drives Debian's
-#      chromium with playwright-core against a fresh `phim serve`,
+#   6. the viewer end-to-end tests (tests/e2e): builds viewer/, drives Debian's
+#      chromium with playwright-core against a fresh `phim serve` (run.mjs), then the
+#      OpenID Connect login against the test provider tests/oidc (its selftest, login.mjs),
 #   7. the OHIF acceptance test (tests/ohif): the prebuilt OHIF Viewer 3 (pinned, fetched once
 #      with `npm pack` into $PHIM_TOOLS_DIR/ohif) behind a same-origin proxy to a fresh
 #      `phim serve`, judged from the canvas pixels.
@@ -133,13 +134,22 @@ set -e
 if [ "${PHIM_SKIP_E2E:-0}" != 1 ]; then
     step "viewer end-to-end (tests/e2e, headless chromium)"
     e2e() {
+        local rc=0
         bash scripts/build-viewer.sh &&
         { [ -d tests/e2e/node_modules ] && [ ! tests/e2e/package-lock.json -nt tests/e2e/node_modules/.package-lock.json ] ||
           (cd tests/e2e && npm ci --no-audit --no-fund); } &&
-        [ -x "$ROOT/target/debug/phim-load" ] &&
+        { [ -d tests/oidc/node_modules ] && [ ! tests/oidc/package-lock.json -nt tests/oidc/node_modules/.package-lock.json ] ||
+          (cd tests/oidc && npm ci --no-audit --no-fund); } &&
+        [ -x "$ROOT/target/debug/phim-load" ] || return 1
         PHIM_BIN=$PHIM_BIN PHIM_LOAD_BIN=$ROOT/target/debug/phim-load PHIM_PYTHON=$VENV/bin/python \
             PHIM_VIEWER_DIR=$ROOT/viewer/dist E2E_OUT=$ROOT/.test-work/e2e \
-            node tests/e2e/run.mjs
+            node tests/e2e/run.mjs || rc=1
+        # The viewer's OpenID Connect login: the test provider first checks itself.
+        node tests/oidc/selftest.mjs || rc=1
+        PHIM_BIN=$PHIM_BIN PHIM_LOAD_BIN=$ROOT/target/debug/phim-load \
+            PHIM_VIEWER_DIR=$ROOT/viewer/dist E2E_OUT=$ROOT/.test-work/e2e \
+            node tests/e2e/login.mjs || rc=1
+        return $rc
     }
     set +e
     e2e

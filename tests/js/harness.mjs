@@ -4,6 +4,7 @@
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 
 /// PASS/FAIL lines and the closing "N passed, N failed" counts.
@@ -27,10 +28,11 @@ export function assert(cond, msg) {
   if (!cond) throw new Error(msg);
 }
 
-/// Starts `phim serve` with `args` (a free port is picked), its log written
-/// to `logPath`; resolves with { proc, base, host, port } once it listens.
-export function startPhim(bin, args, logPath) {
-  const proc = spawn(bin, ['serve', '--listen', '127.0.0.1:0', ...args], {
+/// Starts `phim serve` with `args` (a free port is picked unless `listen`
+/// names one), its log written to `logPath`; resolves with
+/// { proc, base, host, port } once it listens.
+export function startPhim(bin, args, logPath, { listen = '127.0.0.1:0' } = {}) {
+  const proc = spawn(bin, ['serve', '--listen', listen, ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, NO_COLOR: '1' },
   });
@@ -60,8 +62,8 @@ export function filesUnder(dir) {
 }
 
 /// STOW-RS of files; only 200 passes (202 means some were rejected or
-/// stored with a warning).
-export async function stow(base, files) {
+/// stored with a warning). `headers` are added (e.g. Authorization).
+export async function stow(base, files, headers = {}) {
   const boundary = `phim-test-${Date.now()}`;
   const chunks = [];
   for (const f of files) {
@@ -70,17 +72,30 @@ export async function stow(base, files) {
   chunks.push(Buffer.from(`--${boundary}--\r\n`));
   const res = await fetch(`${base}/dicomweb/studies`, {
     method: 'POST',
-    headers: { 'Content-Type': `multipart/related; type="application/dicom"; boundary=${boundary}`, Accept: 'application/dicom+json' },
+    headers: { 'Content-Type': `multipart/related; type="application/dicom"; boundary=${boundary}`, Accept: 'application/dicom+json', ...headers },
     body: Buffer.concat(chunks),
   });
   const text = await res.text();
   assert(res.status === 200, `STOW of ${files.map((f) => path.basename(f)).join(', ')} answered ${res.status}: ${text.slice(0, 500)}`);
 }
 
-export async function qido(base, p) {
-  const res = await fetch(`${base}/dicomweb${p}`, { headers: { Accept: 'application/dicom+json' } });
+export async function qido(base, p, headers = {}) {
+  const res = await fetch(`${base}/dicomweb${p}`, { headers: { Accept: 'application/dicom+json', ...headers } });
   assert(res.ok, `QIDO ${p}: ${res.status}`);
   return res.status === 204 ? [] : res.json();
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (for a server whose URL
+/// another one must know before it starts).
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
 }
 
 /// The first value of a DICOM JSON attribute.
