@@ -38,6 +38,15 @@ const DEFAULT_SCOPE = 'openid profile offline_access';
 /** Why the login page is shown. */
 export type LoginReason = 'needed' | 'ended' | 'failed' | 'unavailable';
 
+/**
+ * Set in this tab's sessionStorage while someone is signed in (a flag, never a
+ * token): a reload then goes straight back through the identity provider,
+ * whose session makes that a redirect without a form, instead of stopping
+ * at the login page. Taken when the redirect starts, so a failing provider
+ * cannot make a loop of it.
+ */
+const RESUME_KEY = 'phim.auth.resume';
+
 let config: AuthConfig = { required: false, oidc: null };
 let manager: UserManager | null = null;
 let user: User | null = null;
@@ -70,12 +79,13 @@ export async function loadAuthConfig(): Promise<AuthConfig> {
  * sign-in when this page is the identity provider's redirect back.
  * `onEnded` is called when a signed-in session ends by itself.
  * Returns where the app stands: `open` (nothing required: as without
- * authentication), `in` (signed in), or a reason to show the login page.
+ * authentication), `in` (signed in), `resume` (signed in before a reload of
+ * this tab: call {@link login}), or a reason to show the login page.
  */
 export async function startAuth(
   cfg: AuthConfig,
   onEnded: (reason: LoginReason) => void,
-): Promise<'open' | 'in' | LoginReason> {
+): Promise<'open' | 'in' | 'resume' | LoginReason> {
   config = cfg;
   ended = onEnded;
   if (!cfg.required) {
@@ -119,7 +129,7 @@ export async function startAuth(
       return 'failed';
     }
   }
-  return 'needed';
+  return sessionStorage.getItem(RESUME_KEY) === '1' ? 'resume' : 'needed';
 }
 
 /** True when the server requires a sign-in and nobody is signed in: no data may be asked for. */
@@ -150,6 +160,7 @@ export function onUserChange(f: (u: User | null) => void): void {
 export async function login(): Promise<void> {
   if (!manager) throw new Error('no identity provider configured');
   const here = location.pathname === CALLBACK_PATH ? '/' : location.pathname + location.search;
+  sessionStorage.removeItem(RESUME_KEY);
   await manager.signinRedirect({ state: { returnTo: here } });
 }
 
@@ -174,6 +185,8 @@ export async function logout(): Promise<void> {
 
 function setUser(u: User | null): void {
   user = u;
+  if (u) sessionStorage.setItem(RESUME_KEY, '1');
+  else sessionStorage.removeItem(RESUME_KEY);
   clearTimeout(renewTimer);
   if (u) scheduleRenewal(u);
   userListeners.forEach((f) => f(u));

@@ -154,7 +154,7 @@ async function load(root: HTMLElement, navigate: (path: string) => void, query: 
     rows = await searchStudies({ ...query, limit: PAGE + 1 }, ctl.signal);
   } catch (e) {
     if (ctl.signal.aborted) return;
-    out.innerHTML = `<div class="msg err">${t('error')}: ${esc(String(e))}</div>`;
+    out.innerHTML = `<div class="msg err">${t('error')}: ${esc(e instanceof Error ? e.message : String(e))}</div>`;
     out.dataset.state = 'error';
     return;
   }

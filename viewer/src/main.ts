@@ -5,7 +5,7 @@ import { renderList } from './list';
 import { lang, onLangChange, setLang, t, Lang } from './i18n';
 import { renderStudy, leaveStudy } from './study';
 import { initCornerstone } from './tools';
-import { currentUser, displayName, loadAuthConfig, LoginReason, logout, onUserChange, signedOut, startAuth } from './auth';
+import { currentUser, displayName, loadAuthConfig, login, LoginReason, logout, onUserChange, signedOut, startAuth } from './auth';
 import { renderLogin } from './login';
 
 const app = document.getElementById('app')!;
@@ -81,7 +81,7 @@ async function start(): Promise<void> {
     cfg = await loadAuthConfig();
   } catch (e) {
     console.warn(`auth config: ${e}`);
-    app.innerHTML = `<div class="msg err" id="auth-error">${t('authConfigError')}: ${String(e).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)}
+    app.innerHTML = `<div class="msg err" id="auth-error">${t('authConfigError')}: ${(e instanceof Error ? e.message : String(e)).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)}
       <button type="button" id="auth-retry">${t('retry')}</button></div>`;
     app.querySelector('#auth-retry')!.addEventListener('click', () => void start());
     return;
@@ -90,7 +90,17 @@ async function start(): Promise<void> {
     loginReason = reason;
     route();
   });
-  if (state !== 'open' && state !== 'in') loginReason = state;
+  if (state === 'resume') {
+    // Signed in before this reload: back through the identity provider.
+    app.innerHTML = `<div class="msg" id="auth-resume">${t('loading')}</div>`;
+    try {
+      await login();
+      return;
+    } catch (e) {
+      console.warn(`login: ${e}`);
+      loginReason = 'needed';
+    }
+  } else if (state !== 'open' && state !== 'in') loginReason = state;
   started = true;
   route();
 }

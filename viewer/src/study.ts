@@ -161,7 +161,7 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
     if (!study) throw new Error(`${t('noSuchStudy')} ${studyUid}`);
   } catch (e) {
     loadError = String(e);
-    panel.innerHTML = `<div class="msg err">${t('error')}: ${esc(String(e))}</div>`;
+    panel.innerHTML = `<div class="msg err">${t('error')}: ${esc(e instanceof Error ? e.message : String(e))}</div>`;
     return;
   }
   if (!window.__viewer) return; // left while loading
