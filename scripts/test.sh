@@ -117,6 +117,15 @@ else
 fi
 
 # ---------------------------------------------------------------- 5. pytest
+# The auth tests get access tokens from a real OpenID provider
+# (tests/oidc/provider.mjs, npm oidc-provider).
+step "npm packages of the test OpenID provider (tests/oidc)"
+if [ -d tests/oidc/node_modules ] && [ ! tests/oidc/package-lock.json -nt tests/oidc/node_modules/.package-lock.json ]; then
+    note "up to date"
+else
+    (cd tests/oidc && npm ci --no-audit --no-fund) || FAILED+=("npm ci tests/oidc")
+fi
+
 step "pytest tests/python"
 if [ "${PHIM_SKIP_CARGO:-0}" = 1 ] && [ -n "${PHIM_BIN:-}" ]; then
     note "PHIM_BIN=$PHIM_BIN (PHIM_SKIP_CARGO=1)"

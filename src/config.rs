@@ -34,6 +34,18 @@ pub enum Command {
     /// Check the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Rotate the key that signs share links (links signed before stay valid until they expire).
+    #[command(subcommand)]
+    ShareKey(ShareKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShareKeyCommand {
+    /// Make a new signing key (and drop keys older than the longest link lifetime).
+    Rotate {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,7 +239,7 @@ impl AuthArgs {
                     .map_err(|e| format!("--oidc-issuer '{issuer}': {e}"))?;
                 if !matches!(parsed.scheme(), "https" | "http") {
                     return Err(format!(
-                        "--oidc-issuer '{issuer}': expected an https:// URL"
+                        "--oidc-issuer '{issuer}': expected an https:// (for tests, http://) URL"
                     ));
                 }
                 let audience = self

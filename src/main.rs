@@ -1,7 +1,9 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use phim::config::{redact_url, ApiKeyCommand, AuditCommand, Cli, Command, StorageArgs};
+use phim::config::{
+    redact_url, ApiKeyCommand, AuditCommand, Cli, Command, ShareKeyCommand, StorageArgs,
+};
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -33,6 +35,12 @@ fn main() -> std::process::ExitCode {
                 Ok(true)
             }
             Command::ApiKey(cmd) => api_key(cmd).await,
+            Command::ShareKey(ShareKeyCommand::Rotate { storage }) => {
+                let index = open_index(&storage).await?;
+                let kid = phim::auth::share::rotate(index.as_ref()).await?;
+                println!("share links are now signed with key {kid}; earlier links stay valid until they expire");
+                Ok(true)
+            }
             Command::Audit(AuditCommand::Verify { storage }) => {
                 let index = open_index(&storage).await?;
                 match phim::audit::verify::verify(index.as_ref()).await? {

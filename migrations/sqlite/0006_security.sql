@@ -31,3 +31,12 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_time ON audit_log (time_ms);
 CREATE INDEX audit_log_patient ON audit_log (patient_id, time_ms);
+
+-- Keys that sign share links (POST /api/studies/{study}/share). The
+-- newest signs; every key still here verifies, so links outlive a
+-- rotation (`phim share-key rotate`) until they expire.
+CREATE TABLE share_keys (
+    kid        TEXT PRIMARY KEY,
+    secret     TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);

@@ -28,7 +28,18 @@ pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let path = req.uri().path().to_owned();
-    let principal = match st.auth.authenticate(req.headers(), address).await {
+    // A share link in the URL (a viewer or <img> cannot send headers).
+    let share_param = (!req
+        .headers()
+        .contains_key(axum::http::header::AUTHORIZATION)
+        && (req.method() == Method::GET || req.method() == Method::HEAD))
+        .then(|| share_param(req.uri()))
+        .flatten();
+    let authenticated = match &share_param {
+        Some(token) => st.auth.share_link(token, address).await,
+        None => st.auth.authenticate(req.headers(), address).await,
+    };
+    let principal = match authenticated {
         Ok(p) => p,
         Err(e) => {
             let unavailable = matches!(e, super::AuthError::Unavailable);
@@ -88,7 +99,26 @@ pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -
             ApiError::Forbidden(format!("{} may not {}", principal.describe(), describe(p))),
         );
     }
-    if st.auth.first_use(req.headers()) {
+    if let Some(claims) = &principal.share {
+        match super::share::confine(claims, req.method(), req.uri()) {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(why) => {
+                st.audit.record(
+                    Event::new(
+                        EventId::SecurityAlert,
+                        Action::E,
+                        Outcome::MinorFailure,
+                        Actor::of(&principal),
+                    )
+                    .event_type("Unauthorized Access")
+                    .studies(vec![claims.s.clone()])
+                    .detail(format!("{} {path}: {why}", req.method())),
+                );
+                return refuse(&path, ApiError::Forbidden(why));
+            }
+        }
+    }
+    if share_param.is_none() && st.auth.first_use(req.headers()) {
         st.audit.record(
             Event::new(
                 EventId::UserAuthentication,
@@ -106,6 +136,13 @@ pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -
         st.audit.record(event);
     }
     response
+}
+
+/// The `share` query parameter, if any.
+fn share_param(uri: &Uri) -> Option<String> {
+    url::form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(k, _)| k == "share")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// What the audit trail says of an allowed request (STOW is recorded by

@@ -11,6 +11,7 @@ pub mod api_keys;
 pub mod layer;
 pub mod oidc;
 pub mod policy;
+pub mod share;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -82,6 +83,8 @@ pub enum Method {
     EmrToken,
     /// A DICOM application entity (calling AE title).
     AeTitle,
+    /// A share link (one study).
+    Share,
 }
 
 impl Method {
@@ -93,6 +96,7 @@ impl Method {
             Method::ApiKey => "api-key",
             Method::EmrToken => "emr-token",
             Method::AeTitle => "ae-title",
+            Method::Share => "share-link",
         }
     }
 }
@@ -107,6 +111,8 @@ pub struct Principal {
     pub permissions: Permissions,
     /// Where the request came from.
     pub address: Option<IpAddr>,
+    /// A share link's study (and series): nothing else is reachable.
+    pub share: Option<share::Claims>,
 }
 
 impl Principal {
@@ -128,6 +134,7 @@ impl Principal {
             roles: Vec::new(),
             permissions,
             address,
+            share: None,
         }
     }
 
@@ -139,6 +146,7 @@ impl Principal {
             roles: Vec::new(),
             permissions: Permissions::NONE,
             address,
+            share: None,
         }
     }
 
@@ -154,6 +162,7 @@ impl Principal {
             name,
             roles,
             address,
+            share: None,
         }
     }
 
@@ -166,6 +175,7 @@ impl Principal {
             Method::ApiKey => format!("API key {}", self.name),
             Method::EmrToken => "the EMR token".to_owned(),
             Method::AeTitle => format!("AE {}", self.name),
+            Method::Share => "a share link".to_owned(),
         };
         if roles.is_empty() {
             format!("{who} (no role)")
@@ -189,6 +199,8 @@ pub enum AuthError {
     NoIssuer,
     #[error("credentials could not be checked now, retry later")]
     Unavailable,
+    #[error("{0}")]
+    Share(#[from] share::ShareError),
 }
 
 /// Authentication settings, validated at start-up.
@@ -216,6 +228,7 @@ pub struct Auth {
     verifier: Option<oidc::Verifier>,
     emr_token: Option<ApiToken>,
     keys: Mutex<HashMap<[u8; 32], CachedKey>>,
+    share: share::ShareKeys,
     /// Hashes of the credentials seen (a User Authentication event the
     /// first time each is used on this server).
     seen: Mutex<std::collections::HashSet<[u8; 32]>>,
@@ -230,6 +243,7 @@ impl Auth {
             verifier,
             emr_token,
             keys: Mutex::new(HashMap::new()),
+            share: share::ShareKeys::default(),
             seen: Mutex::new(std::collections::HashSet::new()),
         }
     }
@@ -248,6 +262,37 @@ impl Auth {
             seen.clear();
         }
         seen.insert(h)
+    }
+
+    pub fn share_keys(&self) -> &share::ShareKeys {
+        &self.share
+    }
+
+    /// A share token (from the `share` query parameter of a GET).
+    pub async fn share_link(
+        &self,
+        token: &str,
+        address: Option<IpAddr>,
+    ) -> Result<Principal, AuthError> {
+        let claims = self
+            .share
+            .verify(self.index.as_ref(), token)
+            .await
+            .map_err(|e| match e {
+                share::ShareError::Unavailable(_) => AuthError::Unavailable,
+                other => AuthError::Share(other),
+            })?;
+        let mut permissions = Permissions::NONE;
+        permissions.insert(Permission::Query);
+        permissions.insert(Permission::Retrieve);
+        Ok(Principal {
+            method: Method::Share,
+            name: format!("share:{}", claims.by),
+            roles: Vec::new(),
+            permissions,
+            address,
+            share: Some(claims),
+        })
     }
 
     pub fn verifier(&self) -> Option<&oidc::Verifier> {
@@ -298,6 +343,9 @@ impl Auth {
                 }
                 return Ok(p);
             }
+        }
+        if credential.starts_with(share::PREFIX) {
+            return self.share_link(credential, address).await;
         }
         if credential.starts_with(api_keys::PREFIX) {
             let key = self.api_key(credential).await?;

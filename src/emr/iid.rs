@@ -55,8 +55,11 @@ pub async fn invoke(
     let mut study_uids = None;
     let mut accession = None;
     let mut patient = None;
+    let mut share = None;
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         let slot = match k.as_ref() {
+            // A share link (checked by the auth layer) goes on to the viewer.
+            "share" => &mut share,
             "requestType" => &mut request_type,
             "studyUID" => &mut study_uids,
             "accessionNumber" => &mut accession,
@@ -104,10 +107,14 @@ pub async fn invoke(
         None => return Err(ApiError::BadRequest("requestType is required".into())),
     };
     let root = public_root(&st, &headers);
-    let location = match &target {
+    let mut location = match &target {
         Target::Study(uid) => format!("{root}/study/{uid}"),
         Target::List(key, value) => format!("{root}/?{key}={}", query_value(value)),
     };
+    if let Some(token) = share {
+        location.push(if location.contains('?') { '&' } else { '?' });
+        location.push_str(&format!("share={}", query_value(&token)));
+    }
     Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
 }
 

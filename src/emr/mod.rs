@@ -118,6 +118,10 @@ pub fn api_routes() -> Router<AppState> {
         )
         .route("/emr-links", get(links::batch))
         .route("/auth/config", get(crate::auth::client_config))
+        .route(
+            "/studies/{study}/share",
+            axum::routing::post(crate::auth::share::create),
+        )
         .route("/studies/{study}/references", get(references::references))
         .route("/changes", get(changes::changes))
         .route("/webhooks/deliveries", get(webhooks::deliveries))

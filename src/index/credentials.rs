@@ -34,6 +34,19 @@ pub trait Credentials {
 
     /// The live key with this hash.
     async fn api_key_by_hash(&self, sha256_hex: &str) -> Result<Option<ApiKeyRecord>, IndexError>;
+
+    /// Share-link signing keys, (kid, secret hex, created ms), oldest first.
+    async fn share_keys(&self) -> Result<Vec<(String, String, i64)>, IndexError>;
+
+    async fn add_share_key(
+        &self,
+        kid: &str,
+        secret_hex: &str,
+        created_ms: i64,
+    ) -> Result<(), IndexError>;
+
+    /// Removes signing keys made before `before_ms`, except `keep`.
+    async fn prune_share_keys(&self, before_ms: i64, keep: &str) -> Result<u64, IndexError>;
 }
 
 fn record(r: &sqlx::any::AnyRow) -> Result<ApiKeyRecord, IndexError> {
@@ -118,5 +131,49 @@ impl Credentials for SqlIndex {
         .as_ref()
         .map(record)
         .transpose()
+    }
+
+    async fn share_keys(&self) -> Result<Vec<(String, String, i64)>, IndexError> {
+        let rows =
+            sqlx::query("SELECT kid, secret, created_at FROM share_keys ORDER BY created_at, kid")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("kid")?,
+                    r.try_get("secret")?,
+                    r.try_get("created_at")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn add_share_key(
+        &self,
+        kid: &str,
+        secret_hex: &str,
+        created_ms: i64,
+    ) -> Result<(), IndexError> {
+        let _writer = self.writer().await;
+        sqlx::query("INSERT INTO share_keys (kid, secret, created_at) VALUES ($1, $2, $3)")
+            .bind(kid)
+            .bind(secret_hex)
+            .bind(created_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn prune_share_keys(&self, before_ms: i64, keep: &str) -> Result<u64, IndexError> {
+        let _writer = self.writer().await;
+        Ok(
+            sqlx::query("DELETE FROM share_keys WHERE created_at < $1 AND kid <> $2")
+                .bind(before_ms)
+                .bind(keep)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
     }
 }

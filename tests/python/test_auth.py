@@ -503,3 +503,51 @@ def test_keycloak_roles_claim(phim_factory):
         assert srv.get("/dicomweb/studies", headers=bearer(kc.token("svc-modality"))).status_code == 403
     finally:
         kc.close()
+
+
+# --------------------------------------------------------------------------- share links
+
+
+def test_share_links_open_one_study(locked):
+    srv, keys, inst = locked["srv"], locked["keys"], locked["inst"]
+    other = Instance.make(f"share-other-{locked['profile']}", patient_id="SHARE-OTHER")
+    assert stow_as(srv, keys["admin"], [other.data]).status_code == 200
+    share = f"/api/studies/{inst.study}/share"
+    assert srv.post(share, headers=bearer(keys["modality"])).status_code == 403
+    assert srv.post(share).status_code == 401
+    assert srv.post(f"/api/studies/{uid_for('nope')}/share", headers=bearer(keys["clinician"])).status_code == 404
+    made = srv.post(share, json={"expires_in": 600}, headers=bearer(keys["clinician"]))
+    assert made.status_code == 200, made.text
+    link = made.json()
+    token = link["token"]
+    assert link["viewer"].endswith(f"/study/{inst.study}?share={token}")
+    # As a bearer token and as the `share` parameter a viewer URL carries.
+    md = f"/dicomweb/studies/{inst.study}/metadata"
+    assert srv.get(md, headers=bearer(token)).status_code == 200
+    assert srv.get(md, params={"share": token}).status_code == 200
+    # Searches see the shared study only, whatever they ask for.
+    for params in ({}, {"StudyInstanceUID": other.study}, {"PatientID": "SHARE-OTHER"}):
+        r = srv.get("/dicomweb/studies", params={**params, "share": token})
+        found = {s["0020000D"]["Value"][0] for s in r.json()} if r.status_code == 200 else set()
+        assert found <= {inst.study} and other.study not in found, (params, r.status_code)
+    assert inst.study in study_uids(srv, token)
+    for path in (f"/dicomweb/studies/{other.study}/metadata", f"/dicomweb/studies/{other.study}",
+                 "/api/changes", f"/fhir/ImagingStudy/{other.study}"):
+        assert srv.get(path, params={"share": token}).status_code == 403, path
+    assert stow_as(srv, token, [Instance.make("via-share").data]).status_code == 403
+    # IID hands the link on to the viewer.
+    r = srv.get("/IHEInvokeImageDisplay", params={"requestType": "STUDY", "studyUID": inst.study, "share": token},
+                allow_redirects=False)
+    assert r.status_code == 302 and f"share={token}" in r.headers["Location"], r.headers
+    # Tampered: refused.
+    head, sig = token.rsplit(".", 1)
+    assert srv.get(md, headers=bearer(head + "." + sig[::-1])).status_code == 401
+    # A new signing key: links signed before keep working; new ones use the new key.
+    cp = run_phim(["share-key", "rotate", *locked["storage"]], locked["tmp"] / "rotate.log")
+    assert cp.returncode == 0, cp.stderr.decode()
+    assert srv.get(md, headers=bearer(token)).status_code == 200
+    short = srv.post(share, json={"expires_in": 1}, headers=bearer(keys["radiologist"])).json()["token"]
+    assert short.split(".")[0] != token.split(".")[0]
+    time.sleep(2.1)
+    r = srv.get(md, headers=bearer(short))
+    assert r.status_code == 401 and "expired" in r.text, r.text
