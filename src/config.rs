@@ -193,6 +193,76 @@ pub struct ServeArgs {
     pub emr: EmrArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS for HTTPS and DICOM TLS (one certificate for both).
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain: HTTPS on --listen, and DICOM TLS on --dicom-tls-listen.
+    #[arg(long, env = "PHIM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "PHIM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// DICOM TLS address (PS3.15 Annex B; default 127.0.0.1:2762 when --tls-cert is given), or "off".
+    #[arg(long, env = "PHIM_DICOM_TLS_LISTEN")]
+    pub dicom_tls_listen: Option<String>,
+    /// PEM CA certificates: DICOM TLS peers must present a client certificate signed by one.
+    #[arg(long, env = "PHIM_DICOM_TLS_CA")]
+    pub dicom_tls_ca: Option<PathBuf>,
+}
+
+/// What [`TlsArgs`] asks for, loaded.
+#[derive(Debug, Clone)]
+pub struct TlsSetup {
+    pub https: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    pub dicom: Option<(
+        SocketAddr,
+        std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+    )>,
+    pub dicom_client_certs: bool,
+}
+
+impl TlsArgs {
+    pub fn setup(&self) -> Result<TlsSetup, String> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            if self.dicom_tls_ca.is_some()
+                || self
+                    .dicom_tls_listen
+                    .as_deref()
+                    .is_some_and(|l| !l.eq_ignore_ascii_case("off"))
+            {
+                return Err(
+                    "--dicom-tls-listen and --dicom-tls-ca need --tls-cert and --tls-key".into(),
+                );
+            }
+            return Ok(TlsSetup {
+                https: None,
+                dicom: None,
+                dicom_client_certs: false,
+            });
+        };
+        let https = crate::tls::server_config(cert, key, None, &[b"http/1.1"])?;
+        let listen = self.dicom_tls_listen.as_deref().unwrap_or("127.0.0.1:2762");
+        let dicom = if listen.eq_ignore_ascii_case("off") {
+            None
+        } else {
+            let addr = listen
+                .parse()
+                .map_err(|e| format!("--dicom-tls-listen '{listen}': {e}"))?;
+            Some((
+                addr,
+                crate::tls::server_config(cert, key, self.dicom_tls_ca.as_deref(), &[])?,
+            ))
+        };
+        Ok(TlsSetup {
+            https: Some(https),
+            dicom,
+            dicom_client_certs: self.dicom_tls_ca.is_some(),
+        })
+    }
 }
 
 /// Who may use the server (see the README's role table).

@@ -17,4 +17,5 @@ pub mod query;
 pub mod server;
 pub mod store;
 pub mod synth;
+pub mod tls;
 pub mod viewer;

@@ -171,6 +171,7 @@ fn check_exposure(
     args: &ServeArgs,
     auth: &crate::auth::AuthConfig,
     dimse: Option<&crate::dimse::DimseConfig>,
+    tls: &crate::config::TlsSetup,
 ) -> anyhow_like::Result<()> {
     if args.auth.allow_anonymous {
         return Ok(());
@@ -185,12 +186,18 @@ fn check_exposure(
     }
     if let Some(d) = dimse {
         let restricted = d.require_known_ae || !d.allowed_callers.is_empty();
-        if !restricted && !d.listen.ip().is_loopback() {
-            return Err(format!(
-                "refusing to accept DICOM associations on {} from any AE: configure --remote-ae with \
-                 --dicom-require-known-ae (or --dicom-allow), listen on 127.0.0.1, or pass --allow-anonymous",
-                d.listen
-            ));
+        let mut listeners = vec![(d.listen, false)];
+        if let Some((addr, _)) = &tls.dicom {
+            listeners.push((*addr, tls.dicom_client_certs));
+        }
+        for (addr, client_certs) in listeners {
+            if !restricted && !client_certs && !addr.ip().is_loopback() {
+                return Err(format!(
+                    "refusing to accept DICOM associations on {addr} from any AE: configure --remote-ae with \
+                     --dicom-require-known-ae (or --dicom-allow, or --dicom-tls-ca for DICOM TLS), \
+                     listen on 127.0.0.1, or pass --allow-anonymous"
+                ));
+            }
         }
     }
     Ok(())
@@ -200,7 +207,8 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     let dimse = args.dimse.config()?;
     let emr = Arc::new(args.emr.config()?);
     let auth_config = args.auth.config()?;
-    check_exposure(&args, &auth_config, dimse.as_ref())?;
+    let tls = args.tls.setup()?;
+    check_exposure(&args, &auth_config, dimse.as_ref(), &tls)?;
     let (index, store, ingest) = open_backends(&args.storage, &args.ingest).await?;
     let shutdown = CancellationToken::new();
     // Its own token: the writer stops last, after everything that records.
@@ -241,34 +249,55 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
 
-    let dimse_task = match dimse {
-        Some(config) => {
-            let dicom = crate::dimse::bind(&config)
+    let mut dimse_tasks = Vec::new();
+    if let Some(config) = dimse {
+        let config = Arc::new(config);
+        let services = crate::dimse::Services {
+            ingest: ingest.clone(),
+            index: index.clone(),
+            store: store.clone(),
+            audit: audit.clone(),
+        };
+        let limit = crate::dimse::association_limit(&config);
+        let dicom = crate::dimse::bind(config.listen)
+            .await
+            .map_err(|e| format!("cannot listen for DICOM on {}: {e}", config.listen))?;
+        let dicom_addr = dicom.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(
+            ae_title = %config.ae_title,
+            allowed_callers = ?config.allowed_callers,
+            remote_aes = config.remote_aes.len(),
+            require_known_ae = config.require_known_ae,
+            max_associations = config.max_associations,
+            "DICOM listening on {dicom_addr}"
+        );
+        dimse_tasks.push(tokio::spawn(crate::dimse::serve(
+            dicom,
+            None,
+            config.clone(),
+            services.clone(),
+            limit.clone(),
+            shutdown.clone(),
+        )));
+        if let Some((addr, server_config)) = &tls.dicom {
+            let listener = crate::dimse::bind(*addr)
                 .await
-                .map_err(|e| format!("cannot listen for DICOM on {}: {e}", config.listen))?;
-            let dicom_addr = dicom.local_addr().map_err(|e| e.to_string())?;
+                .map_err(|e| format!("cannot listen for DICOM TLS on {addr}: {e}"))?;
+            let tls_addr = listener.local_addr().map_err(|e| e.to_string())?;
             tracing::info!(
-                ae_title = %config.ae_title,
-                allowed_callers = ?config.allowed_callers,
-                remote_aes = config.remote_aes.len(),
-                require_known_ae = config.require_known_ae,
-                max_associations = config.max_associations,
-                "DICOM listening on {dicom_addr}"
+                client_certificates = tls.dicom_client_certs,
+                "DICOM TLS listening on {tls_addr}"
             );
-            Some(tokio::spawn(crate::dimse::serve(
-                dicom,
+            dimse_tasks.push(tokio::spawn(crate::dimse::serve(
+                listener,
+                Some(server_config.clone()),
                 config,
-                crate::dimse::Services {
-                    ingest: ingest.clone(),
-                    index: index.clone(),
-                    store: store.clone(),
-                    audit: audit.clone(),
-                },
+                services,
+                limit,
                 shutdown.clone(),
-            )))
+            )));
         }
-        None => None,
-    };
+    }
 
     let state = AppState {
         index,
@@ -305,7 +334,8 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
             shutdown.clone(),
         )),
     ];
-    tracing::info!("listening on http://{addr} (DICOMweb at http://{addr}/dicomweb)");
+    let scheme = if tls.https.is_some() { "https" } else { "http" };
+    tracing::info!("listening on {scheme}://{addr} (DICOMweb at {scheme}://{addr}/dicomweb)");
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
@@ -314,18 +344,32 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         }
     });
     let http_shutdown = shutdown.clone();
-    // TCP_NODELAY: without it the tail of each streamed response waits for
-    // the client's delayed ACK (~40 ms per request, measured).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-    .await
-    .map_err(|e| e.to_string())?;
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let stopped = async move { http_shutdown.cancelled().await };
+    match &tls.https {
+        Some(config) => {
+            let listener = crate::tls::TlsListener::new(listener, config.clone())
+                .map_err(|e| e.to_string())?;
+            // (TapIo: axum's ConnectInfo<SocketAddr> for any such listener;
+            // TCP_NODELAY is set before the handshake.)
+            let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        None => {
+            // TCP_NODELAY: without it the tail of each streamed response waits for
+            // the client's delayed ACK (~40 ms per request, measured).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
     audit.record(
         audit::Event::new(
             audit::EventId::ApplicationActivity,
@@ -336,7 +380,7 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         .event_type("Application Stop"),
     );
     shutdown.cancel();
-    if let Some(t) = dimse_task {
+    for t in dimse_tasks {
         let _ = t.await;
     }
     if let Some(t) = thumbnail_task {

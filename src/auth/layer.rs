@@ -1,7 +1,5 @@
 //! The HTTP door: one middleware around every route (see [`require`]).
 
-use std::net::SocketAddr;
-
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::Next;
@@ -25,7 +23,7 @@ pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -
     }
     let address = req
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
     let path = req.uri().path().to_owned();
     // A share link in the URL (a viewer or <img> cannot send headers).

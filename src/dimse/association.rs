@@ -86,6 +86,7 @@ pub(super) async fn run(
     config: &DimseConfig,
     policy: Policy,
     services: &Services,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 ) {
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(policy)
@@ -109,13 +110,35 @@ pub(super) async fn run(
     for ts in transfer_syntax::KNOWN {
         options = options.with_transfer_syntax(ts.uid);
     }
-    let mut assoc = match options.establish_async(socket).await {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::info!(%peer, error = %e, "association not established");
-            return;
+    match tls {
+        None => match options.establish_async(socket).await {
+            Ok(a) => serve(a, peer, config, services).await,
+            Err(e) => tracing::info!(%peer, error = %e, "association not established"),
+        },
+        Some(tls) => {
+            let options = options.tls_config(tls);
+            let established =
+                tokio::time::timeout(config.timeout, options.establish_tls_async(socket)).await;
+            match established {
+                Ok(Ok(a)) => serve(a, peer, config, services).await,
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "DICOM TLS association not established")
+                }
+                Err(_) => tracing::info!(%peer, "DICOM TLS association not established: timed out"),
+            }
         }
-    };
+    }
+}
+
+/// Serves one established association until release or abort.
+async fn serve<S>(
+    mut assoc: dicom_ul::association::server::AsyncServerAssociation<S>,
+    peer: SocketAddr,
+    config: &DimseConfig,
+    services: &Services,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
     let calling = assoc.peer_ae_title().to_owned();
     let accepted = assoc
         .presentation_contexts()

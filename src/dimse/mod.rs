@@ -163,19 +163,26 @@ impl DimseConfig {
 }
 
 /// Binds the DICOM port (so start-up fails early when it is taken).
-pub async fn bind(config: &DimseConfig) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(config.listen).await
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
 }
 
-/// Accepts associations until `shutdown` is cancelled.
+/// The bound on associations at once, shared by the plain and the TLS
+/// listener.
+pub fn association_limit(config: &DimseConfig) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(config.max_associations.max(1)))
+}
+
+/// Accepts associations until `shutdown` is cancelled; with `tls`, each
+/// connection is a DICOM TLS one (PS3.15 B.1).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    config: DimseConfig,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    config: Arc<DimseConfig>,
     services: Services,
+    limit: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
-    let limit = Arc::new(Semaphore::new(config.max_associations.max(1)));
-    let config = Arc::new(config);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -212,9 +219,9 @@ pub async fn serve(
             config: config.clone(),
             peer: peer.ip(),
         };
-        let (config, services) = (config.clone(), services.clone());
+        let (config, services, tls) = (config.clone(), services.clone(), tls.clone());
         tokio::spawn(async move {
-            association::run(socket, peer, &config, policy, &services).await;
+            association::run(socket, peer, &config, policy, &services, tls).await;
             drop(permit);
         });
     }

@@ -130,7 +130,8 @@ class PhimFactory:
 
     def start(self, profile: str = "embedded", *, data_dir: Path | None = None,
               store: ProdStore | None = None, extra_args: list[str] | None = None,
-              name: str | None = None, env: dict[str, str] | None = None) -> PhimServer:
+              name: str | None = None, env: dict[str, str] | None = None,
+              tls_ca: str | None = None) -> PhimServer:
         require_phim_bin()
         self._n += 1
         name = name or f"{profile}-{self._n}"
@@ -142,7 +143,8 @@ class PhimFactory:
         elif profile != "embedded":
             raise ValueError(profile)
         args += extra_args or []
-        srv = PhimServer(name, args, self.tmp / f"{name}.log", env={**os.environ, **env} if env else None)
+        srv = PhimServer(name, args, self.tmp / f"{name}.log", env={**os.environ, **env} if env else None,
+                         tls_ca=tls_ca)
         srv.profile = profile  # type: ignore[attr-defined]
         srv.data_dir = data_dir  # type: ignore[attr-defined]
         srv.store = store  # type: ignore[attr-defined]

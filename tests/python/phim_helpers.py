@@ -29,7 +29,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-LISTEN_RE = re.compile(r"listening on http://([0-9.]+:[0-9]+)")
+LISTEN_RE = re.compile(r"listening on (https?)://([0-9.]+:[0-9]+)")
 DICOM_LISTEN_RE = re.compile(r"DICOM listening on ([0-9.]+):([0-9]+)")
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 START_TIMEOUT = 60.0
@@ -105,8 +105,11 @@ LIVE_SERVERS: list["PhimServer"] = []
 class PhimServer:
     """One `phim serve` process. Its stdout+stderr go to `log_path`."""
 
-    def __init__(self, name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None):
+    def __init__(self, name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 tls_ca: str | None = None):
         self.name = name
+        # http, or https when the server was given --tls-cert (then `tls_ca` verifies it).
+        self.scheme = "http"
         self.args = list(args)
         self.log_path = Path(log_path)
         self.env = dict(os.environ if env is None else env)
@@ -119,6 +122,8 @@ class PhimServer:
         if not any(a.startswith("--dicom-listen") for a in self.args):
             self.args += ["--dicom-listen", "127.0.0.1:0"]
         self.http = requests.Session()
+        # Per request: requests lets REQUESTS_CA_BUNDLE override a session's `verify`.
+        self.tls_ca = tls_ca
         self.exit_code: int | None = None
 
     # -- lifecycle
@@ -150,7 +155,8 @@ class PhimServer:
         while True:
             m = LISTEN_RE.search(ANSI_RE.sub("", self.log_text()))
             if m:
-                return m.group(1)
+                self.scheme = m.group(1)
+                return m.group(2)
             rc = self.proc.poll()
             if rc is not None:
                 raise ServerStartError(
@@ -166,7 +172,7 @@ class PhimServer:
         last = "no answer"
         while True:
             try:
-                r = self.http.get(self.url("/readyz"), timeout=5)
+                r = self.get("/readyz", timeout=5)
                 if r.status_code == 200:
                     return
                 last = f"HTTP {r.status_code}: {r.text[:200]}"
@@ -219,19 +225,21 @@ class PhimServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.addr}"
+        return f"{self.scheme}://{self.addr}"
 
     @property
     def dicomweb(self) -> str:
         return f"{self.base_url}/dicomweb"
 
     def url(self, path: str) -> str:
-        if path.startswith("http://"):
+        if path.startswith(("http://", "https://")):
             return path
         return self.base_url + (path if path.startswith("/") else "/" + path)
 
     def request(self, method: str, path: str, **kw) -> requests.Response:
         kw.setdefault("timeout", HTTP_TIMEOUT)
+        if self.tls_ca:
+            kw.setdefault("verify", self.tls_ca)
         return self.http.request(method, self.url(path), **kw)
 
     def get(self, path: str, **kw) -> requests.Response:
