@@ -39,10 +39,17 @@ export function num(ds: DicomJson, tag: string, index = 0): number | undefined {
   return Number.isFinite(n) ? n : undefined;
 }
 
+/** The server refused a request (403): the caller, or the share link, may not see this. */
+export class Forbidden extends Error {
+  constructor() {
+    super(t('forbidden'));
+  }
+}
+
 async function getJson(url: string, signal?: AbortSignal): Promise<DicomJson[]> {
   const res = await authFetch(url, { headers: { Accept: 'application/dicom+json' }, signal });
   if (res.status === 204) return [];
-  if (res.status === 403) throw new Error(t('forbidden'));
+  if (res.status === 403) throw new Forbidden();
   if (!res.ok) throw new Error(`${res.status} ${res.statusText}: ${url.replace(location.origin, '')}`);
   const text = await res.text();
   return text ? (JSON.parse(text) as DicomJson[]) : [];
@@ -118,12 +125,16 @@ export function searchStudies(q: StudyQuery, signal?: AbortSignal): Promise<Dico
   return getJson(studyQueryUrl(q), signal);
 }
 
-export function getStudy(studyUid: string): Promise<DicomJson[]> {
+/**
+ * The study's QIDO row, or undefined. Only a row of that study counts: a
+ * server may narrow a search (a share link's searches reach its own study).
+ */
+export async function getStudy(studyUid: string): Promise<DicomJson | undefined> {
   const p = new URLSearchParams({ StudyInstanceUID: studyUid });
   for (const f of [T.StudyDescription, T.ModalitiesInStudy, T.PatientBirthDate, T.PatientSex, T.IssuerOfPatientID]) {
     p.append('includefield', f);
   }
-  return getJson(`${DICOMWEB}/studies?${p}`);
+  return (await getJson(`${DICOMWEB}/studies?${p}`)).find((s) => str(s, T.StudyInstanceUID) === studyUid);
 }
 
 /** The studies of a patient (for priors), with what the overlay and the list show. */

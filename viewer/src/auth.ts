@@ -17,6 +17,14 @@
 // on every request the viewer makes: `authFetch` for its own fetches,
 // `authHeaders` for cornerstone's image loader, `setAuthImage` for <img>.
 // A 401 that a renewal cannot cure ends the session: back to the login page.
+//
+// A share link (`?share=phims_…` in the page's URL, from
+// POST /api/studies/{study}/share or the IHE IID redirect) replaces all of
+// that: its token is the bearer of every request, nobody is asked to log in,
+// and a 401 ends the link (expired or not valid), not a session. The token
+// stays in the URL, which is what the link is (a reload works), and is never
+// written to web storage. Its payload (study, series, expiry) is read for
+// display and navigation only; the server alone decides what it opens.
 
 import { InMemoryWebStorage, User, UserManager, WebStorageStateStore } from 'oidc-client-ts';
 
@@ -38,6 +46,22 @@ const DEFAULT_SCOPE = 'openid profile offline_access';
 /** Why the login page is shown. */
 export type LoginReason = 'needed' | 'ended' | 'failed' | 'unavailable';
 
+/** Why a share link no longer opens anything: the server said it expired, or refused it otherwise. */
+export type ShareEnd = 'expired' | 'invalid';
+
+/** A share link of this page's URL, and what its token's payload says (display only, never trusted). */
+export interface ShareLink {
+  token: string;
+  /** Study Instance UID the link was made for (payload `s`), null when unreadable. */
+  study: string | null;
+  /** Series Instance UID of a series link (payload `se`). */
+  series: string | null;
+  /** Expiry, seconds since the epoch (payload `exp`). */
+  exp: number | null;
+}
+
+export const SHARE_PREFIX = 'phims_';
+
 /**
  * Set in this tab's sessionStorage while someone is signed in (a flag, never a
  * token): a reload then goes straight back through the identity provider,
@@ -54,6 +78,9 @@ let renewing: Promise<User | null> | null = null;
 let renewTimer = 0;
 let ended: ((reason: LoginReason) => void) | null = null;
 const userListeners: Array<(u: User | null) => void> = [];
+let share: ShareLink | null = null;
+let shareEnd: ShareEnd | null = null;
+let shareEnded: ((reason: ShareEnd) => void) | null = null;
 
 /** A request refused because the session is over (the login page is being shown). */
 export class SessionEnded extends Error {
@@ -75,19 +102,62 @@ export async function loadAuthConfig(): Promise<AuthConfig> {
 }
 
 /**
+ * Reads a share token's payload (base64url JSON between `phims_` and the
+ * `.`). For display and navigation only: the signature is the server's to check.
+ */
+export function readShareToken(token: string): ShareLink {
+  const link: ShareLink = { token, study: null, series: null, exp: null };
+  if (!token.startsWith(SHARE_PREFIX)) return link;
+  try {
+    const b64 = token.slice(SHARE_PREFIX.length).split('.')[0].replace(/-/g, '+').replace(/_/g, '/');
+    const bytes = Uint8Array.from(atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4)), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes)) as { s?: unknown; se?: unknown; exp?: unknown };
+    if (typeof claims.s === 'string') link.study = claims.s;
+    if (typeof claims.se === 'string') link.series = claims.se;
+    if (typeof claims.exp === 'number' && Number.isFinite(claims.exp)) link.exp = claims.exp;
+  } catch {
+    // Unreadable: the server will say why it refuses the token.
+  }
+  return link;
+}
+
+/** The share link this page was opened with, or null. */
+export function sharedLink(): ShareLink | null {
+  return share;
+}
+
+/** The page of the shared study (what the link opens), with the token, for in-app navigation. */
+export function shareHome(link: ShareLink): string | null {
+  if (!link.study) return null;
+  const p = new URLSearchParams({ share: link.token });
+  if (link.series) p.set('series', link.series);
+  return `/study/${encodeURIComponent(link.study)}?${p}`;
+}
+
+/**
  * Sets the viewer's authentication up from the server's settings, finishing a
  * sign-in when this page is the identity provider's redirect back.
- * `onEnded` is called when a signed-in session ends by itself.
- * Returns where the app stands: `open` (nothing required: as without
- * authentication), `in` (signed in), `resume` (signed in before a reload of
- * this tab: call {@link login}), or a reason to show the login page.
+ * `onEnded` is called when a signed-in session ends by itself, `onShareEnded`
+ * when the server refuses the page's share link (401).
+ * Returns where the app stands: `share` (opened with a share link: nobody
+ * logs in), `open` (nothing required: as without authentication), `in`
+ * (signed in), `resume` (signed in before a reload of this tab: call
+ * {@link login}), or a reason to show the login page.
  */
 export async function startAuth(
   cfg: AuthConfig,
   onEnded: (reason: LoginReason) => void,
-): Promise<'open' | 'in' | 'resume' | LoginReason> {
+  onShareEnded?: (reason: ShareEnd) => void,
+): Promise<'share' | 'open' | 'in' | 'resume' | LoginReason> {
   config = cfg;
   ended = onEnded;
+  shareEnded = onShareEnded ?? null;
+  const token = new URLSearchParams(location.search).get('share');
+  if (token) {
+    // Whatever the server requires and whoever was signed in in this tab: the link decides.
+    share = readShareToken(token);
+    return 'share';
+  }
   if (!cfg.required) {
     if (location.pathname === CALLBACK_PATH) history.replaceState(null, '', '/');
     return 'open';
@@ -132,14 +202,26 @@ export async function startAuth(
   return sessionStorage.getItem(RESUME_KEY) === '1' ? 'resume' : 'needed';
 }
 
-/** True when the server requires a sign-in and nobody is signed in: no data may be asked for. */
+/** True when the server requires a sign-in and nobody is signed in (nor a share link used): no data may be asked for. */
 export function signedOut(): boolean {
-  return config.required && user === null;
+  return config.required && user === null && share === null;
 }
 
-/** True when requests carry a token (the server requires one). */
+/** True when requests carry a token (the server requires one, or a share link is used). */
 export function authActive(): boolean {
-  return config.required && manager !== null;
+  return share !== null || (config.required && manager !== null);
+}
+
+/**
+ * The server refused the share link (a 401, whose body says why): the link
+ * is over for this page. `why` is the server's text; without one, the
+ * payload's expiry picks the message (display only).
+ */
+function endShare(why: string): void {
+  if (!share || shareEnd) return;
+  const expired = why ? /expired/i.test(why) : share.exp !== null && share.exp * 1000 <= Date.now();
+  shareEnd = expired ? 'expired' : 'invalid';
+  shareEnded?.(shareEnd);
 }
 
 export function currentUser(): User | null {
@@ -242,6 +324,10 @@ function endSession(): void {
 
 /** A valid access token, renewed first when it has (nearly) expired; null when open or signed out. */
 export async function accessToken(): Promise<string | null> {
+  if (share) {
+    if (shareEnd) throw new SessionEnded();
+    return share.token;
+  }
   if (!authActive()) return null;
   let u = user;
   if (!u) throw new SessionEnded();
@@ -264,6 +350,10 @@ export async function authHeaders(): Promise<Record<string, string>> {
  * true when the caller may retry with the new token. Otherwise the session ends.
  */
 export async function unauthorized(sentToken: string | null): Promise<boolean> {
+  if (share) {
+    endShare('');
+    return false;
+  }
   if (!authActive() || !user) return false;
   if (sentToken && user.access_token !== sentToken) return true; // renewed meanwhile
   const next = await renew();
@@ -274,6 +364,14 @@ export async function unauthorized(sentToken: string | null): Promise<boolean> {
 
 /** fetch() with the access token; a 401 is retried once after a renewal, then ends the session. */
 export async function authFetch(url: string, init: RequestInit = {}): Promise<Response> {
+  if (share) {
+    const headers = new Headers(init.headers);
+    headers.set('Authorization', `Bearer ${await accessToken()}`);
+    const res = await fetch(url, { ...init, headers });
+    if (res.status !== 401) return res;
+    endShare(await res.text().catch(() => ''));
+    throw new SessionEnded();
+  }
   if (!authActive()) return fetch(url, init);
   for (let attempt = 0; ; attempt++) {
     const tok = await accessToken();

@@ -106,6 +106,13 @@ const en = {
   authConfigError: 'The archive cannot be reached',
   retry: 'Retry',
   forbidden: 'Your account is not allowed to see this (403 Forbidden).',
+  sharedLink: 'Shared link',
+  shareExpires: 'expires',
+  shareExpired: 'This link has expired.',
+  shareInvalid: 'This link is not valid.',
+  shareForbidden: 'This link does not open this study.',
+  shareAskAgain: 'Ask the person who sent it for a new link.',
+  shareOpenStudy: 'Open the shared study',
 };
 
 type Dict = typeof en;
@@ -213,6 +220,13 @@ const vi: Dict = {
   authConfigError: 'Không kết nối được kho lưu trữ',
   retry: 'Thử lại',
   forbidden: 'Tài khoản của bạn không có quyền xem nội dung này (403 Forbidden).',
+  sharedLink: 'Liên kết chia sẻ',
+  shareExpires: 'hết hạn',
+  shareExpired: 'Liên kết này đã hết hạn.',
+  shareInvalid: 'Liên kết này không hợp lệ.',
+  shareForbidden: 'Liên kết này không mở ca chụp này.',
+  shareAskAgain: 'Vui lòng xin người đã gửi một liên kết mới.',
+  shareOpenStudy: 'Mở ca chụp được chia sẻ',
 };
 
 const dicts: Record<Lang, Dict> = { en, vi };
@@ -264,6 +278,13 @@ export function formatDate(d: string): string {
 export function formatTime(tm: string): string {
   const m = /^(\d{2})(\d{2})?/.exec(tm);
   return m ? `${m[1]}:${m[2] ?? '00'}` : tm;
+}
+
+/** A moment (seconds since 1970) as the local date and time: 02/12/2026 14:05. */
+export function formatDateTime(seconds: number): string {
+  return new Intl.DateTimeFormat(locale(), {
+    year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit',
+  }).format(new Date(seconds * 1000));
 }
 
 /** A number in the UI language's format. */

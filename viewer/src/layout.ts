@@ -67,9 +67,10 @@ export class Layout {
     this.setActive((this.active + 1) % this.panes.length);
   }
 
-  /** The first series no pane shows yet (series are compared side by side). */
+  /** The series asked for first, else the first series no pane shows yet (series are compared side by side). */
   private nextUnshown(): DicomJson | null {
     const shown = new Set(this.panes.map((p) => p.seriesUid));
-    return this.ctx.series.find((s) => !shown.has(str(s, T.SeriesInstanceUID))) ?? null;
+    const unshown = this.ctx.series.filter((s) => !shown.has(str(s, T.SeriesInstanceUID)));
+    return unshown.find((s) => str(s, T.SeriesInstanceUID) === this.ctx.firstSeries) ?? unshown[0] ?? null;
   }
 }

@@ -1,8 +1,9 @@
 // The login page, shown instead of the archive while nobody is signed in to
 // a server that requires it. It asks the server for nothing but goes to the
-// identity provider when the button is pressed.
+// identity provider when the button is pressed. And the page shown instead
+// of a share link's study when the link no longer opens it (or never did).
 
-import { LoginReason, login } from './auth';
+import { LoginReason, login, ShareEnd } from './auth';
 import { t } from './i18n';
 
 const MESSAGES: Record<LoginReason, Parameters<typeof t>[0]> = {
@@ -35,4 +36,32 @@ export function renderLogin(root: HTMLElement, reason: LoginReason): void {
     }
   });
   button.focus();
+}
+
+/** Why a share link shows no study: the server's 401 (expired, not valid), or a 403 for this study. */
+export type ShareRefusal = ShareEnd | 'forbidden';
+
+const SHARE_MESSAGES: Record<ShareRefusal, Parameters<typeof t>[0]> = {
+  expired: 'shareExpired',
+  invalid: 'shareInvalid',
+  forbidden: 'shareForbidden',
+};
+
+/**
+ * The page of a share link that opens nothing here. No login button: the
+ * person holding a link may have no account. `home` (the link's own study)
+ * is offered when this page is another study.
+ */
+export function renderShareRefused(root: HTMLElement, reason: ShareRefusal, home: string | null): void {
+  root.innerHTML = `
+    <section class="login-page share-page" id="share-page" data-reason="${reason}">
+      <h1>Phim</h1>
+      <p class="login-msg err" id="share-msg">${t(SHARE_MESSAGES[reason])}</p>
+      <p class="login-msg">${reason === 'forbidden' && home ? `<a id="share-home"></a>` : t('shareAskAgain')}</p>
+    </section>`;
+  const a = root.querySelector<HTMLAnchorElement>('#share-home');
+  if (a && home) {
+    a.href = home;
+    a.textContent = t('shareOpenStudy');
+  }
 }

@@ -1,12 +1,18 @@
 // Entry point: a tiny path router between the study list and the study view,
-// behind the login page when the server requires a sign-in (auth.ts).
+// behind the login page when the server requires a sign-in (auth.ts). A
+// share link (`/study/<uid>?share=…`) opens its study only: no login, no
+// list, no priors, a banner with its expiry, and a page of its own once the
+// server refuses it.
 
 import { renderList } from './list';
-import { lang, onLangChange, setLang, t, Lang } from './i18n';
+import { formatDateTime, lang, onLangChange, setLang, t, Lang } from './i18n';
 import { renderStudy, leaveStudy } from './study';
 import { initCornerstone } from './tools';
-import { currentUser, displayName, loadAuthConfig, login, LoginReason, logout, onUserChange, signedOut, startAuth } from './auth';
-import { renderLogin } from './login';
+import {
+  currentUser, displayName, loadAuthConfig, login, LoginReason, logout, onUserChange, ShareEnd, shareHome, ShareLink,
+  sharedLink, signedOut, startAuth,
+} from './auth';
+import { renderLogin, renderShareRefused } from './login';
 
 const app = document.getElementById('app')!;
 const crumb = document.getElementById('crumb')!;
@@ -17,6 +23,8 @@ const userBox = document.getElementById('user')!;
 let listUrl = '/';
 /** Why the login page shows, when it does. */
 let loginReason: LoginReason = 'needed';
+/** Set once the server refused this page's share link. */
+let shareEnd: ShareEnd | null = null;
 let started = false;
 
 function navigate(path: string): void {
@@ -26,6 +34,11 @@ function navigate(path: string): void {
 
 function route(): void {
   leaveStudy();
+  const link = sharedLink();
+  if (link) {
+    routeShared(link);
+    return;
+  }
   if (signedOut()) {
     // Nothing of the archive is asked for until someone is signed in.
     crumb.textContent = '';
@@ -40,7 +53,7 @@ function route(): void {
       e.preventDefault();
       navigate(listUrl);
     });
-    void renderStudy(app, decodeURIComponent(m[1]));
+    void renderStudy(app, decodeURIComponent(m[1]), { series: new URLSearchParams(location.search).get('series') });
   } else {
     crumb.textContent = '';
     renderList(app, (path) => {
@@ -48,6 +61,44 @@ function route(): void {
       navigate(path);
     });
   }
+}
+
+/**
+ * The study of a share link, and only that: no list (the link reaches
+ * nothing else), no priors; the banner says until when the link works.
+ */
+function routeShared(link: ShareLink): void {
+  const home = shareHome(link);
+  if (shareEnd) {
+    crumb.textContent = '';
+    renderShareRefused(app, shareEnd, home);
+    return;
+  }
+  let m = location.pathname.match(/^\/study\/([^/]+)\/?$/);
+  if (!m && home) {
+    // Not a study page (the list, a typed URL): the link's own study.
+    history.replaceState(null, '', home);
+    m = location.pathname.match(/^\/study\/([^/]+)\/?$/);
+  }
+  renderShareBanner(link);
+  if (!m) {
+    renderShareRefused(app, 'invalid', null);
+    return;
+  }
+  startCornerstone();
+  void renderStudy(app, decodeURIComponent(m[1]), {
+    series: new URLSearchParams(location.search).get('series'),
+    priors: false,
+    onForbidden: () => renderShareRefused(app, 'forbidden', home),
+  });
+}
+
+/** "Shared link — expires <local date and time>" in the top bar (the expiry from the token: display only). */
+function renderShareBanner(link: ShareLink): void {
+  crumb.innerHTML = `<span class="share-banner" id="share-banner"></span>`;
+  const banner = crumb.querySelector<HTMLElement>('#share-banner')!;
+  banner.textContent = link.exp !== null ? `${t('sharedLink')} — ${t('shareExpires')} ${formatDateTime(link.exp)}` : t('sharedLink');
+  banner.dataset.expires = link.exp !== null ? String(link.exp) : '';
 }
 
 /** The signed-in user's name and the "Log out" button in the top bar. */
@@ -86,10 +137,17 @@ async function start(): Promise<void> {
     app.querySelector('#auth-retry')!.addEventListener('click', () => void start());
     return;
   }
-  const state = await startAuth(cfg, (reason) => {
-    loginReason = reason;
-    route();
-  });
+  const state = await startAuth(
+    cfg,
+    (reason) => {
+      loginReason = reason;
+      route();
+    },
+    (reason) => {
+      shareEnd = reason;
+      route();
+    },
+  );
   if (state === 'resume') {
     // Signed in before this reload: back through the identity provider.
     app.innerHTML = `<div class="msg" id="auth-resume">${t('loading')}</div>`;
@@ -100,14 +158,16 @@ async function start(): Promise<void> {
       console.warn(`login: ${e}`);
       loginReason = 'needed';
     }
-  } else if (state !== 'open' && state !== 'in') loginReason = state;
+  } else if (state !== 'share' && state !== 'open' && state !== 'in') loginReason = state;
   started = true;
   route();
 }
 
 document.getElementById('home')!.addEventListener('click', (e) => {
   e.preventDefault();
-  if (started) navigate('/');
+  // A share link's home is its study: the list is not reachable with it.
+  const link = sharedLink();
+  if (started) navigate((link && shareHome(link)) || '/');
 });
 userBox.querySelector('#logout')!.addEventListener('click', () => {
   loginReason = 'needed';

@@ -4,7 +4,7 @@
 
 import { RenderingEngine, utilities as csUtils } from '@cornerstonejs/core';
 
-import { DicomJson, getStudy, instanceMetadata, num, searchSeries, str, T } from './api';
+import { DicomJson, Forbidden, getStudy, instanceMetadata, num, searchSeries, str, T } from './api';
 import { emrAnchor, EmrUnavailable, studyEmrLink } from './emr';
 import { t } from './i18n';
 import { Layout, LAYOUT_ORDER, LayoutName } from './layout';
@@ -65,7 +65,16 @@ function esc(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-export async function renderStudy(root: HTMLElement, studyUid: string): Promise<void> {
+export interface StudyOptions {
+  /** Series Instance UID to show first (`?series=` in the URL), when the study has it. */
+  series?: string | null;
+  /** Whether to list the patient's other studies (not through a share link: it reaches this study only). */
+  priors?: boolean;
+  /** Called instead of the panel's error message when the server refuses the study (403). */
+  onForbidden?: () => void;
+}
+
+export async function renderStudy(root: HTMLElement, studyUid: string, opts: StudyOptions = {}): Promise<void> {
   root.innerHTML = `
     <div class="study">
       <aside class="study-side">
@@ -155,12 +164,17 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
   let series: DicomJson[];
   try {
     // The queries go out first; cornerstone starts while they are on the wire.
-    const queries = Promise.all([getStudy(studyUid).then((r) => r[0]), searchSeries(studyUid)]);
+    const queries = Promise.all([getStudy(studyUid), searchSeries(studyUid)]);
     await initCornerstone();
     [study, series] = await queries;
     if (!study) throw new Error(`${t('noSuchStudy')} ${studyUid}`);
   } catch (e) {
     loadError = String(e);
+    if (e instanceof Forbidden && opts.onForbidden && window.__viewer) {
+      leaveStudy();
+      opts.onForbidden();
+      return;
+    }
     panel.innerHTML = `<div class="msg err">${t('error')}: ${esc(e instanceof Error ? e.message : String(e))}</div>`;
     return;
   }
@@ -203,6 +217,7 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
     studyUid,
     study,
     series,
+    firstSeries: opts.series ?? undefined,
     // The tag browser follows the active pane's image.
     onImage: (p) => {
       sync.follow(p);
@@ -335,10 +350,12 @@ export async function renderStudy(root: HTMLElement, studyUid: string): Promise<
 
   renderSeriesPanel(panel, studyUid, series, (s) => void loadIntoActive(s));
   // The patient's other studies, to compare with: their series load into the active viewport.
-  const priors = document.createElement('div');
-  priors.className = 'priors';
-  panel.append(priors);
-  void renderPriors(priors, study, (s, from) => void loadIntoActive(s, from));
+  if (opts.priors !== false) {
+    const priors = document.createElement('div');
+    priors.className = 'priors';
+    panel.append(priors);
+    void renderPriors(priors, study, (s, from) => void loadIntoActive(s, from));
+  }
   chooseTool('windowLevel');
   chooseLayout('1x1');
   const first = active();

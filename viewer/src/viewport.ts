@@ -39,6 +39,8 @@ export interface StudyContext {
   studyUid: string;
   study: DicomJson;
   series: DicomJson[];
+  /** The series the first free pane shows (`?series=`), when it is one of `series`. */
+  firstSeries?: string;
   /** A pane shows another image (scroll, cine, new series). */
   onImage?: (pane: Pane) => void;
   /** A pane finished loading a series. */
