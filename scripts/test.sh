@@ -9,6 +9,7 @@
 #   6. the viewer end-to-end tests (tests/e2e): builds viewer/, drives Debian's
 #      chromium with playwright-core against a fresh `phim serve` (run.mjs), then the
 #      OpenID Connect login against the test provider tests/oidc (its selftest, login.mjs),
+#      then share links without a login (share.mjs),
 #   7. the OHIF acceptance test (tests/ohif): the prebuilt OHIF Viewer 3 (pinned, fetched once
 #      with `npm pack` into $PHIM_TOOLS_DIR/ohif) behind a same-origin proxy to a fresh
 #      `phim serve`, judged from the canvas pixels.
@@ -158,6 +159,10 @@ if [ "${PHIM_SKIP_E2E:-0}" != 1 ]; then
         PHIM_BIN=$PHIM_BIN PHIM_LOAD_BIN=$ROOT/target/debug/phim-load \
             PHIM_VIEWER_DIR=$ROOT/viewer/dist E2E_OUT=$ROOT/.test-work/e2e \
             node tests/e2e/login.mjs || rc=1
+        # Share links: a study opened with a link's token only, no login.
+        PHIM_BIN=$PHIM_BIN PHIM_LOAD_BIN=$ROOT/target/debug/phim-load \
+            PHIM_VIEWER_DIR=$ROOT/viewer/dist E2E_OUT=$ROOT/.test-work/e2e \
+            node tests/e2e/share.mjs || rc=1
         return $rc
     }
     set +e
