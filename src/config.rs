@@ -195,6 +195,30 @@ pub struct ServeArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub audit: AuditArgs,
+}
+
+/// Where audit events go besides the index's audit table.
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    /// ATNA audit repository: tcp://host:port or tls://host:port (RFC 5424 syslog, RFC 5425 framing).
+    #[arg(long, env = "PHIM_AUDIT_SYSLOG")]
+    pub audit_syslog: Option<String>,
+    /// PEM CA certificates that sign the audit repository's TLS certificate (default: the system's).
+    #[arg(long, env = "PHIM_AUDIT_SYSLOG_CA")]
+    pub audit_syslog_ca: Option<PathBuf>,
+}
+
+impl AuditArgs {
+    pub fn target(&self) -> Result<Option<crate::audit::atna::SyslogTarget>, String> {
+        self.audit_syslog
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| crate::audit::atna::SyslogTarget::parse(u, self.audit_syslog_ca.as_deref()))
+            .transpose()
+    }
 }
 
 /// TLS for HTTPS and DICOM TLS (one certificate for both).

@@ -129,3 +129,27 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.local)
     }
 }
+
+/// A client configuration trusting `ca` (PEM), or the system's roots.
+pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(ca) => {
+            for c in certificates(ca)? {
+                roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+            }
+        }
+        None => {
+            let system = Path::new("/etc/ssl/certs/ca-certificates.crt");
+            for c in certificates(system)? {
+                let _ = roots.add(c);
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}

@@ -9,6 +9,7 @@
 //! event of their own. Audit records hold patient identifiers; the
 //! ordinary log never does.
 
+pub mod atna;
 pub mod fhir;
 pub mod verify;
 
@@ -239,6 +240,7 @@ impl Audit {
 /// cancelled and every queued event is written.
 pub fn start(
     index: Arc<dyn Index>,
+    syslog: Option<atna::SyslogTarget>,
     shutdown: CancellationToken,
 ) -> (Audit, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -246,7 +248,24 @@ pub fn start(
         tx: Some(tx),
         lost: Arc::new(AtomicU64::new(0)),
     };
-    let task = tokio::spawn(write(index, rx, audit.lost.clone(), shutdown));
+    let lost = audit.lost.clone();
+    let task = tokio::spawn(async move {
+        // The ATNA sender stops after the writer, which feeds it.
+        let atna_stop = CancellationToken::new();
+        let atna = syslog.map(|t| atna::start(t, atna_stop.clone()));
+        write(
+            index,
+            rx,
+            lost,
+            shutdown,
+            atna.as_ref().map(|(a, _)| a.clone()),
+        )
+        .await;
+        atna_stop.cancel();
+        if let Some((_, task)) = atna {
+            let _ = task.await;
+        }
+    });
     (audit, task)
 }
 
@@ -258,6 +277,7 @@ async fn write(
     mut rx: mpsc::Receiver<Event>,
     lost: Arc<AtomicU64>,
     shutdown: CancellationToken,
+    atna: Option<atna::Atna>,
 ) {
     let mut stopping = false;
     loop {
@@ -309,6 +329,11 @@ async fn write(
         }
         name_patients(index.as_ref(), &mut batch).await;
         append(index.as_ref(), &batch, &lost).await;
+        if let Some(a) = &atna {
+            for e in &batch {
+                a.send(e);
+            }
+        }
     }
 }
 

@@ -325,6 +325,23 @@ def test_audit_trail_records_access_and_detects_tampering(locked):
     # Patient identifiers stay out of the ordinary log.
     assert patient not in srv.log_text()
 
+    # FHIR AuditEvent (IHE BALP), for auditors and admins only.
+    fhir = "/fhir/AuditEvent"
+    assert srv.get(fhir, params={"patient": patient}, headers=bearer(keys["clinician"])).status_code == 403
+    bundle = srv.get(fhir, params={"patient": patient}, headers=bearer(keys["auditor"]))
+    assert bundle.status_code == 200 and bundle.headers["Content-Type"].startswith("application/fhir+json")
+    events = [e["resource"] for e in bundle.json()["entry"]]
+    assert events and all(e["resourceType"] == "AuditEvent" for e in events)
+    codes = {e["type"]["code"] for e in events}
+    assert {"110104", "110112"} <= codes, codes
+    assert all(any(x.get("what", {}).get("identifier", {}).get("value") == patient for x in e["entity"]) for e in events)
+    by_study = srv.get(fhir, params={"entity-id": f"urn:oid:{inst.study}", "date": f"ge{time.strftime('%Y-%m-%d', time.gmtime())}"},
+                       headers=bearer(keys["admin"])).json()
+    assert by_study["total"] >= 2
+    tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
+    assert srv.get(fhir, params={"date": f"ge{tomorrow}"}, headers=bearer(keys["auditor"])).json()["total"] == 0
+    assert srv.get(fhir, params={"date": "yesterday"}, headers=bearer(keys["auditor"])).status_code == 400
+
     verify = run_phim(["audit", "verify", *locked["storage"]], locked["tmp"] / "verify.log")
     assert verify.returncode == 0, verify.stdout.decode() + verify.stderr.decode()
     assert "intact" in verify.stdout.decode()

@@ -230,5 +230,7 @@ def test_capability_statement(fhir):
     c = get_fhir(fhir, "/fhir/metadata")
     assert c["resourceType"] == "CapabilityStatement" and c["fhirVersion"] == "4.0.1"
     res = c["rest"][0]["resource"]
-    assert [r["type"] for r in res] == ["ImagingStudy"]
+    # AuditEvent: the audit trail, for auditors (test_auth.py).
+    assert [r["type"] for r in res] == ["ImagingStudy", "AuditEvent"]
     assert {p["name"] for p in res[0]["searchParam"]} >= {"patient", "identifier"}
+    assert {p["name"] for p in res[1]["searchParam"]} >= {"patient", "date", "entity-id"}
