@@ -316,6 +316,21 @@ pub struct AuthArgs {
     /// /readyz answers without credentials ("false": admins only).
     #[arg(long, env = "PHIM_READYZ_PUBLIC", default_value_t = true, action = clap::ArgAction::Set)]
     pub readyz_public: bool,
+    /// Requests per second per identity (user, key, AE; address without one); 0: no limit.
+    #[arg(long, env = "PHIM_RATE_LIMIT", default_value_t = 0.0)]
+    pub rate_limit: f64,
+    /// Requests an identity may make at once above --rate-limit.
+    #[arg(long, env = "PHIM_RATE_BURST", default_value_t = 200.0)]
+    pub rate_burst: f64,
+    /// STOW requests running at once per identity; 0: no limit.
+    #[arg(long, env = "PHIM_MAX_CONCURRENT_STOW", default_value_t = 8)]
+    pub max_concurrent_stow: usize,
+    /// Largest request body of a role, ROLE=BYTES (K, M, G suffixes; repeatable or comma-separated).
+    #[arg(long = "max-body", env = "PHIM_MAX_BODY", value_delimiter = ',')]
+    pub max_body: Vec<String>,
+    /// Origins allowed cross-origin requests (CORS), e.g. https://emr.example; none by default.
+    #[arg(long = "cors-origin", env = "PHIM_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
 }
 
 impl AuthArgs {
@@ -351,10 +366,45 @@ impl AuthArgs {
                 })
             }
         };
+        let max_body = self
+            .max_body
+            .iter()
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| crate::auth::limits::parse_max_body(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !self.rate_limit.is_finite()
+            || self.rate_limit < 0.0
+            || !self.rate_burst.is_finite()
+            || self.rate_burst < 1.0
+        {
+            return Err("--rate-limit must be >= 0 and --rate-burst >= 1".into());
+        }
+        let mut cors_origins = Vec::new();
+        for o in self
+            .cors_origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/'))
+            .filter(|o| !o.is_empty())
+        {
+            let u = url::Url::parse(o).map_err(|e| format!("--cors-origin '{o}': {e}"))?;
+            if !matches!(u.scheme(), "http" | "https") || u.path() != "/" || u.query().is_some() {
+                return Err(format!(
+                    "--cors-origin '{o}': expected scheme://host[:port]"
+                ));
+            }
+            cors_origins.push(o.to_owned());
+        }
         Ok(crate::auth::AuthConfig {
             required: self.require_auth || oidc.is_some(),
             oidc,
             readyz_public: self.readyz_public,
+            limits: crate::auth::limits::LimitsConfig {
+                rate: self.rate_limit,
+                burst: self.rate_burst,
+                max_concurrent_stow: self.max_concurrent_stow,
+                max_body,
+            },
+            cors_origins,
         })
     }
 }

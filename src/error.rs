@@ -41,6 +41,9 @@ pub enum ApiError {
     /// The server is at capacity for this kind of work; retry later.
     #[error("{0}")]
     Busy(String),
+    /// This caller sent too much too fast (answered with `Retry-After`).
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
     #[error("{0}")]
     Internal(String),
 }
@@ -58,6 +61,7 @@ impl ApiError {
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -92,6 +96,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "too-costly",
             ApiError::RangeNotSatisfiable(_) => "invalid",
             ApiError::Unavailable(_) | ApiError::Busy(_) => "transient",
+            ApiError::TooManyRequests { .. } => "throttled",
             ApiError::Internal(_) => "exception",
         }
     }

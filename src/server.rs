@@ -61,7 +61,8 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     let viewer = crate::viewer::routes(&state.viewer_dir);
-    Router::new()
+    let cors = cors(&state.auth.config.cors_origins);
+    let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         // WADO-URI (PS3.18 §9), for older EMRs and viewers.
@@ -84,7 +85,48 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::auth::layer::require,
         ))
-        .with_state(state)
+        .with_state(state);
+    // Outside the auth layer: preflight requests carry no credentials.
+    match cors {
+        Some(c) => app.layer(c),
+        None => app,
+    }
+}
+
+/// Cross-origin access for the configured origins only (none: no CORS
+/// headers at all, so browsers keep other sites' pages out).
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{header, HeaderValue, Method};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                header::RANGE,
+            ])
+            .expose_headers([
+                header::WARNING,
+                header::CONTENT_LOCATION,
+                header::RETRY_AFTER,
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 async fn healthz() -> &'static str {

@@ -127,6 +127,57 @@ pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -
             .event_type("Login"),
         );
     }
+    if let Err(retry_after) = st.auth.limits.admit(&principal) {
+        return too_many(
+            &path,
+            format!(
+                "{} is over its request rate; retry in {retry_after} s",
+                principal.describe()
+            ),
+            retry_after,
+        );
+    }
+    let _stow_slot = match access {
+        // Per identity: callers without one (a server without
+        // authentication) are not counted together.
+        Access::StoreAny if principal.authenticated() => match st.auth.limits.stow_slot(&principal)
+        {
+            Some(slot) => Some(slot),
+            None => {
+                return too_many(
+                    &path,
+                    format!(
+                        "{} has as many STOW requests running as allowed; retry when one ends",
+                        principal.describe()
+                    ),
+                    1,
+                )
+            }
+        },
+        _ => None,
+    };
+    if let Some(max) = st.auth.limits.max_body(&principal) {
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return refuse(
+                &path,
+                ApiError::PayloadTooLarge(format!(
+                    "{} may send at most {max} bytes",
+                    principal.describe()
+                )),
+            );
+        }
+        // A body without a length is cut at the limit (the handler then
+        // sees a read error).
+        let (parts, body) = req.into_parts();
+        let limited =
+            http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
+        req = Request::from_parts(parts, axum::body::Body::new(limited));
+    }
     let (method, uri) = (req.method().clone(), req.uri().clone());
     req.extensions_mut().insert(principal.clone());
     let response = next.run(req).await;
@@ -221,6 +272,20 @@ fn describe(p: Permission) -> &'static str {
         Permission::AuditRead => "read the audit trail",
         Permission::Administer => "use this administrative resource",
     }
+}
+
+fn too_many(path: &str, message: String, retry_after: u64) -> Response {
+    let mut r = refuse(
+        path,
+        ApiError::TooManyRequests {
+            message,
+            retry_after,
+        },
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&retry_after.to_string()) {
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+    }
+    r
 }
 
 /// A refusal in the form of the API it happens on.

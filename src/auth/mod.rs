@@ -9,6 +9,7 @@
 
 pub mod api_keys;
 pub mod layer;
+pub mod limits;
 pub mod oidc;
 pub mod policy;
 pub mod share;
@@ -211,6 +212,9 @@ pub struct AuthConfig {
     pub oidc: Option<oidc::OidcConfig>,
     /// `/readyz` answers without credentials.
     pub readyz_public: bool,
+    pub limits: limits::LimitsConfig,
+    /// Origins allowed cross-origin requests (CORS); empty: none.
+    pub cors_origins: Vec<String>,
 }
 
 /// An API key's lookup result, cached briefly.
@@ -229,6 +233,7 @@ pub struct Auth {
     emr_token: Option<ApiToken>,
     keys: Mutex<HashMap<[u8; 32], CachedKey>>,
     share: share::ShareKeys,
+    pub limits: limits::Limits,
     /// Hashes of the credentials seen (a User Authentication event the
     /// first time each is used on this server).
     seen: Mutex<std::collections::HashSet<[u8; 32]>>,
@@ -237,7 +242,9 @@ pub struct Auth {
 impl Auth {
     pub fn new(config: AuthConfig, index: Arc<dyn Index>, emr_token: Option<ApiToken>) -> Auth {
         let verifier = config.oidc.clone().map(oidc::Verifier::new);
+        let limits = limits::Limits::new(config.limits.clone());
         Auth {
+            limits,
             config,
             index,
             verifier,

@@ -568,3 +568,47 @@ def test_share_links_open_one_study(locked):
     time.sleep(2.1)
     r = srv.get(md, headers=bearer(short))
     assert r.status_code == 401 and "expired" in r.text, r.text
+
+
+# --------------------------------------------------------------------------- limits, CORS
+
+
+def test_limits_per_identity_and_cors(phim_factory, tmp_path):
+    data = tmp_path / "data"
+    storage = ["--data-dir", str(data)]
+    keys = {r: make_key(tmp_path, storage, f"{r}-k", r) for r in ("clinician", "radiologist", "modality")}
+    srv = phim_factory.start("embedded", data_dir=data, extra_args=[
+        "--require-auth", "--rate-limit", "2", "--rate-burst", "5", "--max-body", "modality=64K",
+        "--cors-origin", "https://emr.example"])
+    # Rate: a burst of 5, then 429 with Retry-After; another identity is not affected.
+    codes = [srv.get("/dicomweb/studies", headers=bearer(keys["clinician"])).status_code for _ in range(8)]
+    assert codes[:5] == [200] * 5 or all(c in (200, 204) for c in codes[:5]), codes
+    assert 429 in codes[5:], codes
+    r = srv.get("/dicomweb/studies", headers=bearer(keys["clinician"]))
+    if r.status_code == 429:
+        assert int(r.headers["Retry-After"]) >= 1 and "rate" in r.text
+    assert srv.get("/dicomweb/studies", headers=bearer(keys["radiologist"])).status_code in (200, 204)
+    # Body per role: a modality may send 64 KiB; more is 413 and nothing is stored.
+    big = Instance.make("limits-big", rows=256, cols=256)
+    assert len(big.data) > 64 * 1024
+    r = srv.post("/dicomweb/studies", data=big.data, headers={"Content-Type": "application/dicom", **bearer(keys["modality"])})
+    assert r.status_code == 413, r.text
+    small = Instance.make("limits-small")
+    r = srv.post("/dicomweb/studies", data=small.data, headers={"Content-Type": "application/dicom", **bearer(keys["modality"])})
+    assert r.status_code == 200, r.text
+    assert study_uids(srv, keys["radiologist"]) == {small.study}
+    # CORS: the configured origin only; a preflight needs no credentials.
+    pre = srv.request("OPTIONS", "/dicomweb/studies", headers={
+        "Origin": "https://emr.example", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization"})
+    assert pre.status_code == 200 and pre.headers["Access-Control-Allow-Origin"] == "https://emr.example", pre.headers
+    r = srv.get("/dicomweb/studies", headers={"Origin": "https://evil.example", **bearer(keys["radiologist"])})
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_cors_is_off_by_default(server):
+    r = server.request("OPTIONS", "/dicomweb/studies", headers={
+        "Origin": "https://emr.example", "Access-Control-Request-Method": "GET"})
+    assert "Access-Control-Allow-Origin" not in r.headers
+    r = server.get("/dicomweb/studies", headers={"Origin": "https://emr.example"})
+    assert "Access-Control-Allow-Origin" not in r.headers
