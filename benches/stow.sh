@@ -26,20 +26,8 @@ echo -n "reference: dd 512 MB with fdatasync: "
 dd if=/dev/zero of="$WORK/dd.bin" bs=16M count=32 conv=fdatasync 2>&1 | tail -1 | awk -F, '{print $NF}'
 rm -f "$WORK/dd.bin"
 
-SERVER_PID=
-start_phim() { # args: extra phim serve flags
-    local log="$WORK/phim.log"
-    "$PHIM" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" "$@" 2>"$log" &
-    SERVER_PID=$!
-    for _ in $(seq 1 100); do
-        ADDR=$(grep -oE 'listening on http://[0-9.]+:[0-9]+' "$log" | head -1 | sed 's|listening on http://||') || true
-        [ -n "${ADDR:-}" ] && return 0
-        sleep 0.1
-    done
-    cat "$log" >&2
-    return 1
-}
-stop_phim() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 cleanup() {
     stop_phim

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command (`make test`; CI runs it through .ci/run).
 #
-#   1. installs missing Debian packages (dcmtk, postgresql-client),
+#   1. installs missing Debian packages (dcmtk, postgresql-client, openssl, rsyslog, ...),
 #   2. creates/refreshes the Python venv .venv-test from tests/python/requirements.txt,
 #   3. starts PostgreSQL and an S3 server (scripts/services/*-start.sh) and stops them on exit,
-#   4. cargo build --bins, cargo test --all-targets,
+#   4. cargo build --bins, cargo test --all-targets, cargo fmt --check, cargo clippy -D warnings,
 #   5. the Python black-box suite: pytest tests/python against target/debug/phim,
 #   6. the viewer end-to-end tests (tests/e2e): builds viewer/, drives Debian's
 #      chromium with playwright-core against a fresh `phim serve` (run.mjs), then the
@@ -44,6 +44,11 @@ command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
 command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
 command -v pg_isready >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+# The auth tests: openssl makes test certificates (HTTPS, DICOM TLS), rsyslog
+# with its OpenSSL driver is the ATNA audit repository (TCP and TLS).
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+[ -x /usr/sbin/rsyslogd ] || need_pkgs+=(rsyslog)
+dpkg -s rsyslog-openssl >/dev/null 2>&1 || need_pkgs+=(rsyslog-openssl)
 if [ "${PHIM_SKIP_E2E:-0}" != 1 ] || [ "${PHIM_SKIP_OHIF:-0}" != 1 ]; then
     [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 fi
@@ -113,6 +118,11 @@ if [ "${PHIM_SKIP_CARGO:-0}" != 1 ]; then
 
     step "cargo test --all-targets"
     cargo test --all-targets || FAILED+=("cargo test")
+
+    # The guard rails are part of the test: formatting and lints fail it.
+    step "cargo fmt --check, cargo clippy --all-targets -D warnings"
+    cargo fmt --check || FAILED+=("cargo fmt --check")
+    cargo clippy --all-targets -- -D warnings || FAILED+=("cargo clippy")
 else
     step "cargo: skipped (PHIM_SKIP_CARGO=1)"
 fi

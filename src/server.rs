@@ -282,14 +282,8 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         }
     }
     audit.record(
-        audit::Event::new(
-            audit::EventId::ApplicationActivity,
-            audit::Action::E,
-            audit::Outcome::Success,
-            audit::Actor::phim(),
-        )
-        .event_type("Application Start")
-        .detail(format!("phim {} serve", env!("CARGO_PKG_VERSION"))),
+        audit::Event::application("Application Start")
+            .detail(format!("phim {} serve", env!("CARGO_PKG_VERSION"))),
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -417,15 +411,7 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
                 .map_err(|e| e.to_string())?;
         }
     }
-    audit.record(
-        audit::Event::new(
-            audit::EventId::ApplicationActivity,
-            audit::Action::E,
-            audit::Outcome::Success,
-            audit::Actor::phim(),
-        )
-        .event_type("Application Stop"),
-    );
+    audit.record(audit::Event::application("Application Stop"));
     shutdown.cancel();
     for t in dimse_tasks {
         let _ = t.await;

@@ -105,16 +105,31 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// The bearer token every request carries (`--token`), set once.
+pub static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// One HTTP client (keep-alive pool) per run.
 pub fn http_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = TOKEN.get() {
+        if let Ok(v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")) {
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+    }
     reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(300))
+        .default_headers(headers)
         .build()
         .expect("HTTP client")
 }
 
 fn main() {
     let cli = Cli::parse();
+    if let Ok(t) = std::env::var("PHIM_LOAD_TOKEN") {
+        if !t.is_empty() {
+            let _ = TOKEN.set(t);
+        }
+    }
     match cli.cmd {
         Cmd::Gen(args) => dataset::generate(&args),
         Cmd::GenLarge { out, frames } => {
@@ -153,7 +168,7 @@ fn main() {
         }
         Cmd::Metadata(a) => {
             let m = Manifest::load(&a.dir);
-            read::metadata(&a.common, &m, a.count);
+            read::metadata(&a.common, &m, a.count, a.clients, a.seed);
             emit_rss(&a.common, "metadata");
         }
         Cmd::Rendered(a) => {
@@ -164,7 +179,7 @@ fn main() {
         Cmd::Read(a) => {
             let m = Manifest::load(&a.dir);
             read::wado(&a.common, &m, a.passes, a.count, a.clients, a.seed);
-            read::metadata(&a.common, &m, a.count);
+            read::metadata(&a.common, &m, a.count, 1, a.seed);
             read::rendered(&a.common, &m, a.count, a.clients, a.seed);
             emit_rss(&a.common, "read");
         }

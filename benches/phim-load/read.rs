@@ -294,27 +294,22 @@ pub fn wado(common: &Common, m: &Manifest, passes: usize, count: usize, clients:
         &reqs,
         1,
     );
-    let mut r = Rng::new(seed ^ hash("wado.instance"));
-    let reqs: Vec<Req> = (0..count)
-        .map(|_| {
-            let st = pick(&mut r, &m.studies);
-            let sop = pick(&mut r, &st.instances);
-            Req {
-                url: format!(
-                    "{base}/studies/{}/series/{}/instances/{sop}",
-                    st.study_uid, st.series_uid
-                ),
-                accept: ACCEPT_DICOM,
-                check: Check::MinBytes(1),
-            }
-        })
-        .collect();
+    let reqs = random_instances(
+        common,
+        m,
+        seed ^ hash("wado.instance"),
+        count,
+        "",
+        ACCEPT_DICOM,
+        Check::MinBytes(1),
+    );
     measure(common, "wado.instance", &reqs, clients);
 }
 
 /// Series and study metadata of the largest study, `count` times each
-/// (the answer's length is checked against the instance count).
-pub fn metadata(common: &Common, m: &Manifest, count: usize) {
+/// (the answer's length is checked against the instance count), then the
+/// metadata of random instances; `clients` at once.
+pub fn metadata(common: &Common, m: &Manifest, count: usize, clients: usize, seed: u64) {
     let base = common.base();
     let st = m.largest();
     let n = st.instances.len();
@@ -338,7 +333,7 @@ pub fn metadata(common: &Common, m: &Manifest, count: usize) {
                 check: Check::JsonArray,
             })
             .collect();
-        let (samples, wall) = run(&reqs, 1);
+        let (samples, wall) = run(&reqs, clients);
         let samples = samples
             .into_iter()
             .map(|mut s| {
@@ -350,31 +345,62 @@ pub fn metadata(common: &Common, m: &Manifest, count: usize) {
             .collect();
         OpReport { op, samples, wall }.emit(common);
     }
+    let reqs = random_instances(
+        common,
+        m,
+        seed ^ hash("metadata.instance"),
+        count,
+        "/metadata",
+        ACCEPT_JSON,
+        Check::JsonArray,
+    );
+    measure(common, "metadata.instance", &reqs, clients);
+}
+
+/// `count` requests for `…/instances/{sop}{suffix}` of random instances.
+fn random_instances(
+    common: &Common,
+    m: &Manifest,
+    seed: u64,
+    count: usize,
+    suffix: &str,
+    accept: &'static str,
+    check: Check,
+) -> Vec<Req> {
+    let base = common.base();
+    let mut r = Rng::new(seed);
+    (0..count)
+        .map(|_| {
+            let st = pick(&mut r, &m.studies);
+            let sop = pick(&mut r, &st.instances);
+            Req {
+                url: format!(
+                    "{base}/studies/{}/series/{}/instances/{sop}{suffix}",
+                    st.study_uid, st.series_uid
+                ),
+                accept,
+                check,
+            }
+        })
+        .collect()
 }
 
 /// Rendered (JPEG) and thumbnail of random instances; "not supported" when
 /// the server answers 404/501.
 pub fn rendered(common: &Common, m: &Manifest, count: usize, clients: usize, seed: u64) {
-    let base = common.base();
-    for (op, resource) in [
-        ("rendered.instance", "rendered"),
-        ("thumbnail.instance", "thumbnail"),
+    for (op, suffix) in [
+        ("rendered.instance", "/rendered"),
+        ("thumbnail.instance", "/thumbnail"),
     ] {
-        let mut r = Rng::new(seed ^ hash(op));
-        let reqs: Vec<Req> = (0..count)
-            .map(|_| {
-                let st = pick(&mut r, &m.studies);
-                let sop = pick(&mut r, &st.instances);
-                Req {
-                    url: format!(
-                        "{base}/studies/{}/series/{}/instances/{sop}/{resource}",
-                        st.study_uid, st.series_uid
-                    ),
-                    accept: "image/jpeg",
-                    check: Check::Optional,
-                }
-            })
-            .collect();
+        let reqs = random_instances(
+            common,
+            m,
+            seed ^ hash(op),
+            count,
+            suffix,
+            "image/jpeg",
+            Check::Optional,
+        );
         measure(common, op, &reqs, clients);
     }
 }

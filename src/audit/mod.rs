@@ -163,6 +163,31 @@ impl Event {
         }
     }
 
+    /// A Security Alert for refused access (event type Unauthorized
+    /// Access): a 403 on HTTP, a 0124 on DIMSE, a share link off its study.
+    pub fn refused(actor: Actor, studies: Vec<String>, detail: String) -> Event {
+        Event::new(
+            EventId::SecurityAlert,
+            Action::E,
+            Outcome::MinorFailure,
+            actor,
+        )
+        .event_type("Unauthorized Access")
+        .studies(studies)
+        .detail(detail)
+    }
+
+    /// Application Activity of Phim itself (`Application Start`, `Application Stop`).
+    pub fn application(event_type: &str) -> Event {
+        Event::new(
+            EventId::ApplicationActivity,
+            Action::E,
+            Outcome::Success,
+            Actor::phim(),
+        )
+        .event_type(event_type)
+    }
+
     pub fn studies(mut self, studies: Vec<String>) -> Event {
         self.studies = studies;
         self
@@ -282,10 +307,7 @@ async fn write(
     let mut stopping = false;
     loop {
         let first = if stopping {
-            match rx.try_recv() {
-                Ok(e) => Some(e),
-                Err(_) => None,
-            }
+            rx.try_recv().ok()
         } else {
             tokio::select! {
                 e = rx.recv() => e,

@@ -80,17 +80,11 @@ pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -
                 ),
             );
         }
-        st.audit.record(
-            Event::new(
-                EventId::SecurityAlert,
-                Action::E,
-                Outcome::MinorFailure,
-                Actor::of(&principal),
-            )
-            .event_type("Unauthorized Access")
-            .studies(path_studies(&path))
-            .detail(format!("{} {path}: needs {p}", req.method())),
-        );
+        st.audit.record(Event::refused(
+            Actor::of(&principal),
+            path_studies(&path),
+            format!("{} {path}: needs {p}", req.method()),
+        ));
         tracing::info!(%path, permission = %p, method = principal.method.as_str(), "access refused");
         return refuse(
             &path,
@@ -101,17 +95,11 @@ pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -
         match super::share::confine(claims, req.method(), req.uri()) {
             Ok(uri) => *req.uri_mut() = uri,
             Err(why) => {
-                st.audit.record(
-                    Event::new(
-                        EventId::SecurityAlert,
-                        Action::E,
-                        Outcome::MinorFailure,
-                        Actor::of(&principal),
-                    )
-                    .event_type("Unauthorized Access")
-                    .studies(vec![claims.s.clone()])
-                    .detail(format!("{} {path}: {why}", req.method())),
-                );
+                st.audit.record(Event::refused(
+                    Actor::of(&principal),
+                    vec![claims.s.clone()],
+                    format!("{} {path}: {why}", req.method()),
+                ));
                 return refuse(&path, ApiError::Forbidden(why));
             }
         }
@@ -218,13 +206,17 @@ fn access_event(
     } else {
         Outcome::SeriousFailure
     };
+    let query = uri.query().unwrap_or("");
     let mut studies = path_studies(uri.path());
     if studies.is_empty() {
-        studies = query_studies(uri.query().unwrap_or(""));
+        studies = query_studies(query);
     }
+    // A search by patient names the patient even when nothing matched.
+    let patient = query_patient(query);
     Some(
         Event::new(event, action, outcome, Actor::of(who))
             .studies(studies)
+            .patient(patient)
             .detail(format!("{method} {uri}")),
     )
 }
@@ -257,6 +249,22 @@ fn query_studies(query: &str) -> Vec<String> {
     }
     out.truncate(100);
     out
+}
+
+/// The Patient ID a search names (`PatientID=`, `00100020=`, FHIR and
+/// IID `patient`/`patientID`), when it names exactly one.
+fn query_patient(query: &str) -> Option<String> {
+    let mut found = url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| {
+            matches!(
+                k.as_ref(),
+                "PatientID" | "00100020" | "patientID" | "patient"
+            )
+        })
+        .map(|(_, v)| v.strip_prefix("Patient/").unwrap_or(&v).to_owned())
+        .filter(|v| !v.is_empty() && !v.contains(['*', '?', ',', '\\']));
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
 }
 
 fn describe(p: Permission) -> &'static str {
@@ -317,5 +325,9 @@ mod tests {
             ["1.2", "1.3"]
         );
         assert_eq!(query_studies("requestType=STUDY&studyUID=1.9"), ["1.9"]);
+        assert_eq!(query_patient("PatientID=P1&limit=5").as_deref(), Some("P1"));
+        assert_eq!(query_patient("patient=Patient/P2").as_deref(), Some("P2"));
+        assert_eq!(query_patient("PatientID=P*"), None);
+        assert_eq!(query_patient("PatientID=A&PatientID=B"), None);
     }
 }

@@ -252,6 +252,16 @@ class PhimServer:
         return f"<PhimServer {self.name} {self.addr}>"
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL after `timeout` seconds (test services: the OpenID provider, rsyslog)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def run_phim(args: list[str], log_path: Path, timeout: float = 300, env: dict | None = None):
     """Run a one-shot `phim` subcommand; returns CompletedProcess (output also saved to log_path)."""
     cmd = [str(phim_bin()), *args]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from phim_helpers import Instance
+from phim_helpers import Instance, stop_process
 from test_tls import make_pki
 
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
@@ -63,11 +63,7 @@ class Rsyslog:
         return [tuple(line.split("|", 4)) for line in self.out.read_text(errors="replace").splitlines() if line]
 
     def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
 
 
 def audit_messages(receiver: Rsyslog, want: int, timeout: float = 30) -> list[ET.Element]:

@@ -28,7 +28,7 @@ from pynetdicom.sop_class import (
 )
 from pydicom.dataset import Dataset
 
-from phim_helpers import Instance, encode, parse_stow_response, run_phim, uid_for
+from phim_helpers import Instance, encode, parse_stow_response, run_phim, stop_process, uid_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ["admin", "radiologist", "clinician", "modality", "auditor"]
@@ -248,6 +248,29 @@ def test_radiologist_stores_derived_objects_only(locked):
     assert ct.sop not in stored and len(res.referenced_uids()) == 1 and res.referenced_uids() <= stored
 
 
+def test_dicomweb_client_with_a_key(locked):
+    """dicomweb-client (what scripts and research tools use) with a bearer token: stores as a
+    modality, searches and retrieves as a radiologist, and is refused without the token."""
+    from dicomweb_client.api import DICOMwebClient
+    import requests as rq
+
+    srv, keys = locked["srv"], locked["keys"]
+    inst = Instance.make(f"dwc-{locked['profile']}", patient_id="DWC-1")
+    modality = DICOMwebClient(url=srv.dicomweb, headers=bearer(keys["modality"]))
+    modality.store_instances([inst.ds])
+    reader = DICOMwebClient(url=srv.dicomweb, headers=bearer(keys["radiologist"]))
+    found = reader.search_for_studies(search_filters={"PatientID": "DWC-1"})
+    assert [s["0020000D"]["Value"][0] for s in found] == [inst.study]
+    got = reader.retrieve_instance(inst.study, inst.series, inst.sop)
+    assert str(got.SOPInstanceUID) == inst.sop
+    with pytest.raises(rq.exceptions.HTTPError) as e:
+        DICOMwebClient(url=srv.dicomweb).search_for_studies()
+    assert e.value.response.status_code == 401
+    with pytest.raises(rq.exceptions.HTTPError) as e:
+        modality.search_for_studies()
+    assert e.value.response.status_code == 403
+
+
 def test_bad_credentials_are_refused(locked):
     srv, keys = locked["srv"], locked["keys"]
     for headers in ({"Authorization": f"Bearer {locked['revoked']}"},            # revoked
@@ -412,6 +435,20 @@ def test_remote_ae_permissions(phim_factory, tmp_path):
     assert st.Status == NOT_AUTHORIZED
     studies = {s["0020000D"]["Value"][0] for s in srv.get("/dicomweb/studies").json()}
     assert inst.study in studies and other.study not in studies
+    # C-MOVE needs `move`: WS1 may only find.
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
+    ae = AE(ae_title="WS1")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate(host, port, ae_title="PHIM")
+    assert assoc.is_established
+    q = Dataset()
+    q.QueryRetrieveLevel = "STUDY"
+    q.StudyInstanceUID = inst.study
+    try:
+        statuses = [s.Status for s, _ in assoc.send_c_move(q, "CT1", StudyRootQueryRetrieveInformationModelMove)]
+    finally:
+        assoc.release()
+    assert statuses[-1] == NOT_AUTHORIZED
     # Verification needs no permission.
     ae = AE(ae_title="WS1")
     ae.add_requested_context(Verification)
@@ -448,11 +485,7 @@ class Provider:
         return r.json()["access_token"]
 
     def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
 
 
 @pytest.fixture(scope="module")

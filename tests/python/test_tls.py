@@ -2,20 +2,25 @@
 same certificate, client certificates required by --dicom-tls-ca. The certificates are made
 for each run by `openssl` (a test CA, a server certificate for 127.0.0.1, a client
 certificate for a modality); the peers are Python `requests` and dcmtk's own TLS options
-(`echoscu +tls`, `storescu +tls`, `findscu +tls`)."""
+(`echoscu +tls`, `storescu +tls`, `findscu +tls`), and pynetdicom over TLS for C-MOVE."""
 
 from __future__ import annotations
 
 import re
 import shutil
+import ssl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
 
 from phim_helpers import Instance, qido
+from test_dimse import received, start_storescp
 
 DICOM_TLS_RE = re.compile(r"DICOM TLS listening on ([0-9.]+):([0-9]+)")
 pytestmark = pytest.mark.skipif(not (shutil.which("openssl") and shutil.which("echoscu")),
@@ -65,9 +70,20 @@ def dcm(cmd: list[str]) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("profile", ["embedded", "pg_s3"])
 def test_https_and_dicom_tls(phim_factory, tmp_path, profile):
     pki = make_pki(tmp_path / "pki")
-    srv = phim_factory.start(profile, tls_ca=pki.ca, extra_args=[
-        "--tls-cert", pki.cert, "--tls-key", pki.key,
-        "--dicom-tls-listen", "127.0.0.1:0", "--dicom-tls-ca", pki.ca])
+    out = tmp_path / "moved"
+    scp, scp_port = start_storescp(out, "DEST")
+    try:
+        srv = phim_factory.start(profile, tls_ca=pki.ca, extra_args=[
+            "--tls-cert", pki.cert, "--tls-key", pki.key,
+            "--dicom-tls-listen", "127.0.0.1:0", "--dicom-tls-ca", pki.ca,
+            "--remote-ae", f"DEST=127.0.0.1:{scp_port}"])
+        check_tls(srv, pki, tmp_path, profile, out)
+    finally:
+        scp.kill()
+        scp.wait()
+
+
+def check_tls(srv, pki: Pki, tmp_path: Path, profile: str, out: Path) -> None:
     assert srv.base_url.startswith("https://"), srv.base_url
     # HTTPS, verified against the test CA; STOW and QIDO through it.
     inst = Instance.make(f"tls-{profile}", patient_id="TLS-1")
@@ -94,6 +110,23 @@ def test_https_and_dicom_tls(phim_factory, tmp_path, profile):
     r = dcm(["findscu", *tls, "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=TLS-2",
              "-k", "StudyInstanceUID", "-aec", "PHIM", host, port])
     assert r.returncode == 0 and other.study in r.stdout + r.stderr, r.stdout + r.stderr
+    # C-MOVE over DICOM TLS (dcmtk's movescu has no TLS options: pynetdicom with an SSL
+    # context) to a storescp; the sub-association is plain DICOM.
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=pki.ca)
+    ctx.load_cert_chain(pki.client_cert, pki.client_key)
+    ae = AE(ae_title="MOVER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate(host, int(port), ae_title="PHIM", tls_args=(ctx, "127.0.0.1"))
+    assert assoc.is_established
+    q = Dataset()
+    q.QueryRetrieveLevel = "STUDY"
+    q.StudyInstanceUID = other.study
+    try:
+        statuses = [st.Status for st, _ in assoc.send_c_move(q, "DEST", StudyRootQueryRetrieveInformationModelMove)]
+    finally:
+        assoc.release()
+    assert statuses[-1] == 0x0000, statuses
+    assert set(received(out)) == {other.sop}
     # Refused: no client certificate, one no trusted CA signed, and plain DICOM on the TLS port.
     for cmd in (["echoscu", "+tla", "+cf", pki.ca, "-aec", "PHIM", host, port],
                 ["echoscu", "+tls", pki.stranger_key, pki.stranger_cert, "+cf", pki.ca, "-aec", "PHIM", host, port],
