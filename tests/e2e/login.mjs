@@ -19,16 +19,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { assert, checks, filesUnder, freePort, qido, startPhim, stow, v } from '../js/harness.mjs';
+import {
+  assert, checks, filesUnder, freePort, launchChromium, qido, recordErrors, recordTraffic, screenshots, startPhim, stow,
+  testEnv, v, waitRendered, webStorage,
+} from '../js/harness.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const PHIM_BIN = process.env.PHIM_BIN || path.join(ROOT, 'target/debug/phim');
-const LOAD_BIN = process.env.PHIM_LOAD_BIN || path.join(ROOT, 'target/debug/phim-load');
-const VIEWER_DIR = process.env.PHIM_VIEWER_DIR || path.join(ROOT, 'viewer/dist');
-const OUT = path.join(process.env.E2E_OUT || path.join(ROOT, '.test-work/e2e'), 'login');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const { root: ROOT, phimBin: PHIM_BIN, loadBin: LOAD_BIN, viewerDir: VIEWER_DIR, out: OUT, chromium: CHROMIUM } = testEnv('login');
 const AUDIENCE = 'urn:phim:api';
 // Short enough that the viewer renews during the test (it renews when a fifth
 // of the lifetime is left), long enough to load a study with the first token.
@@ -70,41 +67,7 @@ async function serviceToken(issuer, client) {
 
 const jwtPayload = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8'));
 
-/** Grey-level statistics of a viewport canvas (as run.mjs judges rendering). */
-async function canvasStats(page, selector) {
-  return page.evaluate((sel) => {
-    const c = document.querySelector(sel);
-    if (!c) return null;
-    const W = 96, H = 96;
-    const tmp = document.createElement('canvas');
-    tmp.width = W; tmp.height = H;
-    const ctx = tmp.getContext('2d');
-    ctx.drawImage(c, 0, 0, W, H);
-    const px = ctx.getImageData(0, 0, W, H).data;
-    let lit = 0;
-    const levels = new Set();
-    for (let i = 0; i < px.length; i += 4) {
-      const g = Math.round((px[i] + px[i + 1] + px[i + 2]) / 3);
-      levels.add(g);
-      if (g > 10) lit++;
-    }
-    return { lit: lit / (W * H), levels: levels.size };
-  }, selector);
-}
-
-async function waitRendered(page, selector = '.pane.active .vp canvas', timeout = 30000) {
-  await page.waitForFunction(() => window.__viewer?.state.ready === true, null, { timeout });
-  const t0 = Date.now();
-  let st;
-  while (Date.now() - t0 < timeout) {
-    st = await canvasStats(page, selector);
-    if (st && st.lit > 0.01 && st.levels >= 16) return st;
-    await page.waitForTimeout(100);
-  }
-  throw new Error(`no image on the canvas: ${JSON.stringify(st)}`);
-}
-
-const shot = (page, name) => page.screenshot({ path: path.join(OUT, `${name}.png`) });
+const shot = screenshots(OUT);
 
 /** Requests to the archive's protected routes (everything but the viewer's files and /api/auth/config). */
 const PROTECTED = /^\/(dicomweb|wado|fhir|api)(\/|$)/;
@@ -155,26 +118,13 @@ try {
   assert(studies.length === 1, `expected 1 study, QIDO gave ${studies.length}`);
   const studyUid = v(studies[0], '0020000D');
 
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium(chromium, CHROMIUM);
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 }, locale: 'en-US' });
   const page = await context.newPage();
   const pageErrors = [];
-  page.on('pageerror', (e) => pageErrors.push(String(e)));
-  page.on('console', (m) => { if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) pageErrors.push(m.text()); });
+  recordErrors(page, pageErrors);
   // Every request with the headers it really carried.
-  const requests = [];
-  page.on('request', async (req) => {
-    const entry = { url: req.url(), method: req.method(), headers: req.headers(), body: req.postData() ?? '', n: requests.length };
-    requests.push(entry);
-    try { entry.headers = await req.allHeaders(); } catch { /* the page went away */ }
-  });
-  const responses = [];
-  page.on('response', (r) => responses.push({ url: r.url(), status: r.status() }));
+  const { requests, responses } = recordTraffic(page);
   const archiveRequests = () => requests.filter((r) => isProtected(base, r.url));
   const bearer = (r) => /^Bearer (.+)$/.exec(r.headers.authorization ?? '')?.[1] ?? null;
 
@@ -249,11 +199,7 @@ try {
   });
 
   await check('tokens are kept in memory only (nothing in localStorage or sessionStorage)', async () => {
-    const stored = await page.evaluate(() => {
-      const all = [];
-      for (const s of [localStorage, sessionStorage]) for (let i = 0; i < s.length; i++) all.push(`${s.key(i)}=${s.getItem(s.key(i))}`);
-      return all;
-    });
+    const stored = await webStorage(page);
     const leaks = stored.filter((kv) => kv.includes(firstToken) || /refresh_token|access_token|id_token/.test(kv));
     assert(leaks.length === 0, `tokens in web storage: ${leaks.map((kv) => kv.split('=')[0]).join(', ')}`);
   });

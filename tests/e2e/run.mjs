@@ -12,16 +12,13 @@ import http from 'node:http';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { assert, checks, filesUnder, qido, startPhim, stow, v } from '../js/harness.mjs';
+import {
+  ACTIVE_CANVAS, assert, canvasStats, checks, filesUnder, launchChromium, otherSeries, qido, recordErrors, replaceAll,
+  screenshots, startPhim, stow, testEnv, v, waitRendered,
+} from '../js/harness.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const PHIM_BIN = process.env.PHIM_BIN || path.join(ROOT, 'target/debug/phim');
-const LOAD_BIN = process.env.PHIM_LOAD_BIN || path.join(ROOT, 'target/debug/phim-load');
-const VIEWER_DIR = process.env.PHIM_VIEWER_DIR || path.join(ROOT, 'viewer/dist');
-const OUT = process.env.E2E_OUT || path.join(ROOT, '.test-work/e2e');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const { root: ROOT, phimBin: PHIM_BIN, loadBin: LOAD_BIN, viewerDir: VIEWER_DIR, out: OUT, chromium: CHROMIUM } = testEnv();
 // The test venv's Python (pydicom's sample files, imagecodecs for HTJ2K).
 const PYTHON = process.env.PHIM_PYTHON || path.join(ROOT, '.venv-test/bin/python');
 
@@ -60,30 +57,6 @@ function withProcedureCode(bytes) {
   return Buffer.concat([bytes.subarray(0, next), seq, bytes.subarray(next)]);
 }
 
-/** `bytes` with every occurrence of `from` replaced by `to` (same length). */
-function replaceAll(bytes, from, to) {
-  const [a, b] = [Buffer.from(from, 'latin1'), Buffer.from(to, 'latin1')];
-  assert(a.length === b.length, 'replacement changes the length');
-  const out = Buffer.from(bytes);
-  for (let at = out.indexOf(a); at >= 0; at = out.indexOf(a, at + a.length)) b.copy(out, at);
-  return out;
-}
-
-/**
- * Another series of the generated CT study for linked scrolling, under
- * another Series Instance UID (the SOP Instance UIDs start with it and
- * change with it) and Series Number `number`. The generated UIDs and
- * numbers are short: the lengths stay.
- */
-function otherSeries(bytes, seriesUid, number) {
-  const uid2 = seriesUid.slice(0, -1) + String((Number(seriesUid.at(-1)) + number - 1) % 10);
-  const out = replaceAll(bytes, seriesUid, uid2);
-  const at = out.indexOf(Buffer.from([0x20, 0x00, 0x11, 0x00, 0x49, 0x53, 0x02, 0x00, 0x31, 0x20])); // (0020,0011) IS "1 "
-  assert(at > 0, 'no Series Number 1 in the generated instance');
-  out[at + 8] = 0x30 + number;
-  return { bytes: out, uid: uid2 };
-}
-
 /** The EMR stand-in: answers /emr/{id} with a page naming the record, and remembers the hits. */
 function startEmr() {
   const hits = [];
@@ -97,31 +70,6 @@ function startEmr() {
 }
 
 // ------------------------------------------------------------------ page helpers
-const ACTIVE_CANVAS = '.pane.active .vp canvas';
-
-/** A 96x96 grey thumbnail of a viewport canvas plus simple statistics. */
-async function canvasStats(page, selector = ACTIVE_CANVAS) {
-  return page.evaluate((sel) => {
-    const c = document.querySelector(sel);
-    if (!c) return null;
-    const W = 96, H = 96;
-    const tmp = document.createElement('canvas');
-    tmp.width = W; tmp.height = H;
-    const ctx = tmp.getContext('2d');
-    ctx.drawImage(c, 0, 0, W, H);
-    const px = ctx.getImageData(0, 0, W, H).data;
-    const grey = [];
-    let lit = 0;
-    const levels = new Set();
-    for (let i = 0; i < px.length; i += 4) {
-      const g = Math.round((px[i] + px[i + 1] + px[i + 2]) / 3);
-      grey.push(g);
-      levels.add(g);
-      if (g > 10) lit++;
-    }
-    return { grey, lit: lit / (W * H), levels: levels.size, width: c.width, height: c.height };
-  }, selector);
-}
 /** Grey value of the active canvas at CSS pixel (x, y) of the canvas (mean of a 3x3 block). */
 async function canvasGrey(page, x, y) {
   return page.evaluate(([sel, x, y]) => {
@@ -142,23 +90,10 @@ function diff(a, b) {
   for (let i = 0; i < a.grey.length; i++) s += Math.abs(a.grey[i] - b.grey[i]);
   return s / a.grey.length;
 }
-async function waitRendered(page, selector = ACTIVE_CANVAS, timeout = 30000) {
-  await page.waitForFunction(() => window.__viewer?.state.ready === true, null, { timeout });
-  const t0 = Date.now();
-  let st;
-  while (Date.now() - t0 < timeout) {
-    st = await canvasStats(page, selector);
-    if (st && st.lit > 0.01 && st.levels >= 16) return st;
-    await page.waitForTimeout(100);
-  }
-  throw new Error(`no image on the canvas: ${JSON.stringify({ lit: st?.lit, levels: st?.levels })}`);
-}
 async function settle(page) {
   await page.waitForTimeout(400);
 }
-async function shot(page, name) {
-  await page.screenshot({ path: path.join(OUT, `${name}.png`) });
-}
+const shot = screenshots(OUT);
 async function drag(page, from, to, steps = 10, button = 'left') {
   await page.mouse.move(...from);
   await page.mouse.down({ button });
@@ -232,20 +167,13 @@ try {
   const cols = Number(v(meta[0], '00280011'));
   console.log(`CT: ${meta.length} instances ${cols}x${rows}, PixelSpacing ${spacing.join('\\')} mm; US: ${display(usStudy)}`);
 
-  // playwright-core gives each launch a fresh temporary user-data-dir.
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium(chromium, CHROMIUM);
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 }, locale: 'en-US' });
   const page = await context.newPage();
   const pageErrors = [];
   const responses = [];
-  page.on('pageerror', (e) => pageErrors.push(String(e)));
   // Failed loads are judged from the responses below (with their URLs), not from the console's copy.
-  page.on('console', (m) => { if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) pageErrors.push(m.text()); });
+  recordErrors(page, pageErrors);
   page.on('response', (r) => {
     responses.push({ url: r.url(), status: r.status(), at: Date.now(), accept: r.request().headers().accept ?? '' });
     const u = new URL(r.url());

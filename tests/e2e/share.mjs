@@ -17,16 +17,13 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { assert, checks, filesUnder, qido, startPhim, stow, v } from '../js/harness.mjs';
+import {
+  assert, checks, filesUnder, launchChromium, otherSeries, qido, recordErrors, recordTraffic, screenshots, startPhim,
+  stow, testEnv, v, waitRendered, webStorage,
+} from '../js/harness.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const PHIM_BIN = process.env.PHIM_BIN || path.join(ROOT, 'target/debug/phim');
-const LOAD_BIN = process.env.PHIM_LOAD_BIN || path.join(ROOT, 'target/debug/phim-load');
-const VIEWER_DIR = process.env.PHIM_VIEWER_DIR || path.join(ROOT, 'viewer/dist');
-const OUT = path.join(process.env.E2E_OUT || path.join(ROOT, '.test-work/e2e'), 'share');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const { phimBin: PHIM_BIN, loadBin: LOAD_BIN, viewerDir: VIEWER_DIR, out: OUT, chromium: CHROMIUM } = testEnv('share');
 const SLICES = 6;
 
 fs.rmSync(OUT, { recursive: true, force: true });
@@ -45,62 +42,9 @@ function apiKey(name, role) {
   return key;
 }
 
-/** `bytes` with every occurrence of `from` replaced by `to` (same length). */
-function replaceAll(bytes, from, to) {
-  const [a, b] = [Buffer.from(from, 'latin1'), Buffer.from(to, 'latin1')];
-  assert(a.length === b.length, 'replacement changes the length');
-  const out = Buffer.from(bytes);
-  for (let at = out.indexOf(a); at >= 0; at = out.indexOf(a, at + a.length)) b.copy(out, at);
-  return out;
-}
-
-/** A second series of a generated CT study (as in run.mjs): another Series Instance UID and Series Number 2. */
-function secondSeries(bytes, seriesUid) {
-  const uid2 = seriesUid.slice(0, -1) + String((Number(seriesUid.at(-1)) + 1) % 10);
-  const out = replaceAll(bytes, seriesUid, uid2);
-  const at = out.indexOf(Buffer.from([0x20, 0x00, 0x11, 0x00, 0x49, 0x53, 0x02, 0x00, 0x31, 0x20])); // (0020,0011) IS "1 "
-  assert(at > 0, 'no Series Number 1 in the generated instance');
-  out[at + 8] = 0x32;
-  return { bytes: out, uid: uid2 };
-}
-
 const tokenPayload = (token) => JSON.parse(Buffer.from(token.slice('phims_'.length).split('.')[0], 'base64url').toString('utf8'));
 
-/** Grey-level statistics of a viewport canvas (as run.mjs judges rendering). */
-async function canvasStats(page, selector) {
-  return page.evaluate((sel) => {
-    const c = document.querySelector(sel);
-    if (!c) return null;
-    const W = 96, H = 96;
-    const tmp = document.createElement('canvas');
-    tmp.width = W; tmp.height = H;
-    const ctx = tmp.getContext('2d');
-    ctx.drawImage(c, 0, 0, W, H);
-    const px = ctx.getImageData(0, 0, W, H).data;
-    let lit = 0;
-    const levels = new Set();
-    for (let i = 0; i < px.length; i += 4) {
-      const g = Math.round((px[i] + px[i + 1] + px[i + 2]) / 3);
-      levels.add(g);
-      if (g > 10) lit++;
-    }
-    return { lit: lit / (W * H), levels: levels.size };
-  }, selector);
-}
-
-async function waitRendered(page, selector = '.pane.active .vp canvas', timeout = 30000) {
-  await page.waitForFunction(() => window.__viewer?.state.ready === true, null, { timeout });
-  const t0 = Date.now();
-  let st;
-  while (Date.now() - t0 < timeout) {
-    st = await canvasStats(page, selector);
-    if (st && st.lit > 0.01 && st.levels >= 16) return st;
-    await page.waitForTimeout(100);
-  }
-  throw new Error(`no image on the canvas: ${JSON.stringify(st)}`);
-}
-
-const shot = (page, name) => page.screenshot({ path: path.join(OUT, `${name}.png`) });
+const shot = screenshots(OUT);
 
 let server;
 let browser;
@@ -128,7 +72,7 @@ try {
   const extra = [];
   let seriesA2;
   for (const f of dcm.filter((f) => path.basename(path.dirname(f)) === genA.dir)) {
-    const { bytes, uid } = secondSeries(fs.readFileSync(f), genA.series_uid);
+    const { bytes, uid } = otherSeries(fs.readFileSync(f), genA.series_uid, 2);
     seriesA2 = uid;
     const out = path.join(work, `a2-${path.basename(f)}`);
     fs.writeFileSync(out, bytes);
@@ -155,28 +99,14 @@ try {
     return JSON.parse(text);
   }
 
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium(chromium, CHROMIUM);
   const pageErrors = [];
   /** A page in a fresh context (nobody signed in, empty storage), recording requests and responses. */
   async function freshPage(lang = 'en-US') {
     const context = await browser.newContext({ viewport: { width: 1280, height: 860 }, locale: lang });
     const page = await context.newPage();
-    page.on('pageerror', (e) => pageErrors.push(String(e)));
-    page.on('console', (m) => { if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) pageErrors.push(m.text()); });
-    const requests = [];
-    page.on('request', async (req) => {
-      const entry = { url: req.url(), method: req.method(), headers: req.headers(), n: requests.length };
-      requests.push(entry);
-      try { entry.headers = await req.allHeaders(); } catch { /* the page went away */ }
-    });
-    const responses = [];
-    page.on('response', (r) => responses.push({ url: r.url(), status: r.status() }));
-    return { context, page, requests, responses };
+    recordErrors(page, pageErrors);
+    return { context, page, ...recordTraffic(page) };
   }
   const PROTECTED = /^\/(dicomweb|wado|fhir|api|IHEInvokeImageDisplay)(\/|$)/;
   const isProtected = (url) => url.startsWith(`${base}/`) && PROTECTED.test(new URL(url).pathname)
@@ -269,11 +199,7 @@ try {
   });
 
   await check('the token stays in the URL, not in web storage; a reload shows the study again', async () => {
-    const stored = await page.evaluate(() => {
-      const all = [];
-      for (const s of [localStorage, sessionStorage]) for (let i = 0; i < s.length; i++) all.push(`${s.key(i)}=${s.getItem(s.key(i))}`);
-      return all;
-    });
+    const stored = await webStorage(page);
     const leaks = stored.filter((kv) => kv.includes(token) || kv.includes('phims_'));
     assert(leaks.length === 0, `share token in web storage: ${leaks.map((kv) => kv.split('=')[0]).join(', ')}`);
     assert(page.url() === link.viewer, 'the page URL is no longer the link');
