@@ -123,6 +123,9 @@ try {
   const page = await context.newPage();
   const pageErrors = [];
   recordErrors(page, pageErrors);
+  // The stacks of the page's uncaught errors, for the "no page errors" message.
+  const errorStacks = [];
+  page.on('pageerror', (e) => errorStacks.push(e.stack || String(e)));
   // Every request with the headers it really carried.
   const { requests, responses } = recordTraffic(page);
   const archiveRequests = () => requests.filter((r) => isProtected(base, r.url));
@@ -319,7 +322,7 @@ try {
   });
 
   await check('no page errors', async () => {
-    assert(pageErrors.length === 0, pageErrors.join('\n'));
+    assert(pageErrors.length === 0, [...pageErrors, ...errorStacks].join('\n'));
   });
 } catch (e) {
   counts.failed++;

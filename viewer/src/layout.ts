@@ -63,6 +63,12 @@ export class Layout {
     this.setActive(Math.min(this.active, count - 1));
   }
 
+  /** Destroys every pane (leaving the study view); the rendering engine stays. */
+  destroy(): void {
+    for (const pane of this.panes.splice(0)) pane.destroy();
+    this.remembered = [];
+  }
+
   next(): void {
     this.setActive((this.active + 1) % this.panes.length);
   }

@@ -44,19 +44,34 @@ declare global {
   }
 }
 
+/**
+ * One rendering engine for the page, made with the first study view and
+ * never destroyed: cornerstone cannot cancel an image request already sent
+ * (a viewport's first image, a scroll), and when it lands after the study
+ * view was left it calls its viewport's render(), which goes through the
+ * engine. With the engine alive that render is a no-op for the disabled
+ * viewport; a destroyed engine made it throw ("Cannot read properties of
+ * undefined (reading 'renderViewport')").
+ */
 let engine: RenderingEngine | null = null;
+/** The panes of the study view shown, when one is. */
+let shownLayout: Layout | null = null;
+/** Counts the study views opened and left: a renderStudy still loading when its view was left stops. */
+let visit = 0;
 let keyHandler: ((e: KeyboardEvent) => void) | null = null;
 let resizeObserver: ResizeObserver | null = null;
 
 export function leaveStudy(): void {
+  visit++;
   if (keyHandler) document.removeEventListener('keydown', keyHandler);
   keyHandler = null;
   resizeObserver?.disconnect();
   resizeObserver = null;
-  if (engine) {
+  if (shownLayout) {
+    // The panes first (cine, prefetch, their viewports), then the tool group; the engine stays.
+    shownLayout.destroy();
+    shownLayout = null;
     destroyToolGroup();
-    engine.destroy();
-    engine = null;
   }
   delete window.__viewer;
 }
@@ -75,6 +90,7 @@ export interface StudyOptions {
 }
 
 export async function renderStudy(root: HTMLElement, studyUid: string, opts: StudyOptions = {}): Promise<void> {
+  const thisVisit = visit;
   root.innerHTML = `
     <div class="study">
       <aside class="study-side">
@@ -170,7 +186,8 @@ export async function renderStudy(root: HTMLElement, studyUid: string, opts: Stu
     if (!study) throw new Error(`${t('noSuchStudy')} ${studyUid}`);
   } catch (e) {
     loadError = String(e);
-    if (e instanceof Forbidden && opts.onForbidden && window.__viewer) {
+    if (thisVisit !== visit) return; // left while loading
+    if (e instanceof Forbidden && opts.onForbidden) {
       leaveStudy();
       opts.onForbidden();
       return;
@@ -178,10 +195,10 @@ export async function renderStudy(root: HTMLElement, studyUid: string, opts: Stu
     panel.innerHTML = `<div class="msg err">${t('error')}: ${esc(e instanceof Error ? e.message : String(e))}</div>`;
     return;
   }
-  if (!window.__viewer) return; // left while loading
+  if (thisVisit !== visit) return; // left while loading
   series.sort((a, b) => (num(a, T.SeriesNumber) ?? 0) - (num(b, T.SeriesNumber) ?? 0));
 
-  engine = new RenderingEngine(ENGINE_ID);
+  engine ??= new RenderingEngine(ENGINE_ID);
   const group: ToolGroup = createToolGroup();
   const fpsInput = root.querySelector<HTMLInputElement>('#fps')!;
   const cineButton = root.querySelector<HTMLButtonElement>('#cine')!;
@@ -231,6 +248,7 @@ export async function renderStudy(root: HTMLElement, studyUid: string, opts: Stu
     },
   };
   layout = new Layout(grid, context, () => syncToolbar());
+  shownLayout = layout;
 
   const chooseTool = (tool: LeftTool) => {
     state.leftTool = tool;
@@ -361,7 +379,7 @@ export async function renderStudy(root: HTMLElement, studyUid: string, opts: Stu
   const first = active();
   if (first) {
     // Layout.set started loading the first series; follow it to update the toolbar.
-    const wait = () => (first.ready || first.error ? syncToolbar() : setTimeout(wait, 50));
+    const wait = () => (first.ready || first.error || first.destroyed ? syncToolbar() : setTimeout(wait, 50));
     wait();
   }
 }

@@ -62,6 +62,8 @@ export class Pane {
   inverted = false;
   playing = false;
   fps = 10;
+  /** Set by destroy(): the pane's viewport is gone, and late callbacks for it do nothing. */
+  destroyed = false;
   private loadToken = 0;
 
   constructor(
@@ -97,6 +99,8 @@ export class Pane {
     cst.ToolGroupManager.getToolGroup(TOOLGROUP_ID)?.addViewport(this.viewportId, this.ctx.engine.id);
     const update = () => this.updateOverlay();
     this.element.addEventListener(csEnums.Events.STACK_NEW_IMAGE, () => {
+      // An image request still on the wire when the pane went lands on its old viewport.
+      if (this.destroyed) return;
       this.updateOverlay();
       this.ctx.onImage?.(this);
     });
@@ -104,7 +108,17 @@ export class Pane {
     this.element.addEventListener(csEnums.Events.CAMERA_MODIFIED, update);
   }
 
+  /**
+   * Stops the pane's cine and prefetch and disables its viewport. The
+   * rendering engine must outlive this: cornerstone cannot cancel an image
+   * request already sent, and when it lands it renders through the engine
+   * (a no-op for a disabled viewport, a TypeError once the engine is destroyed).
+   */
   destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.ready = false;
+    this.loadToken++; // a load in progress stops at its next step
     this.stopCine();
     cst.utilities.stackPrefetch.disable(this.element);
     cst.ToolGroupManager.getToolGroup(TOOLGROUP_ID)?.removeViewports(this.ctx.engine.id, this.viewportId);
@@ -276,6 +290,7 @@ export class Pane {
   }
 
   updateOverlay(): void {
+    if (this.destroyed) return;
     const vp = this.viewport();
     if (!vp || !this.ready) return;
     const { study } = this;
