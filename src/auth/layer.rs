@@ -11,36 +11,84 @@ use crate::audit::{Action, Actor, Event, EventId, Outcome};
 use crate::error::{ApiError, FhirError, JsonError};
 use crate::server::AppState;
 
+/// The answer refusing a request (boxed: a response is large).
+type Refusal = Box<Response>;
+
 /// Decides from the method and path what the request needs, checks the
 /// caller's credentials, answers 401 (no or bad credentials, with
 /// `WWW-Authenticate: Bearer`) or 403 (a caller without the right) before
-/// any handler runs, and records the access in the audit trail. Handlers
-/// find the [`Principal`] in the request's extensions.
+/// any handler runs, applies the caller's limits, and records the access
+/// in the audit trail. Handlers find the [`Principal`] in the request's
+/// extensions.
 pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let access = policy::http_access(req.method(), req.uri().path());
     if access == Access::Public {
         return next.run(req).await;
     }
+    let path = req.uri().path().to_owned();
     let address = req
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    let path = req.uri().path().to_owned();
-    // A share link in the URL (a viewer or <img> cannot send headers).
-    let share_param = (!req
-        .headers()
-        .contains_key(axum::http::header::AUTHORIZATION)
-        && (req.method() == Method::GET || req.method() == Method::HEAD))
-        .then(|| share_param(req.uri()))
+    let principal = match identify(&st, req.method(), req.uri(), req.headers(), address).await {
+        Ok(p) => p,
+        Err(refusal) => return *refusal,
+    };
+    if let Err(refusal) = authorize(&st, &mut req, access, &principal, &path) {
+        return *refusal;
+    }
+    // Held until the response is made.
+    let _stow_slot = match limit(&st, req, access, &principal, &path) {
+        Ok((r, slot)) => {
+            req = r;
+            slot
+        }
+        Err(refusal) => return *refusal,
+    };
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    req.extensions_mut().insert(principal.clone());
+    let response = next.run(req).await;
+    if let Some(event) = access_event(access, &principal, &method, &uri, response.status()) {
+        st.audit.record(event);
+    }
+    response
+}
+
+/// Who is calling: a share link in the URL (a viewer or an `<img>` cannot
+/// send headers) or the `Authorization` header; refused credentials are a
+/// 401 (or 503 when they cannot be checked now).
+async fn identify(
+    st: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &axum::http::HeaderMap,
+    address: Option<std::net::IpAddr>,
+) -> Result<Principal, Refusal> {
+    let path = uri.path();
+    let share_param = (!headers.contains_key(axum::http::header::AUTHORIZATION)
+        && (method == Method::GET || method == Method::HEAD))
+        .then(|| share_param(uri))
         .flatten();
     let authenticated = match &share_param {
         Some(token) => st.auth.share_link(token, address).await,
-        None => st.auth.authenticate(req.headers(), address).await,
+        None => st.auth.authenticate(headers, address).await,
     };
-    let principal = match authenticated {
-        Ok(p) => p,
+    match authenticated {
+        Ok(p) => {
+            if share_param.is_none() && st.auth.first_use(headers) {
+                st.audit.record(
+                    Event::new(
+                        EventId::UserAuthentication,
+                        Action::E,
+                        Outcome::Success,
+                        Actor::of(&p),
+                    )
+                    .event_type("Login"),
+                );
+            }
+            Ok(p)
+        }
         Err(e) => {
-            let unavailable = matches!(e, super::AuthError::Unavailable);
             let mut who = Principal::nobody(address);
             who.name = "unknown".into();
             st.audit.record(
@@ -51,17 +99,28 @@ pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -
                     Actor::of(&who),
                 )
                 .event_type("Login")
-                .detail(format!("{} {}: {e}", req.method(), path)),
+                .detail(format!("{method} {path}: {e}")),
             );
             tracing::info!(%path, reason = %e, "credentials refused");
-            let err = if unavailable {
+            let err = if matches!(e, super::AuthError::Unavailable) {
                 ApiError::Unavailable(e.to_string())
             } else {
                 ApiError::Unauthorized(e.to_string())
             };
-            return refuse(&path, err);
+            Err(Box::new(refuse(path, err)))
         }
-    };
+    }
+}
+
+/// Whether the caller may make this request (by the policy table; a share
+/// link also only within its study, whose searches it narrows).
+fn authorize(
+    st: &AppState,
+    req: &mut Request,
+    access: Access,
+    principal: &Principal,
+    path: &str,
+) -> Result<(), Refusal> {
     let needed = match access {
         Access::Public => None,
         Access::Readiness if st.auth.config.readyz_public => None,
@@ -72,107 +131,94 @@ pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -
     };
     if let Some(p) = needed.filter(|p| !principal.may(*p)) {
         if !principal.authenticated() {
-            return refuse(
-                &path,
+            return Err(Box::new(refuse(
+                path,
                 ApiError::Unauthorized(
                     "authentication required: send Authorization: Bearer <access token or API key>"
                         .into(),
                 ),
-            );
+            )));
         }
         st.audit.record(Event::refused(
-            Actor::of(&principal),
-            path_studies(&path),
+            Actor::of(principal),
+            path_studies(path),
             format!("{} {path}: needs {p}", req.method()),
         ));
         tracing::info!(%path, permission = %p, method = principal.method.as_str(), "access refused");
-        return refuse(
-            &path,
+        return Err(Box::new(refuse(
+            path,
             ApiError::Forbidden(format!("{} may not {}", principal.describe(), describe(p))),
-        );
+        )));
     }
     if let Some(claims) = &principal.share {
         match super::share::confine(claims, req.method(), req.uri()) {
             Ok(uri) => *req.uri_mut() = uri,
             Err(why) => {
                 st.audit.record(Event::refused(
-                    Actor::of(&principal),
+                    Actor::of(principal),
                     vec![claims.s.clone()],
                     format!("{} {path}: {why}", req.method()),
                 ));
-                return refuse(&path, ApiError::Forbidden(why));
+                return Err(Box::new(refuse(path, ApiError::Forbidden(why))));
             }
         }
     }
-    if share_param.is_none() && st.auth.first_use(req.headers()) {
-        st.audit.record(
-            Event::new(
-                EventId::UserAuthentication,
-                Action::E,
-                Outcome::Success,
-                Actor::of(&principal),
-            )
-            .event_type("Login"),
+    Ok(())
+}
+
+/// The caller's limits: its request rate, its STOW requests at once (the
+/// slot is held by the caller until the response is made) and its body
+/// size (a body without a length is cut at the limit: the handler then
+/// sees a read error).
+fn limit(
+    st: &AppState,
+    req: Request,
+    access: Access,
+    principal: &Principal,
+    path: &str,
+) -> Result<(Request, Option<super::limits::StowSlot>), Refusal> {
+    if let Err(retry_after) = st.auth.limits.admit(principal) {
+        let why = format!(
+            "{} is over its request rate; retry in {retry_after} s",
+            principal.describe()
         );
+        return Err(Box::new(too_many(path, why, retry_after)));
     }
-    if let Err(retry_after) = st.auth.limits.admit(&principal) {
-        return too_many(
-            &path,
-            format!(
-                "{} is over its request rate; retry in {retry_after} s",
-                principal.describe()
-            ),
-            retry_after,
-        );
-    }
-    let _stow_slot = match access {
+    let slot = match access {
         // Per identity: callers without one (a server without
         // authentication) are not counted together.
-        Access::StoreAny if principal.authenticated() => match st.auth.limits.stow_slot(&principal)
-        {
-            Some(slot) => Some(slot),
-            None => {
-                return too_many(
-                    &path,
-                    format!(
+        Access::StoreAny if principal.authenticated() => {
+            match st.auth.limits.stow_slot(principal) {
+                Some(slot) => Some(slot),
+                None => {
+                    let why = format!(
                         "{} has as many STOW requests running as allowed; retry when one ends",
                         principal.describe()
-                    ),
-                    1,
-                )
+                    );
+                    return Err(Box::new(too_many(path, why, 1)));
+                }
             }
-        },
+        }
         _ => None,
     };
-    if let Some(max) = st.auth.limits.max_body(&principal) {
-        let declared = req
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max) {
-            return refuse(
-                &path,
-                ApiError::PayloadTooLarge(format!(
-                    "{} may send at most {max} bytes",
-                    principal.describe()
-                )),
-            );
-        }
-        // A body without a length is cut at the limit (the handler then
-        // sees a read error).
-        let (parts, body) = req.into_parts();
-        let limited =
-            http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
-        req = Request::from_parts(parts, axum::body::Body::new(limited));
+    let Some(max) = st.auth.limits.max_body(principal) else {
+        return Ok((req, slot));
+    };
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        let why = format!("{} may send at most {max} bytes", principal.describe());
+        return Err(Box::new(refuse(path, ApiError::PayloadTooLarge(why))));
     }
-    let (method, uri) = (req.method().clone(), req.uri().clone());
-    req.extensions_mut().insert(principal.clone());
-    let response = next.run(req).await;
-    if let Some(event) = access_event(access, &principal, &method, &uri, response.status()) {
-        st.audit.record(event);
-    }
-    response
+    let (parts, body) = req.into_parts();
+    let limited = http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
+    Ok((
+        Request::from_parts(parts, axum::body::Body::new(limited)),
+        slot,
+    ))
 }
 
 /// The `share` query parameter, if any.

@@ -59,6 +59,10 @@ pub fn chain_hash(prev_hash: &str, seq: i64, time_ms: i64, body: &str) -> String
     hex::encode(h.finalize())
 }
 
+/// Rows one INSERT writes at most (10 parameters each: well under
+/// SQLite's and PostgreSQL's limits).
+const APPEND_CHUNK: usize = 100;
+
 /// PostgreSQL advisory lock key of the audit chain ("PHIMAUDT").
 const CHAIN_LOCK: i64 = 0x5048_494d_4155_4454;
 
@@ -125,26 +129,40 @@ impl AuditLog for SqlIndex {
             Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
             None => (0, GENESIS.to_owned()),
         };
-        for rec in records {
-            seq += 1;
-            let hash = chain_hash(&prev, seq, rec.time_ms, &rec.body);
-            sqlx::query(
+        // Many rows a statement: one round trip per chunk, not per event.
+        for chunk in records.chunks(APPEND_CHUNK) {
+            let mut rows = Vec::with_capacity(chunk.len());
+            for rec in chunk {
+                seq += 1;
+                let hash = chain_hash(&prev, seq, rec.time_ms, &rec.body);
+                rows.push((seq, rec, std::mem::replace(&mut prev, hash.clone()), hash));
+            }
+            let values: Vec<String> = (0..rows.len())
+                .map(|i| {
+                    let p: Vec<String> = (1..=10).map(|j| format!("${}", i * 10 + j)).collect();
+                    format!("({})", p.join(", "))
+                })
+                .collect();
+            let text = format!(
                 "INSERT INTO audit_log (seq, time_ms, event_id, outcome, actor, patient_id, \
-                 study_uids, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(seq)
-            .bind(rec.time_ms)
-            .bind(rec.event_id)
-            .bind(rec.outcome)
-            .bind(&rec.actor)
-            .bind(&rec.patient_id)
-            .bind(&rec.study_uids)
-            .bind(&rec.body)
-            .bind(&prev)
-            .bind(&hash)
-            .execute(&mut *tx)
-            .await?;
-            prev = hash;
+                 study_uids, body, prev_hash, hash) VALUES {}",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&text);
+            for (seq, rec, prev_hash, hash) in rows {
+                q = q
+                    .bind(seq)
+                    .bind(rec.time_ms)
+                    .bind(rec.event_id)
+                    .bind(rec.outcome)
+                    .bind(rec.actor.clone())
+                    .bind(rec.patient_id.clone())
+                    .bind(rec.study_uids.clone())
+                    .bind(rec.body.clone())
+                    .bind(prev_hash)
+                    .bind(hash);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
