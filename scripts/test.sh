@@ -153,6 +153,7 @@ set -e
 # ---------------------------------------------------------------- 6. viewer e2e
 if [ "${PHIM_SKIP_E2E:-0}" != 1 ]; then
     step "viewer end-to-end (tests/e2e, headless chromium)"
+    # Each browser script has a time limit: a hung one must fail, not stall CI.
     e2e() {
         local rc=0
         bash scripts/build-viewer.sh &&
@@ -163,16 +164,16 @@ if [ "${PHIM_SKIP_E2E:-0}" != 1 ]; then
         [ -x "$ROOT/target/debug/phim-load" ] || return 1
         PHIM_BIN=$PHIM_BIN PHIM_LOAD_BIN=$ROOT/target/debug/phim-load PHIM_PYTHON=$VENV/bin/python \
             PHIM_VIEWER_DIR=$ROOT/viewer/dist E2E_OUT=$ROOT/.test-work/e2e \
-            node tests/e2e/run.mjs || rc=1
+            timeout 1200 node tests/e2e/run.mjs || rc=1
         # The viewer's OpenID Connect login: the test provider first checks itself.
-        node tests/oidc/selftest.mjs || rc=1
+        timeout 300 node tests/oidc/selftest.mjs || rc=1
         PHIM_BIN=$PHIM_BIN PHIM_LOAD_BIN=$ROOT/target/debug/phim-load \
             PHIM_VIEWER_DIR=$ROOT/viewer/dist E2E_OUT=$ROOT/.test-work/e2e \
-            node tests/e2e/login.mjs || rc=1
+            timeout 600 node tests/e2e/login.mjs || rc=1
         # Share links: a study opened with a link's token only, no login.
         PHIM_BIN=$PHIM_BIN PHIM_LOAD_BIN=$ROOT/target/debug/phim-load \
             PHIM_VIEWER_DIR=$ROOT/viewer/dist E2E_OUT=$ROOT/.test-work/e2e \
-            node tests/e2e/share.mjs || rc=1
+            timeout 600 node tests/e2e/share.mjs || rc=1
         return $rc
     }
     set +e
@@ -194,7 +195,7 @@ if [ "${PHIM_SKIP_OHIF:-0}" != 1 ]; then
           (cd tests/ohif && npm ci --no-audit --no-fund); } &&
         PHIM_BIN=$PHIM_BIN PHIM_LOAD_BIN=$load PHIM_PYTHON=$VENV/bin/python \
             PHIM_TOOLS_DIR=${PHIM_TOOLS_DIR:-$HOME/.cache/phim-tools} OHIF_OUT=$ROOT/.test-work/ohif \
-            node tests/ohif/run.mjs
+            timeout 1200 node tests/ohif/run.mjs
     }
     set +e
     ohif

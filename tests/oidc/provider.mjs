@@ -51,6 +51,7 @@
 // or its origin + "/").
 import * as crypto from 'node:crypto';
 import * as http from 'node:http';
+import * as util from 'node:util';
 
 import Provider, { errors } from 'oidc-provider';
 
@@ -99,16 +100,20 @@ function rolesClaim(roles) {
 }
 
 // ------------------------------------------------------------------ keys, made at start-up
-function signingKey(type, options, alg) {
-  const { privateKey } = crypto.generateKeyPairSync(type, options);
+// Asynchronous on purpose: Node 20's generateKeyPairSync can deadlock when a
+// garbage collection runs during it (seen here: the process hung for good in
+// KeyGenJob's destructor, waiting on a mutex its own thread held).
+const generateKeyPair = util.promisify(crypto.generateKeyPair);
+async function signingKey(type, options, alg) {
+  const { privateKey } = await generateKeyPair(type, options);
   const jwk = privateKey.export({ format: 'jwk' });
   return { ...jwk, alg, use: 'sig', kid: `${alg.toLowerCase()}-${crypto.randomBytes(6).toString('hex')}` };
 }
 // The first key of an algorithm family is the one oidc-provider signs with.
 const jwks = {
   keys: [
-    signingKey('rsa', { modulusLength: 2048 }, 'RS256'),
-    signingKey('ec', { namedCurve: 'P-256' }, 'ES256'),
+    await signingKey('rsa', { modulusLength: 2048 }, 'RS256'),
+    await signingKey('ec', { namedCurve: 'P-256' }, 'ES256'),
   ],
 };
 
