@@ -97,19 +97,7 @@ impl Verifier {
             Some(u) => u,
             None => self.discover().await?,
         };
-        let set: JwkSet = self
-            .http
-            .get(&jwks_uri)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| format!("JWKS {jwks_uri}: {e}"))?
-            .bytes()
-            .await
-            .map_err(|e| format!("JWKS {jwks_uri}: {e}"))
-            .and_then(|b| {
-                serde_json::from_slice(&b).map_err(|e| format!("JWKS {jwks_uri}: {e}"))
-            })?;
+        let set: JwkSet = self.get_json("JWKS", &jwks_uri).await?;
         let mut keys = Keys {
             jwks_uri: Some(jwks_uri),
             fetched: Some(Instant::now()),
@@ -143,24 +131,36 @@ impl Verifier {
         Ok(n)
     }
 
+    /// A JSON document of the identity provider (at most 1 MiB).
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        url: &str,
+    ) -> Result<T, String> {
+        let fail = |e: &dyn std::fmt::Display| format!("{what} {url}: {e}");
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| fail(&e))?;
+        if resp.content_length().is_some_and(|n| n > 1 << 20) {
+            return Err(fail(&"larger than 1 MiB"));
+        }
+        let body = resp.bytes().await.map_err(|e| fail(&e))?;
+        if body.len() > 1 << 20 {
+            return Err(fail(&"larger than 1 MiB"));
+        }
+        serde_json::from_slice(&body).map_err(|e| fail(&e))
+    }
+
     async fn discover(&self) -> Result<String, String> {
         let url = format!(
             "{}/.well-known/openid-configuration",
             self.config.issuer.trim_end_matches('/')
         );
-        let doc: serde_json::Value = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| format!("discovery {url}: {e}"))?
-            .bytes()
-            .await
-            .map_err(|e| format!("discovery {url}: {e}"))
-            .and_then(|b| {
-                serde_json::from_slice(&b).map_err(|e| format!("discovery {url}: {e}"))
-            })?;
+        let doc: serde_json::Value = self.get_json("discovery", &url).await?;
         // OpenID Connect Discovery §4.3: the document's issuer must be the
         // one we asked.
         if doc.get("issuer").and_then(|v| v.as_str()) != Some(self.config.issuer.as_str()) {
