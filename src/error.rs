@@ -236,22 +236,8 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// DICOM status codes used in STOW-RS responses and (later) DIMSE.
-pub mod status {
-    /// Refused: Out of Resources.
-    pub const OUT_OF_RESOURCES: u16 = 0xA700;
-    /// Error: Data Set does not match SOP Class (also used for a Study
-    /// Instance UID that does not match the request, PS3.18 §10.5.3).
-    pub const DATASET_MISMATCH: u16 = 0xA900;
-    /// Error: Cannot understand.
-    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
-    /// Processing failure.
-    pub const PROCESSING_FAILURE: u16 = 0x0110;
-    /// Duplicate SOP Instance.
-    pub const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
-    /// Refused: Not Authorized (PS3.7 Annex C.5.x general status 0124H).
-    pub const NOT_AUTHORIZED: u16 = 0x0124;
-}
+/// DICOM status codes: one table with DIMSE's, in `dicom::status`.
+pub use crate::dicom::status;
 
 /// The Failure Reason (0008,1197) for an instance that was not stored.
 pub fn failure_reason(e: &IngestError) -> u16 {

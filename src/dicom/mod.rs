@@ -4,6 +4,7 @@
 pub mod frames;
 pub mod json;
 pub mod scan;
+pub mod status;
 pub mod text;
 pub mod transfer_syntax;
 pub mod uid;

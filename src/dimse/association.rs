@@ -15,47 +15,17 @@ use std::net::SocketAddr;
 use dicom_ul::association::server::ServerAssociationOptions;
 use dicom_ul::association::Association;
 use dicom_ul::pdu::{
-    PDataValue, PDataValueType, Pdu, PresentationContextNegotiated,
-    PresentationContextResultReason, UserVariableItem,
+    PDataValue, PDataValueType, Pdu, PresentationContextResultReason, UserVariableItem,
 };
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::command::{command_pdu, field, response, status, Command, MAX_COMMAND_LEN};
+use super::command::{command_pdu, field, response, Command, MAX_COMMAND_LEN};
+use super::job::Job;
+use super::peer::Peer;
 use super::sop_classes::STORAGE_SOP_CLASSES;
 use super::{
     commitment, echo, find, retrieve, store, DimseConfig, Policy, Roles, Services, VERIFICATION,
 };
 use crate::dicom::transfer_syntax;
-
-/// A C-MOVE, C-GET or storage commitment running beside the loop.
-pub(super) struct Job {
-    /// PDUs to send on this association, in order.
-    pub out: mpsc::Receiver<Pdu>,
-    /// Set on C-CANCEL-RQ.
-    pub cancel: CancellationToken,
-    /// Responses received for the job's own requests on this association
-    /// (C-STORE-RSP of a C-GET, N-EVENT-REPORT-RSP).
-    pub responses: mpsc::Sender<Command>,
-    /// The request's Message ID (what a C-CANCEL-RQ refers to).
-    pub message_id: u16,
-    pub task: tokio::task::JoinHandle<()>,
-    /// Let the task finish after the association ends (a commitment
-    /// report then goes on a new association).
-    pub detached: bool,
-}
-
-impl Drop for Job {
-    fn drop(&mut self) {
-        if !self.detached {
-            self.cancel.cancel();
-            self.task.abort();
-        }
-    }
-}
-
-/// Capacity of a job's channels: a few PDUs ahead of the socket.
-pub(super) const JOB_QUEUE: usize = 4;
 
 async fn next_out(job: &mut Option<Job>) -> Option<Pdu> {
     match job {
@@ -522,55 +492,4 @@ fn refuse(cmd: &Command, assoc: &Peer, pc_id: u8, services: &Services) -> Option
         )
         .into_bytes(),
     ))
-}
-
-/// What the services need to know of the association.
-pub(super) struct Peer {
-    /// What the calling AE may do (`--remote-ae …:store,find,…`).
-    pub permissions: crate::auth::Permissions,
-    pub address: std::net::IpAddr,
-    pub calling_ae: String,
-    contexts: Vec<PresentationContextNegotiated>,
-    /// Storage SOP classes for which the requestor took the SCP role.
-    scp_roles: Vec<String>,
-    max_pdu: u32,
-}
-
-impl Peer {
-    /// The calling AE as the audit trail names it.
-    pub fn actor(&self) -> crate::audit::Actor {
-        crate::audit::Actor {
-            method: "ae-title".into(),
-            name: self.calling_ae.clone(),
-            roles: Vec::new(),
-            address: Some(self.address.to_string()),
-        }
-    }
-
-    pub fn presentation_contexts(&self) -> &[PresentationContextNegotiated] {
-        &self.contexts
-    }
-
-    /// Largest PDU the requestor accepts.
-    pub fn requestor_max_pdu_length(&self) -> u32 {
-        self.max_pdu
-    }
-
-    /// Whether the requestor may act as SCP for `sop_class` (C-GET).
-    pub fn is_scp_for(&self, sop_class: &str) -> bool {
-        self.scp_roles.iter().any(|c| c == sop_class)
-    }
-}
-
-/// A final response refusing a request because another job runs.
-pub(super) fn busy_response(field: u16, sop_class: &str, message_id: u16, pc_id: u8) -> Pdu {
-    command_pdu(
-        pc_id,
-        response(field, sop_class, message_id, status::OUT_OF_RESOURCES)
-            .text(
-                super::command::tag::ERROR_COMMENT,
-                "another operation is running",
-            )
-            .into_bytes(),
-    )
 }

@@ -22,42 +22,8 @@ pub mod field {
     pub const N_ACTION_RSP: u16 = 0x8130;
 }
 
-/// DIMSE status codes (PS3.7 Annex C, PS3.4 Annexes B, C, J), in one place.
-pub mod status {
-    pub const SUCCESS: u16 = 0x0000;
-    pub const PENDING: u16 = 0xFF00;
-    pub const CANCEL: u16 = 0xFE00;
-    /// Sub-operations complete, one or more failures or warnings.
-    pub const SUB_OPERATIONS_WARNING: u16 = 0xB000;
-    /// Refused: out of resources.
-    pub const OUT_OF_RESOURCES: u16 = 0xA700;
-    /// Refused: out of resources, unable to calculate the number of matches.
-    pub const OUT_OF_RESOURCES_MATCHES: u16 = 0xA701;
-    /// Refused: out of resources, unable to perform sub-operations.
-    pub const OUT_OF_RESOURCES_SUB_OPERATIONS: u16 = 0xA702;
-    /// Refused: Move Destination unknown.
-    pub const MOVE_DESTINATION_UNKNOWN: u16 = 0xA801;
-    /// Identifier does not match SOP Class.
-    pub const IDENTIFIER_MISMATCH: u16 = 0xA900;
-    /// Unable to process.
-    pub const UNABLE_TO_PROCESS: u16 = 0xC000;
-    /// N-ACTION: no such action type.
-    pub const NO_SUCH_ACTION: u16 = 0x0123;
-    /// N-ACTION: invalid argument value / missing attribute.
-    pub const INVALID_ARGUMENT: u16 = 0x0115;
-    pub const MISSING_ATTRIBUTE: u16 = 0x0120;
-    pub const RESOURCE_LIMITATION: u16 = 0x0213;
-    pub const NO_SUCH_SOP_CLASS: u16 = 0x0118;
-    /// Storage commitment Failure Reasons (PS3.4 J.3.2.1.1.1).
-    pub const NO_SUCH_OBJECT_INSTANCE: u16 = 0x0112;
-    pub const CLASS_INSTANCE_CONFLICT: u16 = 0x0119;
-    pub const PROCESSING_FAILURE: u16 = 0x0110;
-
-    /// Warning statuses (0001, Bxxx) of a C-STORE-RSP.
-    pub fn is_warning(s: u16) -> bool {
-        s == 0x0001 || (s & 0xF000) == 0xB000
-    }
-}
+/// DIMSE status codes (one table with STOW-RS's, in `dicom::status`).
+pub use crate::dicom::status;
 
 /// Command elements used by Phim (tag numbers within group 0000).
 pub mod tag {

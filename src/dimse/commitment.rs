@@ -21,11 +21,11 @@ use dicom_ul::pdu::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::association::{busy_response, Job, JOB_QUEUE};
 use super::command::{command_pdu, DataSetBuffer};
 use super::command::{
     field, response, status, tag, Command, CommandError, CommandWriter, DATA_SET, MAX_COMMAND_LEN,
 };
+use super::job::{busy_response, Job, JOB_QUEUE};
 use super::{DimseConfig, RemoteAe, Services};
 use crate::dicom::scan::Value;
 use crate::dicom::transfer_syntax;

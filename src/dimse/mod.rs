@@ -12,6 +12,8 @@ pub mod command;
 pub mod commitment;
 pub mod echo;
 pub mod find;
+pub mod job;
+pub mod peer;
 pub mod retrieve;
 pub mod sop_classes;
 pub mod store;

@@ -23,11 +23,12 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::association::{busy_response, Job, Peer, JOB_QUEUE};
 use super::command::{command_pdu, DataSetBuffer};
 use super::command::{
     field, response, status, tag, Command, CommandError, CommandWriter, DATA_SET, MAX_COMMAND_LEN,
 };
+use super::job::{busy_response, Job, JOB_QUEUE};
+use super::peer::Peer;
 use super::{DimseConfig, RemoteAe, Services};
 use crate::dicom::scan::Scanned;
 use crate::dicom::transfer_syntax;
