@@ -250,13 +250,12 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     let emr = Arc::new(args.emr.config()?);
     let auth_config = args.auth.config()?;
     let tls = args.tls.setup()?;
-    args.audit.target()?;
+    let syslog = args.audit.target()?;
     check_exposure(&args, &auth_config, dimse.as_ref(), &tls)?;
     let (index, store, ingest) = open_backends(&args.storage, &args.ingest).await?;
     let shutdown = CancellationToken::new();
     // Its own token: the writer stops last, after everything that records.
     let audit_stop = CancellationToken::new();
-    let syslog = args.audit.target()?;
     if let Some(t) = &syslog {
         tracing::info!(host = %t.host, port = t.port, tls = t.tls.is_some(), "audit events also go to an ATNA repository");
     }

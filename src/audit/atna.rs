@@ -119,8 +119,10 @@ async fn run(
             _ = shutdown.cancelled() => match rx.try_recv() { Ok(e) => e, Err(_) => break },
         };
         let frame = frame(&syslog_message(&event, &host));
-        // One new connection per event at most; then the event is lost.
-        for attempt in 0..2 {
+        // Two attempts per event (a new connection for the second); then
+        // the event is counted as lost.
+        let mut sent = false;
+        for _ in 0..2 {
             if conn.is_none() {
                 match connect(&target).await {
                     Ok(c) => {
@@ -136,20 +138,19 @@ async fn run(
                 }
             }
             let Some(c) = conn.as_mut() else { continue };
-            let sent = tokio::time::timeout(Duration::from_secs(10), async {
+            let written = tokio::time::timeout(Duration::from_secs(10), async {
                 c.write_all(&frame).await?;
                 c.flush().await
             })
             .await;
-            match sent {
-                Ok(Ok(())) => break,
-                _ => {
-                    conn = None;
-                    if attempt == 1 {
-                        lost.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+            if matches!(written, Ok(Ok(()))) {
+                sent = true;
+                break;
             }
+            conn = None;
+        }
+        if !sent {
+            lost.fetch_add(1, Ordering::Relaxed);
         }
     }
     if let Some(mut c) = conn {

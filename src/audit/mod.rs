@@ -82,7 +82,7 @@ pub enum Action {
 
 /// Event Outcome Indicator (PS3.15 A.5.3): 0 success, 4 minor failure,
 /// 8 serious failure, 12 major failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub enum Outcome {
     Success = 0,
     MinorFailure = 4,
@@ -384,27 +384,28 @@ async fn name_patients(index: &dyn Index, batch: &mut [Event]) {
     if uids.is_empty() {
         return;
     }
-    match index.study_patients(&uids).await {
-        Ok(found) => {
-            for e in batch.iter_mut().filter(|e| e.patient_id.is_none()) {
-                let mut ids: Vec<&str> = e
-                    .studies
-                    .iter()
-                    .filter_map(|s| {
-                        found
-                            .iter()
-                            .find(|(st, _)| st == s)
-                            .map(|(_, p)| p.as_str())
-                    })
-                    .collect();
-                ids.sort();
-                ids.dedup();
-                if !ids.is_empty() {
-                    e.patient_id = Some(ids.join("\\"));
-                }
+    // In chunks: each UID is a bound parameter, and the back ends limit them.
+    let mut patients = std::collections::HashMap::new();
+    for chunk in uids.chunks(500) {
+        match index.study_patients(chunk).await {
+            Ok(found) => patients.extend(found),
+            Err(e) => {
+                tracing::warn!(error = %e, "audit: patients of studies not found");
+                return;
             }
         }
-        Err(e) => tracing::warn!(error = %e, "audit: patients of studies not found"),
+    }
+    for e in batch.iter_mut().filter(|e| e.patient_id.is_none()) {
+        let mut ids: Vec<&str> = e
+            .studies
+            .iter()
+            .filter_map(|s| patients.get(s).map(String::as_str))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        if !ids.is_empty() {
+            e.patient_id = Some(ids.join("\\"));
+        }
     }
 }
 

@@ -70,7 +70,11 @@ fn columns_match_body(r: &crate::index::AuditRecord) -> bool {
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
         .unwrap_or_default();
-    body["patient_id"].as_str() == r.patient_id.as_deref()
+    let event = serde_json::from_value::<super::EventId>(body["event"].clone());
+    let outcome = serde_json::from_value::<super::Outcome>(body["outcome"].clone());
+    event.is_ok_and(|e| i64::from(e.code()) == r.event_id)
+        && outcome.is_ok_and(|o| o as i64 == r.outcome)
+        && body["patient_id"].as_str() == r.patient_id.as_deref()
         && body["actor"]["name"].as_str() == Some(r.actor.as_str())
         && studies.join(",") == r.study_uids
         && body["time_ms"].as_i64() == Some(r.time_ms)

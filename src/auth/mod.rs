@@ -337,7 +337,7 @@ impl Auth {
         }
         let credential = credential.trim();
         if let Some(token) = &self.emr_token {
-            if token.accepts(headers) {
+            if token.matches(credential) {
                 let mut p = Principal::with_roles(
                     Method::EmrToken,
                     "emr".into(),

@@ -341,7 +341,8 @@ async fn handle_pdv(
                 let State::Storing(receiving) = std::mem::replace(state, State::Idle) else {
                     return Err("lost C-STORE state".into());
                 };
-                let (rsp, study) = receiving.finish(ingest).await;
+                let derived_only = !assoc.permissions.contains(crate::auth::Permission::Store);
+                let (rsp, study) = receiving.finish(ingest, derived_only).await;
                 let outcome = match study {
                     Some(_) => {
                         *stored += 1;

@@ -73,11 +73,16 @@ impl Receiving {
     }
 
     /// Ingests the received instance; returns the C-STORE-RSP command and,
-    /// when the instance is stored, its study.
-    pub async fn finish(self, ingest: &Ingest) -> (Vec<u8>, Option<String>) {
+    /// when the instance is stored, its study. `derived_only`: the calling
+    /// AE may store derived objects only, checked against the data set's
+    /// own SOP class (the command's may say otherwise).
+    pub async fn finish(self, ingest: &Ingest, derived_only: bool) -> (Vec<u8>, Option<String>) {
         let result = match (self.writer, self.failed) {
             (Some(w), None) => match w.finish().await {
-                Ok(spool) => ingest.ingest(spool, None).await.map_err(|f| f.error),
+                Ok(spool) => ingest
+                    .ingest_as(spool, None, derived_only)
+                    .await
+                    .map_err(|f| f.error),
                 Err(e) => Err(e.into()),
             },
             (_, Some(e)) => Err(IngestError::from(e)),
