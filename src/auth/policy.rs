@@ -182,6 +182,20 @@ pub fn http_access(method: &Method, path: &str) -> Access {
     }
 }
 
+/// [`http_access`], and what a query string adds: study references that
+/// carry a share link (`share_expires_in`) need [`Permission::Share`].
+pub fn http_access_with_query(method: &Method, path: &str, query: Option<&str>) -> Access {
+    let access = http_access(method, path);
+    let asks_share = query.is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "share_expires_in")
+    });
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    match segments.as_slice() {
+        ["api", "studies", _, "references"] if asks_share => Access::Needs(Permission::Share),
+        _ => access,
+    }
+}
+
 fn dicomweb_access(method: &Method, read: bool, rest: &[&str]) -> Access {
     // QIDO-RS (§10.6) resources end in a collection name; WADO-RS (§10.4)
     // names one resource or a sub-resource of it.
@@ -370,6 +384,24 @@ mod tests {
         for (m, p, want) in cases {
             assert_eq!(http_access(m, p), want, "{m} {p}");
         }
+    }
+
+    #[test]
+    fn references_with_a_share_link_need_share() {
+        let g = Method::GET;
+        let p = "/api/studies/1.2/references";
+        assert_eq!(
+            http_access_with_query(&g, p, None),
+            Access::Needs(Permission::Query)
+        );
+        assert_eq!(
+            http_access_with_query(&g, p, Some("share_expires_in=60")),
+            Access::Needs(Permission::Share)
+        );
+        assert_eq!(
+            http_access_with_query(&g, "/dicomweb/studies", Some("share_expires_in=60")),
+            Access::Needs(Permission::Query)
+        );
     }
 
     #[test]

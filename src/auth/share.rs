@@ -269,6 +269,38 @@ pub fn confine(claims: &Claims, method: &Method, uri: &Uri) -> Result<Uri, Strin
     Uri::from_parts(parts).map_err(|_| "malformed URI".into())
 }
 
+/// A share token for `study` (and `series`) that lives `ttl`, made by
+/// `by`; returns it and its expiry (seconds since the epoch).
+pub async fn sign_link(
+    st: &AppState,
+    study: &Uid,
+    series: Option<&Uid>,
+    ttl: Duration,
+    by: String,
+) -> Result<(String, i64), ApiError> {
+    if ttl.is_zero() || ttl > MAX_TTL {
+        return Err(ApiError::BadRequest(format!(
+            "a share link lives 1 to {} seconds",
+            MAX_TTL.as_secs()
+        )));
+    }
+    let exp = now_ms() / 1000 + ttl.as_secs() as i64;
+    let claims = Claims {
+        s: study.to_string(),
+        se: series.map(Uid::to_string),
+        exp,
+        by,
+        k: String::new(),
+    };
+    let token = st
+        .auth
+        .share_keys()
+        .sign(st.index.as_ref(), claims)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok((token, exp))
+}
+
 /// The body of `POST /api/studies/{study}/share` (all optional).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -318,30 +350,10 @@ pub async fn create(
         None => None,
     };
     let ttl = Duration::from_secs(req.expires_in.unwrap_or(DEFAULT_TTL.as_secs()));
-    if ttl.is_zero() || ttl > MAX_TTL {
-        return Err(ApiError::BadRequest(format!(
-            "expires_in: 1 to {} seconds",
-            MAX_TTL.as_secs()
-        ))
-        .into());
-    }
-    let exp = now_ms() / 1000 + ttl.as_secs() as i64;
     let by = caller
         .map(|c| c.0.name.clone())
         .unwrap_or_else(|| "anonymous".into());
-    let claims = Claims {
-        s: uid.to_string(),
-        se: series.as_ref().map(Uid::to_string),
-        exp,
-        by,
-        k: String::new(),
-    };
-    let token = st
-        .auth
-        .share_keys()
-        .sign(st.index.as_ref(), claims)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let (token, exp) = sign_link(&st, &uid, series.as_ref(), ttl, by).await?;
     let root = crate::dicomweb::public_root(&st, &headers);
     let mut viewer = format!("{root}/study/{uid}?share={token}");
     if let Some(se) = &series {

@@ -589,6 +589,20 @@ def test_share_links_open_one_study(locked):
     r = srv.get("/IHEInvokeImageDisplay", params={"requestType": "STUDY", "studyUID": inst.study, "share": token},
                 allow_redirects=False)
     assert r.status_code == 302 and f"share={token}" in r.headers["Location"], r.headers
+    # The EMR's references carry a share link when it asks for one.
+    refs = srv.get(f"/api/studies/{inst.study}/references", params={"share_expires_in": 600},
+                   headers=bearer(keys["clinician"]))
+    assert refs.status_code == 200, refs.text
+    ref_token = refs.json()["share"]["token"]
+    assert refs.json()["viewer"].endswith(f"/study/{inst.study}?share={ref_token}")
+    assert refs.json()["iid"].endswith(f"&share={ref_token}")
+    assert srv.get(md, params={"share": ref_token}).status_code == 200
+    assert "share" not in srv.get(f"/api/studies/{inst.study}/references", headers=bearer(keys["clinician"])).json()
+    # A share link cannot make another one.
+    assert srv.get(f"/api/studies/{inst.study}/references",
+                   params={"share_expires_in": 600, "share": token}).status_code == 403
+    assert srv.get(f"/api/studies/{inst.study}/references", params={"share_expires_in": "soon"},
+                   headers=bearer(keys["clinician"])).status_code == 400
     # Tampered: refused.
     head, sig = token.rsplit(".", 1)
     assert srv.get(md, headers=bearer(head + "." + sig[::-1])).status_code == 401
