@@ -97,16 +97,17 @@ def check_schema_shape(m: ET.Element) -> None:
         assert ap.find("RoleIDCode") is not None
 
 
+@pytest.mark.parametrize("profile", ["embedded", "pg_s3"])
 @pytest.mark.parametrize("transport", ["tcp", "tls"])
-def test_audit_messages_reach_an_atna_repository(phim_factory, tmp_path, transport):
+def test_audit_messages_reach_an_atna_repository(phim_factory, tmp_path, transport, profile):
     pki = make_pki(tmp_path / "pki") if transport == "tls" else None
     receiver = Rsyslog(tmp_path / "rsyslog", tls=pki)
     try:
         args = ["--audit-syslog", f"{transport}://127.0.0.1:{receiver.port}"]
         if pki:
             args += ["--audit-syslog-ca", pki.ca]
-        srv = phim_factory.start("embedded", extra_args=args)
-        inst = Instance.make(f"atna-{transport}", patient_id="ATNA-1")
+        srv = phim_factory.start(profile, extra_args=args)
+        inst = Instance.make(f"atna-{transport}-{profile}", patient_id="ATNA-1")
         assert srv.post("/dicomweb/studies", data=inst.data, headers={"Content-Type": "application/dicom"}).ok
         assert srv.get(f"/dicomweb/studies/{inst.study}/metadata").ok
         assert srv.get("/dicomweb/studies", params={"PatientID": "ATNA-1"}).ok

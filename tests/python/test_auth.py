@@ -385,8 +385,9 @@ def dcm(cmd: list[str]) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(not shutil.which("storescu"), reason="dcmtk is installed by `make test`")
-def test_remote_ae_permissions(phim_factory, tmp_path):
-    srv = phim_factory.start("embedded", extra_args=[
+@pytest.mark.parametrize("profile", ["embedded", "pg_s3"])
+def test_remote_ae_permissions(phim_factory, tmp_path, profile):
+    srv = phim_factory.start(profile, extra_args=[
         "--dicom-require-known-ae",
         "--remote-ae", "CT1=127.0.0.1:11199:store,commit",
         "--remote-ae", "WS1=127.0.0.1:11198:find",
@@ -543,10 +544,11 @@ def test_oidc_tokens(phim_factory, idp, profile):
     assert not any(t in srv.log_text() for t in (good, short))
 
 
-def test_keycloak_roles_claim(phim_factory):
+@pytest.mark.parametrize("profile", ["embedded", "pg_s3"])
+def test_keycloak_roles_claim(phim_factory, profile):
     kc = Provider(OIDC_ROLES_STYLE="keycloak")
     try:
-        srv = phim_factory.start("embedded", extra_args=[
+        srv = phim_factory.start(profile, extra_args=[
             "--oidc-issuer", kc.issuer, "--oidc-audience", kc.audience,
             "--oidc-roles-claim", "realm_access.roles"])
         assert srv.get("/dicomweb/studies", headers=bearer(kc.token("svc-clinician"))).status_code in (200, 204)
@@ -620,11 +622,13 @@ def test_share_links_open_one_study(locked):
 # --------------------------------------------------------------------------- limits, CORS
 
 
-def test_limits_per_identity_and_cors(phim_factory, tmp_path):
+@pytest.mark.parametrize("profile", ["embedded", "pg_s3"])
+def test_limits_per_identity_and_cors(phim_factory, tmp_path, profile):
     data = tmp_path / "data"
-    storage = ["--data-dir", str(data)]
+    store = phim_factory.prod_store() if profile == "pg_s3" else None
+    storage = ["--data-dir", str(data)] + (["--database-url", store.database_url] if store else [])
     keys = {r: make_key(tmp_path, storage, f"{r}-k", r) for r in ("clinician", "radiologist", "modality")}
-    srv = phim_factory.start("embedded", data_dir=data, extra_args=[
+    srv = phim_factory.start(profile, data_dir=data, store=store, extra_args=[
         "--require-auth", "--rate-limit", "2", "--rate-burst", "5", "--max-body", "modality=64K",
         "--cors-origin", "https://emr.example"])
     # Rate: a burst of 5, then 429 with Retry-After; another identity is not affected.
@@ -636,11 +640,11 @@ def test_limits_per_identity_and_cors(phim_factory, tmp_path):
         assert int(r.headers["Retry-After"]) >= 1 and "rate" in r.text
     assert srv.get("/dicomweb/studies", headers=bearer(keys["radiologist"])).status_code in (200, 204)
     # Body per role: a modality may send 64 KiB; more is 413 and nothing is stored.
-    big = Instance.make("limits-big", rows=256, cols=256)
+    big = Instance.make(f"limits-big-{profile}", rows=256, cols=256)
     assert len(big.data) > 64 * 1024
     r = srv.post("/dicomweb/studies", data=big.data, headers={"Content-Type": "application/dicom", **bearer(keys["modality"])})
     assert r.status_code == 413, r.text
-    small = Instance.make("limits-small")
+    small = Instance.make(f"limits-small-{profile}")
     r = srv.post("/dicomweb/studies", data=small.data, headers={"Content-Type": "application/dicom", **bearer(keys["modality"])})
     assert r.status_code == 200, r.text
     assert study_uids(srv, keys["radiologist"]) == {small.study}
