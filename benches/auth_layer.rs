@@ -85,6 +85,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
                 None,
             )),
             audit: audit.clone(),
+            limits: Default::default(),
         };
         let locked = state(true);
         Setup {

@@ -197,6 +197,42 @@ pub struct ServeArgs {
     pub tls: TlsArgs,
     #[command(flatten)]
     pub audit: AuditArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Limits on the shape of one request (the README's "Limits" table).
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Parts (instances) in one STOW request; more: 413, the parts after the limit are not read.
+    #[arg(long, env = "PHIM_STOW_MAX_PARTS", default_value_t = 10_000)]
+    pub stow_max_parts: usize,
+    /// Bytes of one STOW part's MIME header block.
+    #[arg(long, env = "PHIM_STOW_MAX_PART_HEADER", default_value_t = 16 << 10)]
+    pub stow_max_part_header: usize,
+    /// Bytes of all part header blocks of one STOW request.
+    #[arg(long, env = "PHIM_STOW_MAX_HEADER_BYTES", default_value_t = 16 << 20)]
+    pub stow_max_header_bytes: u64,
+    /// Failed instances listed one by one in a STOW response (the rest are summarised).
+    #[arg(long, env = "PHIM_STOW_MAX_FAILURES_LISTED", default_value_t = 1_000)]
+    pub stow_max_failures_listed: usize,
+    /// Frames named in one frame list (…/frames/1,2,3).
+    #[arg(long, env = "PHIM_MAX_FRAMES", default_value_t = 10_000)]
+    pub max_frames: usize,
+}
+
+impl LimitArgs {
+    pub fn config(&self) -> Result<crate::dicomweb::limits::RequestLimits, String> {
+        let l = crate::dicomweb::limits::RequestLimits {
+            stow_max_parts: self.stow_max_parts,
+            stow_max_part_header: self.stow_max_part_header,
+            stow_max_header_bytes: self.stow_max_header_bytes,
+            stow_max_failures_listed: self.stow_max_failures_listed,
+            max_frames: self.max_frames,
+        };
+        l.validate()?;
+        Ok(l)
+    }
 }
 
 /// Where audit events go besides the index's audit table.
@@ -325,6 +361,9 @@ pub struct AuthArgs {
     /// STOW requests running at once per identity; 0: no limit.
     #[arg(long, env = "PHIM_MAX_CONCURRENT_STOW", default_value_t = 8)]
     pub max_concurrent_stow: usize,
+    /// Requests of any kind running at once per identity (until the answer is sent); 0: no limit.
+    #[arg(long, env = "PHIM_MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
+    pub max_concurrent_requests: usize,
     /// Largest request body of a role, ROLE=BYTES (K, M, G suffixes; repeatable or comma-separated).
     #[arg(long = "max-body", env = "PHIM_MAX_BODY", value_delimiter = ',')]
     pub max_body: Vec<String>,
@@ -402,6 +441,7 @@ impl AuthArgs {
                 rate: self.rate_limit,
                 burst: self.rate_burst,
                 max_concurrent_stow: self.max_concurrent_stow,
+                max_concurrent_requests: self.max_concurrent_requests,
                 max_body,
             },
             cors_origins,

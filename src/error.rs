@@ -214,11 +214,25 @@ impl From<ImagingError> for ApiError {
             ImagingError::Unsupported(m) => ApiError::NotAcceptable(m),
             ImagingError::BadParameter(m) => ApiError::BadRequest(m),
             ImagingError::Busy => ApiError::Busy("the imaging queue is full, retry later".into()),
-            // The stored data (not the request) is at fault: logged.
+            // Stored pixel data that does not decode (issue #17): the
+            // server cannot make any representation the client accepts,
+            // which PS3.18 §8.7.3.5 answers with 406; the stored bytes
+            // themselves can still be retrieved as they are. Not a 5xx: a
+            // load balancer must not take a healthy server out for it.
             ImagingError::Corrupt(m) => {
-                ApiError::Internal(format!("stored pixel data could not be decoded: {m}"))
+                tracing::warn!(error = %m, "stored pixel data could not be decoded");
+                ApiError::NotAcceptable(format!(
+                    "the stored pixel data cannot be decoded ({m}); \
+                     it can be retrieved as stored (transfer-syntax=*)"
+                ))
             }
-            ImagingError::Panicked(m) => ApiError::Internal(format!("codec panic: {m}")),
+            ImagingError::Panicked(m) => {
+                tracing::error!(error = %m, "a codec panicked on stored pixel data");
+                ApiError::NotAcceptable(format!(
+                    "the stored pixel data cannot be decoded (the codec failed on {m}); \
+                     it can be retrieved as stored (transfer-syntax=*)"
+                ))
+            }
         }
     }
 }
@@ -231,6 +245,14 @@ impl From<StoreError> for ApiError {
                 ApiError::Internal(format!("indexed object missing: {key}"))
             }
             StoreError::Unavailable(d) => ApiError::Unavailable(d),
+            // Callers check ranges against the index first: what reaches
+            // here is a range the stored object does not have.
+            StoreError::InvalidRange(d) => {
+                tracing::warn!(detail = %d, "byte range outside the stored object");
+                ApiError::RangeNotSatisfiable(
+                    "the requested bytes are not in the stored object".into(),
+                )
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -47,6 +47,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// The audit trail's queue.
     pub audit: Audit,
+    /// Limits on the shape of one request (parts, headers, frames).
+    pub limits: crate::dicomweb::limits::RequestLimits,
 }
 
 impl AppState {
@@ -251,6 +253,8 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     let auth_config = args.auth.config()?;
     let tls = args.tls.setup()?;
     let syslog = args.audit.target()?;
+    let limits = args.limits.config()?;
+    tracing::info!(?limits, "request limits");
     check_exposure(&args, &auth_config, dimse.as_ref(), &tls)?;
     let (index, store, ingest) = open_backends(&args.storage, &args.ingest).await?;
     let shutdown = CancellationToken::new();
@@ -351,6 +355,7 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         emr_wake: Arc::new(tokio::sync::Notify::new()),
         auth,
         audit: audit.clone(),
+        limits: limits.clone(),
     };
     tracing::info!(
         imaging_threads = state.imaging.threads(),

@@ -189,6 +189,7 @@ async fn a_frame_is_read_by_its_byte_range() {
             None,
         )),
         audit: phim::audit::Audit::disabled(),
+        limits: Default::default(),
     };
     let app = router(state);
     let base = format!("/dicomweb/studies/{STUDY}/series/{SERIES}/instances/{SOP}");

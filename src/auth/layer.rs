@@ -5,6 +5,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::limits::Slot;
 use super::policy::{self, Access, Permission};
 use super::Principal;
 use crate::audit::{Action, Actor, Event, EventId, Outcome};
@@ -37,11 +38,10 @@ pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -
     if let Err(refusal) = authorize(&st, &mut req, access, &principal, &path) {
         return *refusal;
     }
-    // Held until the response is made.
-    let _stow_slot = match limit(&st, req, access, &principal, &path) {
-        Ok((r, slot)) => {
+    let slots = match limit(&st, req, access, &principal, &path) {
+        Ok((r, slots)) => {
             req = r;
-            slot
+            slots
         }
         Err(refusal) => return *refusal,
     };
@@ -51,7 +51,45 @@ pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -
     if let Some(event) = access_event(access, &principal, &method, &uri, response.status()) {
         st.audit.record(event);
     }
-    response
+    if slots.is_empty() {
+        return response;
+    }
+    // The caller's places are held until the answer's body is sent (or
+    // dropped by a client that went away): a stream counts while it runs.
+    let (parts, body) = response.into_parts();
+    Response::from_parts(
+        parts,
+        axum::body::Body::new(Holding {
+            body,
+            _slots: slots,
+        }),
+    )
+}
+
+/// A response body that holds the caller's [`Slot`]s until it is done.
+struct Holding {
+    body: axum::body::Body,
+    _slots: Vec<Slot>,
+}
+
+impl http_body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Who is calling: a share link in the URL (a viewer or an `<img>` cannot
@@ -176,7 +214,7 @@ fn limit(
     access: Access,
     principal: &Principal,
     path: &str,
-) -> Result<(Request, Option<super::limits::StowSlot>), Refusal> {
+) -> Result<(Request, Vec<Slot>), Refusal> {
     if let Err(retry_after) = st.auth.limits.admit(principal) {
         let why = format!(
             "{} is over its request rate; retry in {retry_after} s",
@@ -184,25 +222,31 @@ fn limit(
         );
         return Err(Box::new(too_many(path, why, retry_after)));
     }
-    let slot = match access {
-        // Per identity: callers without one (a server without
-        // authentication) are not counted together.
-        Access::StoreAny if principal.authenticated() => {
-            match st.auth.limits.stow_slot(principal) {
-                Some(slot) => Some(slot),
-                None => {
-                    let why = format!(
-                        "{} has as many STOW requests running as allowed; retry when one ends",
-                        principal.describe()
-                    );
-                    return Err(Box::new(too_many(path, why, 1)));
-                }
-            }
+    // Per identity: callers without one (a server without
+    // authentication) are not counted together.
+    let mut slots = Vec::new();
+    if principal.authenticated() {
+        let Some(slot) = st.auth.limits.request_slot(principal) else {
+            let why = format!(
+                "{} has as many requests running as allowed (--max-concurrent-requests); retry when one ends",
+                principal.describe()
+            );
+            return Err(Box::new(too_many(path, why, 1)));
+        };
+        slots.push(slot);
+        if access == Access::StoreAny {
+            let Some(slot) = st.auth.limits.stow_slot(principal) else {
+                let why = format!(
+                    "{} has as many STOW requests running as allowed (--max-concurrent-stow); retry when one ends",
+                    principal.describe()
+                );
+                return Err(Box::new(too_many(path, why, 1)));
+            };
+            slots.push(slot);
         }
-        _ => None,
-    };
+    }
     let Some(max) = st.auth.limits.max_body(principal) else {
-        return Ok((req, slot));
+        return Ok((req, slots));
     };
     let declared = req
         .headers()
@@ -217,7 +261,7 @@ fn limit(
     let limited = http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
     Ok((
         Request::from_parts(parts, axum::body::Body::new(limited)),
-        slot,
+        slots,
     ))
 }
 

@@ -1,8 +1,9 @@
 //! Limits that keep one caller from hurting the others, per identity (a
 //! user, an API key, an AE title; an address for callers without one):
-//! a request rate (token bucket, `--rate-limit`, `--rate-burst`), STOW
-//! requests at once (`--max-concurrent-stow`) and the largest request body
-//! per role (`--max-body ROLE=BYTES`). Refusals are 429 with
+//! a request rate (token bucket, `--rate-limit`, `--rate-burst`), requests
+//! at once (`--max-concurrent-requests`, held until the answer's body is
+//! sent), STOW requests at once (`--max-concurrent-stow`) and the largest
+//! request body per role (`--max-body ROLE=BYTES`). Refusals are 429 with
 //! `Retry-After` and 413, decided before any handler runs.
 
 use std::collections::HashMap;
@@ -20,6 +21,8 @@ pub struct LimitsConfig {
     pub burst: f64,
     /// STOW requests at once per identity.
     pub max_concurrent_stow: usize,
+    /// Requests of any kind at once per identity.
+    pub max_concurrent_requests: usize,
     /// Largest request body by role (a caller with several roles gets the
     /// largest); roles not named: no limit beyond the ingest's own.
     pub max_body: Vec<(Role, u64)>,
@@ -54,19 +57,39 @@ pub fn parse_max_body(entry: &str) -> Result<(Role, u64), String> {
 pub struct Limits {
     pub config: LimitsConfig,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
-    stow: Arc<Mutex<HashMap<String, usize>>>,
+    stow: Counts,
+    requests: Counts,
 }
 
-/// Held while a STOW runs; frees its place on drop.
+/// Requests running per identity.
+type Counts = Arc<Mutex<HashMap<String, usize>>>;
+
+/// Held while a request (or a STOW) runs; frees its place on drop.
 #[derive(Debug)]
-pub struct StowSlot {
+pub struct Slot {
     key: String,
-    stow: Arc<Mutex<HashMap<String, usize>>>,
+    counts: Counts,
 }
 
-impl Drop for StowSlot {
+impl Slot {
+    /// A place among at most `max` (0: no limit) for `key`.
+    fn take(counts: &Counts, key: String, max: usize) -> Option<Slot> {
+        let mut m = counts.lock().ok()?;
+        let n = m.entry(key.clone()).or_insert(0);
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            key,
+            counts: counts.clone(),
+        })
+    }
+}
+
+impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.stow.lock() {
+        if let Ok(mut m) = self.counts.lock() {
             if let Some(n) = m.get_mut(&self.key) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -128,19 +151,18 @@ impl Limits {
 
     /// A place for one more STOW of this caller, or `None` when it has
     /// as many running as allowed.
-    pub fn stow_slot(&self, p: &Principal) -> Option<StowSlot> {
-        let key = Self::key(p);
-        let max = self.config.max_concurrent_stow;
-        let mut m = self.stow.lock().ok()?;
-        let n = m.entry(key.clone()).or_insert(0);
-        if max > 0 && *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(StowSlot {
-            key,
-            stow: self.stow.clone(),
-        })
+    pub fn stow_slot(&self, p: &Principal) -> Option<Slot> {
+        Slot::take(&self.stow, Self::key(p), self.config.max_concurrent_stow)
+    }
+
+    /// A place for one more request of this caller, or `None` when it has
+    /// as many running as allowed.
+    pub fn request_slot(&self, p: &Principal) -> Option<Slot> {
+        Slot::take(
+            &self.requests,
+            Self::key(p),
+            self.config.max_concurrent_requests,
+        )
     }
 
     /// The largest body this caller may send (`None`: no limit here).
@@ -189,6 +211,7 @@ mod tests {
             rate: 1.0,
             burst: 3.0,
             max_concurrent_stow: 2,
+            max_concurrent_requests: 3,
             max_body: vec![parse_max_body("clinician=1M").unwrap()],
         });
         let (a, b) = (
@@ -205,6 +228,11 @@ mod tests {
         assert!(l.stow_slot(&b).is_none());
         drop(s1);
         assert!(l.stow_slot(&b).is_some());
+        let held: Vec<Slot> = (0..3).map(|_| l.request_slot(&a).unwrap()).collect();
+        assert!(l.request_slot(&a).is_none());
+        assert!(l.request_slot(&b).is_some(), "counted per identity");
+        drop(held);
+        assert!(l.request_slot(&a).is_some());
         assert_eq!(l.max_body(&a), Some(1 << 20));
         assert_eq!(l.max_body(&b), None);
         assert!(parse_max_body("nurse=1").is_err());

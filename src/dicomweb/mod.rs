@@ -1,6 +1,7 @@
 //! DICOMweb (PS3.18), one module per service: [`stow`] (§10.5), [`wado`]
 //! (§10.4), [`qido`] (§10.6). Routes are mounted under `/dicomweb`.
 
+pub mod limits;
 pub mod media;
 pub mod multipart;
 pub mod qido;

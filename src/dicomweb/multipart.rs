@@ -2,8 +2,13 @@
 //! which streams parts but only finds form-data boundaries by itself) and
 //! parts out (streamed, never assembled in memory).
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use axum::body::Body;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{stream, Stream, StreamExt};
@@ -47,4 +52,171 @@ where
         Body::from_stream(body),
     )
         .into_response()
+}
+
+/// Largest slice of the body handed to the multipart parser at once.
+const SLICE: usize = 64 << 10;
+/// The slice while the parser looks for a part's headers.
+const HEADER_SLICE: usize = 1 << 10;
+
+/// How much the parser read while looking for a part's header block.
+///
+/// multer buffers until it finds the blank line that ends a part's
+/// headers, with no limit of its own (a 128 MiB header line was held
+/// whole). The request body is handed to it through [`MeteredBody`],
+/// which counts what is read between [`HeaderMeter::start`] and
+/// [`HeaderMeter::stop`] and fails the body past `cap`: the parser then
+/// holds at most `cap` plus one slice. The exact size of a block that
+/// passes is checked with [`header_block_len`].
+#[derive(Debug)]
+pub struct HeaderMeter {
+    cap: usize,
+    reading: AtomicBool,
+    read: AtomicUsize,
+    tripped: AtomicBool,
+}
+
+impl HeaderMeter {
+    /// A meter for header blocks of at most `max` bytes.
+    pub fn new(max: usize) -> Arc<HeaderMeter> {
+        Arc::new(HeaderMeter {
+            cap: max.saturating_add(SLICE),
+            reading: AtomicBool::new(true),
+            read: AtomicUsize::new(0),
+            tripped: AtomicBool::new(false),
+        })
+    }
+
+    /// The parser is about to look for the next part's headers.
+    pub fn start(&self) {
+        self.read.store(0, Ordering::Relaxed);
+        self.reading.store(true, Ordering::Relaxed);
+    }
+
+    /// The headers were found (or the body ended).
+    pub fn stop(&self) {
+        self.reading.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the body was failed because a header block ran on.
+    pub fn tripped(&self) -> bool {
+        self.tripped.load(Ordering::Relaxed)
+    }
+}
+
+/// What the request body stream can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("{0}")]
+    Body(#[from] axum::Error),
+    #[error("a part's header block is too long")]
+    HeaderTooLong,
+}
+
+/// The request body in slices of at most [`SLICE`] bytes (zero-copy), with
+/// header reading metered (see [`HeaderMeter`]).
+pub struct MeteredBody<S> {
+    inner: S,
+    rest: Bytes,
+    meter: Arc<HeaderMeter>,
+}
+
+impl<S> MeteredBody<S> {
+    pub fn new(inner: S, meter: Arc<HeaderMeter>) -> Self {
+        MeteredBody {
+            inner,
+            rest: Bytes::new(),
+            meter,
+        }
+    }
+}
+
+impl<S> Stream for MeteredBody<S>
+where
+    S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+{
+    type Item = Result<Bytes, BodyError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.meter.tripped() {
+            return Poll::Ready(Some(Err(BodyError::HeaderTooLong)));
+        }
+        while this.rest.is_empty() {
+            match this.inner.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(b))) => this.rest = b,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let reading = this.meter.reading.load(Ordering::Relaxed);
+        let n = this
+            .rest
+            .len()
+            .min(if reading { HEADER_SLICE } else { SLICE });
+        if reading {
+            let read = this.meter.read.fetch_add(n, Ordering::Relaxed) + n;
+            if read > this.meter.cap {
+                this.meter.tripped.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(BodyError::HeaderTooLong)));
+            }
+        }
+        Poll::Ready(Some(Ok(this.rest.split_to(n))))
+    }
+}
+
+/// The size of a parsed header block as it was sent: `Name: value` and
+/// CRLF per header, and the blank line.
+pub fn header_block_len(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(chunks: Vec<&'static [u8]>) -> impl Stream<Item = Result<Bytes, axum::Error>> + Unpin {
+        stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c))))
+    }
+
+    #[tokio::test]
+    async fn slices_and_meters_header_reading() {
+        static BIG: [u8; 200_000] = [b'x'; 200_000];
+        let meter = HeaderMeter::new(4096);
+        meter.stop();
+        let mut b = MeteredBody::new(body(vec![&BIG]), meter.clone());
+        let first = b.next().await.unwrap().unwrap();
+        assert_eq!(first.len(), SLICE, "data is sliced");
+        meter.start();
+        let mut read = 0;
+        let err = loop {
+            match b.next().await.unwrap() {
+                Ok(c) => {
+                    assert!(c.len() <= HEADER_SLICE);
+                    read += c.len();
+                }
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, BodyError::HeaderTooLong));
+        assert!(meter.tripped());
+        assert!(read <= 4096 + SLICE, "{read}");
+        assert!(matches!(
+            b.next().await,
+            Some(Err(BodyError::HeaderTooLong))
+        ));
+    }
+
+    #[test]
+    fn header_block_length() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, "application/dicom".parse().unwrap());
+        // "content-type: application/dicom\r\n\r\n"
+        assert_eq!(header_block_len(&h), 12 + 2 + 17 + 2 + 2);
+    }
 }

@@ -11,11 +11,12 @@ use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use tokio::task::JoinSet;
 
+use super::limits::{exceeded, RequestLimits};
 use super::media;
+use super::multipart::{header_block_len, HeaderMeter, MeteredBody};
 use super::{base_url, path_uid};
 use crate::audit::{self, Action, Actor, Event, EventId};
 use crate::auth::{Permission, Principal};
-use crate::dicom::json::json_string;
 use crate::dicom::Uid;
 use crate::error::{failure_reason, is_server_fault, ApiError};
 use crate::ingest::{Ingest, IngestError, IngestFailure, Spool, SpoolError, Stored};
@@ -43,22 +44,8 @@ pub async fn store_in_study(
 
 /// The audit trail's "DICOM Instances Transferred" (action Create) for
 /// what one request stored (PS3.15 A.5.3.2), one event per study.
-fn audit_stored(state: &AppState, caller: Option<&Principal>, results: &[PartResult]) {
+fn audit_stored(state: &AppState, caller: Option<&Principal>, per_study: Vec<(String, i64, i64)>) {
     let actor = caller.map(Actor::of).unwrap_or_else(Actor::phim);
-    let mut per_study: Vec<(String, i64, i64)> = Vec::new();
-    for r in results {
-        let (study, ok) = match r {
-            Ok(s) => (s.study_uid.to_string(), true),
-            Err(_) => (String::new(), false),
-        };
-        match per_study.iter_mut().find(|(s, _, _)| *s == study) {
-            Some(e) => {
-                e.1 += i64::from(ok);
-                e.2 += i64::from(!ok);
-            }
-            None => per_study.push((study, i64::from(ok), i64::from(!ok))),
-        }
-    }
     for (study, stored, failed) in per_study {
         let outcome = if failed == 0 {
             audit::Outcome::Success
@@ -126,8 +113,230 @@ fn shape(headers: &HeaderMap) -> Result<Shape, ApiError> {
     }
 }
 
-/// The outcome of one part, in request order.
+/// The outcome of one part.
 type PartResult = Result<Stored, IngestFailure>;
+
+/// What one STOW request did so far, folded part by part as parts finish:
+/// its size depends on what the response must list (one entry per stored
+/// instance, at most `--stow-max-failures-listed` failures), never on how
+/// many failed parts were sent.
+struct Outcomes {
+    base: String,
+    max_failures_listed: usize,
+    /// (part number, Referenced SOP Sequence item).
+    referenced: Vec<(usize, serde_json::Value)>,
+    /// (part number, Failed SOP Sequence item), the first ones.
+    failed: Vec<(usize, serde_json::Value)>,
+    /// Failures beyond the listed ones, by Failure Reason.
+    unlisted: std::collections::BTreeMap<u16, u64>,
+    failures: u64,
+    /// The first few notes for `Warning` headers, and how many in all.
+    warnings: Vec<String>,
+    warning_count: u64,
+    /// (study, stored, failed) for the audit trail; failures without a
+    /// known study count under "".
+    per_study: Vec<(String, i64, i64)>,
+}
+
+/// `Warning` headers per response (RFC 9111 §5.5 was RFC 7234's).
+const MAX_WARNINGS: usize = 8;
+
+impl Outcomes {
+    fn new(base: String, max_failures_listed: usize) -> Outcomes {
+        Outcomes {
+            base,
+            max_failures_listed,
+            referenced: Vec::new(),
+            failed: Vec::new(),
+            unlisted: Default::default(),
+            failures: 0,
+            warnings: Vec::new(),
+            warning_count: 0,
+            per_study: Vec::new(),
+        }
+    }
+
+    fn warn(&mut self, w: String) {
+        self.warning_count += 1;
+        if self.warnings.len() < MAX_WARNINGS {
+            self.warnings.push(w);
+        }
+    }
+
+    fn count(&mut self, study: &str, ok: bool) {
+        match self.per_study.iter_mut().find(|(s, _, _)| s == study) {
+            Some(e) => {
+                e.1 += i64::from(ok);
+                e.2 += i64::from(!ok);
+            }
+            None => self
+                .per_study
+                .push((study.to_owned(), i64::from(ok), i64::from(!ok))),
+        }
+    }
+
+    fn add(&mut self, part: usize, result: PartResult) {
+        match result {
+            Ok(s) => {
+                self.count(s.study_uid.as_str(), true);
+                let url = format!(
+                    "{}/studies/{}/series/{}/instances/{}",
+                    self.base, s.study_uid, s.series_uid, s.sop_uid
+                );
+                for w in &s.warnings {
+                    tracing::warn!(sop = %s.sop_uid, warning = %w, "stored with a warning");
+                    self.warn(format!("{}: {w}", s.sop_uid));
+                }
+                self.referenced.push((
+                    part,
+                    serde_json::json!({
+                        "00081150": {"vr": "UI", "Value": [s.sop_class_uid]},
+                        "00081155": {"vr": "UI", "Value": [s.sop_uid.as_str()]},
+                        "00081190": {"vr": "UR", "Value": [url]},
+                    }),
+                ));
+            }
+            Err(f) => {
+                self.count("", false);
+                self.failures += 1;
+                let reason = failure_reason(&f.error);
+                let server_fault = is_server_fault(&f.error);
+                if server_fault {
+                    tracing::error!(part, sop = ?f.sop_instance_uid, error = %f.error, reason, "instance not stored");
+                } else if self.failed.len() < self.max_failures_listed {
+                    tracing::warn!(part, sop = ?f.sop_instance_uid, error = %f.error, reason, "instance rejected");
+                } else {
+                    // Summarised in the response; the log as well.
+                    tracing::debug!(part, sop = ?f.sop_instance_uid, error = %f.error, reason, "instance rejected");
+                }
+                if self.failed.len() >= self.max_failures_listed {
+                    *self.unlisted.entry(reason).or_insert(0) += 1;
+                    return;
+                }
+                self.warn(format!(
+                    "{}: {}",
+                    f.sop_instance_uid.as_deref().unwrap_or("instance"),
+                    if server_fault {
+                        "processing failure".to_owned()
+                    } else {
+                        f.error.to_string()
+                    }
+                ));
+                let mut item = serde_json::Map::new();
+                if let Some(c) = f.sop_class_uid {
+                    item.insert(
+                        "00081150".into(),
+                        serde_json::json!({"vr": "UI", "Value": [c]}),
+                    );
+                }
+                if let Some(u) = f.sop_instance_uid {
+                    item.insert(
+                        "00081155".into(),
+                        serde_json::json!({"vr": "UI", "Value": [u]}),
+                    );
+                }
+                item.insert(
+                    "00081197".into(),
+                    serde_json::json!({"vr": "US", "Value": [reason]}),
+                );
+                self.failed.push((part, item.into()));
+            }
+        }
+    }
+
+    fn stored(&self) -> usize {
+        self.referenced.len()
+    }
+
+    /// The Store Instances Response Module (PS3.18 Table 10.5.3-2) as DICOM
+    /// JSON, and the status: 200 all stored, 202 some failed or warned, 409
+    /// none stored (PS3.18 §10.5.3).
+    fn respond(mut self, study: Option<&Uid>) -> Response {
+        // Request order, whatever order the parts finished in.
+        self.referenced.sort_by_key(|(i, _)| *i);
+        self.failed.sort_by_key(|(i, _)| *i);
+        let mut studies: Vec<&str> = self
+            .per_study
+            .iter()
+            .filter(|(s, stored, _)| !s.is_empty() && *stored > 0)
+            .map(|(s, _, _)| s.as_str())
+            .collect();
+        studies.dedup();
+        let mut body = serde_json::Map::new();
+        let retrieve_study = study.map(Uid::as_str).or(if studies.len() == 1 {
+            Some(studies[0])
+        } else {
+            None
+        });
+        if let (Some(s), false) = (retrieve_study, self.referenced.is_empty()) {
+            body.insert(
+                "00081190".into(),
+                serde_json::json!({"vr": "UR", "Value": [format!("{}/studies/{s}", self.base)]}),
+            );
+        }
+        let unlisted: u64 = self.unlisted.values().sum();
+        if unlisted > 0 {
+            tracing::warn!(
+                listed = self.failed.len(),
+                unlisted,
+                "more instances rejected than --stow-max-failures-listed"
+            );
+            let by_reason: Vec<String> = self
+                .unlisted
+                .iter()
+                .map(|(r, n)| format!("{n} x {r:04X}"))
+                .collect();
+            self.warnings.truncate(MAX_WARNINGS - 1);
+            self.warnings.insert(
+                0,
+                format!(
+                    "{} failed instances are listed, {unlisted} more are not (--stow-max-failures-listed): {}",
+                    self.failed.len(),
+                    by_reason.join(", ")
+                ),
+            );
+        }
+        let status = if self.referenced.is_empty() {
+            StatusCode::CONFLICT
+        } else if self.failures == 0 {
+            // Notes about stored instances (nothing coerced, so no
+            // WarningReason) travel in Warning headers with a 200.
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        };
+        if !self.failed.is_empty() {
+            let items: Vec<serde_json::Value> = self.failed.into_iter().map(|(_, v)| v).collect();
+            body.insert(
+                "00081198".into(),
+                serde_json::json!({"vr": "SQ", "Value": items}),
+            );
+        }
+        if !self.referenced.is_empty() {
+            let items: Vec<serde_json::Value> =
+                self.referenced.into_iter().map(|(_, v)| v).collect();
+            body.insert(
+                "00081199".into(),
+                serde_json::json!({"vr": "SQ", "Value": items}),
+            );
+        }
+        let mut resp = (
+            status,
+            [(header::CONTENT_TYPE, "application/dicom+json")],
+            serde_json::Value::Object(body).to_string(),
+        )
+            .into_response();
+        // Human-readable detail in Warning headers (RFC 7234 §5.5, as PS3.18
+        // §8.6.4 uses them), at most a few.
+        for w in &self.warnings {
+            let text = w.replace(['"', '\\', '\r', '\n'], " ");
+            if let Ok(v) = HeaderValue::from_str(&format!("299 phim \"{text}\"")) {
+                resp.headers_mut().append(header::WARNING, v);
+            }
+        }
+        resp
+    }
+}
 
 async fn handle(
     state: AppState,
@@ -138,12 +347,19 @@ async fn handle(
 ) -> Result<Response, ApiError> {
     let shape = shape(&headers)?;
     let ingest = state.ingest.clone();
+    let limits = &state.limits;
     // The auth layer let the request in with Store or StoreDerived; the
     // latter alone is checked per instance against its SOP class.
     let derived_only = caller.as_ref().is_some_and(|c| !c.may(Permission::Store));
+    let mut out = Outcomes::new(base_url(&state, &headers), limits.stow_max_failures_listed);
+    // Parts spooled and waiting for the pipeline are bounded too: the
+    // next part is read only when one of them is done.
+    let max_in_flight = ingest.config().concurrency.max(1) * 2;
     let mut tasks: JoinSet<(usize, PartResult)> = JoinSet::new();
-    let mut immediate: Vec<(usize, PartResult)> = Vec::new();
     let mut n = 0usize;
+    // A request-level limit that stopped reading: refused after the parts
+    // before it are done.
+    let mut over_limit: Option<String> = None;
 
     let spawn = |tasks: &mut JoinSet<(usize, PartResult)>, i: usize, spool: Spool| {
         let ingest = ingest.clone();
@@ -160,16 +376,36 @@ async fn handle(
         Shape::Single => {
             match spool_stream(&ingest, body.into_data_stream()).await {
                 Ok(spool) => spawn(&mut tasks, 0, spool),
-                Err(e) => immediate.push((0, Err(e.into()))),
+                Err(e) => out.add(0, Err(e.into())),
             }
             n = 1;
         }
         Shape::Multipart { boundary } => {
-            let mut mp = multer::Multipart::new(body.into_data_stream(), boundary);
+            let meter = HeaderMeter::new(limits.stow_max_part_header);
+            let body = MeteredBody::new(body.into_data_stream(), meter.clone());
+            let mut mp = multer::Multipart::new(body, boundary);
+            let mut header_bytes = 0u64;
             loop {
-                let field = match mp.next_field().await {
+                while tasks.len() >= max_in_flight {
+                    if let Some(joined) = tasks.join_next().await {
+                        let (i, r) = joined.map_err(task_failed)?;
+                        out.add(i, r);
+                    }
+                }
+                while let Some(joined) = tasks.try_join_next() {
+                    let (i, r) = joined.map_err(task_failed)?;
+                    out.add(i, r);
+                }
+                meter.start();
+                let next = mp.next_field().await;
+                meter.stop();
+                let field = match next {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
+                    Err(_) if meter.tripped() => {
+                        over_limit = Some(part_header_too_long(limits, n + 1));
+                        break;
+                    }
                     Err(e) => {
                         if n == 0 {
                             return Err(ApiError::BadRequest(format!(
@@ -177,45 +413,76 @@ async fn handle(
                             )));
                         }
                         // Parts before the damage are stored; say what broke.
-                        immediate.push((
+                        out.add(
                             n,
                             Err(
                                 IngestError::Receive(format!("malformed multipart body: {e}"))
                                     .into(),
                             ),
-                        ));
+                        );
                         n += 1;
                         break;
                     }
                 };
+                if n >= limits.stow_max_parts {
+                    over_limit = Some(exceeded(
+                        "stow-max-parts",
+                        limits.stow_max_parts as u64,
+                        format!(
+                            "the request has more than {} parts; part {} and those after it were not read",
+                            limits.stow_max_parts,
+                            n + 1
+                        ),
+                    ));
+                    break;
+                }
+                let block = header_block_len(field.headers());
+                if block > limits.stow_max_part_header {
+                    over_limit = Some(part_header_too_long(limits, n + 1));
+                    break;
+                }
+                header_bytes += block as u64;
+                if header_bytes > limits.stow_max_header_bytes {
+                    over_limit = Some(exceeded(
+                        "stow-max-header-bytes",
+                        limits.stow_max_header_bytes,
+                        format!(
+                            "the part headers reach {header_bytes} bytes at part {}; it and the parts after it were not read",
+                            n + 1
+                        ),
+                    ));
+                    break;
+                }
                 let i = n;
                 n += 1;
                 if let Some(ct) = field.content_type() {
                     if ct.essence_str() != "application/dicom" {
-                        immediate.push((
+                        out.add(
                             i,
                             Err(IngestError::Receive(format!(
                                 "part Content-Type '{}' is not application/dicom",
                                 ct.essence_str()
                             ))
                             .into()),
-                        ));
+                        );
                         continue;
                     }
                 }
                 match spool_field(&ingest, field).await {
                     Ok(spool) => spawn(&mut tasks, i, spool),
-                    Err(PartError::Spool(e)) => {
-                        immediate.push((i, Err(IngestError::from(e).into())))
+                    Err(PartError::Spool(e)) => out.add(i, Err(IngestError::from(e).into())),
+                    Err(PartError::Multipart(_)) if meter.tripped() => {
+                        over_limit = Some(part_header_too_long(limits, i + 2));
+                        break;
                     }
                     Err(PartError::Multipart(e)) => {
-                        immediate.push((
+                        out.add(
                             i,
                             Err(
                                 IngestError::Receive(format!("malformed multipart body: {e}"))
                                     .into(),
                             ),
-                        ));
+                        );
                         break;
                     }
                 }
@@ -223,27 +490,41 @@ async fn handle(
         }
     }
 
-    let mut results: Vec<Option<PartResult>> = (0..n).map(|_| None).collect();
-    for (i, r) in immediate {
-        results[i] = Some(r);
-    }
     while let Some(joined) = tasks.join_next().await {
-        let (i, r) = joined.map_err(|e| ApiError::Internal(format!("ingest task failed: {e}")))?;
-        results[i] = Some(r);
+        let (i, r) = joined.map_err(task_failed)?;
+        out.add(i, r);
+    }
+    audit_stored(&state, caller.as_ref(), out.per_study.clone());
+    if let Some(why) = over_limit {
+        let done = if n == 0 {
+            String::new()
+        } else {
+            format!(
+                "; the {n} parts before were processed: {} stored, {} failed",
+                out.stored(),
+                out.failures
+            )
+        };
+        return Err(ApiError::PayloadTooLarge(format!("{why}{done}")));
     }
     if n == 0 {
         return Err(ApiError::BadRequest("the request has no parts".into()));
     }
-    let results: Vec<PartResult> = results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(IngestError::Internal("part lost".into()).into())))
-        .collect();
-    audit_stored(&state, caller.as_ref(), &results);
-    Ok(respond(
-        &base_url(&state, &headers),
-        study.as_ref(),
-        &results,
-    ))
+    Ok(out.respond(study.as_ref()))
+}
+
+fn task_failed(e: tokio::task::JoinError) -> ApiError {
+    ApiError::Internal(format!("ingest task failed: {e}"))
+}
+
+fn part_header_too_long(limits: &RequestLimits, part: usize) -> String {
+    exceeded(
+        "stow-max-part-header",
+        limits.stow_max_part_header as u64,
+        format!(
+            "the header block of part {part} is longer; it and the parts after it were not read"
+        ),
+    )
 }
 
 enum PartError {
@@ -279,124 +560,4 @@ where
         writer.write(&chunk).await?;
     }
     Ok(writer.finish().await?)
-}
-
-/// The Store Instances Response Module (PS3.18 Table 10.5.3-2) as DICOM
-/// JSON, and the status: 200 all stored, 202 some failed or warned, 409 none
-/// stored (PS3.18 §10.5.3).
-fn respond(base: &str, study: Option<&Uid>, results: &[PartResult]) -> Response {
-    let mut referenced = Vec::new();
-    let mut failed = Vec::new();
-    let mut warnings = Vec::new();
-    let mut studies: Vec<&Uid> = Vec::new();
-    for r in results {
-        match r {
-            Ok(s) => {
-                if !studies.contains(&&s.study_uid) {
-                    studies.push(&s.study_uid);
-                }
-                let url = format!(
-                    "{base}/studies/{}/series/{}/instances/{}",
-                    s.study_uid, s.series_uid, s.sop_uid
-                );
-                for w in &s.warnings {
-                    tracing::warn!(sop = %s.sop_uid, warning = %w, "stored with a warning");
-                    warnings.push(format!("{}: {w}", s.sop_uid));
-                }
-                referenced.push(format!(
-                    "{{\"00081150\":{{\"vr\":\"UI\",\"Value\":[{}]}},\"00081155\":{{\"vr\":\"UI\",\"Value\":[\"{}\"]}},\"00081190\":{{\"vr\":\"UR\",\"Value\":[{}]}}}}",
-                    json_string(&s.sop_class_uid),
-                    s.sop_uid,
-                    json_string(&url)
-                ));
-            }
-            Err(f) => {
-                let reason = failure_reason(&f.error);
-                if is_server_fault(&f.error) {
-                    tracing::error!(sop = ?f.sop_instance_uid, error = %f.error, reason, "instance not stored");
-                } else {
-                    tracing::warn!(sop = ?f.sop_instance_uid, error = %f.error, reason, "instance rejected");
-                }
-                warnings.push(format!(
-                    "{}: {}",
-                    f.sop_instance_uid.as_deref().unwrap_or("instance"),
-                    if is_server_fault(&f.error) {
-                        "processing failure".to_owned()
-                    } else {
-                        f.error.to_string()
-                    }
-                ));
-                let mut item = String::from("{");
-                if let Some(c) = &f.sop_class_uid {
-                    item.push_str(&format!(
-                        "\"00081150\":{{\"vr\":\"UI\",\"Value\":[{}]}},",
-                        json_string(c)
-                    ));
-                }
-                if let Some(u) = &f.sop_instance_uid {
-                    item.push_str(&format!(
-                        "\"00081155\":{{\"vr\":\"UI\",\"Value\":[{}]}},",
-                        json_string(u)
-                    ));
-                }
-                item.push_str(&format!(
-                    "\"00081197\":{{\"vr\":\"US\",\"Value\":[{reason}]}}}}"
-                ));
-                failed.push(item);
-            }
-        }
-    }
-
-    let mut body = String::from("{");
-    let retrieve_study = study.or(if studies.len() == 1 {
-        Some(studies[0])
-    } else {
-        None
-    });
-    let mut fields = Vec::new();
-    if let (Some(s), false) = (retrieve_study, referenced.is_empty()) {
-        fields.push(format!(
-            "\"00081190\":{{\"vr\":\"UR\",\"Value\":[{}]}}",
-            json_string(&format!("{base}/studies/{s}"))
-        ));
-    }
-    if !failed.is_empty() {
-        fields.push(format!(
-            "\"00081198\":{{\"vr\":\"SQ\",\"Value\":[{}]}}",
-            failed.join(",")
-        ));
-    }
-    if !referenced.is_empty() {
-        fields.push(format!(
-            "\"00081199\":{{\"vr\":\"SQ\",\"Value\":[{}]}}",
-            referenced.join(",")
-        ));
-    }
-    body.push_str(&fields.join(","));
-    body.push('}');
-
-    let status = if referenced.is_empty() {
-        StatusCode::CONFLICT
-    } else if failed.is_empty() {
-        // Notes about stored instances (nothing coerced, so no
-        // WarningReason) travel in Warning headers with a 200.
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    let mut resp = (
-        status,
-        [(header::CONTENT_TYPE, "application/dicom+json")],
-        body,
-    )
-        .into_response();
-    // Human-readable detail in Warning headers (RFC 7234 §5.5, as PS3.18
-    // §8.6.4 uses them), at most a few.
-    for w in warnings.iter().take(8) {
-        let text = w.replace(['"', '\\', '\r', '\n'], " ");
-        if let Ok(v) = HeaderValue::from_str(&format!("299 phim \"{text}\"")) {
-            resp.headers_mut().append(header::WARNING, v);
-        }
-    }
-    resp
 }

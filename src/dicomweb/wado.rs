@@ -400,6 +400,10 @@ pub async fn bulkdata(
         .unwrap_or(false);
     let bad_ref = || ApiError::NotFound("no such bulk data in this instance".into());
     let end = offset.checked_add(length).ok_or_else(bad_ref)?;
+    // Phim writes BulkDataURIs for values of at least one byte.
+    if length == 0 {
+        return Err(bad_ref());
+    }
 
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(r) => Some(parse_range(r, length)?),
@@ -634,7 +638,7 @@ pub async fn frames(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let scope = scope(&study, Some(&series), Some(&instance))?;
-    let numbers = super::rendered::frame_list(&list)?;
+    let numbers = st.limits.frame_list(&list)?;
     let (inst, index) = st
         .index
         .instance_frames(&scope)

@@ -245,8 +245,22 @@ impl Source {
                 let frame = codec::decode(&info, &ts, &data)?;
                 super::render::render(&frame, &info, &pres, &luts, &params)
             })
-            .await?;
+            .await
+            .map_err(|e| self.frame_error(n, e))?;
         Ok(img)
+    }
+
+    /// A decoding failure of frame `n` (0-based), naming the frame and the
+    /// instance: the client's message and the log then say which stored
+    /// object is damaged.
+    fn frame_error(&self, n: u32, e: super::ImagingError) -> ApiError {
+        use super::ImagingError::{Corrupt, Panicked};
+        let at = |m: String| format!("frame {} of instance {}: {m}", n + 1, self.inst.sop_uid);
+        ApiError::from(match e {
+            Corrupt(m) => Corrupt(at(m)),
+            Panicked(m) => Panicked(at(m)),
+            other => other,
+        })
     }
 
     /// Decodes frame `n` on the imaging pool.
@@ -259,9 +273,10 @@ impl Source {
         let data = self.frame(store, n).await?;
         let info = self.info.clone();
         let ts = self.frame_syntax().to_owned();
-        Ok(imaging
+        imaging
             .run(move || codec::decode(&info, &ts, &data))
-            .await?)
+            .await
+            .map_err(|e| self.frame_error(n, e))
     }
 }
 

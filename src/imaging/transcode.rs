@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
-use super::codec::{self, Frame};
+use super::codec;
 use super::pixel::PixelInfo;
 use super::source::Source;
 use super::{Imaging, ImagingError};
@@ -242,6 +242,16 @@ pub async fn instance(
             })
             .await?
     };
+    // Frame 1 is decoded and encoded before the answer starts: data that
+    // fails there is an error status, not a 200 cut short. A later frame
+    // that fails ends the stream without its closing delimiter (the
+    // connection closes), which clients tell from a complete answer.
+    let encoded0 = {
+        let info = info.clone();
+        imaging
+            .run(move || codec::encode(&info, &frame0, target, 90))
+            .await?
+    };
     let frames = src.frame_count();
     let native = codec::is_native(target);
     let frame_len = info.decoded_frame_len();
@@ -265,7 +275,7 @@ pub async fn instance(
     let store = store.clone();
     let width = imaging.threads().max(1);
     let imaging = imaging.clone();
-    let frame0 = Arc::new(std::sync::Mutex::new(Some(frame0)));
+    let frame0 = Arc::new(std::sync::Mutex::new(Some(encoded0)));
     let body = stream::iter(0..frames)
         .map(move |n| {
             let (store, imaging, src, info, frame0) = (
@@ -276,18 +286,20 @@ pub async fn instance(
                 frame0.clone(),
             );
             async move {
-                let cached: Option<Frame> = if n == 0 {
+                let cached: Option<Vec<u8>> = if n == 0 {
                     frame0.lock().ok().and_then(|mut f| f.take())
                 } else {
                     None
                 };
-                let frame = match cached {
-                    Some(f) => f,
-                    None => src.decode(&store, &imaging, n).await?,
+                let bytes = match cached {
+                    Some(b) => b,
+                    None => {
+                        let frame = src.decode(&store, &imaging, n).await?;
+                        imaging
+                            .run(move || codec::encode(&info, &frame, target, 90))
+                            .await?
+                    }
                 };
-                let bytes = imaging
-                    .run(move || codec::encode(&info, &frame, target, 90))
-                    .await?;
                 let mut part = Vec::with_capacity(bytes.len() + 8);
                 if !native {
                     let pad = bytes.len() % 2;

@@ -41,6 +41,10 @@ pub enum StoreError {
     NotFound(String),
     #[error("object store unavailable: {0}")]
     Unavailable(String),
+    /// A byte range the object does not have (the caller's range, or an
+    /// index that disagrees with the object): not an outage.
+    #[error("invalid byte range: {0}")]
+    InvalidRange(String),
     #[error("invalid store configuration: {0}")]
     Config(String),
     #[error("local I/O error: {0}")]
@@ -51,6 +55,11 @@ impl From<object_store::Error> for StoreError {
     fn from(e: object_store::Error) -> Self {
         match e {
             object_store::Error::NotFound { path, .. } => StoreError::NotFound(path),
+            // object_store does not export its range error type
+            // (`InvalidGetRange`); its back ends all say "range".
+            other if other.to_string().to_ascii_lowercase().contains("range") => {
+                StoreError::InvalidRange(other.to_string())
+            }
             other => StoreError::Unavailable(other.to_string()),
         }
     }
@@ -271,7 +280,20 @@ impl Store {
         Ok(self.inner.get(key.as_path()).await?.bytes().await?)
     }
 
+    /// Bytes `range` of the object; an empty range is empty (back ends
+    /// refuse to read one).
     pub async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes, StoreError> {
+        if range.start > range.end {
+            return Err(StoreError::InvalidRange(format!(
+                "{}..{} of {}",
+                range.start,
+                range.end,
+                key.as_str()
+            )));
+        }
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
         Ok(self.inner.get_range(key.as_path(), range).await?)
     }
 

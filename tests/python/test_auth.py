@@ -657,6 +657,63 @@ def test_limits_per_identity_and_cors(phim_factory, tmp_path, profile):
     assert "Access-Control-Allow-Origin" not in r.headers
 
 
+@pytest.mark.parametrize("profile", ["embedded", "pg_s3"])
+def test_concurrent_requests_per_identity(phim_factory, tmp_path, profile):
+    """--max-concurrent-requests: a caller's requests at once, held while they run."""
+    import socket
+    from urllib.parse import urlsplit
+
+    data = tmp_path / "data"
+    store = phim_factory.prod_store() if profile == "pg_s3" else None
+    storage = ["--data-dir", str(data)] + (["--database-url", store.database_url] if store else [])
+    keys = {r: make_key(tmp_path, storage, f"{r}-k", r) for r in ("modality", "radiologist")}
+    srv = phim_factory.start(profile, data_dir=data, store=store,
+                             extra_args=["--require-auth", "--max-concurrent-requests", "2"])
+    host, port = urlsplit(srv.url("/")).hostname, urlsplit(srv.url("/")).port
+    import select
+
+    def open_slow():
+        # A STOW whose body never finishes arriving: its request keeps running.
+        s = socket.create_connection((host, port))
+        s.sendall((f"POST /dicomweb/studies HTTP/1.1\r\nHost: {host}\r\n"
+                   f"Authorization: Bearer {keys['modality']}\r\nContent-Type: application/dicom\r\n"
+                   f"Content-Length: 1000000\r\n\r\n").encode() + b"\0" * 1000)
+        return s
+
+    slow = [open_slow(), open_slow()]
+    small = Instance.make(f"concurrent-{profile}")
+
+    def store_small():
+        return srv.post("/dicomweb/studies", data=small.data,
+                        headers={"Content-Type": "application/dicom", **bearer(keys["modality"])})
+
+    deadline = time.monotonic() + 10
+    while True:
+        time.sleep(0.1)
+        # A slow request that lost the race to a probe was answered 429: open it again.
+        answered = select.select(slow, [], [], 0)[0]
+        for s in answered:
+            slow.remove(s)
+            s.close()
+            slow.append(open_slow())
+        if answered:
+            continue
+        r = store_small()
+        if r.status_code == 429 or time.monotonic() > deadline:
+            break
+    assert r.status_code == 429 and "--max-concurrent-requests" in r.text, (r.status_code, r.text)
+    assert int(r.headers["Retry-After"]) >= 1
+    # Another identity is not affected.
+    assert srv.get("/dicomweb/studies", headers=bearer(keys["radiologist"])).status_code in (200, 204)
+    for s in slow:
+        s.close()
+    deadline = time.monotonic() + 10
+    while (r := store_small()).status_code == 429:
+        assert time.monotonic() < deadline, "the places of closed requests were not given back"
+        time.sleep(0.05)
+    assert r.status_code == 200, r.text
+
+
 def test_cors_is_off_by_default(server):
     r = server.request("OPTIONS", "/dicomweb/studies", headers={
         "Origin": "https://emr.example", "Access-Control-Request-Method": "GET"})
