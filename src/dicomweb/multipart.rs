@@ -113,12 +113,19 @@ pub enum BodyError {
     HeaderTooLong,
 }
 
-/// The request body in slices of at most [`SLICE`] bytes (zero-copy), with
-/// header reading metered (see [`HeaderMeter`]).
+/// The request body in slices of at most [`SLICE`] bytes (zero-copy), one
+/// slice per poll of the parser, with header reading metered (see
+/// [`HeaderMeter`]).
+///
+/// multer pulls from its stream until the stream is pending, so a fast
+/// client could have it buffer whatever had arrived. After each slice this
+/// stream says "pending" once (waking its task at once): the parser then
+/// works on what it has, and holds at most a slice more than it needs.
 pub struct MeteredBody<S> {
     inner: S,
     rest: Bytes,
     meter: Arc<HeaderMeter>,
+    yielded: bool,
 }
 
 impl<S> MeteredBody<S> {
@@ -127,6 +134,7 @@ impl<S> MeteredBody<S> {
             inner,
             rest: Bytes::new(),
             meter,
+            yielded: false,
         }
     }
 }
@@ -141,6 +149,10 @@ where
         let this = &mut *self;
         if this.meter.tripped() {
             return Poll::Ready(Some(Err(BodyError::HeaderTooLong)));
+        }
+        if std::mem::take(&mut this.yielded) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         while this.rest.is_empty() {
             match this.inner.poll_next_unpin(cx) {
@@ -162,6 +174,7 @@ where
                 return Poll::Ready(Some(Err(BodyError::HeaderTooLong)));
             }
         }
+        this.yielded = true;
         Poll::Ready(Some(Ok(this.rest.split_to(n))))
     }
 }
@@ -190,6 +203,15 @@ mod tests {
         let meter = HeaderMeter::new(4096);
         meter.stop();
         let mut b = MeteredBody::new(body(vec![&BIG]), meter.clone());
+        // One slice per poll: the second poll in a row is pending.
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(
+            Pin::new(&mut b).poll_next(&mut cx),
+            Poll::Ready(Some(Ok(_)))
+        ));
+        assert!(Pin::new(&mut b).poll_next(&mut cx).is_pending());
+        let mut b = MeteredBody::new(body(vec![&BIG]), meter.clone());
         let first = b.next().await.unwrap().unwrap();
         assert_eq!(first.len(), SLICE, "data is sliced");
         meter.start();
@@ -210,6 +232,41 @@ mod tests {
             b.next().await,
             Some(Err(BodyError::HeaderTooLong))
         ));
+    }
+
+    /// A whole body already arrived (one big chunk): reading each part's
+    /// headers must not pull the following part's data under the meter.
+    #[tokio::test]
+    async fn parts_of_a_body_that_arrived_whole() {
+        let part = vec![7u8; 1 << 20];
+        let mut raw = Vec::new();
+        for _ in 0..3 {
+            raw.extend_from_slice(b"--b\r\nContent-Type: application/dicom\r\n\r\n");
+            raw.extend_from_slice(&part);
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(b"--b--\r\n");
+        let body = stream::iter([Ok::<_, axum::Error>(Bytes::from(raw))]);
+        let meter = HeaderMeter::new(1024);
+        let mut mp = multer::Multipart::new(MeteredBody::new(body, meter.clone()), "b");
+        let mut parts = 0;
+        loop {
+            meter.start();
+            let next = mp.next_field().await;
+            meter.stop();
+            let Some(mut field) = next.unwrap() else {
+                break;
+            };
+            assert_eq!(header_block_len(field.headers()), 33 + 2);
+            let mut n = 0;
+            while let Some(c) = field.chunk().await.unwrap() {
+                n += c.len();
+            }
+            assert_eq!(n, part.len());
+            parts += 1;
+        }
+        assert_eq!(parts, 3);
+        assert!(!meter.tripped());
     }
 
     #[test]

@@ -158,6 +158,13 @@ def test_header_bytes_of_the_whole_request_are_bounded(limited):
     still_serving(limited)
 
 
+def test_huge_http_headers_are_431(limited):
+    """The request's own header block is bounded by the HTTP server (hyper): 431."""
+    r = limited.get("/dicomweb/studies", headers={"X-Big": "a" * (1 << 20)})
+    assert r.status_code == 431, r.status_code
+    still_serving(limited)
+
+
 # --------------------------------------------------------------------------- frames, ranges, UIDs
 
 

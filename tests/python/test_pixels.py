@@ -225,9 +225,10 @@ def test_jpeg_extended_12_bit_equals_pydicom(server, stored_corpus):
         if ref is None:
             # pydicom cannot decode it either (JPEG-lossy.dcm: its SOS
             # has spectral selection values no sequential decoder takes):
-            # a clean error, and the server stays up.
+            # a clean 406 naming the frame, and the server stays up.
             r = server.get(f"/dicomweb{path}/rendered", headers={"Accept": "image/png"})
-            assert r.status_code == 500, f"{p.name}: {r.status_code} {r.text}"
+            assert r.status_code == 406, f"{p.name}: {r.status_code} {r.text}"
+            assert "cannot be decoded (frame 1 of instance" in r.text, r.text
             assert server.get("/healthz").status_code == 200
             continue
         n = ref.shape[0]
@@ -712,13 +713,15 @@ def test_rendered_multiframe_and_study_level(phim_factory):
 
 def test_an_undecodable_frame_is_an_error_status(server, stored_corpus):
     """pydicom's JPEG-lossy.dcm has a scan header no sequential decoder
-    accepts: transcoding its frame answers 500 before any part is sent
-    (not a cut stream), and the server stays up."""
+    accepts: transcoding its frame answers 406 (PS3.18 §8.7.3.5: no acceptable
+    representation can be made) naming the frame, before any part is sent (not
+    a cut stream), and the server stays up."""
     by_name = {p.name: p for p in stored_corpus}
     assert "JPEG-lossy.dcm" in by_name
     ds = pydicom.dcmread(by_name["JPEG-lossy.dcm"])
     r = server.get(f"/dicomweb{path_of(ds)}/frames/1", headers={"Accept": TO_NATIVE})
-    assert r.status_code == 500, r.status_code
+    assert r.status_code == 406, r.status_code
+    assert "cannot be decoded (frame 1 of instance " in r.text, r.text
     assert server.get("/healthz").status_code == 200
 
 
