@@ -6,7 +6,8 @@
 #   bash benches/stow.sh [embedded|pg-s3|all]     (default: all)
 #
 # Environment: PHIM_BENCH_DATA (dataset folder, generated once),
-# PHIM_BENCH_WORK (scratch folder, default a mktemp dir), CLIENTS ("1 4 8").
+# PHIM_BENCH_WORK (scratch folder, default a mktemp dir), CLIENTS ("1 4 8"),
+# PHIM_BIN (the phim to measure; default this tree's release build).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 which_profiles=${1:-all}
@@ -16,7 +17,8 @@ WORK=${PHIM_BENCH_WORK:-$(mktemp -d)}
 mkdir -p "$WORK"
 
 cargo build --release --bins >&2
-PHIM=target/release/phim
+# PHIM_BIN: another phim build to measure (e.g. one from an earlier commit).
+PHIM=${PHIM_BIN:-target/release/phim}
 LOAD=target/release/phim-load
 [ -d "$DATA" ] || "$LOAD" gen --out "$DATA"
 
