@@ -130,9 +130,8 @@ struct Outcomes {
     /// Failures beyond the listed ones, by Failure Reason.
     unlisted: std::collections::BTreeMap<u16, u64>,
     failures: u64,
-    /// The first few notes for `Warning` headers, and how many in all.
+    /// The first few notes for `Warning` headers.
     warnings: Vec<String>,
-    warning_count: u64,
     /// (study, stored, failed) for the audit trail; failures without a
     /// known study count under "".
     per_study: Vec<(String, i64, i64)>,
@@ -151,13 +150,11 @@ impl Outcomes {
             unlisted: Default::default(),
             failures: 0,
             warnings: Vec::new(),
-            warning_count: 0,
             per_study: Vec::new(),
         }
     }
 
     fn warn(&mut self, w: String) {
-        self.warning_count += 1;
         if self.warnings.len() < MAX_WARNINGS {
             self.warnings.push(w);
         }
