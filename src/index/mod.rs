@@ -253,7 +253,22 @@ pub struct DeliveryRecord {
 /// The index, by concern: instances and search here; API keys in
 /// [`Credentials`]; the audit trail in [`AuditLog`].
 #[async_trait]
-pub trait Index: Credentials + AuditLog + Send + Sync + std::fmt::Debug {
+/// The index of stored instances: one `Arc<dyn Index>` for everything the
+/// server keeps in SQL, its methods grouped by concern in supertraits (each
+/// implemented for SQL in its own module of [`sql`]): the instances
+/// themselves here, [`Search`], [`ThumbnailQueue`], [`EmrLinks`],
+/// [`ChangeFeed`], [`Credentials`], [`AuditLog`].
+pub trait Index:
+    Search
+    + ThumbnailQueue
+    + EmrLinks
+    + ChangeFeed
+    + Credentials
+    + AuditLog
+    + Send
+    + Sync
+    + std::fmt::Debug
+{
     /// Checks that the index answers (for `/readyz`).
     async fn ping(&self) -> Result<(), IndexError>;
 
@@ -284,11 +299,17 @@ pub trait Index: Credentials + AuditLog + Send + Sync + std::fmt::Debug {
 
     /// The stored metadata documents of a scope, in the same order.
     async fn metadata(&self, scope: &Scope) -> Result<Vec<Vec<u8>>, IndexError>;
+}
 
+/// QIDO-RS and C-FIND over the index (`sql/search.rs`).
+#[async_trait]
+pub trait Search {
     /// QIDO / C-FIND at the query's level; at most `limit + 1` rows, so
     /// the caller can tell that more exist.
     async fn search_studies(&self, q: &Query) -> Result<Vec<StudyRow>, IndexError>;
+
     async fn search_series(&self, q: &Query) -> Result<Vec<SeriesRow>, IndexError>;
+
     async fn search_instances(&self, q: &Query) -> Result<Vec<InstanceRow>, IndexError>;
 
     /// The metadata document of one representative instance (the first
@@ -300,6 +321,14 @@ pub trait Index: Credentials + AuditLog + Send + Sync + std::fmt::Debug {
         uids: &[String],
     ) -> Result<Vec<(String, Vec<u8>)>, IndexError>;
 
+    /// How many studies match (the query's limit and offset are ignored).
+    async fn count_studies(&self, q: &Query) -> Result<i64, IndexError>;
+}
+
+/// Series waiting for their thumbnail, leased to one worker at a time
+/// (`sql/queues.rs`).
+#[async_trait]
+pub trait ThumbnailQueue {
     /// Queues a series for its thumbnail at `due_at` (ms since the epoch),
     /// or pushes an already queued one back to `due_at`.
     async fn queue_thumbnail(
@@ -321,9 +350,11 @@ pub trait Index: Credentials + AuditLog + Send + Sync + std::fmt::Debug {
     /// Removes a claimed job, unless the series was queued again since it
     /// was claimed (its `due_at` then differs).
     async fn finish_thumbnail(&self, series: &str, claimed_due_at: i64) -> Result<(), IndexError>;
-    /// How many studies match (the query's limit and offset are ignored).
-    async fn count_studies(&self, q: &Query) -> Result<i64, IndexError>;
+}
 
+/// Each study's link to its EMR record (`sql/emr_links.rs`).
+#[async_trait]
+pub trait EmrLinks {
     /// Sets the EMR link of a study; `false` when the study is not indexed.
     async fn put_emr_link(&self, study: &Uid, link: &EmrLink) -> Result<bool, IndexError>;
 
@@ -332,7 +363,11 @@ pub trait Index: Credentials + AuditLog + Send + Sync + std::fmt::Debug {
 
     /// Removes the EMR link of a study; `true` when there was one.
     async fn delete_emr_link(&self, study: &Uid) -> Result<bool, IndexError>;
+}
 
+/// Stable-study events and their webhook deliveries (`sql/feed.rs`).
+#[async_trait]
+pub trait ChangeFeed {
     /// Announces the studies that received instances and have had none for
     /// `stable_after_ms` at `now_ms`: records a `study.stable` event per study
     /// (and a pending delivery per webhook URL) and returns the events. Each

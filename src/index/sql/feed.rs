@@ -1,0 +1,301 @@
+//! The change feed: `study.stable` events and their webhook deliveries.
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::super::{
+    ChangeEvent, ChangeFeed, ClaimedDelivery, DeliveryOutcome, DeliveryRecord, IndexError,
+};
+use super::{Dialect, SqlIndex};
+
+/// Instances whose index transaction started this long before the change
+/// detector's horizon and committed after it could be missed; the horizon
+/// trails the quiet period by this much.
+pub(super) const IN_FLIGHT_MARGIN_MS: i64 = 60_000;
+
+/// The PostgreSQL advisory lock that orders change events: taken by each
+/// transaction that records one, so `seq` order is commit order and a
+/// reader of `/api/changes?since=` never skips an event committed late.
+pub(super) const CHANGE_FEED_LOCK: i64 = 0x7068_696d_0007;
+
+const EVENT_COLUMNS: &str =
+    "e.seq, e.event_type, e.created_at, e.study_uid, e.accession_number, e.patient_id, e.num_instances";
+
+fn event_from_row(r: &AnyRow, first: usize) -> Result<ChangeEvent, sqlx::Error> {
+    Ok(ChangeEvent {
+        seq: r.try_get(first)?,
+        event_type: r.try_get(first + 1)?,
+        time_ms: r.try_get(first + 2)?,
+        study_uid: r.try_get(first + 3)?,
+        accession_number: r.try_get(first + 4)?,
+        patient_id: r.try_get(first + 5)?,
+        num_instances: r.try_get(first + 6)?,
+    })
+}
+
+/// A candidate for a `study.stable` announcement.
+struct StableStudy {
+    pk: i64,
+    uid: String,
+    accession_number: Option<String>,
+    patient_id: Option<String>,
+    num_instances: i64,
+}
+
+impl SqlIndex {
+    /// Records one announcement if no other detector did: the
+    /// compare-and-set on `study_announcements` (insert, or raise the count)
+    /// returns the row only to the transaction that changed it.
+    async fn announce(
+        &self,
+        study: &StableStudy,
+        now_ms: i64,
+        webhook_urls: &[String],
+    ) -> Result<Option<ChangeEvent>, IndexError> {
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(CHANGE_FEED_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let claimed = sqlx::query(
+            "INSERT INTO study_announcements (study_pk, num_instances, announced_at) \
+             VALUES ($1, $2, $3) ON CONFLICT (study_pk) DO UPDATE \
+             SET num_instances = excluded.num_instances, announced_at = excluded.announced_at \
+             WHERE study_announcements.num_instances < excluded.num_instances \
+             RETURNING study_pk",
+        )
+        .bind(study.pk)
+        .bind(study.num_instances)
+        .bind(now_ms)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if claimed.is_none() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let seq: i64 = sqlx::query(
+            "INSERT INTO change_events (event_type, study_uid, accession_number, patient_id, \
+             num_instances, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+        )
+        .bind(STUDY_STABLE)
+        .bind(&study.uid)
+        .bind(&study.accession_number)
+        .bind(&study.patient_id)
+        .bind(study.num_instances)
+        .bind(now_ms)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        for url in webhook_urls {
+            sqlx::query(
+                "INSERT INTO webhook_deliveries (event_seq, url, status, attempts, \
+                 next_attempt_at, created_at, updated_at) VALUES ($1, $2, 'pending', 0, $3, $3, $3)",
+            )
+            .bind(seq)
+            .bind(url)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(ChangeEvent {
+            seq,
+            event_type: STUDY_STABLE.to_owned(),
+            time_ms: now_ms,
+            study_uid: study.uid.clone(),
+            accession_number: study.accession_number.clone(),
+            patient_id: study.patient_id.clone(),
+            num_instances: study.num_instances,
+        }))
+    }
+}
+
+/// The event type of a study that stopped receiving instances.
+pub const STUDY_STABLE: &str = "study.stable";
+
+#[async_trait]
+impl ChangeFeed for SqlIndex {
+    async fn announce_stable_studies(
+        &self,
+        now_ms: i64,
+        stable_after_ms: i64,
+        webhook_urls: &[String],
+    ) -> Result<Vec<ChangeEvent>, IndexError> {
+        let quiet_before = now_ms - stable_after_ms;
+        let horizon: i64 = sqlx::query("SELECT horizon FROM change_detector WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        // Studies with an instance after the horizon and none since
+        // `quiet_before` (every instance newer than the horizon is in the
+        // window, so its newest one is the study's newest), with their
+        // instance count and the count last announced.
+        let rows = sqlx::query(
+            "SELECT st.pk, st.study_uid, st.accession_number, st.patient_id, \
+             (SELECT COUNT(*) FROM instances i2 JOIN series s2 ON s2.pk = i2.series_pk \
+              WHERE s2.study_pk = st.pk), \
+             (SELECT a.num_instances FROM study_announcements a WHERE a.study_pk = st.pk) \
+             FROM studies st WHERE st.pk IN (SELECT se.study_pk FROM instances i \
+             JOIN series se ON se.pk = i.series_pk WHERE i.created_at >= $1 \
+             GROUP BY se.study_pk HAVING MAX(i.created_at) <= $2) ORDER BY st.pk",
+        )
+        .bind(horizon)
+        .bind(quiet_before)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events = Vec::new();
+        for r in rows {
+            let study = StableStudy {
+                pk: r.try_get(0)?,
+                uid: r.try_get(1)?,
+                accession_number: r.try_get(2)?,
+                patient_id: r.try_get(3)?,
+                num_instances: r.try_get(4)?,
+            };
+            let announced: Option<i64> = r.try_get(5)?;
+            if announced.is_some_and(|n| n >= study.num_instances) {
+                continue;
+            }
+            if let Some(e) = self.announce(&study, now_ms, webhook_urls).await? {
+                events.push(e);
+            }
+        }
+        // Everything up to here that was stable is announced; what was not
+        // stable yet stays after the new horizon.
+        let _writer = self.writer().await;
+        sqlx::query("UPDATE change_detector SET horizon = $1 WHERE id = 1 AND horizon < $1")
+            .bind(quiet_before - IN_FLIGHT_MARGIN_MS)
+            .execute(&self.pool)
+            .await?;
+        Ok(events)
+    }
+    async fn changes(&self, since: i64, limit: i64) -> Result<Vec<ChangeEvent>, IndexError> {
+        let text = format!(
+            "SELECT {EVENT_COLUMNS} FROM change_events e WHERE e.seq > $1 ORDER BY e.seq LIMIT $2"
+        );
+        let rows = sqlx::query(&text)
+            .bind(since)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| event_from_row(r, 0))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedDelivery>, IndexError> {
+        // One statement: the conditions are checked again on each row as
+        // it is updated, so of two servers racing for a delivery only the
+        // first takes it (PostgreSQL re-evaluates them after the row lock).
+        let claimed = {
+            let _writer = self.writer().await;
+            sqlx::query(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, claimed_until = $2, \
+                 updated_at = $1 WHERE pk IN (SELECT pk FROM webhook_deliveries \
+                 WHERE status = 'pending' AND next_attempt_at <= $1 \
+                 AND (claimed_until IS NULL OR claimed_until <= $1) \
+                 ORDER BY next_attempt_at, pk LIMIT $3) \
+                 AND status = 'pending' AND (claimed_until IS NULL OR claimed_until <= $1) \
+                 RETURNING pk, url, attempts, event_seq",
+            )
+            .bind(now_ms)
+            .bind(now_ms + lease_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+        };
+        let mut out = Vec::with_capacity(claimed.len());
+        for r in claimed {
+            let seq: i64 = r.try_get(3)?;
+            let text = format!("SELECT {EVENT_COLUMNS} FROM change_events e WHERE e.seq = $1");
+            let event = sqlx::query(&text).bind(seq).fetch_one(&self.pool).await?;
+            out.push(ClaimedDelivery {
+                id: r.try_get(0)?,
+                url: r.try_get(1)?,
+                attempts: r.try_get(2)?,
+                event: event_from_row(&event, 0)?,
+            });
+        }
+        out.sort_by_key(|d| d.id);
+        Ok(out)
+    }
+    async fn record_delivery(
+        &self,
+        id: i64,
+        outcome: &DeliveryOutcome,
+        now_ms: i64,
+    ) -> Result<(), IndexError> {
+        let (status, code, error, next, delivered) = match outcome {
+            DeliveryOutcome::Delivered { status } => {
+                ("delivered", Some(*status), None, None, Some(now_ms))
+            }
+            DeliveryOutcome::Retry {
+                status,
+                error,
+                next_attempt_ms,
+            } => (
+                "pending",
+                *status,
+                Some(error.as_str()),
+                Some(*next_attempt_ms),
+                None,
+            ),
+            DeliveryOutcome::GaveUp { status, error } => {
+                ("failed", *status, Some(error.as_str()), None, None)
+            }
+        };
+        let _writer = self.writer().await;
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = $2, last_status = $3, \
+             last_error = COALESCE($4, last_error), \
+             next_attempt_at = COALESCE($5, next_attempt_at), delivered_at = $6, \
+             claimed_until = NULL, updated_at = $7 WHERE pk = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(code.map(i64::from))
+        .bind(error)
+        .bind(next)
+        .bind(delivered)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+    async fn deliveries(&self, limit: i64) -> Result<Vec<DeliveryRecord>, IndexError> {
+        let rows = sqlx::query(
+            "SELECT pk, event_seq, url, status, attempts, last_status, last_error, \
+             next_attempt_at, created_at, updated_at, delivered_at FROM webhook_deliveries \
+             ORDER BY pk DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(DeliveryRecord {
+                id: r.try_get(0)?,
+                event_seq: r.try_get(1)?,
+                url: r.try_get(2)?,
+                status: r.try_get(3)?,
+                attempts: r.try_get(4)?,
+                last_status: r.try_get(5)?,
+                last_error: r.try_get(6)?,
+                next_attempt_ms: r.try_get(7)?,
+                created_ms: r.try_get(8)?,
+                updated_ms: r.try_get(9)?,
+                delivered_ms: r.try_get(10)?,
+            });
+        }
+        Ok(out)
+    }
+}
