@@ -15,6 +15,7 @@ pub mod index;
 pub mod ingest;
 pub mod query;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod synth;
 pub mod tls;

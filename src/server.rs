@@ -1,4 +1,4 @@
-//! The HTTP server: application state built once at start-up, routes,
+//! The HTTP server: routes, start-up (the [`AppState`] it builds once),
 //! graceful shutdown.
 
 use std::net::SocketAddr;
@@ -10,56 +10,17 @@ use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{self, Audit};
+use crate::audit;
 use crate::auth::Auth;
 use crate::config::{redact_url, ServeArgs};
 use crate::dicom::scan::ScanLimits;
 use crate::dicomweb;
-use crate::emr::{self, EmrConfig};
-use crate::imaging::thumbnail::Thumbnails;
+use crate::emr;
 use crate::imaging::Imaging;
 use crate::index::{self, Index};
 use crate::ingest::{Ingest, IngestConfig};
+use crate::state::AppState;
 use crate::store::Store;
-
-/// Everything a request handler needs, built once.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// The metadata index (SQLite or PostgreSQL).
-    pub index: Arc<dyn Index>,
-    /// Object storage for instances.
-    pub store: Store,
-    /// The ingest pipeline (STOW-RS, import, C-STORE).
-    pub ingest: Ingest,
-    /// Base URL for RetrieveURL/BulkDataURI when set; else from Host.
-    pub public_url: Option<String>,
-    /// The bound address (fallback for URLs without a Host header).
-    pub listen_addr: SocketAddr,
-    /// Folder of the built web viewer served at `/`.
-    pub viewer_dir: std::path::PathBuf,
-    /// EMR links, change feed and webhooks.
-    pub emr: Arc<EmrConfig>,
-    /// Wakes the webhook deliveries when the change detector recorded events.
-    pub emr_wake: Arc<tokio::sync::Notify>,
-    /// The CPU pool for pixels (decode, render, transcode).
-    pub imaging: Imaging,
-    /// Who may do what ([`crate::auth`]); every route passes its layer.
-    pub auth: Arc<Auth>,
-    /// The audit trail's queue.
-    pub audit: Audit,
-    /// Limits on the shape of one request (parts, headers, frames).
-    pub limits: crate::dicomweb::limits::RequestLimits,
-}
-
-impl AppState {
-    pub fn thumbnails(&self) -> Thumbnails {
-        Thumbnails {
-            index: self.index.clone(),
-            store: self.store.clone(),
-            imaging: self.imaging.clone(),
-        }
-    }
-}
 
 pub fn router(state: AppState) -> Router {
     let viewer = crate::viewer::routes(&state.viewer_dir);

@@ -20,7 +20,8 @@ use object_store::{
 use phim::dicom::write::{file_meta_prefix, ElementWriter};
 use phim::imaging::Imaging;
 use phim::ingest::{Ingest, IngestConfig, Spool};
-use phim::server::{router, AppState};
+use phim::server::router;
+use phim::state::AppState;
 use phim::store::Store;
 use tower::ServiceExt;
 

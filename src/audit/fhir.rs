@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::emr::fhir::{check_format, fhir_json};
 use crate::error::{ApiError, FhirError};
 use crate::index::audit_log::{AuditFilter, StoredAuditRecord};
-use crate::server::AppState;
+use crate::state::AppState;
 
 const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 const DEFAULT_COUNT: i64 = 100;

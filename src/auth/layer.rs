@@ -10,7 +10,7 @@ use super::policy::{self, Access, Permission};
 use super::Principal;
 use crate::audit::{Action, Actor, Event, EventId, Outcome};
 use crate::error::{ApiError, FhirError, JsonError};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The answer refusing a request (boxed: a response is large).
 type Refusal = Box<Response>;

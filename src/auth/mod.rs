@@ -407,7 +407,7 @@ impl Auth {
 
 /// `GET /api/auth/config` (public): what the viewer needs to log in.
 pub async fn client_config(
-    axum::extract::State(st): axum::extract::State<crate::server::AppState>,
+    axum::extract::State(st): axum::extract::State<crate::state::AppState>,
 ) -> axum::Json<serde_json::Value> {
     let oidc = st.auth.config.oidc.as_ref().map(|o| {
         serde_json::json!({

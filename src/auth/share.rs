@@ -25,7 +25,7 @@ use super::Principal;
 use crate::dicom::Uid;
 use crate::error::{ApiError, JsonError};
 use crate::index::{now_ms, Index};
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub const PREFIX: &str = "phims_";
 /// Longest a link may live.

@@ -18,7 +18,7 @@ use axum::Router;
 use crate::dicom::Uid;
 use crate::error::ApiError;
 use crate::index::Scope;
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -25,7 +25,7 @@ use crate::query::{
     attribute_by_tag, parse_match, results, Filter, Include, Level, Match, Query, SequenceFilter,
     INDEXED_SEQUENCES,
 };
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub const DEFAULT_LIMIT: i64 = 100;
 /// Largest page (PS3.18 lets the origin server cap `limit`).

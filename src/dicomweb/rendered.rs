@@ -28,7 +28,7 @@ use crate::imaging::render::{self, Format, RenderParams, Viewport};
 use crate::imaging::source::Source;
 use crate::imaging::thumbnail::DEFAULT_SIZE;
 use crate::index::Scope;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Instances rendered in one study or series response.
 const MAX_RENDERED_INSTANCES: usize = 2000;

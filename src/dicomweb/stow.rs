@@ -20,7 +20,7 @@ use crate::auth::{Permission, Principal};
 use crate::dicom::Uid;
 use crate::error::{failure_reason, is_server_fault, ApiError};
 use crate::ingest::{Ingest, IngestError, IngestFailure, Spool, SpoolError, Stored};
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub async fn store(
     State(state): State<AppState>,

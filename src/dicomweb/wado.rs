@@ -21,7 +21,7 @@ use crate::imaging::source::Source;
 use crate::imaging::transcode::{self, can_transcode};
 use crate::index::{Scope, StoredInstance};
 use crate::ingest::inflate_metadata;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::ObjectKey;
 
 /// Instances opened ahead of the one being streamed.

@@ -26,7 +26,7 @@ use crate::imaging::render::{self, Format, RenderParams, Viewport};
 use crate::imaging::source::Source;
 use crate::imaging::transcode;
 use crate::index::Scope;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::ObjectKey;
 
 enum Content {

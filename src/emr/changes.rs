@@ -16,7 +16,7 @@ use super::StudyUrls;
 use crate::dicomweb::public_root;
 use crate::error::{ApiError, JsonError};
 use crate::index::{now_ms, ChangeEvent};
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;

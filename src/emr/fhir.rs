@@ -27,7 +27,7 @@ use crate::dicomweb::public_root;
 use crate::error::{ApiError, FhirError};
 use crate::index::{InstanceRow, SeriesRow, StudyRow};
 use crate::query::{attribute_by_keyword, Filter, Level, Match, Query};
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub const CONTENT_TYPE: &str = "application/fhir+json";
 const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";

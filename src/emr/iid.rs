@@ -21,7 +21,7 @@ use crate::dicom::Uid;
 use crate::dicomweb::public_root;
 use crate::error::ApiError;
 use crate::query::{Level, Query};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Most studies one request may name.
 const MAX_STUDIES: usize = 200;

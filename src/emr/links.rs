@@ -15,7 +15,7 @@ use super::{find_studies, require_study, study_uid};
 use crate::dicom::Uid;
 use crate::error::{ApiError, JsonError};
 use crate::index::{EmrLink, StudyRow};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Longest record id accepted.
 pub const MAX_RECORD_ID: usize = 256;

@@ -20,7 +20,7 @@ use crate::dicom::Uid;
 use crate::error::{ApiError, JsonError};
 use crate::index::{Index, IndexError, StudyRow};
 use crate::query::{attribute_by_keyword, Filter, Level, Match, Query};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The EMR configuration, validated at start-up.
 #[derive(Debug, Clone, Default)]

@@ -13,7 +13,7 @@ use super::{links, require_study, study_uid, StudyUrls};
 use crate::auth::Principal;
 use crate::dicomweb::public_root;
 use crate::error::{ApiError, JsonError};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The `share_expires_in` parameter, if given.
 pub fn share_ttl(query: Option<&str>) -> Result<Option<std::time::Duration>, ApiError> {

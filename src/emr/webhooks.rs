@@ -18,7 +18,7 @@ use crate::config::redact_url;
 use crate::dicomweb::public_root;
 use crate::error::{ApiError, JsonError};
 use crate::index::{now_ms, ClaimedDelivery, DeliveryOutcome, DeliveryRecord};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// One attempt may take this long.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
