@@ -1,6 +1,10 @@
 //! Media types: parsing `Content-Type` and `Accept` (RFC 9110 §12.5.1) the
 //! way PS3.18 §8.7 uses them, with `type` and `transfer-syntax` parameters.
 
+use axum::http::HeaderMap;
+
+use crate::error::ApiError;
+
 /// One media range of an Accept header, or a Content-Type.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaRange {
@@ -92,6 +96,23 @@ fn split_outside_quotes(s: &str, sep: char) -> Vec<String> {
     }
     out.push(cur);
     out
+}
+
+/// Checks that the client accepts DICOM JSON (PS3.18 §8.7.3.2); XML
+/// metadata is not produced.
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ranges = accept_ranges(headers);
+    if ranges.is_empty()
+        || ranges
+            .iter()
+            .any(|r| r.matches("application/dicom+json") || r.matches("application/json"))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::NotAcceptable(
+            "this resource is available as application/dicom+json".into(),
+        ))
+    }
 }
 
 #[cfg(test)]

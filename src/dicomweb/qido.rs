@@ -18,7 +18,6 @@ use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_dictionary_std::StandardDataDictionary;
 use serde_json::Value;
 
-use super::wado::require_json;
 use super::{base_url, path_uid};
 use crate::error::ApiError;
 use crate::query::{
@@ -214,7 +213,7 @@ async fn search(
     study: Option<String>,
     series: Option<String>,
 ) -> Result<Response, ApiError> {
-    require_json(&headers)?;
+    super::media::require_json(&headers)?;
     let mut p = parse(raw.as_deref(), level)?;
     if let Some(s) = study {
         p.query = p

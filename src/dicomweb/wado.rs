@@ -332,25 +332,8 @@ pub async fn instance_metadata(
     metadata(st, scope(&study, Some(&series), Some(&instance))?, &headers).await
 }
 
-/// Checks that the client accepts DICOM JSON (PS3.18 §8.7.3.2); XML
-/// metadata is not produced.
-pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let ranges = media::accept_ranges(headers);
-    if ranges.is_empty()
-        || ranges
-            .iter()
-            .any(|r| r.matches("application/dicom+json") || r.matches("application/json"))
-    {
-        Ok(())
-    } else {
-        Err(ApiError::NotAcceptable(
-            "this resource is available as application/dicom+json".into(),
-        ))
-    }
-}
-
 async fn metadata(st: AppState, scope: Scope, headers: &HeaderMap) -> Result<Response, ApiError> {
-    require_json(headers)?;
+    media::require_json(headers)?;
     let docs = st.index.metadata(&scope).await?;
     if docs.is_empty() {
         return Err(not_found(&scope));

@@ -30,8 +30,6 @@ use crate::store::{ObjectKey, Store};
 
 /// The size made ahead of time (what the bundled viewer asks for).
 pub const DEFAULT_SIZE: u32 = 128;
-/// Debounce after the last instance of a series arrived.
-pub const QUEUE_DELAY_MS: i64 = 3_000;
 /// How long a claimed job is hidden from other workers.
 const LEASE_MS: i64 = 60_000;
 /// Attempts before a job that keeps failing is dropped (rendered on demand

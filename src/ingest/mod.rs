@@ -105,6 +105,10 @@ pub struct Stored {
     pub warnings: Vec<String>,
 }
 
+/// A series is queued for its thumbnail this long after its last instance
+/// arrived (each new instance pushes the job back).
+const THUMBNAIL_DEBOUNCE_MS: i64 = 3_000;
+
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
     pub spool_dir: PathBuf,
@@ -297,7 +301,7 @@ impl Ingest {
             }
             seen.insert(series.to_owned(), now);
         }
-        let due = crate::index::now_ms() + crate::imaging::thumbnail::QUEUE_DELAY_MS;
+        let due = crate::index::now_ms() + THUMBNAIL_DEBOUNCE_MS;
         if let Err(e) = self.index.queue_thumbnail(study, series, due).await {
             tracing::warn!(study, series, error = %e, "thumbnail not queued");
         }
