@@ -42,10 +42,10 @@ impl EmrLinks for SqlIndex {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             out.push((
-                r.try_get(0)?,
+                r.try_get("study_uid")?,
                 EmrLink {
-                    record_id: r.try_get(1)?,
-                    url: r.try_get(2)?,
+                    record_id: r.try_get("record_id")?,
+                    url: r.try_get("url")?,
                 },
             ));
         }

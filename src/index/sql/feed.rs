@@ -19,18 +19,19 @@ pub(super) const IN_FLIGHT_MARGIN_MS: i64 = 60_000;
 /// reader of `/api/changes?since=` never skips an event committed late.
 pub(super) const CHANGE_FEED_LOCK: i64 = 0x7068_696d_0007;
 
+/// The columns [`event_from_row`] reads, by name.
 const EVENT_COLUMNS: &str =
     "e.seq, e.event_type, e.created_at, e.study_uid, e.accession_number, e.patient_id, e.num_instances";
 
-fn event_from_row(r: &AnyRow, first: usize) -> Result<ChangeEvent, sqlx::Error> {
+fn event_from_row(r: &AnyRow) -> Result<ChangeEvent, sqlx::Error> {
     Ok(ChangeEvent {
-        seq: r.try_get(first)?,
-        event_type: r.try_get(first + 1)?,
-        time_ms: r.try_get(first + 2)?,
-        study_uid: r.try_get(first + 3)?,
-        accession_number: r.try_get(first + 4)?,
-        patient_id: r.try_get(first + 5)?,
-        num_instances: r.try_get(first + 6)?,
+        seq: r.try_get("seq")?,
+        event_type: r.try_get("event_type")?,
+        time_ms: r.try_get("created_at")?,
+        study_uid: r.try_get("study_uid")?,
+        accession_number: r.try_get("accession_number")?,
+        patient_id: r.try_get("patient_id")?,
+        num_instances: r.try_get("num_instances")?,
     })
 }
 
@@ -137,8 +138,8 @@ impl ChangeFeed for SqlIndex {
         let rows = sqlx::query(
             "SELECT st.pk, st.study_uid, st.accession_number, st.patient_id, \
              (SELECT COUNT(*) FROM instances i2 JOIN series s2 ON s2.pk = i2.series_pk \
-              WHERE s2.study_pk = st.pk), \
-             (SELECT a.num_instances FROM study_announcements a WHERE a.study_pk = st.pk) \
+              WHERE s2.study_pk = st.pk) AS num_instances, \
+             (SELECT a.num_instances FROM study_announcements a WHERE a.study_pk = st.pk) AS announced \
              FROM studies st WHERE st.pk IN (SELECT se.study_pk FROM instances i \
              JOIN series se ON se.pk = i.series_pk WHERE i.created_at >= $1 \
              GROUP BY se.study_pk HAVING MAX(i.created_at) <= $2) ORDER BY st.pk",
@@ -150,13 +151,13 @@ impl ChangeFeed for SqlIndex {
         let mut events = Vec::new();
         for r in rows {
             let study = StableStudy {
-                pk: r.try_get(0)?,
-                uid: r.try_get(1)?,
-                accession_number: r.try_get(2)?,
-                patient_id: r.try_get(3)?,
-                num_instances: r.try_get(4)?,
+                pk: r.try_get("pk")?,
+                uid: r.try_get("study_uid")?,
+                accession_number: r.try_get("accession_number")?,
+                patient_id: r.try_get("patient_id")?,
+                num_instances: r.try_get("num_instances")?,
             };
-            let announced: Option<i64> = r.try_get(5)?;
+            let announced: Option<i64> = r.try_get("announced")?;
             if announced.is_some_and(|n| n >= study.num_instances) {
                 continue;
             }
@@ -184,7 +185,7 @@ impl ChangeFeed for SqlIndex {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| event_from_row(r, 0))
+            .map(event_from_row)
             .collect::<Result<Vec<_>, _>>()?)
     }
     async fn claim_deliveries(
@@ -215,14 +216,14 @@ impl ChangeFeed for SqlIndex {
         };
         let mut out = Vec::with_capacity(claimed.len());
         for r in claimed {
-            let seq: i64 = r.try_get(3)?;
+            let seq: i64 = r.try_get("event_seq")?;
             let text = format!("SELECT {EVENT_COLUMNS} FROM change_events e WHERE e.seq = $1");
             let event = sqlx::query(&text).bind(seq).fetch_one(&self.pool).await?;
             out.push(ClaimedDelivery {
-                id: r.try_get(0)?,
-                url: r.try_get(1)?,
-                attempts: r.try_get(2)?,
-                event: event_from_row(&event, 0)?,
+                id: r.try_get("pk")?,
+                url: r.try_get("url")?,
+                attempts: r.try_get("attempts")?,
+                event: event_from_row(&event)?,
             });
         }
         out.sort_by_key(|d| d.id);
@@ -283,17 +284,17 @@ impl ChangeFeed for SqlIndex {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             out.push(DeliveryRecord {
-                id: r.try_get(0)?,
-                event_seq: r.try_get(1)?,
-                url: r.try_get(2)?,
-                status: r.try_get(3)?,
-                attempts: r.try_get(4)?,
-                last_status: r.try_get(5)?,
-                last_error: r.try_get(6)?,
-                next_attempt_ms: r.try_get(7)?,
-                created_ms: r.try_get(8)?,
-                updated_ms: r.try_get(9)?,
-                delivered_ms: r.try_get(10)?,
+                id: r.try_get("pk")?,
+                event_seq: r.try_get("event_seq")?,
+                url: r.try_get("url")?,
+                status: r.try_get("status")?,
+                attempts: r.try_get("attempts")?,
+                last_status: r.try_get("last_status")?,
+                last_error: r.try_get("last_error")?,
+                next_attempt_ms: r.try_get("next_attempt_at")?,
+                created_ms: r.try_get("created_at")?,
+                updated_ms: r.try_get("updated_at")?,
+                delivered_ms: r.try_get("delivered_at")?,
             });
         }
         Ok(out)

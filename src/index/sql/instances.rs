@@ -228,7 +228,7 @@ impl Index for SqlIndex {
         );
         let row = f.bind(sqlx::query(&sql)).fetch_optional(&self.pool).await?;
         match row {
-            Some(r) => Ok(Some((stored_from_row(&r)?, r.try_get(9)?))),
+            Some(r) => Ok(Some((stored_from_row(&r)?, r.try_get("frame_index")?))),
             None => Ok(None),
         }
     }

@@ -101,20 +101,21 @@ impl SqlIndex {
     }
 }
 
+/// The columns [`stored_from_row`] reads, by name.
 pub(super) const STORED_COLUMNS: &str = "st.study_uid, se.series_uid, i.sop_uid, i.sop_class_uid, \
      i.instance_number, i.transfer_syntax_uid, i.object_key, i.size, i.sha256";
 
 pub(super) fn stored_from_row(r: &AnyRow) -> Result<StoredInstance, sqlx::Error> {
     Ok(StoredInstance {
-        study_uid: r.try_get(0)?,
-        series_uid: r.try_get(1)?,
-        sop_uid: r.try_get(2)?,
-        sop_class_uid: r.try_get(3)?,
-        instance_number: r.try_get(4)?,
-        transfer_syntax_uid: r.try_get(5)?,
-        object_key: r.try_get(6)?,
-        size: r.try_get(7)?,
-        sha256: r.try_get(8)?,
+        study_uid: r.try_get("study_uid")?,
+        series_uid: r.try_get("series_uid")?,
+        sop_uid: r.try_get("sop_uid")?,
+        sop_class_uid: r.try_get("sop_class_uid")?,
+        instance_number: r.try_get("instance_number")?,
+        transfer_syntax_uid: r.try_get("transfer_syntax_uid")?,
+        object_key: r.try_get("object_key")?,
+        size: r.try_get("size")?,
+        sha256: r.try_get("sha256")?,
     })
 }
 

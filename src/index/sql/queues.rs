@@ -41,7 +41,7 @@ impl ThumbnailQueue for SqlIndex {
             "UPDATE thumbnail_queue SET due_at = $2, attempts = attempts + 1 \
              WHERE due_at <= $1 AND series_uid IN \
                (SELECT series_uid FROM thumbnail_queue WHERE due_at <= $1 ORDER BY due_at LIMIT $3) \
-             RETURNING study_uid, series_uid, due_at, CAST(attempts AS BIGINT)",
+             RETURNING study_uid, series_uid, due_at, CAST(attempts AS BIGINT) AS attempts",
         )
         .bind(now)
         .bind(now + lease_ms)
@@ -51,10 +51,10 @@ impl ThumbnailQueue for SqlIndex {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             out.push(ThumbnailJob {
-                study_uid: r.try_get(0)?,
-                series_uid: r.try_get(1)?,
-                due_at: r.try_get(2)?,
-                attempts: r.try_get(3)?,
+                study_uid: r.try_get("study_uid")?,
+                series_uid: r.try_get("series_uid")?,
+                due_at: r.try_get("due_at")?,
+                attempts: r.try_get("attempts")?,
             });
         }
         Ok(out)

@@ -52,10 +52,10 @@ impl Search for SqlIndex {
             "SELECT st.study_uid, st.patient_name, st.patient_id, st.patient_birth_date, \
              st.patient_sex, st.study_date, st.study_time, st.accession_number, st.study_id, \
              st.referring_physician_name, st.study_description, \
-             (SELECT {mods} FROM series s2 WHERE s2.study_pk = st.pk), \
-             (SELECT COUNT(*) FROM series s3 WHERE s3.study_pk = st.pk), \
+             (SELECT {mods} FROM series s2 WHERE s2.study_pk = st.pk) AS modalities, \
+             (SELECT COUNT(*) FROM series s3 WHERE s3.study_pk = st.pk) AS num_series, \
              (SELECT COUNT(*) FROM instances i4 JOIN series s4 ON s4.pk = i4.series_pk \
-              WHERE s4.study_pk = st.pk) \
+              WHERE s4.study_pk = st.pk) AS num_instances \
              FROM (SELECT st.* FROM studies st{where_} ORDER BY {order} LIMIT {lim} OFFSET {off}) st \
              ORDER BY {order}",
             // The page is chosen first; the computed attributes are worked
@@ -67,19 +67,19 @@ impl Search for SqlIndex {
         let rows = sql.bind(sqlx::query(&text)).fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let mods: Option<String> = r.try_get(11)?;
+            let mods: Option<String> = r.try_get("modalities")?;
             out.push(StudyRow {
-                study_uid: r.try_get(0)?,
-                patient_name: r.try_get(1)?,
-                patient_id: r.try_get(2)?,
-                patient_birth_date: r.try_get(3)?,
-                patient_sex: r.try_get(4)?,
-                study_date: r.try_get(5)?,
-                study_time: r.try_get(6)?,
-                accession_number: r.try_get(7)?,
-                study_id: r.try_get(8)?,
-                referring_physician_name: r.try_get(9)?,
-                study_description: r.try_get(10)?,
+                study_uid: r.try_get("study_uid")?,
+                patient_name: r.try_get("patient_name")?,
+                patient_id: r.try_get("patient_id")?,
+                patient_birth_date: r.try_get("patient_birth_date")?,
+                patient_sex: r.try_get("patient_sex")?,
+                study_date: r.try_get("study_date")?,
+                study_time: r.try_get("study_time")?,
+                accession_number: r.try_get("accession_number")?,
+                study_id: r.try_get("study_id")?,
+                referring_physician_name: r.try_get("referring_physician_name")?,
+                study_description: r.try_get("study_description")?,
                 modalities: mods
                     .map(|m| {
                         let mut v: Vec<String> = m.split(',').map(str::to_owned).collect();
@@ -87,8 +87,8 @@ impl Search for SqlIndex {
                         v
                     })
                     .unwrap_or_default(),
-                num_series: r.try_get(12)?,
-                num_instances: r.try_get(13)?,
+                num_series: r.try_get("num_series")?,
+                num_instances: r.try_get("num_instances")?,
             });
         }
         Ok(out)
@@ -101,7 +101,7 @@ impl Search for SqlIndex {
         let text = format!(
             "SELECT st.study_uid, se.series_uid, se.modality, se.series_number, \
              se.series_description, se.body_part_examined, se.pps_start_date, se.pps_start_time, \
-             (SELECT COUNT(*) FROM instances i2 WHERE i2.series_pk = se.pk) \
+             (SELECT COUNT(*) FROM instances i2 WHERE i2.series_pk = se.pk) AS num_instances \
              FROM (SELECT se.* , st.pk AS st_pk FROM series se JOIN studies st ON st.pk = se.study_pk{} \
              ORDER BY st.pk DESC, se.series_number, se.pk LIMIT {lim} OFFSET {off}) se \
              JOIN studies st ON st.pk = se.st_pk \
@@ -112,15 +112,15 @@ impl Search for SqlIndex {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             out.push(SeriesRow {
-                study_uid: r.try_get(0)?,
-                series_uid: r.try_get(1)?,
-                modality: r.try_get(2)?,
-                series_number: r.try_get(3)?,
-                series_description: r.try_get(4)?,
-                body_part_examined: r.try_get(5)?,
-                pps_start_date: r.try_get(6)?,
-                pps_start_time: r.try_get(7)?,
-                num_instances: r.try_get(8)?,
+                study_uid: r.try_get("study_uid")?,
+                series_uid: r.try_get("series_uid")?,
+                modality: r.try_get("modality")?,
+                series_number: r.try_get("series_number")?,
+                series_description: r.try_get("series_description")?,
+                body_part_examined: r.try_get("body_part_examined")?,
+                pps_start_date: r.try_get("pps_start_date")?,
+                pps_start_time: r.try_get("pps_start_time")?,
+                num_instances: r.try_get("num_instances")?,
             });
         }
         Ok(out)
@@ -141,16 +141,16 @@ impl Search for SqlIndex {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             out.push(InstanceRow {
-                study_uid: r.try_get(0)?,
-                series_uid: r.try_get(1)?,
-                sop_uid: r.try_get(2)?,
-                sop_class_uid: r.try_get(3)?,
-                instance_number: r.try_get(4)?,
-                rows: r.try_get(5)?,
-                columns: r.try_get(6)?,
-                frames: r.try_get(7)?,
-                bits_allocated: r.try_get(8)?,
-                transfer_syntax_uid: r.try_get(9)?,
+                study_uid: r.try_get("study_uid")?,
+                series_uid: r.try_get("series_uid")?,
+                sop_uid: r.try_get("sop_uid")?,
+                sop_class_uid: r.try_get("sop_class_uid")?,
+                instance_number: r.try_get("instance_number")?,
+                rows: r.try_get("num_rows")?,
+                columns: r.try_get("num_columns")?,
+                frames: r.try_get("num_frames")?,
+                bits_allocated: r.try_get("bits_allocated")?,
+                transfer_syntax_uid: r.try_get("transfer_syntax_uid")?,
             });
         }
         Ok(out)
@@ -171,22 +171,22 @@ impl Search for SqlIndex {
             Level::Instance => ("i.sop_uid", "i.pk"),
         };
         let text = format!(
-            "SELECT {key}, i.metadata FROM {HIERARCHY} WHERE i.pk IN \
+            "SELECT {key} AS uid, i.metadata FROM {HIERARCHY} WHERE i.pk IN \
              (SELECT MIN(i.pk) FROM {HIERARCHY} WHERE {key} IN ({}) GROUP BY {group})",
             ps.join(", ")
         );
         let rows = sql.bind(sqlx::query(&text)).fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            out.push((r.try_get(0)?, r.try_get(1)?));
+            out.push((r.try_get("uid")?, r.try_get("metadata")?));
         }
         Ok(out)
     }
     async fn count_studies(&self, q: &Query) -> Result<i64, IndexError> {
         let fuzzy = self.resolve_fuzzy(q).await?;
         let sql = search_conditions(q, fuzzy.as_deref());
-        let text = format!("SELECT COUNT(*) FROM studies st{}", sql.where_sql());
+        let text = format!("SELECT COUNT(*) AS n FROM studies st{}", sql.where_sql());
         let row = sql.bind(sqlx::query(&text)).fetch_one(&self.pool).await?;
-        Ok(row.try_get(0)?)
+        Ok(row.try_get("n")?)
     }
 }
