@@ -233,6 +233,10 @@ impl From<ImagingError> for ApiError {
                      it can be retrieved as stored (transfer-syntax=*)"
                 ))
             }
+            ImagingError::NotFound(m) => ApiError::NotFound(m),
+            ImagingError::Index(e) => e.into(),
+            ImagingError::Store(e) => e.into(),
+            ImagingError::Internal(m) => ApiError::Internal(m),
         }
     }
 }

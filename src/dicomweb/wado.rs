@@ -19,8 +19,8 @@ use crate::error::ApiError;
 use crate::imaging::codec;
 use crate::imaging::source::Source;
 use crate::imaging::transcode::{self, can_transcode};
+use crate::index::metadata::inflate as inflate_metadata;
 use crate::index::{Scope, StoredInstance};
-use crate::ingest::inflate_metadata;
 use crate::state::AppState;
 use crate::store::ObjectKey;
 
@@ -238,7 +238,7 @@ async fn retrieve_transcoded(
         let src = Source::open(st.index.as_ref(), &st.store, &scope)
             .await?
             .ok_or_else(|| not_found(&scope))?;
-        transcode::instance(&st.store, &st.imaging, src, target).await
+        Ok(transcode::instance(&st.store, &st.imaging, src, target).await?)
     }
     if delivery == Delivery::Single {
         let body = one(&st, &instances[0], target).await?;

@@ -42,6 +42,17 @@ pub enum ImagingError {
     /// A codec panicked (caught).
     #[error("a codec failed unexpectedly: {0}")]
     Panicked(String),
+    /// The frame, instance or series asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The index or the object store failed (mapped by their own meaning).
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// What the index holds contradicts itself (logged, never the client's fault).
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// The CPU pool for decoding, rendering and encoding.

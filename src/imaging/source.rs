@@ -13,9 +13,8 @@ use super::ImagingError;
 use crate::dicom::frames::{frame_index, FrameIndex};
 use crate::dicom::scan::{inflated_dataset, scan_dataset, ScanLimits};
 use crate::dicom::transfer_syntax::{self, DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE};
-use crate::error::ApiError;
+use crate::index::metadata::inflate as inflate_metadata;
 use crate::index::{Index, Scope, StoredInstance};
-use crate::ingest::inflate_metadata;
 use crate::store::{ObjectKey, Store};
 
 /// Deflated objects are inflated in memory to find their frames.
@@ -44,7 +43,7 @@ impl Source {
         index: &dyn Index,
         store: &Store,
         scope: &Scope,
-    ) -> Result<Option<Source>, ApiError> {
+    ) -> Result<Option<Source>, ImagingError> {
         let Some((inst, encoded)) = index.instance_frames(scope).await? else {
             return Ok(None);
         };
@@ -61,40 +60,38 @@ impl Source {
         scope: &Scope,
         inst: StoredInstance,
         encoded: Option<Vec<u8>>,
-    ) -> Result<Source, ApiError> {
+    ) -> Result<Source, ImagingError> {
         let doc = index
             .metadata(scope)
             .await?
             .into_iter()
             .next()
-            .ok_or_else(|| ApiError::Internal("an indexed instance without metadata".into()))?;
+            .ok_or_else(|| ImagingError::Internal("an indexed instance without metadata".into()))?;
         // Inflating and parsing the metadata (megabytes for enhanced
         // multi-frame objects) is CPU work: off the async workers.
-        let (doc, info) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let (doc, info) = tokio::task::spawn_blocking(move || -> Result<_, ImagingError> {
             let json = inflate_metadata(&doc)
-                .map_err(|e| ApiError::Internal(format!("stored metadata unreadable: {e}")))?;
+                .map_err(|e| ImagingError::Internal(format!("stored metadata unreadable: {e}")))?;
             let doc: Value = serde_json::from_str(&json)
-                .map_err(|e| ApiError::Internal(format!("stored metadata is not JSON: {e}")))?;
+                .map_err(|e| ImagingError::Internal(format!("stored metadata is not JSON: {e}")))?;
             let info = PixelInfo::from_json(&doc)?;
             Ok((doc, info))
         })
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        .map_err(|e| ImagingError::Internal(e.to_string()))??;
         let key = ObjectKey::from_stored(&inst.object_key)
-            .map_err(|e| ApiError::Internal(format!("bad object key in index: {e}")))?;
+            .map_err(|e| ImagingError::Internal(format!("bad object key in index: {e}")))?;
         let ts = inst.transfer_syntax_uid.as_str();
         if !codec::can_decode(ts) {
             return Err(ImagingError::Unsupported(format!(
                 "pixel data in transfer syntax {ts} is not decoded by this server"
-            ))
-            .into());
+            )));
         }
         let frames = if ts == DEFLATED_EXPLICIT_VR_LE {
             if inst.size > MAX_DEFLATED_OBJECT {
                 return Err(ImagingError::Unsupported(
                     "deflated objects over 256 MiB are not decoded".into(),
-                )
-                .into());
+                ));
             }
             let whole = store.get_bytes(&key).await?;
             let (data, index) = tokio::task::spawn_blocking(move || {
@@ -104,7 +101,7 @@ impl Source {
                 Some((Bytes::from(data), index))
             })
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ImagingError::Internal(e.to_string()))?
             .ok_or_else(|| ImagingError::Corrupt("the deflated data set has no frames".into()))?;
             Frames::Inflated(data, index)
         } else {
@@ -112,7 +109,7 @@ impl Source {
                 .as_deref()
                 .and_then(FrameIndex::decode)
                 .ok_or_else(|| {
-                    ApiError::NotFound("this instance has no frames that can be served".into())
+                    ImagingError::NotFound("this instance has no frames that can be served".into())
                 })?;
             Frames::Stored(index)
         };
@@ -142,9 +139,9 @@ impl Source {
     }
 
     /// The bytes of frame `n` (0-based) as stored.
-    pub async fn frame(&self, store: &Store, n: u32) -> Result<Vec<u8>, ApiError> {
+    pub async fn frame(&self, store: &Store, n: u32) -> Result<Vec<u8>, ImagingError> {
         let missing = || {
-            ApiError::NotFound(format!(
+            ImagingError::NotFound(format!(
                 "frame {} does not exist (the instance has {})",
                 u64::from(n) + 1,
                 self.frame_count()
@@ -180,17 +177,17 @@ impl Source {
         &self,
         store: &Store,
         n: u32,
-    ) -> Result<(Presentation, Luts), ApiError> {
+    ) -> Result<(Presentation, Luts), ImagingError> {
         let pres = Presentation::from_json(&self.doc, n)?;
         let fetch = |l: Option<LutRef>| async move {
             let Some(l) = l else {
-                return Ok::<_, ApiError>(None);
+                return Ok::<_, ImagingError>(None);
             };
             let bytes = match &l.data {
                 LutSource::Inline(b) => Bytes::from(b.clone()),
                 LutSource::Bulk { offset, length } => {
                     if *length > 1 << 20 {
-                        return Err(ImagingError::Corrupt("a LUT over 1 MiB".into()).into());
+                        return Err(ImagingError::Corrupt("a LUT over 1 MiB".into()));
                     }
                     store.get_range(&self.key, *offset..offset + length).await?
                 }
@@ -235,7 +232,7 @@ impl Source {
         imaging: &super::Imaging,
         n: u32,
         params: super::render::RenderParams,
-    ) -> Result<image::DynamicImage, ApiError> {
+    ) -> Result<image::DynamicImage, ImagingError> {
         let data = self.frame(store, n).await?;
         let (pres, luts) = self.presentation(store, n).await?;
         let info = self.info.clone();
@@ -253,14 +250,14 @@ impl Source {
     /// A decoding failure of frame `n` (0-based), naming the frame and the
     /// instance: the client's message and the log then say which stored
     /// object is damaged.
-    fn frame_error(&self, n: u32, e: super::ImagingError) -> ApiError {
+    fn frame_error(&self, n: u32, e: ImagingError) -> ImagingError {
         use super::ImagingError::{Corrupt, Panicked};
         let at = |m: String| format!("frame {} of instance {}: {m}", n + 1, self.inst.sop_uid);
-        ApiError::from(match e {
+        match e {
             Corrupt(m) => Corrupt(at(m)),
             Panicked(m) => Panicked(at(m)),
             other => other,
-        })
+        }
     }
 
     /// Decodes frame `n` on the imaging pool.
@@ -269,7 +266,7 @@ impl Source {
         store: &Store,
         imaging: &super::Imaging,
         n: u32,
-    ) -> Result<codec::Frame, ApiError> {
+    ) -> Result<codec::Frame, ImagingError> {
         let data = self.frame(store, n).await?;
         let info = self.info.clone();
         let ts = self.frame_syntax().to_owned();
@@ -294,7 +291,11 @@ impl Source {
 
     /// The bytes before `end`, and whether they are a bare data set (the
     /// inflated data set of a deflated object) rather than a Part 10 file.
-    pub async fn header_bytes(&self, store: &Store, end: u64) -> Result<(Vec<u8>, bool), ApiError> {
+    pub async fn header_bytes(
+        &self,
+        store: &Store,
+        end: u64,
+    ) -> Result<(Vec<u8>, bool), ImagingError> {
         match &self.frames {
             Frames::Stored(_) => Ok((store.get_range(&self.key, 0..end).await?.to_vec(), false)),
             Frames::Inflated(data, _) => Ok((

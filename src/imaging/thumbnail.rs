@@ -22,9 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::render::{self, Format, RenderParams, Viewport};
 use super::source::Source;
-use super::Imaging;
+use super::{Imaging, ImagingError};
 use crate::dicom::Uid;
-use crate::error::ApiError;
 use crate::index::{Index, Scope, StoredInstance};
 use crate::store::{ObjectKey, Store};
 
@@ -67,12 +66,12 @@ pub fn representative(instances: &[StoredInstance]) -> Option<(&StoredInstance, 
 impl Thumbnails {
     /// The thumbnail of a study or series scope, from the store when made
     /// before, else rendered now and kept.
-    pub async fn get(&self, scope: &Scope, params: RenderParams) -> Result<Bytes, ApiError> {
+    pub async fn get(&self, scope: &Scope, params: RenderParams) -> Result<Bytes, ImagingError> {
         let instances = self.index.instances(scope).await?;
         let (inst, count) = representative(&instances)
-            .ok_or_else(|| ApiError::NotFound("no instances in this study or series".into()))?;
+            .ok_or_else(|| ImagingError::NotFound("no instances in this study or series".into()))?;
         let series = Uid::parse(&inst.series_uid)
-            .map_err(|e| ApiError::Internal(format!("bad series UID in index: {e}")))?;
+            .map_err(|e| ImagingError::Internal(format!("bad series UID in index: {e}")))?;
         let study = scope.study.clone();
         let (w, h) = params
             .viewport
@@ -98,7 +97,7 @@ impl Thumbnails {
             }
         }
         let inst_scope = Scope::of_instance(inst)
-            .map_err(|e| ApiError::Internal(format!("bad UID in index: {e}")))?;
+            .map_err(|e| ImagingError::Internal(format!("bad UID in index: {e}")))?;
         let bytes = self
             .render_instance(&inst_scope, None, params, (w, h))
             .await?;
@@ -117,10 +116,10 @@ impl Thumbnails {
         frame: Option<u32>,
         mut params: RenderParams,
         (w, h): (u32, u32),
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<Bytes, ImagingError> {
         let src = Source::open(self.index.as_ref(), &self.store, scope)
             .await?
-            .ok_or_else(|| ApiError::NotFound("no such instance".into()))?;
+            .ok_or_else(|| ImagingError::NotFound("no such instance".into()))?;
         let n = frame.unwrap_or(src.frame_count() / 2);
         params.viewport = Some(Viewport {
             width: w,

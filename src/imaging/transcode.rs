@@ -24,7 +24,6 @@ use super::{Imaging, ImagingError};
 use crate::dicom::scan::{scan_bytes, scan_dataset, Element, ScanLimits, Scanned, Value};
 use crate::dicom::transfer_syntax::{self, EXPLICIT_VR_LE};
 use crate::dicom::write::{file_meta_prefix, long_form};
-use crate::error::ApiError;
 use crate::store::Store;
 
 /// Whether an instance stored in `from` can be sent in `to`.
@@ -204,13 +203,12 @@ pub async fn instance(
     imaging: &Imaging,
     src: Source,
     target: &'static str,
-) -> Result<BoxStream<'static, Result<Bytes, std::io::Error>>, ApiError> {
+) -> Result<BoxStream<'static, Result<Bytes, std::io::Error>>, ImagingError> {
     if !can_transcode(&src.inst.transfer_syntax_uid, target) {
         return Err(ImagingError::Unsupported(format!(
             "an instance stored in {} cannot be sent in {target}",
             src.inst.transfer_syntax_uid
-        ))
-        .into());
+        )));
     }
     codec::check_encodable(&src.info, target)?;
     // The header: the object up to the first frame, then cut at Pixel Data.
@@ -258,9 +256,9 @@ pub async fn instance(
     let total = frame_len * u64::from(frames);
     if native {
         if total + 1 > u64::from(u32::MAX) {
-            return Err(
-                ImagingError::Unsupported("the decoded pixel data exceeds 4 GiB".into()).into(),
-            );
+            return Err(ImagingError::Unsupported(
+                "the decoded pixel data exceeds 4 GiB".into(),
+            ));
         }
         let vr = if info.bits_allocated > 8 {
             b"OW"
@@ -310,7 +308,7 @@ pub async fn instance(
                 } else {
                     part = bytes;
                 }
-                Ok::<_, ApiError>(Bytes::from(part))
+                Ok::<_, ImagingError>(Bytes::from(part))
             }
         })
         .buffered(width)

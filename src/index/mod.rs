@@ -8,6 +8,7 @@
 
 pub mod audit_log;
 pub mod credentials;
+pub mod metadata;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;

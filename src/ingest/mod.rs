@@ -8,7 +8,6 @@
 pub mod spool;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -557,18 +556,5 @@ fn metadata_document(scanned: &Scanned, instance_path: &str) -> std::io::Result<
             default_charset: scanned.default_charset,
         },
     );
-    let mut enc = flate2::write::DeflateEncoder::new(
-        Vec::with_capacity(json.len() / 3),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(json.as_bytes())?;
-    enc.finish()
-}
-
-/// Inflates a stored metadata document.
-pub fn inflate_metadata(doc: &[u8]) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut out = String::with_capacity(doc.len() * 4);
-    flate2::read::DeflateDecoder::new(doc).read_to_string(&mut out)?;
-    Ok(out)
+    crate::index::metadata::deflate(&json)
 }

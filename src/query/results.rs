@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use super::{Include, Level, Query};
+use crate::index::metadata::inflate as inflate_metadata;
 use crate::index::{Index, IndexError, InstanceRow, SeriesRow, StudyRow};
-use crate::ingest::inflate_metadata;
 
 /// Runs a search; returns at most `q.limit` objects and whether more match.
 /// `base` is the DICOMweb root for RetrieveURL (none for C-FIND).
