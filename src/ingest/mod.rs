@@ -1,4 +1,4 @@
-//! The ingest pipeline shared by STOW-RS, `phim import` and (later) DIMSE
+//! The ingest pipeline shared by STOW-RS, `phim import` and DIMSE
 //! C-STORE: spool → scan the header → validate → store the bytes → index.
 //!
 //! Store first, index second: an instance is acknowledged only after its
