@@ -14,6 +14,7 @@ pub mod import;
 pub mod index;
 pub mod ingest;
 pub mod query;
+pub mod redact;
 pub mod server;
 pub mod state;
 pub mod store;

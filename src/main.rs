@@ -1,9 +1,8 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use phim::config::{
-    redact_url, ApiKeyCommand, AuditCommand, Cli, Command, ShareKeyCommand, StorageArgs,
-};
+use phim::config::{ApiKeyCommand, AuditCommand, Cli, Command, ShareKeyCommand, StorageArgs};
+use phim::redact::redact_url;
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()

@@ -12,13 +12,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit;
 use crate::auth::Auth;
-use crate::config::{redact_url, ServeArgs};
+use crate::config::ServeArgs;
 use crate::dicom::scan::ScanLimits;
 use crate::dicomweb;
 use crate::emr;
 use crate::imaging::Imaging;
 use crate::index::{self, Index};
 use crate::ingest::{Ingest, IngestConfig};
+use crate::redact::redact_url;
 use crate::state::AppState;
 use crate::store::Store;
 

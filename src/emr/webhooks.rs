@@ -14,10 +14,10 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::changes::{event_json, rfc3339_utc};
-use crate::config::redact_url;
 use crate::dicomweb::public_root;
 use crate::error::{ApiError, JsonError};
 use crate::index::{now_ms, ClaimedDelivery, DeliveryOutcome, DeliveryRecord};
+use crate::redact::redact_url;
 use crate::state::AppState;
 
 /// One attempt may take this long.

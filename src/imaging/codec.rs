@@ -6,6 +6,8 @@
 //! module before it may allocate: a codec never sizes its output from an
 //! unchecked header.
 
+use super::frame::ybr_to_rgb;
+use super::frame::Frame;
 use super::pixel::PixelInfo;
 use super::{j2k, jpeg_lossless, rle, ImagingError};
 use crate::dicom::transfer_syntax as ts;
@@ -23,34 +25,6 @@ pub const JPEG_2000: &str = "1.2.840.10008.1.2.4.91";
 /// within ±2 of the original (ISO 14495-1; PS3.5 §8.2.3).
 pub const JPEG_LS_NEAR_BOUND: i32 = 2;
 pub const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
-
-/// A decoded frame.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Frame {
-    pub rows: u32,
-    pub columns: u32,
-    pub samples: u16,
-    pub bits_allocated: u16,
-    /// The photometric interpretation of `data` (decoders of YBR JPEG and
-    /// JPEG 2000 with a colour transform give RGB).
-    pub photometric: String,
-    /// Little endian, colour-by-pixel.
-    pub data: Vec<u8>,
-}
-
-impl Frame {
-    /// A frame of `data` laid out as the Image Pixel module says.
-    pub fn of(info: &PixelInfo, data: Vec<u8>) -> Frame {
-        Frame {
-            rows: info.rows,
-            columns: info.columns,
-            samples: info.samples,
-            bits_allocated: info.bits_allocated,
-            photometric: info.photometric.clone(),
-            data,
-        }
-    }
-}
 
 /// The transfer syntaxes whose frames this module decodes.
 pub fn can_decode(uid: &str) -> bool {
@@ -189,17 +163,6 @@ fn ybr422_to_rgb(info: &PixelInfo, data: &[u8]) -> Result<Vec<u8>, ImagingError>
         }
     }
     Ok(out)
-}
-
-/// YBR_FULL to RGB (PS3.3 C.7.6.3.1.2).
-pub fn ybr_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
-    let (y, cb, cr) = (f32::from(y), f32::from(cb) - 128.0, f32::from(cr) - 128.0);
-    let c = |v: f32| v.round().clamp(0.0, 255.0) as u8;
-    [
-        c(y + 1.402 * cr),
-        c(y - 0.344_136 * cb - 0.714_136 * cr),
-        c(y + 1.772 * cb),
-    ]
 }
 
 fn check_size(info: &PixelInfo, width: u32, height: u32, comps: u32) -> Result<(), ImagingError> {

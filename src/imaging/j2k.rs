@@ -20,7 +20,7 @@ use std::io::Read;
 use openjp2::openjpeg::{opj_cparameters_t, OPJ_CLRSPC_GRAY, OPJ_CLRSPC_SRGB, OPJ_CODEC_J2K};
 use openjp2::{opj_image, opj_image_comptparm, Codec, Stream};
 
-use super::codec::Frame;
+use super::frame::Frame;
 use super::pixel::PixelInfo;
 use super::ImagingError;
 

@@ -8,6 +8,7 @@
 //! fails that request, not the server.
 
 pub mod codec;
+pub mod frame;
 pub mod j2k;
 pub mod jpeg_lossless;
 pub mod pixel;

@@ -5,7 +5,7 @@
 
 use image::{DynamicImage, GrayImage, RgbImage};
 
-use super::codec::{ybr_to_rgb, Frame};
+use super::frame::{ybr_to_rgb, Frame};
 use super::pixel::{Lut, PixelInfo, Presentation, VoiFunction};
 use super::ImagingError;
 

@@ -266,7 +266,7 @@ impl Source {
         store: &Store,
         imaging: &super::Imaging,
         n: u32,
-    ) -> Result<codec::Frame, ImagingError> {
+    ) -> Result<super::frame::Frame, ImagingError> {
         let data = self.frame(store, n).await?;
         let info = self.info.clone();
         let ts = self.frame_syntax().to_owned();
