@@ -15,6 +15,7 @@ pub mod index;
 pub mod ingest;
 pub mod query;
 pub mod redact;
+pub mod search;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -21,7 +21,7 @@ use serde_json::Value;
 use super::{base_url, path_uid};
 use crate::error::ApiError;
 use crate::query::{
-    attribute_by_tag, parse_match, results, Filter, Include, Level, Match, Query, SequenceFilter,
+    attribute_by_tag, parse_match, Filter, Include, Level, Match, Query, SequenceFilter,
     INDEXED_SEQUENCES,
 };
 use crate::state::AppState;
@@ -226,7 +226,7 @@ async fn search(
             .with_uid("SeriesInstanceUID", &path_uid("series", &s)?);
     }
     let base = base_url(&st, &headers);
-    let (items, more) = results::run(st.index.as_ref(), &p.query, Some(&base)).await?;
+    let (items, more) = crate::search::run(st.index.as_ref(), &p.query, Some(&base)).await?;
     let items = items.into_iter().map(Value::Object).collect();
     Ok(respond(items, more, &p.unsupported))
 }

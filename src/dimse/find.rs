@@ -16,7 +16,7 @@ use crate::dicom::transfer_syntax;
 use crate::dicom::write::ElementWriter;
 use crate::index::Index;
 use crate::query::{
-    attribute_by_tag, parse_match, results, Filter, Include, Level, Match, Query, SequenceFilter,
+    attribute_by_tag, parse_match, Filter, Include, Level, Match, Query, SequenceFilter,
     INDEXED_SEQUENCES,
 };
 
@@ -94,7 +94,7 @@ impl Finding {
             Ok(q) => q,
             Err(e) => return vec![done(IDENTIFIER_MISMATCH, Some(e))],
         };
-        let found = match results::run(index, &query, None).await {
+        let found = match crate::search::run(index, &query, None).await {
             Ok((rows, more)) => {
                 if more {
                     tracing::warn!(limit = MAX_MATCHES, "C-FIND: matches truncated");

@@ -3,7 +3,6 @@
 //! a search returns. The index turns a [`Query`] into one SQL statement.
 
 pub mod names;
-pub mod results;
 
 use crate::dicom::Uid;
 

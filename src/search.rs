@@ -1,13 +1,16 @@
-//! Search results as DICOM JSON objects (PS3.18 Tables 6.7.1-2/-2a/-2b),
-//! shared by QIDO-RS (sent as JSON) and C-FIND (encoded as data sets).
+//! Running a search: a [`crate::query::Query`] (the model) against the
+//! index, its rows as DICOM JSON objects (PS3.18 Tables 6.7.1-2/-2a/-2b)
+//! with `includefield` attributes read from the stored metadata; shared by
+//! QIDO-RS (sent as JSON) and C-FIND (encoded as data sets). Above both
+//! the index and the query model, which know nothing of it.
 
 use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
-use super::{Include, Level, Query};
 use crate::index::metadata::inflate as inflate_metadata;
 use crate::index::{Index, IndexError, InstanceRow, SeriesRow, StudyRow};
+use crate::query::{Include, Level, Query};
 
 /// Runs a search; returns at most `q.limit` objects and whether more match.
 /// `base` is the DICOMweb root for RetrieveURL (none for C-FIND).
