@@ -44,9 +44,9 @@ pub async fn store_in_study(
 
 /// The audit trail's "DICOM Instances Transferred" (action Create) for
 /// what one request stored (PS3.15 A.5.3.2), one event per study.
-fn audit_stored(state: &AppState, caller: Option<&Principal>, per_study: Vec<(String, i64, i64)>) {
+fn audit_stored(state: &AppState, caller: Option<&Principal>, per_study: &PerStudy) {
     let actor = caller.map(Actor::of).unwrap_or_else(Actor::phim);
-    for (study, stored, failed) in per_study {
+    for (study, &(stored, failed)) in per_study {
         let outcome = if failed == 0 {
             audit::Outcome::Success
         } else if stored > 0 {
@@ -57,7 +57,7 @@ fn audit_stored(state: &AppState, caller: Option<&Principal>, per_study: Vec<(St
         let studies = if study.is_empty() {
             Vec::new()
         } else {
-            vec![study]
+            vec![study.clone()]
         };
         state.audit.record(
             Event::new(
@@ -132,10 +132,14 @@ struct Outcomes {
     failures: u64,
     /// The first few notes for `Warning` headers.
     warnings: Vec<String>,
-    /// (study, stored, failed) for the audit trail; failures without a
-    /// known study count under "".
-    per_study: Vec<(String, i64, i64)>,
+    /// Stored and failed instances by study, for the audit trail;
+    /// failures without a known study count under "".
+    per_study: PerStudy,
 }
+
+/// Study UID → (stored, failed). A map: a request may name as many
+/// studies as it has parts, and a list searched per part is quadratic.
+type PerStudy = std::collections::HashMap<String, (i64, i64)>;
 
 /// `Warning` headers per response (RFC 9111 §5.5 was RFC 7234's).
 const MAX_WARNINGS: usize = 8;
@@ -150,7 +154,7 @@ impl Outcomes {
             unlisted: Default::default(),
             failures: 0,
             warnings: Vec::new(),
-            per_study: Vec::new(),
+            per_study: PerStudy::new(),
         }
     }
 
@@ -161,14 +165,12 @@ impl Outcomes {
     }
 
     fn count(&mut self, study: &str, ok: bool) {
-        match self.per_study.iter_mut().find(|(s, _, _)| s == study) {
-            Some(e) => {
-                e.1 += i64::from(ok);
-                e.2 += i64::from(!ok);
-            }
-            None => self
-                .per_study
-                .push((study.to_owned(), i64::from(ok), i64::from(!ok))),
+        if !self.per_study.contains_key(study) {
+            self.per_study.insert(study.to_owned(), (0, 0));
+        }
+        if let Some(e) = self.per_study.get_mut(study) {
+            e.0 += i64::from(ok);
+            e.1 += i64::from(!ok);
         }
     }
 
@@ -252,13 +254,12 @@ impl Outcomes {
         // Request order, whatever order the parts finished in.
         self.referenced.sort_by_key(|(i, _)| *i);
         self.failed.sort_by_key(|(i, _)| *i);
-        let mut studies: Vec<&str> = self
+        let studies: Vec<&str> = self
             .per_study
             .iter()
-            .filter(|(s, stored, _)| !s.is_empty() && *stored > 0)
-            .map(|(s, _, _)| s.as_str())
+            .filter(|(s, (stored, _))| !s.is_empty() && *stored > 0)
+            .map(|(s, _)| s.as_str())
             .collect();
-        studies.dedup();
         let mut body = serde_json::Map::new();
         let retrieve_study = study.map(Uid::as_str).or(if studies.len() == 1 {
             Some(studies[0])
@@ -491,7 +492,7 @@ async fn handle(
         let (i, r) = joined.map_err(task_failed)?;
         out.add(i, r);
     }
-    audit_stored(&state, caller.as_ref(), out.per_study.clone());
+    audit_stored(&state, caller.as_ref(), &out.per_study);
     if let Some(why) = over_limit {
         let done = if n == 0 {
             String::new()
