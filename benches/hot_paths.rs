@@ -6,7 +6,8 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use phim::dicom::json::{write_dataset, JsonOptions};
 use phim::dicom::scan::{scan_bytes, ScanLimits};
-use phim::index::{self, NewInstance};
+use phim::dicom::tags;
+use phim::index::{self, Attributes, NewInstance};
 use phim::synth::{self, Kind, StudySpec};
 
 fn ct_slice() -> Vec<u8> {
@@ -64,7 +65,8 @@ fn index_insert(c: &mut Criterion) {
                 series_uid: format!("1.2.{}.1", n / 100),
                 sop_uid: format!("1.2.{}.1.{n}", n / 100),
                 sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
-                patient_id: Some(format!("P{}", n / 300)),
+                attributes: Attributes::default()
+                    .with_text(tags::PATIENT_ID, &format!("P{}", n / 300)),
                 transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
                 object_key: format!("k/{n}"),
                 size: 1,

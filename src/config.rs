@@ -662,14 +662,14 @@ impl DimseArgs {
 
 impl EmrArgs {
     /// The EMR configuration, validated.
-    pub fn config(&self) -> Result<crate::emr::EmrConfig, String> {
-        Ok(crate::emr::EmrConfig {
+    pub fn config(&self) -> Result<crate::emr::config::EmrConfig, String> {
+        Ok(crate::emr::config::EmrConfig {
             template: self
                 .emr_url_template
                 .as_deref()
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
-                .map(crate::emr::links::UrlTemplate::parse)
+                .map(crate::emr::template::UrlTemplate::parse)
                 .transpose()?,
             stable_after: std::time::Duration::from_secs(self.stable_after),
             webhook_urls: crate::emr::webhooks::parse_urls(&self.webhook_urls)?,
@@ -677,12 +677,12 @@ impl EmrArgs {
             timezone: self
                 .timezone
                 .as_deref()
-                .map(crate::emr::parse_timezone)
+                .map(crate::emr::config::parse_timezone)
                 .transpose()?,
             write_token: self
                 .emr_api_token
                 .as_deref()
-                .map(crate::emr::ApiToken::new)
+                .map(crate::emr::config::ApiToken::new)
                 .transpose()?,
         })
     }

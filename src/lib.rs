@@ -1,6 +1,7 @@
 //! Phim: an open-source PACS. DICOMweb (STOW-RS, WADO-RS, QIDO-RS) over
 //! object storage and a SQL index. See ARCHITECTURE.md for the map.
 
+pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod dicomweb;
 pub mod dimse;
 pub mod emr;
 pub mod error;
+pub mod fhir;
 pub mod imaging;
 pub mod import;
 pub mod index;

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use crate::index::metadata::inflate as inflate_metadata;
-use crate::index::{Index, IndexError, InstanceRow, SeriesRow, StudyRow};
-use crate::query::{Include, Level, Query};
+use crate::index::{Attributes, Index, IndexError, InstanceRow, SeriesRow, StudyRow};
+use crate::query::{Include, Kind, Level, Query};
 
 /// Runs a search; returns at most `q.limit` objects and whether more match.
 /// `base` is the DICOMweb root for RetrieveURL (none for C-FIND).
@@ -59,10 +59,10 @@ impl Obj {
         };
         self.0.insert(tag.to_owned(), v);
     }
-    fn str(&mut self, tag: &str, vr: &str, v: &Option<String>) {
+    fn str(&mut self, tag: &str, vr: &str, v: Option<&str>) {
         self.put(tag, vr, v.iter().map(|s| json!(s)).collect())
     }
-    fn pn(&mut self, tag: &str, v: &Option<String>) {
+    fn pn(&mut self, tag: &str, v: Option<&str>) {
         let vals = v
             .iter()
             .map(|s| {
@@ -83,23 +83,32 @@ impl Obj {
     fn int(&mut self, tag: &str, vr: &str, v: Option<i64>) {
         self.put(tag, vr, v.iter().map(|n| json!(n)).collect())
     }
+    /// Every copied attribute of `level`, present without a value when the
+    /// row has none (PS3.18 Table 6.7.1-2: the attribute is returned).
+    fn copied(&mut self, level: Level, values: &Attributes) {
+        for a in crate::query::copied(level) {
+            let tag = format!("{:08X}", a.tag);
+            let t = a.dicom_tag();
+            match a.kind {
+                Kind::Integer => self.int(&tag, a.vr, values.int(t)),
+                Kind::PersonName => self.pn(&tag, values.text(t)),
+                _ => self.str(&tag, a.vr, values.text(t)),
+            }
+        }
+    }
 }
 
 /// PS3.18 Table 6.7.1-2.
 fn study_json(base: Option<&str>, r: &StudyRow) -> Obj {
     let mut j = Obj::default();
+    j.copied(Level::Study, &r.attributes);
     j.put("00080005", "CS", vec![json!("ISO_IR 192")]);
-    j.str("00080020", "DA", &r.study_date);
-    j.str("00080030", "TM", &r.study_time);
-    j.str("00080050", "SH", &r.accession_number);
     j.put("00080056", "CS", vec![json!("ONLINE")]);
     j.put(
         "00080061",
         "CS",
         r.modalities.iter().map(|m| json!(m)).collect(),
     );
-    j.pn("00080090", &r.referring_physician_name);
-    j.str("00081030", "LO", &r.study_description);
     if let Some(base) = base {
         j.put(
             "00081190",
@@ -107,12 +116,7 @@ fn study_json(base: Option<&str>, r: &StudyRow) -> Obj {
             vec![json!(format!("{base}/studies/{}", r.study_uid))],
         );
     }
-    j.pn("00100010", &r.patient_name);
-    j.str("00100020", "LO", &r.patient_id);
-    j.str("00100030", "DA", &r.patient_birth_date);
-    j.str("00100040", "CS", &r.patient_sex);
     j.put("0020000D", "UI", vec![json!(r.study_uid)]);
-    j.str("00200010", "SH", &r.study_id);
     j.int("00201206", "IS", Some(r.num_series));
     j.int("00201208", "IS", Some(r.num_instances));
     j
@@ -121,26 +125,22 @@ fn study_json(base: Option<&str>, r: &StudyRow) -> Obj {
 /// PS3.18 Table 6.7.1-2a.
 fn series_json(base: Option<&str>, r: &SeriesRow) -> Obj {
     let mut j = Obj::default();
+    j.copied(Level::Series, &r.attributes);
     j.put("00080005", "CS", vec![json!("ISO_IR 192")]);
-    j.str("00080060", "CS", &r.modality);
-    j.str("0008103E", "LO", &r.series_description);
     if let Some(base) = base {
         let url = format!("{base}/studies/{}/series/{}", r.study_uid, r.series_uid);
         j.put("00081190", "UR", vec![json!(url)]);
     }
-    j.str("00180015", "CS", &r.body_part_examined);
     j.put("0020000D", "UI", vec![json!(r.study_uid)]);
     j.put("0020000E", "UI", vec![json!(r.series_uid)]);
-    j.int("00200011", "IS", r.series_number);
     j.int("00201209", "IS", Some(r.num_instances));
-    j.str("00400244", "DA", &r.pps_start_date);
-    j.str("00400245", "TM", &r.pps_start_time);
     j
 }
 
 /// PS3.18 Table 6.7.1-2b.
 fn instance_json(base: Option<&str>, r: &InstanceRow) -> Obj {
     let mut j = Obj::default();
+    j.copied(Level::Instance, &r.attributes);
     j.put("00080005", "CS", vec![json!("ISO_IR 192")]);
     j.put("00080016", "UI", vec![json!(r.sop_class_uid)]);
     j.put("00080018", "UI", vec![json!(r.sop_uid)]);
@@ -158,7 +158,6 @@ fn instance_json(base: Option<&str>, r: &InstanceRow) -> Obj {
     j.put("00083002", "UI", vec![json!(r.transfer_syntax_uid)]);
     j.put("0020000D", "UI", vec![json!(r.study_uid)]);
     j.put("0020000E", "UI", vec![json!(r.series_uid)]);
-    j.int("00200013", "IS", r.instance_number);
     j.int("00280008", "IS", r.frames);
     j.int("00280010", "US", r.rows);
     j.int("00280011", "US", r.columns);

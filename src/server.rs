@@ -39,9 +39,9 @@ pub fn router(state: AppState) -> Router {
         )
         // The EMR side (issue #7): JSON API, IHE IID, FHIR. Their own
         // fallbacks keep unknown paths from reaching the viewer's page.
-        .nest("/api", emr::api_routes())
+        .nest("/api", crate::api::routes())
         .route("/IHEInvokeImageDisplay", get(emr::iid::invoke))
-        .nest("/fhir", emr::fhir::routes())
+        .nest("/fhir", crate::fhir::routes())
         .merge(viewer)
         // One door for every route, the viewer's files included (the
         // policy lets those through).

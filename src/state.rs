@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::audit::Audit;
 use crate::auth::Auth;
-use crate::emr::EmrConfig;
+use crate::emr::config::EmrConfig;
 use crate::imaging::thumbnail::Thumbnails;
 use crate::imaging::Imaging;
 use crate::index::Index;

@@ -5,10 +5,10 @@ mod common;
 
 use std::sync::Arc;
 
-use phim::dicom::Uid;
+use phim::dicom::{tags, Uid};
 use phim::index::{
-    self, now_ms, ChangeEvent, DeliveryOutcome, EmrLink, Index, IndexError, Insert, NewInstance,
-    Scope,
+    self, now_ms, Attributes, ChangeEvent, DeliveryOutcome, EmrLink, Index, IndexError, Insert,
+    NewInstance, Scope, Value,
 };
 use phim::query::{attribute_by_keyword, parse_match, Filter, Level, Query};
 
@@ -18,18 +18,20 @@ fn instance(study: &str, series: &str, sop: &str) -> NewInstance {
         series_uid: series.into(),
         sop_uid: sop.into(),
         sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
-        patient_id: Some("PID-1".into()),
-        patient_name: Some("Nguyễn^Văn An".into()),
-        study_date: Some("20240102".into()),
-        accession_number: Some("ACC-1".into()),
-        modality: Some("CT".into()),
-        series_number: Some(1),
-        instance_number: Some(
-            sop.rsplit('.')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0),
-        ),
+        attributes: Attributes::default()
+            .with_text(tags::PATIENT_ID, "PID-1")
+            .with_text(tags::PATIENT_NAME, "Nguyễn^Văn An")
+            .with_text(tags::STUDY_DATE, "20240102")
+            .with_text(tags::ACCESSION_NUMBER, "ACC-1")
+            .with_text(tags::MODALITY, "CT")
+            .with_int(tags::SERIES_NUMBER, 1)
+            .with_int(
+                tags::INSTANCE_NUMBER,
+                sop.rsplit('.')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+            ),
         transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
         object_key: format!("studies/{study}/series/{series}/instances/{sop}/0.dcm"),
         size: 1234,
@@ -103,8 +105,8 @@ async fn suite(ix: Arc<dyn Index>) {
             .unwrap();
     }
     let mut mr = instance("1.1", "1.1.2", "1.1.2.1");
-    mr.modality = Some("MR".into());
-    mr.series_number = Some(2);
+    mr.attributes.set_text(tags::MODALITY, Some("MR".into()));
+    mr.attributes.set(tags::SERIES_NUMBER, Some(Value::Int(2)));
     ix.insert_instance(&mr).await.unwrap();
 
     // Scopes, in series then instance order.
@@ -139,7 +141,7 @@ async fn suite(ix: Arc<dyn Index>) {
     let s = &studies[0];
     assert_eq!((s.num_series, s.num_instances), (2, 6));
     assert_eq!(s.modalities, ["CT", "MR"]);
-    assert_eq!(s.patient_name.as_deref(), Some("Nguyễn^Văn An"));
+    assert_eq!(s.attributes.text(tags::PATIENT_NAME), Some("Nguyễn^Văn An"));
     let by_pid = q(Level::Study, &[("PatientID", "PID-1")]);
     assert_eq!(ix.search_studies(&by_pid).await.unwrap().len(), 1);
     let none = q(Level::Study, &[("PatientID", "nobody")]);
@@ -196,9 +198,9 @@ async fn suite(ix: Arc<dyn Index>) {
 
     // Patients without an ID are not merged across studies.
     let mut anon1 = instance("3.1", "3.1.1", "3.1.1.1");
-    anon1.patient_id = None;
+    anon1.attributes.set(tags::PATIENT_ID, None);
     let mut anon2 = instance("3.2", "3.2.1", "3.2.1.1");
-    anon2.patient_id = None;
+    anon2.attributes.set(tags::PATIENT_ID, None);
     ix.insert_instance(&anon1).await.unwrap();
     ix.insert_instance(&anon2).await.unwrap();
     assert_eq!(ix.search_studies(&all()).await.unwrap().len(), 4);
@@ -212,13 +214,14 @@ async fn suite(ix: Arc<dyn Index>) {
 async fn matching(ix: Arc<dyn Index>) {
     let mk = |study: &str, name: &str, date: &str, time: &str, modality: &str, acc: &str| {
         let mut r = instance(study, &format!("{study}.1"), &format!("{study}.1.1"));
-        r.patient_name = Some(name.into());
-        r.patient_id = Some(format!("P-{study}"));
-        r.study_date = Some(date.into());
-        r.study_time = Some(time.into());
-        r.modality = Some(modality.into());
-        r.accession_number = Some(acc.into());
-        r.series_description = Some(format!("{modality} series"));
+        let a = &mut r.attributes;
+        a.set_text(tags::PATIENT_NAME, Some(name.into()));
+        a.set_text(tags::PATIENT_ID, Some(format!("P-{study}")));
+        a.set_text(tags::STUDY_DATE, Some(date.into()));
+        a.set_text(tags::STUDY_TIME, Some(time.into()));
+        a.set_text(tags::MODALITY, Some(modality.into()));
+        a.set_text(tags::ACCESSION_NUMBER, Some(acc.into()));
+        a.set_text(tags::SERIES_DESCRIPTION, Some(format!("{modality} series")));
         r.sequence_values = vec![("00400275.00401001".into(), format!("RP-{acc}"))];
         r
     };

@@ -10,7 +10,6 @@
 //! ordinary log never does.
 
 pub mod atna;
-pub mod fhir;
 pub mod verify;
 
 use std::sync::atomic::{AtomicU64, Ordering};

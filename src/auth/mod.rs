@@ -12,6 +12,7 @@ pub mod layer;
 pub mod limits;
 pub mod oidc;
 pub mod policy;
+pub mod routes;
 pub mod share;
 
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ use axum::http::{header, HeaderMap};
 
 pub use policy::{Permission, Role};
 
-use crate::emr::ApiToken;
+use crate::emr::config::ApiToken;
 use crate::index::Index;
 
 /// A set of [`Permission`]s.
@@ -403,24 +404,6 @@ impl Auth {
         };
         found.ok_or(AuthError::UnknownKey)
     }
-}
-
-/// `GET /api/auth/config` (public): what the viewer needs to log in.
-pub async fn client_config(
-    axum::extract::State(st): axum::extract::State<crate::state::AppState>,
-) -> axum::Json<serde_json::Value> {
-    let oidc = st.auth.config.oidc.as_ref().map(|o| {
-        serde_json::json!({
-            "issuer": o.issuer,
-            "client_id": o.client_id,
-            "audience": o.audience,
-            "scope": "openid profile offline_access",
-        })
-    });
-    axum::Json(serde_json::json!({
-        "required": st.auth.config.required,
-        "oidc": oidc,
-    }))
 }
 
 #[cfg(test)]

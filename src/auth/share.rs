@@ -1,6 +1,6 @@
 //! Share links: a signed, expiring token that opens one study (or one
 //! series of it) and nothing else, for the EMR and for people without an
-//! account. `POST /api/studies/{study}/share` makes one; the token is
+//! account. `POST /api/studies/{study}/share` ([`super::routes::share`]) makes one; the token is
 //! sent as `Authorization: Bearer phims_…` or, on GET requests, as the
 //! `share` query parameter (what a viewer URL carries).
 //!
@@ -11,9 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, Method, Uri};
-use axum::Json;
+use axum::http::{Method, Uri};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -21,11 +19,10 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::Principal;
+use super::Auth;
 use crate::dicom::Uid;
-use crate::error::{ApiError, JsonError};
+use crate::error::ApiError;
 use crate::index::{now_ms, Index};
-use crate::state::AppState;
 
 pub const PREFIX: &str = "phims_";
 /// Longest a link may live.
@@ -272,7 +269,8 @@ pub fn confine(claims: &Claims, method: &Method, uri: &Uri) -> Result<Uri, Strin
 /// A share token for `study` (and `series`) that lives `ttl`, made by
 /// `by`; returns it and its expiry (seconds since the epoch).
 pub async fn sign_link(
-    st: &AppState,
+    auth: &Auth,
+    index: &dyn Index,
     study: &Uid,
     series: Option<&Uid>,
     ttl: Duration,
@@ -292,82 +290,12 @@ pub async fn sign_link(
         by,
         k: String::new(),
     };
-    let token = st
-        .auth
+    let token = auth
         .share_keys()
-        .sign(st.index.as_ref(), claims)
+        .sign(index, claims)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok((token, exp))
-}
-
-/// The body of `POST /api/studies/{study}/share` (all optional).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShareRequest {
-    pub series: Option<String>,
-    /// Seconds the link lives (default a day, at most 30 days).
-    pub expires_in: Option<u64>,
-}
-
-/// `POST /api/studies/{study}/share`: a link that opens this study only.
-pub async fn create(
-    State(st): State<AppState>,
-    caller: Option<Extension<Principal>>,
-    Path(study): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Json<serde_json::Value>, JsonError> {
-    let uid = crate::emr::study_uid(&study)?;
-    let req: ShareRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ShareRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("share request: {e}")))?
-    };
-    crate::emr::require_study(st.index.as_ref(), &uid).await?;
-    let series = match &req.series {
-        Some(se) => {
-            let se = crate::dicomweb::path_uid("series", se)?;
-            let scope = crate::index::Scope {
-                study: uid.clone(),
-                series: Some(se.clone()),
-                instance: None,
-            };
-            if st
-                .index
-                .instances(&scope)
-                .await
-                .map_err(ApiError::from)?
-                .is_empty()
-            {
-                return Err(
-                    ApiError::NotFound(format!("series {se} is not in study {uid}")).into(),
-                );
-            }
-            Some(se)
-        }
-        None => None,
-    };
-    let ttl = Duration::from_secs(req.expires_in.unwrap_or(DEFAULT_TTL.as_secs()));
-    let by = caller
-        .map(|c| c.0.name.clone())
-        .unwrap_or_else(|| "anonymous".into());
-    let (token, exp) = sign_link(&st, &uid, series.as_ref(), ttl, by).await?;
-    let root = crate::dicomweb::public_root(&st, &headers);
-    let mut viewer = format!("{root}/study/{uid}?share={token}");
-    if let Some(se) = &series {
-        viewer.push_str(&format!("&series={se}"));
-    }
-    tracing::info!(study = %uid, series = ?series.as_ref().map(Uid::as_str), expires_in_s = ttl.as_secs(), "share link made");
-    Ok(Json(serde_json::json!({
-        "token": token,
-        "viewer": viewer,
-        "iid": format!("{root}/IHEInvokeImageDisplay?requestType=STUDY&studyUID={uid}&share={token}"),
-        "expires": chrono::DateTime::from_timestamp(exp, 0).map(|t| t.to_rfc3339()),
-        "study": uid.to_string(),
-        "series": series.as_ref().map(Uid::to_string),
-    })))
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use super::template::{check_url, LinkView};
 use super::{find_studies, require_study, study_uid};
 use crate::dicom::Uid;
 use crate::error::{ApiError, JsonError};
@@ -19,179 +19,13 @@ use crate::state::AppState;
 
 /// Longest record id accepted.
 pub const MAX_RECORD_ID: usize = 256;
-/// Longest link URL accepted.
-pub const MAX_URL: usize = 2048;
 /// Most studies one batch read may name.
 pub const MAX_BATCH: usize = 200;
-
-/// Everything but RFC 3986 unreserved characters is percent-encoded in
-/// template values (so a `/`, `?` or `#` in an ID stays inside its segment).
-const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// Reads one attribute of a study.
-type Getter = fn(&StudyRow) -> Option<&str>;
-
-/// The study-level attributes a template may name, and where their values are.
-const FIELDS: &[(&str, Getter)] = &[
-    ("PatientID", |s| s.patient_id.as_deref()),
-    ("PatientName", |s| s.patient_name.as_deref()),
-    ("PatientBirthDate", |s| s.patient_birth_date.as_deref()),
-    ("PatientSex", |s| s.patient_sex.as_deref()),
-    ("StudyInstanceUID", |s| Some(s.study_uid.as_str())),
-    ("StudyID", |s| s.study_id.as_deref()),
-    ("AccessionNumber", |s| s.accession_number.as_deref()),
-    ("StudyDate", |s| s.study_date.as_deref()),
-    ("StudyTime", |s| s.study_time.as_deref()),
-    ("StudyDescription", |s| s.study_description.as_deref()),
-    ("ReferringPhysicianName", |s| {
-        s.referring_physician_name.as_deref()
-    }),
-];
-
-#[derive(Debug, Clone)]
-enum Piece {
-    Text(String),
-    Field(usize),
-}
-
-/// `--emr-url-template`: literal text with `{Keyword}` placeholders.
-#[derive(Debug, Clone)]
-pub struct UrlTemplate {
-    pieces: Vec<Piece>,
-}
-
-impl UrlTemplate {
-    pub fn parse(template: &str) -> Result<UrlTemplate, String> {
-        let bad = |why: String| format!("--emr-url-template '{template}': {why}");
-        let mut pieces = Vec::new();
-        let mut rest = template;
-        while let Some(open) = rest.find('{') {
-            if open > 0 {
-                pieces.push(Piece::Text(rest[..open].to_owned()));
-            }
-            let after = &rest[open + 1..];
-            let close = after
-                .find('}')
-                .ok_or_else(|| bad("a '{' without its '}'".into()))?;
-            let name = &after[..close];
-            let field = FIELDS.iter().position(|(k, _)| *k == name).ok_or_else(|| {
-                bad(format!(
-                    "unknown placeholder {{{name}}} (known: {})",
-                    FIELDS
-                        .iter()
-                        .map(|(k, _)| *k)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
-            pieces.push(Piece::Field(field));
-            rest = &after[close + 1..];
-        }
-        if rest.contains('}') {
-            return Err(bad("a '}' without its '{'".into()));
-        }
-        if !rest.is_empty() {
-            pieces.push(Piece::Text(rest.to_owned()));
-        }
-        let t = UrlTemplate { pieces };
-        // With sample values in place, it must be an absolute http(s) URL.
-        let sample: String = t
-            .pieces
-            .iter()
-            .map(|p| match p {
-                Piece::Text(s) => s.as_str(),
-                Piece::Field(_) => "x",
-            })
-            .collect();
-        check_url(&sample).map_err(bad)?;
-        Ok(t)
-    }
-
-    /// The URL for a study, or `None` when an attribute it names is empty.
-    pub fn render(&self, study: &StudyRow) -> Option<String> {
-        let mut out = String::new();
-        for p in &self.pieces {
-            match p {
-                Piece::Text(s) => out.push_str(s),
-                Piece::Field(i) => {
-                    let value = FIELDS.get(*i).and_then(|(_, get)| get(study))?.trim();
-                    if value.is_empty() {
-                        return None;
-                    }
-                    out.extend(utf8_percent_encode(value, ENCODE));
-                }
-            }
-        }
-        Some(out)
-    }
-}
-
-/// An absolute http or https URL.
-fn check_url(s: &str) -> Result<(), String> {
-    if s.len() > MAX_URL {
-        return Err(format!("url is longer than {MAX_URL} characters"));
-    }
-    let u = url::Url::parse(s).map_err(|e| format!("url '{s}' is not an absolute URL: {e}"))?;
-    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
-        return Err(format!("url '{s}' is not an http or https URL"));
-    }
-    Ok(())
-}
-
-/// Where a study's link came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Explicit,
-    Template,
-}
-
-/// A study's EMR link as answered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LinkView {
-    pub record_id: String,
-    pub url: String,
-    pub source: Source,
-}
-
-impl LinkView {
-    fn explicit(l: EmrLink) -> LinkView {
-        LinkView {
-            record_id: l.record_id,
-            url: l.url,
-            source: Source::Explicit,
-        }
-    }
-}
 
 /// The template's link for a study: its record id is the accession number,
 /// or the Study Instance UID when there is none.
 pub fn template_link(st: &AppState, study: &StudyRow) -> Option<LinkView> {
     st.emr.template.as_ref()?.link(study)
-}
-
-impl UrlTemplate {
-    /// The link of a study (see [`template_link`]).
-    pub fn link(&self, study: &StudyRow) -> Option<LinkView> {
-        let url = self.render(study)?;
-        let record_id = study
-            .accession_number
-            .as_deref()
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .unwrap_or(&study.study_uid)
-            .to_owned();
-        Some(LinkView {
-            record_id,
-            url,
-            source: Source::Template,
-        })
-    }
 }
 
 /// The link of one study: explicit, else the template's.
@@ -357,52 +191,6 @@ pub async fn batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn study() -> StudyRow {
-        StudyRow {
-            study_uid: "1.2.3".into(),
-            patient_id: Some("P/1 ?#".into()),
-            accession_number: Some("ACC 1".into()),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn templates() {
-        let t = UrlTemplate::parse(
-            "https://emr.example/patients/{PatientID}/orders/{AccessionNumber}?s={StudyInstanceUID}",
-        )
-        .unwrap();
-        assert_eq!(
-            t.render(&study()).unwrap(),
-            "https://emr.example/patients/P%2F1%20%3F%23/orders/ACC%201?s=1.2.3"
-        );
-        let mut no_acc = study();
-        no_acc.accession_number = Some("  ".into());
-        assert_eq!(t.render(&no_acc), None);
-        let by_id = UrlTemplate::parse("http://emr/{StudyID}").unwrap();
-        assert_eq!(by_id.render(&study()), None);
-
-        // The record id: the accession number, else the study UID.
-        let by_uid = UrlTemplate::parse("https://emr.example/studies/{StudyInstanceUID}").unwrap();
-        let l = by_uid.link(&study()).unwrap();
-        assert_eq!(
-            (l.record_id.as_str(), l.source),
-            ("ACC 1", Source::Template)
-        );
-        assert_eq!(l.url, "https://emr.example/studies/1.2.3");
-        assert_eq!(by_uid.link(&no_acc).unwrap().record_id, "1.2.3");
-        for bad in [
-            "https://emr/{Bogus}",
-            "https://emr/{PatientID",
-            "https://emr/PatientID}",
-            "emr/{PatientID}",
-            "ftp://emr/{PatientID}",
-            "{PatientID}",
-        ] {
-            assert!(UrlTemplate::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn bodies() {

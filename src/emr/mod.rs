@@ -1,135 +1,21 @@
 //! The hospital EMR side of Phim (issue #7): record links per study
 //! ([`links`]), the URLs that reference a study ([`references`]), IHE
-//! Invoke Image Display ([`iid`]), FHIR R4 ImagingStudy ([`fhir`]), the
+//! Invoke Image Display ([`iid`]), the
 //! change feed of stable studies ([`changes`]) and its webhooks
 //! ([`webhooks`]).
 
 pub mod changes;
-pub mod fhir;
+pub mod config;
 pub mod iid;
 pub mod links;
 pub mod references;
+pub mod template;
 pub mod webhooks;
 
-use std::time::Duration;
-
-use axum::routing::get;
-use axum::Router;
-
 use crate::dicom::Uid;
-use crate::error::{ApiError, JsonError};
+use crate::error::ApiError;
 use crate::index::{Index, IndexError, StudyRow};
 use crate::query::{attribute_by_keyword, Filter, Level, Match, Query};
-use crate::state::AppState;
-
-/// The EMR configuration, validated at start-up.
-#[derive(Debug, Clone, Default)]
-pub struct EmrConfig {
-    /// Links for studies without an explicit one.
-    pub template: Option<links::UrlTemplate>,
-    /// Quiet time after which a study is announced as stable.
-    pub stable_after: Duration,
-    /// Receivers of every change event.
-    pub webhook_urls: Vec<String>,
-    /// Attempts per delivery before it is logged as failed.
-    pub webhook_max_attempts: u32,
-    /// UTC offset of DICOM dates and times (`+07:00`), for FHIR.
-    pub timezone: Option<String>,
-    /// When set, setting or removing an EMR link needs this bearer token.
-    pub write_token: Option<ApiToken>,
-}
-
-/// A bearer token (RFC 6750) for the EMR's writes: compared in constant
-/// time, never printed (`Debug` shows `****`).
-#[derive(Clone)]
-pub struct ApiToken(String);
-
-impl std::fmt::Debug for ApiToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiToken(****)")
-    }
-}
-
-/// Shorter tokens are refused at start-up: they can be guessed.
-pub const MIN_TOKEN_LEN: usize = 16;
-
-impl ApiToken {
-    pub fn new(token: &str) -> Result<ApiToken, String> {
-        let token = token.trim();
-        if token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(format!(
-                "--emr-api-token: use at least {MIN_TOKEN_LEN} printable ASCII characters without spaces"
-            ));
-        }
-        Ok(ApiToken(token.to_owned()))
-    }
-
-    /// Whether `Authorization: Bearer <token>` carries this token (the
-    /// auth layer parses the header itself and asks [`ApiToken::matches`]).
-    #[cfg(test)]
-    pub fn accepts(&self, headers: &axum::http::HeaderMap) -> bool {
-        headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .is_some_and(|(_, t)| self.matches(t.trim()))
-    }
-
-    /// Whether `given` is this token, compared in constant time over the
-    /// expected token's length.
-    pub fn matches(&self, given: &str) -> bool {
-        let (given, want) = (given.as_bytes(), self.0.as_bytes());
-        let mut diff = u8::from(given.len() != want.len());
-        for (i, w) in want.iter().enumerate() {
-            diff |= w ^ given.get(i).copied().unwrap_or(0);
-        }
-        diff == 0
-    }
-}
-
-/// Checks a UTC offset: `Z` or `±HH:MM`.
-pub fn parse_timezone(tz: &str) -> Result<String, String> {
-    let tz = tz.trim();
-    if tz == "Z" {
-        return Ok("Z".into());
-    }
-    let b = tz.as_bytes();
-    let ok = b.len() == 6
-        && (b[0] == b'+' || b[0] == b'-')
-        && b[3] == b':'
-        && [1, 2, 4, 5].iter().all(|&i| b[i].is_ascii_digit())
-        && tz[1..3].parse::<u8>().is_ok_and(|h| h <= 14)
-        && tz[4..6].parse::<u8>().is_ok_and(|m| m < 60);
-    if ok {
-        Ok(tz.to_owned())
-    } else {
-        Err(format!(
-            "--timezone '{tz}': expected a UTC offset such as +07:00, -05:00 or Z"
-        ))
-    }
-}
-
-/// The JSON API under `/api`.
-pub fn api_routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/studies/{study}/emr-link",
-            get(links::get_link)
-                .put(links::put_link)
-                .delete(links::delete_link),
-        )
-        .route("/emr-links", get(links::batch))
-        .route("/auth/config", get(crate::auth::client_config))
-        .route(
-            "/studies/{study}/share",
-            axum::routing::post(crate::auth::share::create),
-        )
-        .route("/studies/{study}/references", get(references::references))
-        .route("/changes", get(changes::changes))
-        .route("/webhooks/deliveries", get(webhooks::deliveries))
-        .fallback(|| async { JsonError(ApiError::NotFound("no such API resource".into())) })
-}
 
 /// A query for studies by UID (one or a list), at most `uids.len()` rows.
 fn studies_query(uids: &[Uid]) -> Option<Query> {
@@ -219,49 +105,6 @@ impl StudyUrls {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::{header, HeaderMap, HeaderValue};
-
-    fn bearer(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
-        h
-    }
-
-    #[test]
-    fn tokens_are_checked_whole_and_never_printed() {
-        let t = ApiToken::new("0123456789abcdefXYZ").unwrap();
-        assert!(t.accepts(&bearer("Bearer 0123456789abcdefXYZ")));
-        assert!(t.accepts(&bearer("bearer 0123456789abcdefXYZ")));
-        for wrong in [
-            "Bearer 0123456789abcdefXY",
-            "Bearer 0123456789abcdefXYZZ",
-            "Bearer 0123456789abcdefXYz",
-            "Basic 0123456789abcdefXYZ",
-            "0123456789abcdefXYZ",
-            "Bearer ",
-        ] {
-            assert!(!t.accepts(&bearer(wrong)), "{wrong}");
-        }
-        assert!(!t.accepts(&HeaderMap::new()));
-        assert_eq!(format!("{t:?}"), "ApiToken(****)");
-        let config = EmrConfig {
-            write_token: Some(t),
-            ..Default::default()
-        };
-        assert!(!format!("{config:?}").contains("0123"));
-        assert!(ApiToken::new("short").is_err());
-        assert!(ApiToken::new("has a space in it, long enough").is_err());
-    }
-
-    #[test]
-    fn timezones() {
-        assert_eq!(parse_timezone("+07:00").unwrap(), "+07:00");
-        assert_eq!(parse_timezone("-05:30").unwrap(), "-05:30");
-        assert_eq!(parse_timezone("Z").unwrap(), "Z");
-        for bad in ["+7:00", "0700", "+15:00", "+07:60", "UTC", ""] {
-            assert!(parse_timezone(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn study_urls() {

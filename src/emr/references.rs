@@ -43,7 +43,8 @@ pub async fn references(
     let mut share = None;
     if let Some(ttl) = ttl {
         let by = caller.map_or_else(|| "anonymous".into(), |c| c.0.name.clone());
-        let (token, exp) = crate::auth::share::sign_link(&st, &uid, None, ttl, by).await?;
+        let (token, exp) =
+            crate::auth::share::sign_link(&st.auth, st.index.as_ref(), &uid, None, ttl, by).await?;
         u.viewer = format!("{}?share={token}", u.viewer);
         u.iid = format!("{}&share={token}", u.iid);
         share = Some(json!({

@@ -10,6 +10,7 @@ pub mod audit_log;
 pub mod credentials;
 pub mod metadata;
 pub mod postgres;
+pub mod rows;
 pub mod sql;
 pub mod sqlite;
 
@@ -21,6 +22,9 @@ use crate::dicom::Uid;
 pub use crate::query::{Level, Query};
 pub use audit_log::{AuditLog, AuditRecord, StoredAuditRecord};
 pub use credentials::{ApiKeyRecord, Credentials};
+pub use rows::{
+    Attributes, Insert, InstanceRow, NewInstance, Scope, SeriesRow, StoredInstance, StudyRow, Value,
+};
 
 /// Back-end-neutral index errors. SQL detail stays in the message for the
 /// log; the HTTP layer only sees the variant.
@@ -52,134 +56,6 @@ impl From<sqlx::migrate::MigrateError> for IndexError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
         IndexError::Unavailable(format!("migration failed: {e}"))
     }
-}
-
-/// Attributes of a new instance, as extracted at ingest.
-#[derive(Debug, Clone, Default)]
-pub struct NewInstance {
-    pub study_uid: String,
-    pub series_uid: String,
-    pub sop_uid: String,
-    pub sop_class_uid: String,
-    pub patient_id: Option<String>,
-    pub issuer_of_patient_id: Option<String>,
-    pub patient_name: Option<String>,
-    pub patient_birth_date: Option<String>,
-    pub patient_sex: Option<String>,
-    pub study_date: Option<String>,
-    pub study_time: Option<String>,
-    pub accession_number: Option<String>,
-    pub study_id: Option<String>,
-    pub referring_physician_name: Option<String>,
-    pub study_description: Option<String>,
-    pub modality: Option<String>,
-    pub series_number: Option<i64>,
-    pub series_description: Option<String>,
-    pub body_part_examined: Option<String>,
-    pub pps_start_date: Option<String>,
-    pub pps_start_time: Option<String>,
-    pub instance_number: Option<i64>,
-    pub rows: Option<i64>,
-    pub columns: Option<i64>,
-    pub frames: Option<i64>,
-    pub bits_allocated: Option<i64>,
-    pub transfer_syntax_uid: String,
-    pub object_key: String,
-    pub size: i64,
-    pub sha256: String,
-    /// Deflate-compressed DICOM JSON.
-    pub metadata: Vec<u8>,
-    /// (path, value) of items of the indexed sequences
-    /// ([`crate::query::INDEXED_SEQUENCES`]), for sequence matching.
-    pub sequence_values: Vec<(String, String)>,
-    /// [`crate::dicom::frames::FrameIndex`], encoded.
-    pub frame_index: Option<Vec<u8>>,
-}
-
-/// An indexed instance and where its object is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredInstance {
-    pub study_uid: String,
-    pub series_uid: String,
-    pub sop_uid: String,
-    pub sop_class_uid: String,
-    pub instance_number: Option<i64>,
-    pub transfer_syntax_uid: String,
-    pub object_key: String,
-    pub size: i64,
-    pub sha256: String,
-}
-
-/// The outcome of inserting an instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Insert {
-    Inserted,
-    /// The SOP Instance UID is already indexed (with these attributes).
-    Exists(StoredInstance),
-}
-
-/// A resource in the study / series / instance hierarchy.
-#[derive(Debug, Clone)]
-pub struct Scope {
-    pub study: Uid,
-    pub series: Option<Uid>,
-    pub instance: Option<Uid>,
-}
-
-impl Scope {
-    /// The scope naming one stored instance.
-    pub fn of_instance(inst: &StoredInstance) -> Result<Scope, crate::dicom::uid::UidError> {
-        Ok(Scope {
-            study: Uid::parse(&inst.study_uid)?,
-            series: Some(Uid::parse(&inst.series_uid)?),
-            instance: Some(Uid::parse(&inst.sop_uid)?),
-        })
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct StudyRow {
-    pub study_uid: String,
-    pub patient_name: Option<String>,
-    pub patient_id: Option<String>,
-    pub patient_birth_date: Option<String>,
-    pub patient_sex: Option<String>,
-    pub study_date: Option<String>,
-    pub study_time: Option<String>,
-    pub accession_number: Option<String>,
-    pub study_id: Option<String>,
-    pub referring_physician_name: Option<String>,
-    pub study_description: Option<String>,
-    pub modalities: Vec<String>,
-    pub num_series: i64,
-    pub num_instances: i64,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct SeriesRow {
-    pub study_uid: String,
-    pub series_uid: String,
-    pub modality: Option<String>,
-    pub series_number: Option<i64>,
-    pub series_description: Option<String>,
-    pub body_part_examined: Option<String>,
-    pub pps_start_date: Option<String>,
-    pub pps_start_time: Option<String>,
-    pub num_instances: i64,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct InstanceRow {
-    pub study_uid: String,
-    pub series_uid: String,
-    pub sop_uid: String,
-    pub sop_class_uid: String,
-    pub instance_number: Option<i64>,
-    pub rows: Option<i64>,
-    pub columns: Option<i64>,
-    pub frames: Option<i64>,
-    pub bits_allocated: Option<i64>,
-    pub transfer_syntax_uid: String,
 }
 
 /// An EMR record link set for a study (`PUT /api/studies/{study}/emr-link`).
@@ -251,14 +127,12 @@ pub struct DeliveryRecord {
     pub delivered_ms: Option<i64>,
 }
 
-/// The index, by concern: instances and search here; API keys in
-/// [`Credentials`]; the audit trail in [`AuditLog`].
-#[async_trait]
 /// The index of stored instances: one `Arc<dyn Index>` for everything the
 /// server keeps in SQL, its methods grouped by concern in supertraits (each
 /// implemented for SQL in its own module of [`sql`]): the instances
 /// themselves here, [`Search`], [`ThumbnailQueue`], [`EmrLinks`],
 /// [`ChangeFeed`], [`Credentials`], [`AuditLog`].
+#[async_trait]
 pub trait Index:
     Search
     + ThumbnailQueue

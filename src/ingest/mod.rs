@@ -16,7 +16,8 @@ use tokio::sync::Semaphore;
 use crate::dicom::json::{write_dataset, JsonOptions};
 use crate::dicom::scan::{is_binary_vr, scan_file, ScanError, ScanLimits, Scanned, Value};
 use crate::dicom::{tags, Uid};
-use crate::index::{Index, IndexError, Insert, NewInstance};
+use crate::index::{self, Attributes, Index, IndexError, Insert, NewInstance};
+use crate::query::{Kind, Level};
 use crate::store::{ObjectKey, Store, StoreError};
 
 pub use spool::{Spool, SpoolError, SpoolWriter};
@@ -439,36 +440,13 @@ fn prepare(
         .map_err(|e| fail(IngestError::Internal(e.to_string())))?;
 
     let int = |tag| scanned.uint(tag).and_then(|v| i64::try_from(v).ok());
-    let signed = |tag| {
-        scanned.text(tag).and_then(|s| {
-            s.split('\\')
-                .next()
-                .and_then(|v| v.trim().parse::<i64>().ok())
-        })
-    };
     let record = NewInstance {
         study_uid: study.to_string(),
         series_uid: series.to_string(),
         sop_uid: sop.to_string(),
         sop_class_uid: sop_class_uid.to_string(),
-        patient_id: scanned.text(tags::PATIENT_ID),
+        attributes: copied_attributes(&scanned),
         issuer_of_patient_id: scanned.text(tags::ISSUER_OF_PATIENT_ID),
-        patient_name: scanned.text(tags::PATIENT_NAME),
-        patient_birth_date: scanned.text(tags::PATIENT_BIRTH_DATE),
-        patient_sex: scanned.text(tags::PATIENT_SEX),
-        study_date: scanned.text(tags::STUDY_DATE),
-        study_time: scanned.text(tags::STUDY_TIME),
-        accession_number: scanned.text(tags::ACCESSION_NUMBER),
-        study_id: scanned.text(tags::STUDY_ID),
-        referring_physician_name: scanned.text(tags::REFERRING_PHYSICIAN_NAME),
-        study_description: scanned.text(tags::STUDY_DESCRIPTION),
-        modality: scanned.text(tags::MODALITY),
-        series_number: signed(tags::SERIES_NUMBER),
-        series_description: scanned.text(tags::SERIES_DESCRIPTION),
-        body_part_examined: scanned.text(tags::BODY_PART_EXAMINED),
-        pps_start_date: scanned.text(tags::PERFORMED_PROCEDURE_STEP_START_DATE),
-        pps_start_time: scanned.text(tags::PERFORMED_PROCEDURE_STEP_START_TIME),
-        instance_number: signed(tags::INSTANCE_NUMBER),
         rows: int(tags::ROWS),
         columns: int(tags::COLUMNS),
         frames: int(tags::NUMBER_OF_FRAMES),
@@ -488,6 +466,32 @@ fn prepare(
         record,
         warnings,
     })
+}
+
+/// The values of the attributes the index copies
+/// ([`crate::query::Stored::Copied`]), at every level.
+fn copied_attributes(scanned: &Scanned) -> Attributes {
+    let mut out = Attributes::default();
+    for level in [Level::Study, Level::Series, Level::Instance] {
+        for a in crate::query::copied(level) {
+            let tag = a.dicom_tag();
+            let value = match a.kind {
+                Kind::Integer => first_integer(scanned, tag).map(index::Value::Int),
+                _ => scanned.text(tag).map(index::Value::Text),
+            };
+            out.set(tag, value);
+        }
+    }
+    out
+}
+
+/// The first value of an IS (or other numeric string) element.
+fn first_integer(scanned: &Scanned, tag: dicom_core::Tag) -> Option<i64> {
+    scanned
+        .text(tag)?
+        .split('\\')
+        .next()
+        .and_then(|v| v.trim().parse::<i64>().ok())
 }
 
 /// Text values inside the items of the sequences indexed for sequence

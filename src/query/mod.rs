@@ -30,6 +30,23 @@ pub enum Kind {
     Integer,
 }
 
+/// Where the index gets an attribute's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Copied from the instance at ingest into `column` of its level's
+    /// table (the first instance of a study or series sets the study's or
+    /// series' value), read back into the rows' [`crate::index::Attributes`]
+    /// and returned by QIDO-RS and C-FIND at its level. Text kinds are
+    /// stored as decoded text, [`Kind::Integer`] as the first value of an
+    /// IS. Making one more attribute searchable and returned is one such
+    /// entry plus the migration that adds its column.
+    Copied,
+    /// Worked out by the index with code of its own: the UIDs of the
+    /// hierarchy, Modalities in Study (from the series), and the pixel
+    /// module of the instance table.
+    Derived,
+}
+
 /// An attribute Phim indexes: where it lives and how it matches.
 #[derive(Debug)]
 pub struct Attribute {
@@ -40,10 +57,29 @@ pub struct Attribute {
     pub kind: Kind,
     /// SQL column (table aliases st, se, i).
     pub column: &'static str,
+    pub stored: Stored,
+}
+
+impl Attribute {
+    /// The column without its table alias (`study_date`).
+    pub fn column_name(&self) -> &'static str {
+        self.column.split_once('.').map_or(self.column, |(_, c)| c)
+    }
+    pub fn dicom_tag(&self) -> dicom_core::Tag {
+        dicom_core::Tag((self.tag >> 16) as u16, self.tag as u16)
+    }
+}
+
+/// The attributes at `level` that ingest copies into the index
+/// ([`Stored::Copied`]), in table order.
+pub fn copied(level: Level) -> impl Iterator<Item = &'static Attribute> {
+    ATTRIBUTES
+        .iter()
+        .filter(move |a| a.level == level && a.stored == Stored::Copied)
 }
 
 macro_rules! attr {
-    ($tag:expr, $kw:expr, $vr:expr, $level:ident, $kind:ident, $col:expr) => {
+    ($tag:expr, $kw:expr, $vr:expr, $level:ident, $kind:ident, $col:expr, $stored:ident) => {
         Attribute {
             tag: $tag,
             keyword: $kw,
@@ -51,170 +87,41 @@ macro_rules! attr {
             level: Level::$level,
             kind: Kind::$kind,
             column: $col,
+            stored: Stored::$stored,
         }
     };
 }
 
-/// The attributes of PS3.18 Table 6.7.1-1 that Phim matches on.
+/// The attributes of PS3.18 Table 6.7.1-1 that Phim matches on (and the
+/// one place that says so: ingest, the SQL index and the QIDO/C-FIND
+/// answers all read this table).
+#[rustfmt::skip]
 pub static ATTRIBUTES: &[Attribute] = &[
-    attr!(0x0008_0020, "StudyDate", "DA", Study, Date, "st.study_date"),
-    attr!(0x0008_0030, "StudyTime", "TM", Study, Time, "st.study_time"),
-    attr!(
-        0x0008_0050,
-        "AccessionNumber",
-        "SH",
-        Study,
-        Text,
-        "st.accession_number"
-    ),
-    attr!(
-        0x0008_0061,
-        "ModalitiesInStudy",
-        "CS",
-        Study,
-        Text,
-        "se.modality"
-    ),
-    attr!(
-        0x0008_0090,
-        "ReferringPhysicianName",
-        "PN",
-        Study,
-        PersonName,
-        "st.referring_physician_name"
-    ),
-    attr!(
-        0x0008_1030,
-        "StudyDescription",
-        "LO",
-        Study,
-        Text,
-        "st.study_description"
-    ),
-    attr!(
-        0x0010_0010,
-        "PatientName",
-        "PN",
-        Study,
-        PersonName,
-        "st.patient_name"
-    ),
-    attr!(0x0010_0020, "PatientID", "LO", Study, Text, "st.patient_id"),
-    attr!(
-        0x0010_0030,
-        "PatientBirthDate",
-        "DA",
-        Study,
-        Date,
-        "st.patient_birth_date"
-    ),
-    attr!(
-        0x0010_0040,
-        "PatientSex",
-        "CS",
-        Study,
-        Text,
-        "st.patient_sex"
-    ),
-    attr!(
-        0x0020_000D,
-        "StudyInstanceUID",
-        "UI",
-        Study,
-        Uid,
-        "st.study_uid"
-    ),
-    attr!(0x0020_0010, "StudyID", "SH", Study, Text, "st.study_id"),
-    attr!(0x0008_0060, "Modality", "CS", Series, Text, "se.modality"),
-    attr!(
-        0x0008_103E,
-        "SeriesDescription",
-        "LO",
-        Series,
-        Text,
-        "se.series_description"
-    ),
-    attr!(
-        0x0018_0015,
-        "BodyPartExamined",
-        "CS",
-        Series,
-        Text,
-        "se.body_part_examined"
-    ),
-    attr!(
-        0x0020_000E,
-        "SeriesInstanceUID",
-        "UI",
-        Series,
-        Uid,
-        "se.series_uid"
-    ),
-    attr!(
-        0x0020_0011,
-        "SeriesNumber",
-        "IS",
-        Series,
-        Integer,
-        "se.series_number"
-    ),
-    attr!(
-        0x0040_0244,
-        "PerformedProcedureStepStartDate",
-        "DA",
-        Series,
-        Date,
-        "se.pps_start_date"
-    ),
-    attr!(
-        0x0040_0245,
-        "PerformedProcedureStepStartTime",
-        "TM",
-        Series,
-        Time,
-        "se.pps_start_time"
-    ),
-    attr!(
-        0x0008_0016,
-        "SOPClassUID",
-        "UI",
-        Instance,
-        Uid,
-        "i.sop_class_uid"
-    ),
-    attr!(
-        0x0008_0018,
-        "SOPInstanceUID",
-        "UI",
-        Instance,
-        Uid,
-        "i.sop_uid"
-    ),
-    attr!(
-        0x0020_0013,
-        "InstanceNumber",
-        "IS",
-        Instance,
-        Integer,
-        "i.instance_number"
-    ),
-    attr!(
-        0x0028_0008,
-        "NumberOfFrames",
-        "IS",
-        Instance,
-        Integer,
-        "i.num_frames"
-    ),
-    attr!(0x0028_0010, "Rows", "US", Instance, Integer, "i.num_rows"),
-    attr!(
-        0x0028_0011,
-        "Columns",
-        "US",
-        Instance,
-        Integer,
-        "i.num_columns"
-    ),
+    attr!(0x0008_0020, "StudyDate", "DA", Study, Date, "st.study_date", Copied),
+    attr!(0x0008_0030, "StudyTime", "TM", Study, Time, "st.study_time", Copied),
+    attr!(0x0008_0050, "AccessionNumber", "SH", Study, Text, "st.accession_number", Copied),
+    attr!(0x0008_0061, "ModalitiesInStudy", "CS", Study, Text, "se.modality", Derived),
+    attr!(0x0008_0090, "ReferringPhysicianName", "PN", Study, PersonName, "st.referring_physician_name", Copied),
+    attr!(0x0008_1030, "StudyDescription", "LO", Study, Text, "st.study_description", Copied),
+    attr!(0x0010_0010, "PatientName", "PN", Study, PersonName, "st.patient_name", Copied),
+    attr!(0x0010_0020, "PatientID", "LO", Study, Text, "st.patient_id", Copied),
+    attr!(0x0010_0030, "PatientBirthDate", "DA", Study, Date, "st.patient_birth_date", Copied),
+    attr!(0x0010_0040, "PatientSex", "CS", Study, Text, "st.patient_sex", Copied),
+    attr!(0x0020_000D, "StudyInstanceUID", "UI", Study, Uid, "st.study_uid", Derived),
+    attr!(0x0020_0010, "StudyID", "SH", Study, Text, "st.study_id", Copied),
+    attr!(0x0008_0060, "Modality", "CS", Series, Text, "se.modality", Copied),
+    attr!(0x0008_103E, "SeriesDescription", "LO", Series, Text, "se.series_description", Copied),
+    attr!(0x0018_0015, "BodyPartExamined", "CS", Series, Text, "se.body_part_examined", Copied),
+    attr!(0x0020_000E, "SeriesInstanceUID", "UI", Series, Uid, "se.series_uid", Derived),
+    attr!(0x0020_0011, "SeriesNumber", "IS", Series, Integer, "se.series_number", Copied),
+    attr!(0x0040_0244, "PerformedProcedureStepStartDate", "DA", Series, Date, "se.pps_start_date", Copied),
+    attr!(0x0040_0245, "PerformedProcedureStepStartTime", "TM", Series, Time, "se.pps_start_time", Copied),
+    attr!(0x0008_0016, "SOPClassUID", "UI", Instance, Uid, "i.sop_class_uid", Derived),
+    attr!(0x0008_0018, "SOPInstanceUID", "UI", Instance, Uid, "i.sop_uid", Derived),
+    attr!(0x0020_0013, "InstanceNumber", "IS", Instance, Integer, "i.instance_number", Copied),
+    attr!(0x0028_0008, "NumberOfFrames", "IS", Instance, Integer, "i.num_frames", Derived),
+    attr!(0x0028_0010, "Rows", "US", Instance, Integer, "i.num_rows", Derived),
+    attr!(0x0028_0011, "Columns", "US", Instance, Integer, "i.num_columns", Derived),
 ];
 
 /// Sequences whose items are indexed for sequence matching (PS3.4

@@ -5,11 +5,14 @@ use sqlx::Row;
 
 use super::super::{now_ms, Index, IndexError, Insert, NewInstance, Scope, StoredInstance};
 use super::builder::scope_filter;
+use super::columns;
 use super::{
     insert_name_words, insert_sequence_values, patient_key, stored_from_row, SqlIndex, HIERARCHY,
     INSTANCE_ORDER, STORED_COLUMNS,
 };
+use crate::dicom::tags;
 use crate::query::names::pn_match_key;
+use crate::query::Level;
 
 #[async_trait]
 impl Index for SqlIndex {
@@ -39,7 +42,7 @@ impl Index for SqlIndex {
              VALUES ($1, $2, $3, $4) ON CONFLICT (patient_key) DO NOTHING",
         )
         .bind(&key)
-        .bind(&rec.patient_id)
+        .bind(rec.attributes.text(tags::PATIENT_ID))
         .bind(&rec.issuer_of_patient_id)
         .bind(now)
         .execute(&mut *tx)
@@ -50,56 +53,47 @@ impl Index for SqlIndex {
             .await?
             .try_get(0)?;
 
-        let new_study = sqlx::query(
-            "INSERT INTO studies (study_uid, patient_pk, patient_name, patient_id, \
-             patient_birth_date, patient_sex, study_date, study_time, accession_number, \
-             study_id, referring_physician_name, study_description, created_at, patient_name_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             ON CONFLICT (study_uid) DO NOTHING",
-        )
-        .bind(&rec.study_uid)
-        .bind(patient_pk)
-        .bind(&rec.patient_name)
-        .bind(&rec.patient_id)
-        .bind(&rec.patient_birth_date)
-        .bind(&rec.patient_sex)
-        .bind(&rec.study_date)
-        .bind(&rec.study_time)
-        .bind(&rec.accession_number)
-        .bind(&rec.study_id)
-        .bind(&rec.referring_physician_name)
-        .bind(&rec.study_description)
-        .bind(now)
-        .bind(rec.patient_name.as_deref().map(pn_match_key))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
+        let cols = columns::of(Level::Study);
+        let text = format!(
+            "INSERT INTO studies (study_uid, patient_pk, created_at, patient_name_key, {}) \
+             VALUES ($1, $2, $3, $4, {}) ON CONFLICT (study_uid) DO NOTHING",
+            columns::names(&cols),
+            columns::placeholders(&cols, 5),
+        );
+        let name = rec.attributes.text(tags::PATIENT_NAME);
+        let q = sqlx::query(&text)
+            .bind(&rec.study_uid)
+            .bind(patient_pk)
+            .bind(now)
+            .bind(name.map(pn_match_key));
+        let new_study = columns::bind(q, &cols, &rec.attributes)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
             == 1;
         let study_pk: i64 = sqlx::query("SELECT pk FROM studies WHERE study_uid = $1")
             .bind(&rec.study_uid)
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
-        if let (true, Some(name)) = (new_study, rec.patient_name.as_deref()) {
+        if let (true, Some(name)) = (new_study, name) {
             insert_name_words(&mut tx, study_pk, name).await?;
         }
 
-        sqlx::query(
-            "INSERT INTO series (series_uid, study_pk, modality, series_number, \
-             series_description, body_part_examined, pps_start_date, pps_start_time, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (series_uid) DO NOTHING",
-        )
-        .bind(&rec.series_uid)
-        .bind(study_pk)
-        .bind(&rec.modality)
-        .bind(rec.series_number)
-        .bind(&rec.series_description)
-        .bind(&rec.body_part_examined)
-        .bind(&rec.pps_start_date)
-        .bind(&rec.pps_start_time)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        let cols = columns::of(Level::Series);
+        let text = format!(
+            "INSERT INTO series (series_uid, study_pk, created_at, {}) \
+             VALUES ($1, $2, $3, {}) ON CONFLICT (series_uid) DO NOTHING",
+            columns::names(&cols),
+            columns::placeholders(&cols, 4),
+        );
+        let q = sqlx::query(&text)
+            .bind(&rec.series_uid)
+            .bind(study_pk)
+            .bind(now);
+        columns::bind(q, &cols, &rec.attributes)
+            .execute(&mut *tx)
+            .await?;
         let row = sqlx::query("SELECT pk, study_pk FROM series WHERE series_uid = $1")
             .bind(&rec.series_uid)
             .fetch_one(&mut *tx)
@@ -113,30 +107,34 @@ impl Index for SqlIndex {
             )));
         }
 
-        let inserted = sqlx::query(
-            "INSERT INTO instances (sop_uid, series_pk, sop_class_uid, instance_number, \
+        let cols = columns::of(Level::Instance);
+        let text = format!(
+            "INSERT INTO instances (sop_uid, series_pk, sop_class_uid, \
              num_rows, num_columns, num_frames, bits_allocated, transfer_syntax_uid, \
-             object_key, size, sha256, metadata, created_at, frame_index) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             object_key, size, sha256, metadata, created_at, frame_index, {}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, {}) \
              ON CONFLICT (sop_uid) DO NOTHING RETURNING pk",
-        )
-        .bind(&rec.sop_uid)
-        .bind(series_pk)
-        .bind(&rec.sop_class_uid)
-        .bind(rec.instance_number)
-        .bind(rec.rows)
-        .bind(rec.columns)
-        .bind(rec.frames)
-        .bind(rec.bits_allocated)
-        .bind(&rec.transfer_syntax_uid)
-        .bind(&rec.object_key)
-        .bind(rec.size)
-        .bind(&rec.sha256)
-        .bind(&rec.metadata)
-        .bind(now)
-        .bind(&rec.frame_index)
-        .fetch_optional(&mut *tx)
-        .await?;
+            columns::names(&cols),
+            columns::placeholders(&cols, 15),
+        );
+        let q = sqlx::query(&text)
+            .bind(&rec.sop_uid)
+            .bind(series_pk)
+            .bind(&rec.sop_class_uid)
+            .bind(rec.rows)
+            .bind(rec.columns)
+            .bind(rec.frames)
+            .bind(rec.bits_allocated)
+            .bind(&rec.transfer_syntax_uid)
+            .bind(&rec.object_key)
+            .bind(rec.size)
+            .bind(&rec.sha256)
+            .bind(&rec.metadata)
+            .bind(now)
+            .bind(&rec.frame_index);
+        let inserted = columns::bind(q, &cols, &rec.attributes)
+            .fetch_optional(&mut *tx)
+            .await?;
 
         let Some(row) = inserted else {
             tx.rollback().await?;
@@ -160,30 +158,33 @@ impl Index for SqlIndex {
     ) -> Result<bool, IndexError> {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE instances SET sop_class_uid = $1, instance_number = $2, num_rows = $3, \
-             num_columns = $4, num_frames = $5, bits_allocated = $6, transfer_syntax_uid = $7, \
-             object_key = $8, size = $9, sha256 = $10, metadata = $11, created_at = $12, \
-             frame_index = $15 WHERE sop_uid = $13 AND object_key = $14",
-        )
-        .bind(&rec.sop_class_uid)
-        .bind(rec.instance_number)
-        .bind(rec.rows)
-        .bind(rec.columns)
-        .bind(rec.frames)
-        .bind(rec.bits_allocated)
-        .bind(&rec.transfer_syntax_uid)
-        .bind(&rec.object_key)
-        .bind(rec.size)
-        .bind(&rec.sha256)
-        .bind(&rec.metadata)
-        .bind(now_ms())
-        .bind(&rec.sop_uid)
-        .bind(previous_key)
-        .bind(&rec.frame_index)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let cols = columns::of(Level::Instance);
+        let text = format!(
+            "UPDATE instances SET sop_class_uid = $1, num_rows = $2, num_columns = $3, \
+             num_frames = $4, bits_allocated = $5, transfer_syntax_uid = $6, object_key = $7, \
+             size = $8, sha256 = $9, metadata = $10, created_at = $11, frame_index = $12, {} \
+             WHERE sop_uid = $13 AND object_key = $14",
+            columns::assignments(&cols, 15),
+        );
+        let q = sqlx::query(&text)
+            .bind(&rec.sop_class_uid)
+            .bind(rec.rows)
+            .bind(rec.columns)
+            .bind(rec.frames)
+            .bind(rec.bits_allocated)
+            .bind(&rec.transfer_syntax_uid)
+            .bind(&rec.object_key)
+            .bind(rec.size)
+            .bind(&rec.sha256)
+            .bind(&rec.metadata)
+            .bind(now_ms())
+            .bind(&rec.frame_index)
+            .bind(&rec.sop_uid)
+            .bind(previous_key);
+        let done = columns::bind(q, &cols, &rec.attributes)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if done != 1 {
             tx.rollback().await?;
             return Ok(false);

@@ -6,6 +6,7 @@
 //! (`EmrLinks`), [`feed`] (`ChangeFeed`).
 
 mod builder;
+mod columns;
 mod emr_links;
 mod feed;
 mod instances;
@@ -18,6 +19,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use super::{IndexError, NewInstance, StoredInstance};
+use crate::dicom::tags;
 use crate::query::names::{fuzzy_words, pn_match_key};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +125,7 @@ pub(super) fn stored_from_row(r: &AnyRow) -> Result<StoredInstance, sqlx::Error>
 /// a Patient ID get one patient per study rather than one shared "empty"
 /// patient.
 pub(super) fn patient_key(rec: &NewInstance) -> String {
-    match rec.patient_id.as_deref() {
+    match rec.attributes.text(tags::PATIENT_ID) {
         Some(id) if !id.is_empty() => format!(
             "id:{}\u{1}{}",
             id,

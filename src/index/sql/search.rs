@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::super::{IndexError, InstanceRow, Search, SeriesRow, StudyRow};
 use super::builder::{fuzzy_study_set, search_conditions, Arg, Sql, FUZZY_INLINE_MAX};
-use super::{SqlIndex, HIERARCHY};
+use super::{columns, SqlIndex, HIERARCHY};
 use crate::query::{Level, Match, Query};
 
 impl SqlIndex {
@@ -48,10 +48,9 @@ impl Search for SqlIndex {
         let mut sql = search_conditions(q, fuzzy.as_deref());
         let lim = sql.arg(Arg::Int(q.limit + 1));
         let off = sql.arg(Arg::Int(q.offset));
+        let cols = columns::of(Level::Study);
         let text = format!(
-            "SELECT st.study_uid, st.patient_name, st.patient_id, st.patient_birth_date, \
-             st.patient_sex, st.study_date, st.study_time, st.accession_number, st.study_id, \
-             st.referring_physician_name, st.study_description, \
+            "SELECT st.study_uid, {copied}, \
              (SELECT {mods} FROM series s2 WHERE s2.study_pk = st.pk) AS modalities, \
              (SELECT COUNT(*) FROM series s3 WHERE s3.study_pk = st.pk) AS num_series, \
              (SELECT COUNT(*) FROM instances i4 JOIN series s4 ON s4.pk = i4.series_pk \
@@ -63,6 +62,7 @@ impl Search for SqlIndex {
             order = "st.study_date DESC NULLS LAST, st.study_time DESC NULLS LAST, st.pk DESC",
             mods = self.dialect.distinct_list("s2.modality"),
             where_ = sql.where_sql(),
+            copied = columns::qualified(&cols),
         );
         let rows = sql.bind(sqlx::query(&text)).fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
@@ -70,16 +70,7 @@ impl Search for SqlIndex {
             let mods: Option<String> = r.try_get("modalities")?;
             out.push(StudyRow {
                 study_uid: r.try_get("study_uid")?,
-                patient_name: r.try_get("patient_name")?,
-                patient_id: r.try_get("patient_id")?,
-                patient_birth_date: r.try_get("patient_birth_date")?,
-                patient_sex: r.try_get("patient_sex")?,
-                study_date: r.try_get("study_date")?,
-                study_time: r.try_get("study_time")?,
-                accession_number: r.try_get("accession_number")?,
-                study_id: r.try_get("study_id")?,
-                referring_physician_name: r.try_get("referring_physician_name")?,
-                study_description: r.try_get("study_description")?,
+                attributes: columns::read(&r, &cols)?,
                 modalities: mods
                     .map(|m| {
                         let mut v: Vec<String> = m.split(',').map(str::to_owned).collect();
@@ -98,14 +89,15 @@ impl Search for SqlIndex {
         let mut sql = search_conditions(q, fuzzy.as_deref());
         let lim = sql.arg(Arg::Int(q.limit + 1));
         let off = sql.arg(Arg::Int(q.offset));
+        let cols = columns::of(Level::Series);
         let text = format!(
-            "SELECT st.study_uid, se.series_uid, se.modality, se.series_number, \
-             se.series_description, se.body_part_examined, se.pps_start_date, se.pps_start_time, \
+            "SELECT st.study_uid, se.series_uid, {}, \
              (SELECT COUNT(*) FROM instances i2 WHERE i2.series_pk = se.pk) AS num_instances \
              FROM (SELECT se.* , st.pk AS st_pk FROM series se JOIN studies st ON st.pk = se.study_pk{} \
              ORDER BY st.pk DESC, se.series_number, se.pk LIMIT {lim} OFFSET {off}) se \
              JOIN studies st ON st.pk = se.st_pk \
              ORDER BY st.pk DESC, se.series_number, se.pk",
+            columns::qualified(&cols),
             sql.where_sql(),
         );
         let rows = sql.bind(sqlx::query(&text)).fetch_all(&self.pool).await?;
@@ -114,12 +106,7 @@ impl Search for SqlIndex {
             out.push(SeriesRow {
                 study_uid: r.try_get("study_uid")?,
                 series_uid: r.try_get("series_uid")?,
-                modality: r.try_get("modality")?,
-                series_number: r.try_get("series_number")?,
-                series_description: r.try_get("series_description")?,
-                body_part_examined: r.try_get("body_part_examined")?,
-                pps_start_date: r.try_get("pps_start_date")?,
-                pps_start_time: r.try_get("pps_start_time")?,
+                attributes: columns::read(&r, &cols)?,
                 num_instances: r.try_get("num_instances")?,
             });
         }
@@ -130,11 +117,13 @@ impl Search for SqlIndex {
         let mut sql = search_conditions(q, fuzzy.as_deref());
         let lim = sql.arg(Arg::Int(q.limit + 1));
         let off = sql.arg(Arg::Int(q.offset));
+        let cols = columns::of(Level::Instance);
         let text = format!(
-            "SELECT st.study_uid, se.series_uid, i.sop_uid, i.sop_class_uid, i.instance_number, \
+            "SELECT st.study_uid, se.series_uid, i.sop_uid, i.sop_class_uid, {}, \
              i.num_rows, i.num_columns, i.num_frames, i.bits_allocated, i.transfer_syntax_uid \
              FROM {HIERARCHY}{} ORDER BY st.pk DESC, se.series_number, se.pk, i.instance_number, i.pk \
              LIMIT {lim} OFFSET {off}",
+            columns::qualified(&cols),
             sql.where_sql(),
         );
         let rows = sql.bind(sqlx::query(&text)).fetch_all(&self.pool).await?;
@@ -145,7 +134,7 @@ impl Search for SqlIndex {
                 series_uid: r.try_get("series_uid")?,
                 sop_uid: r.try_get("sop_uid")?,
                 sop_class_uid: r.try_get("sop_class_uid")?,
-                instance_number: r.try_get("instance_number")?,
+                attributes: columns::read(&r, &cols)?,
                 rows: r.try_get("num_rows")?,
                 columns: r.try_get("num_columns")?,
                 frames: r.try_get("num_frames")?,

@@ -15,92 +15,27 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use super::exact;
-use crate::dicom::Uid;
+use super::{check_format, fhir_json, DCM, DEFAULT_COUNT, MAX_COUNT};
+use crate::dicom::{tags, Uid};
 use crate::dicomweb::public_root;
+use crate::emr::{exact, find_study};
 use crate::error::{ApiError, FhirError};
 use crate::index::{InstanceRow, SeriesRow, StudyRow};
 use crate::query::{attribute_by_keyword, Filter, Level, Match, Query};
 use crate::state::AppState;
 
-pub const CONTENT_TYPE: &str = "application/fhir+json";
-const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 const DICOM_UID: &str = "urn:dicom:uid";
 const ENDPOINT_ID: &str = "dicomweb";
-pub const DEFAULT_COUNT: i64 = 100;
-pub const MAX_COUNT: i64 = 1000;
 /// Series and instances listed per study at most.
 const MAX_SERIES: i64 = 10_000;
 const MAX_INSTANCES: i64 = 100_000;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/metadata", get(capabilities))
-        .route("/ImagingStudy", get(search))
-        .route("/ImagingStudy/{id}", get(read))
-        .route("/AuditEvent", get(crate::audit::fhir::search))
-        .fallback(|| async {
-            FhirError(ApiError::NotFound(
-                "no such FHIR resource: this server has ImagingStudy and AuditEvent only".into(),
-            ))
-        })
-}
-
-pub(crate) fn fhir_json(v: &Value) -> Response {
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], v.to_string()).into_response()
-}
-
-/// `_format`: JSON only.
-pub(crate) fn check_format(v: &str) -> Result<(), ApiError> {
-    match v {
-        "json" | "application/json" | "application/fhir+json" => Ok(()),
-        other => Err(ApiError::NotAcceptable(format!(
-            "_format '{other}' is not supported: this server answers application/fhir+json"
-        ))),
-    }
-}
-
-/// `GET /fhir/metadata`: what this server supports.
-async fn capabilities() -> Response {
-    fhir_json(&json!({
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": "2026-11-26",
-        "kind": "instance",
-        "software": { "name": "Phim", "version": env!("CARGO_PKG_VERSION") },
-        "fhirVersion": "4.0.1",
-        "format": ["json"],
-        "rest": [{
-            "mode": "server",
-            "resource": [{
-                "type": "ImagingStudy",
-                "interaction": [{ "code": "read" }, { "code": "search-type" }],
-                "searchParam": [
-                    { "name": "patient", "type": "reference" },
-                    { "name": "identifier", "type": "token" },
-                    { "name": "_id", "type": "token" },
-                ],
-            }, {
-                "type": "AuditEvent",
-                "interaction": [{ "code": "search-type" }],
-                "searchParam": [
-                    { "name": "patient", "type": "reference" },
-                    { "name": "date", "type": "date" },
-                    { "name": "entity-id", "type": "token" },
-                ],
-            }],
-        }],
-    }))
-}
-
 /// `GET /fhir/ImagingStudy/{id}`.
-async fn read(
+pub async fn read(
     State(st): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -116,7 +51,7 @@ async fn read(
     }
     let not_found = || ApiError::NotFound(format!("ImagingStudy/{id} is not known"));
     let uid = Uid::parse(&id).map_err(|_| not_found())?;
-    let row = super::find_study(st.index.as_ref(), &uid)
+    let row = find_study(st.index.as_ref(), &uid)
         .await?
         .ok_or_else(not_found)?;
     let root = public_root(&st, &headers);
@@ -282,7 +217,7 @@ fn parse_search(raw: Option<&str>) -> Result<Search, ApiError> {
 }
 
 /// `GET /fhir/ImagingStudy?…`: a searchset Bundle.
-async fn search(
+pub async fn search(
     State(st): State<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -408,8 +343,8 @@ pub fn started(date: Option<&str>, time: Option<&str>, tz: Option<&str>) -> Opti
     Some(format!("{day}T{h}:{m}:{s}{frac}{tz}"))
 }
 
-fn non_empty(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+fn non_empty(v: Option<&str>) -> Option<&str> {
+    v.map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// The ImagingStudy of one study, with its series and instances.
@@ -445,7 +380,7 @@ fn study_resource(
         "system": DICOM_UID,
         "value": format!("urn:oid:{}", row.study_uid),
     })];
-    if let Some(acc) = non_empty(&row.accession_number) {
+    if let Some(acc) = non_empty(row.attributes.text(tags::ACCESSION_NUMBER)) {
         identifiers.push(json!({
             "use": "usual",
             "type": { "coding": [coding("http://terminology.hl7.org/CodeSystem/v2-0203", "ACSN")] },
@@ -454,14 +389,14 @@ fn study_resource(
     }
     let mut subject = Map::new();
     subject.insert("type".into(), json!("Patient"));
-    if let Some(pid) = non_empty(&row.patient_id) {
+    if let Some(pid) = non_empty(row.attributes.text(tags::PATIENT_ID)) {
         subject.insert("identifier".into(), json!({ "value": pid }));
     }
     subject.insert(
         "display".into(),
         json!(row
-            .patient_name
-            .as_deref()
+            .attributes
+            .text(tags::PATIENT_NAME)
             .and_then(name_display)
             .unwrap_or_else(|| "unknown patient".into())),
     );
@@ -475,14 +410,17 @@ fn study_resource(
         .map(|s| {
             let mut o = Map::new();
             o.insert("uid".into(), json!(s.series_uid));
-            if let Some(n) = s.series_number.filter(|n| *n >= 0) {
+            if let Some(n) = s.attributes.int(tags::SERIES_NUMBER).filter(|n| *n >= 0) {
                 o.insert("number".into(), json!(n));
             }
             o.insert(
                 "modality".into(),
-                coding(DCM, non_empty(&s.modality).unwrap_or("OT")),
+                coding(
+                    DCM,
+                    non_empty(s.attributes.text(tags::MODALITY)).unwrap_or("OT"),
+                ),
             );
-            if let Some(d) = non_empty(&s.series_description) {
+            if let Some(d) = non_empty(s.attributes.text(tags::SERIES_DESCRIPTION)) {
                 o.insert("description".into(), json!(d));
             }
             o.insert("numberOfInstances".into(), json!(s.num_instances));
@@ -499,7 +437,7 @@ fn study_resource(
                         "sopClass".into(),
                         coding("urn:ietf:rfc:3986", &format!("urn:oid:{}", i.sop_class_uid)),
                     );
-                    if let Some(n) = i.instance_number.filter(|n| *n >= 0) {
+                    if let Some(n) = i.attributes.int(tags::INSTANCE_NUMBER).filter(|n| *n >= 0) {
                         io.insert("number".into(), json!(n));
                     }
                     Value::Object(io)
@@ -528,13 +466,17 @@ fn study_resource(
         r.insert("modality".into(), Value::Array(modalities));
     }
     r.insert("subject".into(), Value::Object(subject));
-    if let Some(s) = started(row.study_date.as_deref(), row.study_time.as_deref(), tz) {
+    if let Some(s) = started(
+        row.attributes.text(tags::STUDY_DATE),
+        row.attributes.text(tags::STUDY_TIME),
+        tz,
+    ) {
         r.insert("started".into(), json!(s));
     }
     r.insert("endpoint".into(), endpoint_ref);
     r.insert("numberOfSeries".into(), json!(row.num_series));
     r.insert("numberOfInstances".into(), json!(row.num_instances));
-    if let Some(d) = non_empty(&row.study_description) {
+    if let Some(d) = non_empty(row.attributes.text(tags::STUDY_DESCRIPTION)) {
         r.insert("description".into(), json!(d));
     }
     if !series_json.is_empty() {
@@ -631,11 +573,13 @@ mod tests {
 
     #[test]
     fn resource_shape() {
+        use crate::index::Attributes;
         let row = StudyRow {
             study_uid: "1.2.3".into(),
-            patient_id: Some("P1".into()),
-            patient_name: Some("Doe^Jane".into()),
-            accession_number: Some("A1".into()),
+            attributes: Attributes::default()
+                .with_text(tags::PATIENT_ID, "P1")
+                .with_text(tags::PATIENT_NAME, "Doe^Jane")
+                .with_text(tags::ACCESSION_NUMBER, "A1"),
             modalities: vec!["CT".into()],
             num_series: 1,
             num_instances: 1,
@@ -644,8 +588,9 @@ mod tests {
         let series = [SeriesRow {
             study_uid: "1.2.3".into(),
             series_uid: "1.2.3.4".into(),
-            modality: Some("CT".into()),
-            series_number: Some(2),
+            attributes: Attributes::default()
+                .with_text(tags::MODALITY, "CT")
+                .with_int(tags::SERIES_NUMBER, 2),
             num_instances: 1,
             ..Default::default()
         }];
@@ -654,7 +599,7 @@ mod tests {
             series_uid: "1.2.3.4".into(),
             sop_uid: "1.2.3.4.5".into(),
             sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
-            instance_number: Some(1),
+            attributes: Attributes::default().with_int(tags::INSTANCE_NUMBER, 1),
             ..Default::default()
         }];
         let r = Value::Object(study_resource(&row, &series, &inst, "http://h", None));

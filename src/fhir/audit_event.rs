@@ -7,14 +7,10 @@ use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use crate::emr::fhir::{check_format, fhir_json};
+use super::{check_format, fhir_json, DCM, DEFAULT_COUNT, MAX_COUNT};
 use crate::error::{ApiError, FhirError};
 use crate::index::audit_log::{AuditFilter, StoredAuditRecord};
 use crate::state::AppState;
-
-const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
-const DEFAULT_COUNT: i64 = 100;
-const MAX_COUNT: i64 = 1000;
 
 /// `GET /fhir/AuditEvent`.
 pub async fn search(
@@ -118,7 +114,7 @@ fn rfc3339(ms: i64) -> String {
 /// read, which `phim audit verify` would also name).
 fn resource(row: &StoredAuditRecord) -> Option<Value> {
     let e: Value = serde_json::from_str(&row.record.body).ok()?;
-    let event: super::EventId = serde_json::from_value(e["event"].clone()).ok()?;
+    let event: crate::audit::EventId = serde_json::from_value(e["event"].clone()).ok()?;
     let mut entity = Vec::new();
     if let Some(p) = e["patient_id"].as_str() {
         entity.push(json!({
