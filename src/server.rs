@@ -226,26 +226,7 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         tracing::info!(host = %t.host, port = t.port, tls = t.tls.is_some(), "audit events also go to an ATNA repository");
     }
     let (audit, audit_task) = audit::start(index.clone(), syslog, audit_stop.clone());
-    let auth = Arc::new(Auth::new(
-        auth_config,
-        index.clone(),
-        emr.write_token.clone(),
-    ));
-    tracing::info!(
-        required = auth.config.required,
-        oidc_issuer = auth.config.oidc.as_ref().map(|o| o.issuer.as_str()),
-        oidc_audience = auth.config.oidc.as_ref().map(|o| o.audience.as_str()),
-        readyz_public = auth.config.readyz_public,
-        "authentication"
-    );
-    if let Some(v) = auth.verifier() {
-        match v.refresh_keys().await {
-            Ok(n) => tracing::info!(keys = n, "identity provider keys loaded"),
-            Err(e) => {
-                tracing::warn!(error = %e, "identity provider not reachable yet (tokens are refused until it is)")
-            }
-        }
-    }
+    let auth = start_auth(auth_config, index.clone(), &emr).await;
     audit.record(
         audit::Event::application("Application Start")
             .detail(format!("phim {} serve", env!("CARGO_PKG_VERSION"))),
@@ -255,55 +236,18 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
 
-    let mut dimse_tasks = Vec::new();
-    if let Some(config) = dimse {
-        let config = Arc::new(config);
-        let services = crate::dimse::Services {
-            ingest: ingest.clone(),
-            index: index.clone(),
-            store: store.clone(),
-            audit: audit.clone(),
-        };
-        let limit = crate::dimse::association_limit(&config);
-        let dicom = crate::dimse::bind(config.listen)
-            .await
-            .map_err(|e| format!("cannot listen for DICOM on {}: {e}", config.listen))?;
-        let dicom_addr = dicom.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(
-            ae_title = %config.ae_title,
-            allowed_callers = ?config.allowed_callers,
-            remote_aes = config.remote_aes.len(),
-            require_known_ae = config.require_known_ae,
-            max_associations = config.max_associations,
-            "DICOM listening on {dicom_addr}"
-        );
-        dimse_tasks.push(tokio::spawn(crate::dimse::serve(
-            dicom,
-            None,
-            config.clone(),
-            services.clone(),
-            limit.clone(),
-            shutdown.clone(),
-        )));
-        if let Some((addr, server_config)) = &tls.dicom {
-            let listener = crate::dimse::bind(*addr)
-                .await
-                .map_err(|e| format!("cannot listen for DICOM TLS on {addr}: {e}"))?;
-            let tls_addr = listener.local_addr().map_err(|e| e.to_string())?;
-            tracing::info!(
-                client_certificates = tls.dicom_client_certs,
-                "DICOM TLS listening on {tls_addr}"
-            );
-            dimse_tasks.push(tokio::spawn(crate::dimse::serve(
-                listener,
-                Some(server_config.clone()),
-                config,
-                services,
-                limit,
-                shutdown.clone(),
-            )));
+    let dimse_tasks = match dimse {
+        Some(config) => {
+            let services = crate::dimse::Services {
+                ingest: ingest.clone(),
+                index: index.clone(),
+                store: store.clone(),
+                audit: audit.clone(),
+            };
+            start_dimse(config, &tls, services, &shutdown).await?
         }
-    }
+        None => Vec::new(),
+    };
 
     let state = AppState {
         index,
@@ -324,23 +268,7 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         thumbnails_at_ingest = args.thumbnails_at_ingest,
         "imaging pool ready"
     );
-    let thumbnail_task = args
-        .thumbnails_at_ingest
-        .then(|| tokio::spawn(state.thumbnails().run_worker(shutdown.clone())));
-    tracing::info!(
-        stable_after_s = emr.stable_after.as_secs(),
-        webhooks = emr.webhook_urls.len(),
-        emr_url_template = emr.template.is_some(),
-        emr_link_writes_need_token = emr.write_token.is_some(),
-        "EMR integration: change detector and webhook deliveries running"
-    );
-    let background = [
-        tokio::spawn(emr::changes::run_detector(state.clone(), shutdown.clone())),
-        tokio::spawn(emr::webhooks::run_deliveries(
-            state.clone(),
-            shutdown.clone(),
-        )),
-    ];
+    let background = start_background(&state, args.thumbnails_at_ingest, &shutdown);
     let scheme = if tls.https.is_some() { "https" } else { "http" };
     tracing::info!("listening on {scheme}://{addr} (DICOMweb at {scheme}://{addr}/dicomweb)");
     tokio::spawn({
@@ -350,10 +278,141 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
             shutdown.cancel();
         }
     });
-    let http_shutdown = shutdown.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let stopped = async move { http_shutdown.cancelled().await };
-    match &tls.https {
+    serve_http(listener, tls.https.clone(), app, shutdown.clone()).await?;
+    audit.record(audit::Event::application("Application Stop"));
+    shutdown.cancel();
+    for t in dimse_tasks {
+        let _ = t.await;
+    }
+    for t in background {
+        let _ = t.await;
+    }
+    // Last: the writer drains what the others recorded.
+    audit_stop.cancel();
+    let _ = audit_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The authenticator, its configuration logged, the identity provider's
+/// keys fetched once (a provider not up yet is not fatal: tokens are
+/// refused until it answers).
+async fn start_auth(
+    config: crate::auth::AuthConfig,
+    index: Arc<dyn Index>,
+    emr: &crate::emr::config::EmrConfig,
+) -> Arc<Auth> {
+    let auth = Arc::new(Auth::new(config, index, emr.write_token.clone()));
+    tracing::info!(
+        required = auth.config.required,
+        oidc_issuer = auth.config.oidc.as_ref().map(|o| o.issuer.as_str()),
+        oidc_audience = auth.config.oidc.as_ref().map(|o| o.audience.as_str()),
+        readyz_public = auth.config.readyz_public,
+        "authentication"
+    );
+    if let Some(v) = auth.verifier() {
+        match v.refresh_keys().await {
+            Ok(n) => tracing::info!(keys = n, "identity provider keys loaded"),
+            Err(e) => {
+                tracing::warn!(error = %e, "identity provider not reachable yet (tokens are refused until it is)")
+            }
+        }
+    }
+    auth
+}
+
+/// The background jobs: the thumbnail worker (when thumbnails are made at
+/// ingest), the EMR change detector and its webhook deliveries.
+fn start_background(
+    state: &AppState,
+    thumbnails_at_ingest: bool,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let emr = &state.emr;
+    tracing::info!(
+        stable_after_s = emr.stable_after.as_secs(),
+        webhooks = emr.webhook_urls.len(),
+        emr_url_template = emr.template.is_some(),
+        emr_link_writes_need_token = emr.write_token.is_some(),
+        "EMR integration: change detector and webhook deliveries running"
+    );
+    let mut tasks = vec![
+        tokio::spawn(emr::changes::run_detector(state.clone(), shutdown.clone())),
+        tokio::spawn(emr::webhooks::run_deliveries(
+            state.clone(),
+            shutdown.clone(),
+        )),
+    ];
+    if thumbnails_at_ingest {
+        tasks.push(tokio::spawn(
+            state.thumbnails().run_worker(shutdown.clone()),
+        ));
+    }
+    tasks
+}
+
+/// The DICOM listeners (plain, and TLS when configured), each a task.
+async fn start_dimse(
+    config: crate::dimse::DimseConfig,
+    tls: &crate::config::TlsSetup,
+    services: crate::dimse::Services,
+    shutdown: &CancellationToken,
+) -> anyhow_like::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let config = Arc::new(config);
+    let mut dimse_tasks = Vec::new();
+    let limit = crate::dimse::association_limit(&config);
+    let dicom = crate::dimse::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen for DICOM on {}: {e}", config.listen))?;
+    let dicom_addr = dicom.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(
+        ae_title = %config.ae_title,
+        allowed_callers = ?config.allowed_callers,
+        remote_aes = config.remote_aes.len(),
+        require_known_ae = config.require_known_ae,
+        max_associations = config.max_associations,
+        "DICOM listening on {dicom_addr}"
+    );
+    dimse_tasks.push(tokio::spawn(crate::dimse::serve(
+        dicom,
+        None,
+        config.clone(),
+        services.clone(),
+        limit.clone(),
+        shutdown.clone(),
+    )));
+    if let Some((addr, server_config)) = &tls.dicom {
+        let listener = crate::dimse::bind(*addr)
+            .await
+            .map_err(|e| format!("cannot listen for DICOM TLS on {addr}: {e}"))?;
+        let tls_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(
+            client_certificates = tls.dicom_client_certs,
+            "DICOM TLS listening on {tls_addr}"
+        );
+        dimse_tasks.push(tokio::spawn(crate::dimse::serve(
+            listener,
+            Some(server_config.clone()),
+            config,
+            services,
+            limit,
+            shutdown.clone(),
+        )));
+    }
+    Ok(dimse_tasks)
+}
+
+/// Serves HTTP (or HTTPS) until `shutdown`, then lets requests in flight
+/// finish.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    https: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    app: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr>,
+    shutdown: CancellationToken,
+) -> anyhow_like::Result<()> {
+    let stopped = async move { shutdown.cancelled().await };
+    match &https {
         Some(config) => {
             let listener = crate::tls::TlsListener::new(listener, config.clone())
                 .map_err(|e| e.to_string())?;
@@ -377,21 +436,6 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
                 .map_err(|e| e.to_string())?;
         }
     }
-    audit.record(audit::Event::application("Application Stop"));
-    shutdown.cancel();
-    for t in dimse_tasks {
-        let _ = t.await;
-    }
-    if let Some(t) = thumbnail_task {
-        let _ = t.await;
-    }
-    for t in background {
-        let _ = t.await;
-    }
-    // Last: the writer drains what the others recorded.
-    audit_stop.cancel();
-    let _ = audit_task.await;
-    tracing::info!("stopped");
     Ok(())
 }
 

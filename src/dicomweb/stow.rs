@@ -1,15 +1,15 @@
 //! STOW-RS (PS3.18 §10.5): `POST /studies[/{study}]`.
 //!
 //! Parts are read as they arrive and spooled to disk; each complete part is
-//! handed to the ingest pipeline while the next one is received, up to the
-//! pipeline's concurrency bound. One bad part fails only itself.
+//! handed to the ingest pipeline ([`crate::ingest::batch`]) while the next
+//! one is received, up to the pipeline's concurrency bound. One bad part
+//! fails only itself. The response ([`Outcomes`]) is folded part by part.
 
 use axum::body::Body;
 use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
-use tokio::task::JoinSet;
 
 use super::limits::{exceeded, RequestLimits};
 use super::media;
@@ -19,7 +19,8 @@ use crate::audit::{self, Action, Actor, Event, EventId};
 use crate::auth::{Permission, Principal};
 use crate::dicom::Uid;
 use crate::error::{failure_reason, is_server_fault, ApiError};
-use crate::ingest::{Ingest, IngestError, IngestFailure, Spool, SpoolError, Stored};
+use crate::ingest::batch::{Batch, PartResult};
+use crate::ingest::{Ingest, IngestError, Spool, SpoolError};
 use crate::state::AppState;
 
 pub async fn store(
@@ -112,9 +113,6 @@ fn shape(headers: &HeaderMap) -> Result<Shape, ApiError> {
         ))),
     }
 }
-
-/// The outcome of one part.
-type PartResult = Result<Stored, IngestFailure>;
 
 /// What one STOW request did so far, folded part by part as parts finish:
 /// its size depends on what the response must list (one entry per stored
@@ -344,154 +342,28 @@ async fn handle(
     study: Option<Uid>,
 ) -> Result<Response, ApiError> {
     let shape = shape(&headers)?;
-    let ingest = state.ingest.clone();
     let limits = &state.limits;
     // The auth layer let the request in with Store or StoreDerived; the
     // latter alone is checked per instance against its SOP class.
     let derived_only = caller.as_ref().is_some_and(|c| !c.may(Permission::Store));
     let mut out = Outcomes::new(base_url(&state, &headers), limits.stow_max_failures_listed);
-    // Parts spooled and waiting for the pipeline are bounded too: the
-    // next part is read only when one of them is done.
-    let max_in_flight = ingest.config().concurrency.max(1) * 2;
-    let mut tasks: JoinSet<(usize, PartResult)> = JoinSet::new();
-    let mut n = 0usize;
-    // A request-level limit that stopped reading: refused after the parts
-    // before it are done.
-    let mut over_limit: Option<String> = None;
-
-    let spawn = |tasks: &mut JoinSet<(usize, PartResult)>, i: usize, spool: Spool| {
-        let ingest = ingest.clone();
-        let study = study.clone();
-        tasks.spawn(async move {
-            (
-                i,
-                ingest.ingest_as(spool, study.as_ref(), derived_only).await,
-            )
-        });
-    };
-
-    match shape {
+    let mut batch = Batch::new(&state.ingest, study.clone(), derived_only);
+    let (n, over_limit) = match shape {
         Shape::Single => {
-            match spool_stream(&ingest, body.into_data_stream()).await {
-                Ok(spool) => spawn(&mut tasks, 0, spool),
+            match spool_stream(&state.ingest, body.into_data_stream()).await {
+                Ok(spool) => batch.start(0, spool),
                 Err(e) => out.add(0, Err(e.into())),
             }
-            n = 1;
+            (1, None)
         }
         Shape::Multipart { boundary } => {
-            let meter = HeaderMeter::new(limits.stow_max_part_header);
-            let body = MeteredBody::new(body.into_data_stream(), meter.clone());
-            let mut mp = multer::Multipart::new(body, boundary);
-            let mut header_bytes = 0u64;
-            loop {
-                while tasks.len() >= max_in_flight {
-                    if let Some(joined) = tasks.join_next().await {
-                        let (i, r) = joined.map_err(task_failed)?;
-                        out.add(i, r);
-                    }
-                }
-                while let Some(joined) = tasks.try_join_next() {
-                    let (i, r) = joined.map_err(task_failed)?;
-                    out.add(i, r);
-                }
-                meter.start();
-                let next = mp.next_field().await;
-                meter.stop();
-                let field = match next {
-                    Ok(Some(f)) => f,
-                    Ok(None) => break,
-                    Err(_) if meter.tripped() => {
-                        over_limit = Some(part_header_too_long(limits, n + 1));
-                        break;
-                    }
-                    Err(e) => {
-                        if n == 0 {
-                            return Err(ApiError::BadRequest(format!(
-                                "malformed multipart body: {e}"
-                            )));
-                        }
-                        // Parts before the damage are stored; say what broke.
-                        out.add(
-                            n,
-                            Err(
-                                IngestError::Receive(format!("malformed multipart body: {e}"))
-                                    .into(),
-                            ),
-                        );
-                        n += 1;
-                        break;
-                    }
-                };
-                if n >= limits.stow_max_parts {
-                    over_limit = Some(exceeded(
-                        "stow-max-parts",
-                        limits.stow_max_parts as u64,
-                        format!(
-                            "the request has more than {} parts; part {} and those after it were not read",
-                            limits.stow_max_parts,
-                            n + 1
-                        ),
-                    ));
-                    break;
-                }
-                let block = header_block_len(field.headers());
-                if block > limits.stow_max_part_header {
-                    over_limit = Some(part_header_too_long(limits, n + 1));
-                    break;
-                }
-                header_bytes += block as u64;
-                if header_bytes > limits.stow_max_header_bytes {
-                    over_limit = Some(exceeded(
-                        "stow-max-header-bytes",
-                        limits.stow_max_header_bytes,
-                        format!(
-                            "the part headers reach {header_bytes} bytes at part {}; it and the parts after it were not read",
-                            n + 1
-                        ),
-                    ));
-                    break;
-                }
-                let i = n;
-                n += 1;
-                if let Some(ct) = field.content_type() {
-                    if ct.essence_str() != "application/dicom" {
-                        out.add(
-                            i,
-                            Err(IngestError::Receive(format!(
-                                "part Content-Type '{}' is not application/dicom",
-                                ct.essence_str()
-                            ))
-                            .into()),
-                        );
-                        continue;
-                    }
-                }
-                match spool_field(&ingest, field).await {
-                    Ok(spool) => spawn(&mut tasks, i, spool),
-                    Err(PartError::Spool(e)) => out.add(i, Err(IngestError::from(e).into())),
-                    Err(PartError::Multipart(_)) if meter.tripped() => {
-                        over_limit = Some(part_header_too_long(limits, i + 2));
-                        break;
-                    }
-                    Err(PartError::Multipart(e)) => {
-                        out.add(
-                            i,
-                            Err(
-                                IngestError::Receive(format!("malformed multipart body: {e}"))
-                                    .into(),
-                            ),
-                        );
-                        break;
-                    }
-                }
-            }
+            read_parts(body, boundary, limits, &mut batch, &mut out).await?
         }
-    }
-
-    while let Some(joined) = tasks.join_next().await {
-        let (i, r) = joined.map_err(task_failed)?;
-        out.add(i, r);
-    }
+    };
+    batch
+        .finish(&mut |i, r| out.add(i, r))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     audit_stored(&state, caller.as_ref(), &out.per_study);
     if let Some(why) = over_limit {
         let done = if n == 0 {
@@ -511,8 +383,106 @@ async fn handle(
     Ok(out.respond(study.as_ref()))
 }
 
-fn task_failed(e: tokio::task::JoinError) -> ApiError {
-    ApiError::Internal(format!("ingest task failed: {e}"))
+/// Reads the parts of a multipart body, each started in the batch once it
+/// is spooled (the next is read only when the batch has room); returns how
+/// many parts were read and, when a request limit stopped the reading,
+/// why. Parts before damage or a limit are processed and stay stored.
+async fn read_parts(
+    body: Body,
+    boundary: String,
+    limits: &RequestLimits,
+    batch: &mut Batch,
+    out: &mut Outcomes,
+) -> Result<(usize, Option<String>), ApiError> {
+    let meter = HeaderMeter::new(limits.stow_max_part_header);
+    let body = MeteredBody::new(body.into_data_stream(), meter.clone());
+    let mut mp = multer::Multipart::new(body, boundary);
+    let mut header_bytes = 0u64;
+    let mut n = 0usize;
+    let malformed =
+        |e: multer::Error| IngestError::Receive(format!("malformed multipart body: {e}")).into();
+    loop {
+        batch
+            .make_room(&mut |i, r| out.add(i, r))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        meter.start();
+        let next = mp.next_field().await;
+        meter.stop();
+        let field = match next {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok((n, None)),
+            Err(_) if meter.tripped() => return Ok((n, Some(part_header_too_long(limits, n + 1)))),
+            Err(e) if n == 0 => {
+                return Err(ApiError::BadRequest(format!(
+                    "malformed multipart body: {e}"
+                )))
+            }
+            Err(e) => {
+                // Parts before the damage are stored; say what broke.
+                out.add(n, Err(malformed(e)));
+                return Ok((n + 1, None));
+            }
+        };
+        let block = header_block_len(field.headers());
+        header_bytes += block as u64;
+        if let Some(why) = part_limit(limits, n, block, header_bytes) {
+            return Ok((n, Some(why)));
+        }
+        let i = n;
+        n += 1;
+        if let Some(ct) = field.content_type() {
+            if ct.essence_str() != "application/dicom" {
+                let why = format!(
+                    "part Content-Type '{}' is not application/dicom",
+                    ct.essence_str()
+                );
+                out.add(i, Err(IngestError::Receive(why).into()));
+                continue;
+            }
+        }
+        match spool_field(batch.ingest(), field).await {
+            Ok(spool) => batch.start(i, spool),
+            Err(PartError::Spool(e)) => out.add(i, Err(IngestError::from(e).into())),
+            Err(PartError::Multipart(_)) if meter.tripped() => {
+                return Ok((n, Some(part_header_too_long(limits, i + 2))))
+            }
+            Err(PartError::Multipart(e)) => {
+                out.add(i, Err(malformed(e)));
+                return Ok((n, None));
+            }
+        }
+    }
+}
+
+/// Whether part `n` (0-based, its header block `block` bytes, all blocks
+/// so far `header_bytes`) is over a request limit, and which.
+fn part_limit(limits: &RequestLimits, n: usize, block: usize, header_bytes: u64) -> Option<String> {
+    if n >= limits.stow_max_parts {
+        return Some(exceeded(
+            "stow-max-parts",
+            limits.stow_max_parts as u64,
+            format!(
+                "the request has more than {} parts; part {} and those after it were not read",
+                limits.stow_max_parts,
+                n + 1
+            ),
+        ));
+    }
+    if block > limits.stow_max_part_header {
+        return Some(part_header_too_long(limits, n + 1));
+    }
+    if header_bytes > limits.stow_max_header_bytes {
+        return Some(exceeded(
+            "stow-max-header-bytes",
+            limits.stow_max_header_bytes,
+            format!(
+                "the part headers reach {header_bytes} bytes at part {}; it and the parts after it were not read",
+                n + 1
+            ),
+        ));
+    }
+    None
 }
 
 fn part_header_too_long(limits: &RequestLimits, part: usize) -> String {

@@ -100,6 +100,35 @@ pub(super) async fn run(
     }
 }
 
+/// What the association knows of its peer, from the negotiation.
+fn peer_of<S>(
+    assoc: &dicom_ul::association::server::AsyncServerAssociation<S>,
+    peer: SocketAddr,
+    config: &DimseConfig,
+) -> Peer
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let calling = assoc.peer_ae_title().trim();
+    Peer {
+        permissions: config.permissions_of(calling),
+        address: peer.ip(),
+        calling_ae: calling.to_owned(),
+        contexts: assoc.presentation_contexts().to_vec(),
+        scp_roles: assoc
+            .user_variables()
+            .iter()
+            .filter_map(|v| match v {
+                UserVariableItem::ScuScpRoleSelectionSubItem(uid, roles) if roles.scp => {
+                    Some(uid.trim_end_matches(['\0', ' ']).to_owned())
+                }
+                _ => None,
+            })
+            .collect(),
+        max_pdu: assoc.requestor_max_pdu_length(),
+    }
+}
+
 /// Serves one established association until release or abort.
 async fn serve<S>(
     mut assoc: dicom_ul::association::server::AsyncServerAssociation<S>,
@@ -116,34 +145,22 @@ async fn serve<S>(
         .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
         .count();
     tracing::info!(%peer, calling_ae = %calling, contexts = accepted, "association established");
-    let info = Peer {
-        permissions: config.permissions_of(calling.trim()),
-        address: peer.ip(),
-        calling_ae: calling.trim().to_owned(),
-        contexts: assoc.presentation_contexts().to_vec(),
-        scp_roles: assoc
-            .user_variables()
-            .iter()
-            .filter_map(|v| match v {
-                UserVariableItem::ScuScpRoleSelectionSubItem(uid, roles) if roles.scp => {
-                    Some(uid.trim_end_matches(['\0', ' ']).to_owned())
-                }
-                _ => None,
-            })
-            .collect(),
-        max_pdu: assoc.requestor_max_pdu_length(),
+    let info = peer_of(&assoc, peer, config);
+    let mut session = Session {
+        peer: &info,
+        services,
+        config,
+        state: State::Idle,
+        command_buf: Vec::new(),
+        stored: 0,
+        job: None,
     };
-
-    let mut state = State::Idle;
-    let mut command_buf: Vec<u8> = Vec::new();
-    let mut stored = 0usize;
-    let mut job: Option<Job> = None;
     loop {
         // `receive` keeps partial PDUs in the association's buffer, so it
         // may be interrupted by an outgoing PDU and called again.
         let event = tokio::select! {
             r = assoc.receive() => Ok(r),
-            out = next_out(&mut job) => Err(out),
+            out = next_out(&mut session.job) => Err(out),
         };
         let received = match event {
             Err(Some(out)) => {
@@ -155,7 +172,7 @@ async fn serve<S>(
             }
             Err(None) => {
                 // The job sent all it had to.
-                job = None;
+                session.job = None;
                 continue;
             }
             Ok(r) => r,
@@ -164,27 +181,17 @@ async fn serve<S>(
             Ok(p) => p,
             // The peer waits quietly while a job runs; the job has its own
             // time limits.
-            Err(dicom_ul::association::Error::Timeout { .. }) if job.is_some() => continue,
+            Err(dicom_ul::association::Error::Timeout { .. }) if session.job.is_some() => continue,
             Err(e) => {
                 tracing::warn!(%peer, calling_ae = %calling, error = %e, "association ended by error");
                 return; // a partial spool is removed on drop
             }
         };
+        let stored = session.stored;
         match pdu {
             Pdu::PData { data } => {
                 for pdv in data {
-                    let handled = handle_pdv(
-                        pdv,
-                        &mut state,
-                        &mut command_buf,
-                        &info,
-                        services,
-                        config,
-                        &mut stored,
-                        &mut job,
-                    )
-                    .await;
-                    match handled {
+                    match session.handle_pdv(pdv).await {
                         Ok(replies) => {
                             for reply in replies {
                                 if let Err(e) = assoc.send(&reply).await {
@@ -219,221 +226,216 @@ async fn serve<S>(
     }
 }
 
-/// Handles one PDV; returns the PDUs to send back.
-#[allow(clippy::too_many_arguments)]
-async fn handle_pdv(
-    pdv: PDataValue,
-    state: &mut State,
-    command_buf: &mut Vec<u8>,
-    assoc: &Peer,
-    services: &Services,
-    config: &DimseConfig,
-    stored: &mut usize,
-    job: &mut Option<Job>,
-) -> Result<Vec<Pdu>, String> {
-    let ingest = &services.ingest;
-    let pc_id = pdv.presentation_context_id;
-    match pdv.value_type {
-        PDataValueType::Command => {
-            if !matches!(state, State::Idle) {
-                return Err("command received in the middle of a data set".into());
-            }
-            if command_buf.len() + pdv.data.len() > MAX_COMMAND_LEN {
-                return Err("command set too large".into());
-            }
-            command_buf.extend_from_slice(&pdv.data);
-            if !pdv.is_last {
+/// One association's DIMSE side: the message being assembled, the job
+/// running, what it has stored.
+struct Session<'a> {
+    peer: &'a Peer,
+    services: &'a Services,
+    config: &'a DimseConfig,
+    state: State,
+    command_buf: Vec<u8>,
+    stored: usize,
+    job: Option<Job>,
+}
+
+impl Session<'_> {
+    /// Handles one PDV; returns the PDUs to send back, or why the
+    /// association must be aborted.
+    async fn handle_pdv(&mut self, pdv: PDataValue) -> Result<Vec<Pdu>, String> {
+        match pdv.value_type {
+            PDataValueType::Command => self.command(pdv).await,
+            PDataValueType::Data => self.data(pdv).await,
+        }
+    }
+
+    /// A command fragment; the whole command starts its operation.
+    async fn command(&mut self, pdv: PDataValue) -> Result<Vec<Pdu>, String> {
+        let pc_id = pdv.presentation_context_id;
+        if !matches!(self.state, State::Idle) {
+            return Err("command received in the middle of a data set".into());
+        }
+        if self.command_buf.len() + pdv.data.len() > MAX_COMMAND_LEN {
+            return Err("command set too large".into());
+        }
+        self.command_buf.extend_from_slice(&pdv.data);
+        if !pdv.is_last {
+            return Ok(Vec::new());
+        }
+        let cmd = Command::parse(&self.command_buf).map_err(|e| e.to_string());
+        self.command_buf.clear();
+        let cmd = cmd?;
+        if let Some(refusal) = refuse(&cmd, self.peer, pc_id, self.services) {
+            // PS3.7 C.5: a request whose data set follows is refused
+            // once the data set has arrived.
+            if cmd.has_data_set() {
+                self.state = State::Refusing(refusal);
                 return Ok(Vec::new());
             }
-            let cmd = Command::parse(command_buf).map_err(|e| e.to_string());
-            command_buf.clear();
-            let cmd = cmd?;
-            if let Some(refusal) = refuse(&cmd, assoc, pc_id, services) {
-                // PS3.7 C.5: a request whose data set follows is refused
-                // once the data set has arrived.
-                if cmd.has_data_set() {
-                    *state = State::Refusing(refusal);
-                    return Ok(Vec::new());
-                }
-                return Ok(vec![refusal]);
-            }
-            let pc = assoc
-                .presentation_contexts()
-                .iter()
-                .find(|pc| {
-                    pc.id == pc_id && pc.reason == PresentationContextResultReason::Acceptance
-                })
-                .ok_or_else(|| format!("presentation context {pc_id} was not accepted"))?;
-            match cmd.field().map_err(|e| e.to_string())? {
-                field::C_ECHO_RQ => {
-                    let rsp = echo::respond(&cmd).map_err(|e| e.to_string())?;
-                    Ok(vec![command_pdu(pc_id, rsp)])
-                }
-                field::C_STORE_RQ => {
-                    let receiving = store::Receiving::start(&cmd, pc, ingest)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    *state = State::Storing(Box::new(receiving));
-                    Ok(Vec::new())
-                }
-                field::C_FIND_RQ => {
-                    let finding = find::Finding::start(&cmd, pc).map_err(|e| e.to_string())?;
-                    *state = State::Finding(Box::new(finding));
-                    Ok(Vec::new())
-                }
-                field::C_MOVE_RQ | field::C_GET_RQ => {
-                    let request = retrieve::Request::start(&cmd, pc).map_err(|e| e.to_string())?;
-                    *state = State::Retrieving(Box::new(request));
-                    Ok(Vec::new())
-                }
-                field::N_ACTION_RQ => {
-                    let request =
-                        commitment::Request::start(&cmd, pc).map_err(|e| e.to_string())?;
-                    *state = State::Committing(Box::new(request));
-                    Ok(Vec::new())
-                }
-                // C-FIND answers are sent as soon as they are known, so a
-                // cancel finds nothing running there; a C-MOVE or C-GET
-                // stops at its next sub-operation.
-                field::C_CANCEL_RQ => {
-                    let id = cmd.us(super::command::tag::MESSAGE_ID_BEING_RESPONDED_TO);
-                    if let Some(j) = job.as_ref().filter(|j| Some(j.message_id) == id) {
-                        tracing::info!(message_id = j.message_id, "C-CANCEL-RQ");
-                        j.cancel.cancel();
-                    }
-                    Ok(Vec::new())
-                }
-                field::C_STORE_RSP | field::N_EVENT_REPORT_RSP => {
-                    match job.as_ref() {
-                        // A full queue means a response nobody asked for.
-                        Some(j) => {
-                            let _ = j.responses.try_send(cmd);
-                        }
-                        None => tracing::warn!(
-                            field = cmd.field().unwrap_or(0),
-                            "response to no request of ours: ignored"
-                        ),
-                    }
-                    Ok(Vec::new())
-                }
-                other => Err(format!("unsupported command field {other:#06x}")),
-            }
+            return Ok(vec![refusal]);
         }
-        PDataValueType::Data => match state {
-            State::Idle => Err("data set without a command".into()),
-            State::Refusing(_) => {
-                if !pdv.is_last {
-                    return Ok(Vec::new());
-                }
-                match std::mem::replace(state, State::Idle) {
-                    State::Refusing(pdu) => Ok(vec![pdu]),
-                    _ => Err("lost refusal state".into()),
+        let peer = self.peer;
+        let pc = peer
+            .presentation_contexts()
+            .iter()
+            .find(|pc| pc.id == pc_id && pc.reason == PresentationContextResultReason::Acceptance)
+            .ok_or_else(|| format!("presentation context {pc_id} was not accepted"))?;
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        match cmd.field().map_err(|x| e(&x))? {
+            field::C_ECHO_RQ => {
+                let rsp = echo::respond(&cmd).map_err(|x| e(&x))?;
+                return Ok(vec![command_pdu(pc_id, rsp)]);
+            }
+            field::C_STORE_RQ => {
+                let receiving = store::Receiving::start(&cmd, pc, &self.services.ingest)
+                    .await
+                    .map_err(|x| e(&x))?;
+                self.state = State::Storing(Box::new(receiving));
+            }
+            field::C_FIND_RQ => {
+                let finding = find::Finding::start(&cmd, pc).map_err(|x| e(&x))?;
+                self.state = State::Finding(Box::new(finding));
+            }
+            field::C_MOVE_RQ | field::C_GET_RQ => {
+                let request = retrieve::Request::start(&cmd, pc).map_err(|x| e(&x))?;
+                self.state = State::Retrieving(Box::new(request));
+            }
+            field::N_ACTION_RQ => {
+                let request = commitment::Request::start(&cmd, pc).map_err(|x| e(&x))?;
+                self.state = State::Committing(Box::new(request));
+            }
+            // C-FIND answers are sent as soon as they are known, so a
+            // cancel finds nothing running there; a C-MOVE or C-GET
+            // stops at its next sub-operation.
+            field::C_CANCEL_RQ => {
+                let id = cmd.us(super::command::tag::MESSAGE_ID_BEING_RESPONDED_TO);
+                if let Some(j) = self.job.as_ref().filter(|j| Some(j.message_id) == id) {
+                    tracing::info!(message_id = j.message_id, "C-CANCEL-RQ");
+                    j.cancel.cancel();
                 }
             }
+            field::C_STORE_RSP | field::N_EVENT_REPORT_RSP => match self.job.as_ref() {
+                // A full queue means a response nobody asked for.
+                Some(j) => {
+                    let _ = j.responses.try_send(cmd);
+                }
+                None => tracing::warn!(
+                    field = cmd.field().unwrap_or(0),
+                    "response to no request of ours: ignored"
+                ),
+            },
+            other => return Err(format!("unsupported command field {other:#06x}")),
+        }
+        Ok(Vec::new())
+    }
+
+    /// A data fragment of the operation in progress; the last one runs it.
+    async fn data(&mut self, pdv: PDataValue) -> Result<Vec<Pdu>, String> {
+        let pc_id = pdv.presentation_context_id;
+        let on_other_context = |ctx: u8, what: &str| {
+            (ctx != pc_id)
+                .then(|| format!("{what} on another presentation context"))
+                .map_or(Ok(()), Err)
+        };
+        match &mut self.state {
+            State::Idle => return Err("data set without a command".into()),
+            State::Refusing(_) => {}
             State::Storing(receiving) => {
-                if receiving.pc_id() != pc_id {
-                    return Err("data set on another presentation context".into());
-                }
+                on_other_context(receiving.pc_id(), "data set")?;
                 receiving.write(&pdv.data).await;
-                if !pdv.is_last {
-                    return Ok(Vec::new());
-                }
-                let State::Storing(receiving) = std::mem::replace(state, State::Idle) else {
-                    return Err("lost C-STORE state".into());
-                };
-                let derived_only = !assoc.permissions.contains(crate::auth::Permission::Store);
-                let (rsp, study) = receiving.finish(ingest, derived_only).await;
-                let outcome = match study {
-                    Some(_) => {
-                        *stored += 1;
-                        crate::audit::Outcome::Success
-                    }
-                    None => crate::audit::Outcome::MinorFailure,
-                };
-                // One event per instance here; the audit writer merges an
-                // association's run into one per study.
-                services.audit.record(
-                    crate::audit::Event::new(
-                        crate::audit::EventId::InstancesTransferred,
-                        crate::audit::Action::C,
-                        outcome,
-                        assoc.actor(),
-                    )
-                    .studies(study.into_iter().collect())
-                    .instances(i64::from(outcome == crate::audit::Outcome::Success))
-                    .detail("C-STORE"),
-                );
-                Ok(vec![command_pdu(pc_id, rsp)])
             }
             State::Finding(finding) => {
-                if finding.pc_id() != pc_id {
-                    return Err("identifier on another presentation context".into());
-                }
+                on_other_context(finding.pc_id(), "identifier")?;
                 finding.write(&pdv.data)?;
-                if !pdv.is_last {
-                    return Ok(Vec::new());
-                }
-                let State::Finding(finding) = std::mem::replace(state, State::Idle) else {
-                    return Err("lost C-FIND state".into());
-                };
-                services.audit.record(
-                    crate::audit::Event::new(
-                        crate::audit::EventId::Query,
-                        crate::audit::Action::E,
-                        crate::audit::Outcome::Success,
-                        assoc.actor(),
-                    )
-                    .detail("C-FIND"),
-                );
-                Ok(finding
-                    .finish(
-                        services.index.as_ref(),
-                        &config.ae_title,
-                        assoc.requestor_max_pdu_length(),
-                    )
-                    .await)
             }
             State::Retrieving(request) => {
-                if request.pc_id() != pc_id {
-                    return Err("identifier on another presentation context".into());
-                }
+                on_other_context(request.pc_id(), "identifier")?;
                 request.write(&pdv.data)?;
-                if !pdv.is_last {
-                    return Ok(Vec::new());
-                }
-                let State::Retrieving(request) = std::mem::replace(state, State::Idle) else {
-                    return Err("lost C-MOVE/C-GET state".into());
-                };
-                if job.is_some() {
-                    return Ok(vec![request.busy()]);
-                }
-                let (replies, started) = request.run(assoc, services, config).await;
-                if started.is_some() {
-                    *job = started;
-                }
-                Ok(replies)
             }
             State::Committing(request) => {
-                if request.pc_id() != pc_id {
-                    return Err("action information on another presentation context".into());
-                }
+                on_other_context(request.pc_id(), "action information")?;
                 request.write(&pdv.data)?;
-                if !pdv.is_last {
-                    return Ok(Vec::new());
-                }
-                let State::Committing(request) = std::mem::replace(state, State::Idle) else {
-                    return Err("lost N-ACTION state".into());
-                };
-                if job.is_some() {
+            }
+        }
+        if !pdv.is_last {
+            return Ok(Vec::new());
+        }
+        Ok(match std::mem::replace(&mut self.state, State::Idle) {
+            State::Idle => Vec::new(),
+            State::Refusing(pdu) => vec![pdu],
+            State::Storing(receiving) => vec![self.stored(*receiving, pc_id).await],
+            State::Finding(finding) => self.find(*finding).await,
+            State::Retrieving(request) => {
+                if self.job.is_some() {
                     return Ok(vec![request.busy()]);
                 }
-                let (replies, started) = request.run(&calling_ae(assoc), services, config);
+                let (replies, started) = request.run(self.peer, self.services, self.config).await;
                 if started.is_some() {
-                    *job = started;
+                    self.job = started;
                 }
-                Ok(replies)
+                replies
             }
-        },
+            State::Committing(request) => {
+                if self.job.is_some() {
+                    return Ok(vec![request.busy()]);
+                }
+                let (replies, started) =
+                    request.run(&calling_ae(self.peer), self.services, self.config);
+                if started.is_some() {
+                    self.job = started;
+                }
+                replies
+            }
+        })
+    }
+
+    /// A C-STORE whose data set has arrived: ingest it, audit it, answer.
+    async fn stored(&mut self, receiving: store::Receiving, pc_id: u8) -> Pdu {
+        let derived_only = !self
+            .peer
+            .permissions
+            .contains(crate::auth::Permission::Store);
+        let (rsp, study) = receiving.finish(&self.services.ingest, derived_only).await;
+        let outcome = match study {
+            Some(_) => {
+                self.stored += 1;
+                crate::audit::Outcome::Success
+            }
+            None => crate::audit::Outcome::MinorFailure,
+        };
+        // One event per instance here; the audit writer merges an
+        // association's run into one per study.
+        self.services.audit.record(
+            crate::audit::Event::new(
+                crate::audit::EventId::InstancesTransferred,
+                crate::audit::Action::C,
+                outcome,
+                self.peer.actor(),
+            )
+            .studies(study.into_iter().collect())
+            .instances(i64::from(outcome == crate::audit::Outcome::Success))
+            .detail("C-STORE"),
+        );
+        command_pdu(pc_id, rsp)
+    }
+
+    /// A C-FIND whose identifier has arrived: audit it, answer.
+    async fn find(&self, finding: find::Finding) -> Vec<Pdu> {
+        self.services.audit.record(
+            crate::audit::Event::new(
+                crate::audit::EventId::Query,
+                crate::audit::Action::E,
+                crate::audit::Outcome::Success,
+                self.peer.actor(),
+            )
+            .detail("C-FIND"),
+        );
+        finding
+            .finish(
+                self.services.index.as_ref(),
+                &self.config.ae_title,
+                self.peer.requestor_max_pdu_length(),
+            )
+            .await
     }
 }
 

@@ -5,6 +5,7 @@
 //! object is durable and its index rows are committed. A crash in between
 //! leaves at worst an unindexed object, never an index row without one.
 
+pub mod batch;
 pub mod spool;
 
 use std::collections::HashMap;
