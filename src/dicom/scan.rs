@@ -691,6 +691,83 @@ impl<R: Source> Walker<'_, R> {
         Ok(out)
     }
 
+    /// The VR and value length after a tag (and whether the VR is one of
+    /// the ambiguous US/SS/OB/OW of Implicit VR).
+    fn vr_and_length(
+        &mut self,
+        enc: Encoding,
+        tag: Tag,
+        start: u64,
+    ) -> Result<(VR, u32, bool), ScanError> {
+        let be = enc.big_endian;
+        if !enc.explicit_vr {
+            let (vr, xs) = implicit_vr(tag);
+            return Ok((vr, self.u32(be)?, xs));
+        }
+        let mut vrb = [0u8; 2];
+        self.read_exact(&mut vrb)?;
+        Ok(match VR::from_binary(vrb) {
+            Some(vr) if has_long_length(vr) => {
+                self.u16(be)?;
+                (vr, self.u32(be)?, false)
+            }
+            Some(vr) => (vr, self.u16(be)? as u32, false),
+            None => {
+                // PS3.5 §6.2: a VR unknown to the reader has the 32-bit
+                // length form of newer VRs and is handled as UN.
+                if !vrb.iter().all(|b| b.is_ascii_uppercase()) {
+                    return Err(ScanError::Malformed {
+                        offset: start,
+                        reason: format!("invalid VR bytes {vrb:02X?} for {tag}"),
+                    });
+                }
+                self.u16(be)?;
+                (VR::UN, self.u32(be)?, false)
+            }
+        })
+    }
+
+    /// A sequence, or an undefined-length UN read as one (CP-246: its
+    /// items are Implicit VR Little Endian).
+    fn read_sequence(
+        &mut self,
+        enc: Encoding,
+        tag: Tag,
+        vr: VR,
+        len: u32,
+        depth: usize,
+    ) -> Result<Element, ScanError> {
+        let value_offset = self.pos;
+        let cp246 = vr == VR::UN && len == UNDEFINED;
+        if depth + 1 > self.limits.max_depth {
+            return Err(self.malformed("sequences nested too deeply"));
+        }
+        let item_enc = if cp246 { IMPLICIT_LE } else { enc };
+        let seq_end = if len == UNDEFINED {
+            None
+        } else {
+            let e = value_offset + len as u64;
+            if e > self.end {
+                return Err(ScanError::Truncated(format!(
+                    "sequence {tag} declares {len} bytes past the end of the file"
+                )));
+            }
+            Some(e)
+        };
+        let items = self.read_items(item_enc, seq_end, depth + 1)?;
+        Ok(Element {
+            tag,
+            vr: VR::SQ,
+            ambiguous_xs: false,
+            offset: value_offset,
+            length: self.pos - value_offset,
+            value: Value::Sequence {
+                items,
+                implicit_le: cp246 && enc != IMPLICIT_LE,
+            },
+        })
+    }
+
     /// Reads one element; `None` at an Item Delimitation Item.
     fn read_element(&mut self, enc: Encoding, depth: usize) -> Result<Option<Element>, ScanError> {
         let be = enc.big_endian;
@@ -711,34 +788,7 @@ impl<R: Source> Walker<'_, R> {
             return Err(ScanError::Limit("too many data elements".into()));
         }
 
-        let mut ambiguous_xs = false;
-        let (vr, len) = if enc.explicit_vr {
-            let mut vrb = [0u8; 2];
-            self.read_exact(&mut vrb)?;
-            match VR::from_binary(vrb) {
-                Some(vr) if has_long_length(vr) => {
-                    self.u16(be)?;
-                    (vr, self.u32(be)?)
-                }
-                Some(vr) => (vr, self.u16(be)? as u32),
-                None => {
-                    // PS3.5 §6.2: a VR unknown to the reader has the 32-bit
-                    // length form of newer VRs and is handled as UN.
-                    if !vrb.iter().all(|b| b.is_ascii_uppercase()) {
-                        return Err(ScanError::Malformed {
-                            offset: start,
-                            reason: format!("invalid VR bytes {vrb:02X?} for {tag}"),
-                        });
-                    }
-                    self.u16(be)?;
-                    (VR::UN, self.u32(be)?)
-                }
-            }
-        } else {
-            let (vr, xs) = implicit_vr(tag);
-            ambiguous_xs = xs;
-            (vr, self.u32(be)?)
-        };
+        let (vr, len, ambiguous_xs) = self.vr_and_length(enc, tag, start)?;
 
         let value_offset = self.pos;
         let dict_vr = || match StandardDataDictionary.by_tag(tag).map(|e| e.vr()) {
@@ -747,35 +797,8 @@ impl<R: Source> Walker<'_, R> {
         };
 
         // Sequences, and CP-246 undefined-length UN.
-        let cp246 = vr == VR::UN && len == UNDEFINED;
-        if vr == VR::SQ || cp246 {
-            if depth + 1 > self.limits.max_depth {
-                return Err(self.malformed("sequences nested too deeply"));
-            }
-            let item_enc = if cp246 { IMPLICIT_LE } else { enc };
-            let seq_end = if len == UNDEFINED {
-                None
-            } else {
-                let e = value_offset + len as u64;
-                if e > self.end {
-                    return Err(ScanError::Truncated(format!(
-                        "sequence {tag} declares {len} bytes past the end of the file"
-                    )));
-                }
-                Some(e)
-            };
-            let items = self.read_items(item_enc, seq_end, depth + 1)?;
-            return Ok(Some(Element {
-                tag,
-                vr: VR::SQ,
-                ambiguous_xs: false,
-                offset: value_offset,
-                length: self.pos - value_offset,
-                value: Value::Sequence {
-                    items,
-                    implicit_le: cp246 && enc != IMPLICIT_LE,
-                },
-            }));
+        if vr == VR::SQ || (vr == VR::UN && len == UNDEFINED) {
+            return self.read_sequence(enc, tag, vr, len, depth).map(Some);
         }
 
         if len == UNDEFINED {

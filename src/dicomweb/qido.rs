@@ -48,6 +48,71 @@ fn resolve_tag(key: &str) -> Option<u32> {
         .map(|e| ((e.tag().group() as u32) << 16) | e.tag().element() as u32)
 }
 
+/// What a sequence matching key asks for.
+enum SequenceKey {
+    Filter(SequenceFilter),
+    /// The sequence is not indexed for matching (nor are nested keys).
+    Unsupported,
+    /// An empty value: nothing to match.
+    Empty,
+}
+
+/// A sequence matching key, `SEQUENCE.ATTRIBUTE` (PS3.18 §8.3.4.1).
+fn sequence_filter(key: &str, v: &str) -> Result<SequenceKey, ApiError> {
+    let bad = |why: String| ApiError::BadRequest(format!("query parameter '{key}': {why}"));
+    let (seq, inner) = key.split_once('.').unwrap_or((key, ""));
+    let seq_tag = resolve_tag(seq).ok_or_else(|| bad(format!("unknown attribute '{seq}'")))?;
+    let inner_tag =
+        resolve_tag(inner).ok_or_else(|| bad(format!("unknown attribute '{inner}'")))?;
+    if !INDEXED_SEQUENCES.contains(&seq_tag) || inner.contains('.') {
+        return Ok(SequenceKey::Unsupported);
+    }
+    if v.is_empty() {
+        return Ok(SequenceKey::Empty);
+    }
+    let has_wildcard = v.contains(['*', '?']);
+    Ok(SequenceKey::Filter(SequenceFilter {
+        path: format!("{seq_tag:08X}.{inner_tag:08X}"),
+        matching: if has_wildcard {
+            Match::Wildcard(v.to_owned())
+        } else {
+            Match::Single(v.to_owned())
+        },
+    }))
+}
+
+/// The filters of the matching keys, a key given more than once being
+/// one list of values (not with wildcards or ranges).
+fn merged_filters(
+    values: BTreeMap<u32, (String, Vec<String>)>,
+    fuzzy: bool,
+) -> Result<Vec<Filter>, ApiError> {
+    let bad = |k: &str, why: String| ApiError::BadRequest(format!("query parameter '{k}': {why}"));
+    let mut out = Vec::new();
+    for (tag, (key, vals)) in values {
+        let Some(attribute) = attribute_by_tag(tag) else {
+            continue;
+        };
+        let joined = if vals.len() > 1 {
+            if vals.iter().any(|v| v.contains(['*', '?', '-'])) {
+                return Err(bad(&key, "repeated with a wildcard or range".into()));
+            }
+            vals.join("\\")
+        } else {
+            vals.into_iter().next().unwrap_or_default()
+        };
+        let matching =
+            parse_match(attribute, &joined, fuzzy).map_err(|e| bad(&key, e.to_string()))?;
+        if let Some(matching) = matching {
+            out.push(Filter {
+                attribute,
+                matching,
+            });
+        }
+    }
+    Ok(out)
+}
+
 fn parse(raw: Option<&str>, level: Level) -> Result<Params, ApiError> {
     let mut query = Query::new(level);
     query.limit = DEFAULT_LIMIT;
@@ -105,30 +170,11 @@ fn parse(raw: Option<&str>, level: Level) -> Result<Params, ApiError> {
                     }
                 }
             }
-            key if key.contains('.') => {
-                // Sequence matching: SEQUENCE.ATTRIBUTE (PS3.18 §8.3.4.1).
-                let (seq, inner) = key.split_once('.').unwrap_or((key, ""));
-                let seq_tag =
-                    resolve_tag(seq).ok_or_else(|| bad(k, format!("unknown attribute '{seq}'")))?;
-                let inner_tag = resolve_tag(inner)
-                    .ok_or_else(|| bad(k, format!("unknown attribute '{inner}'")))?;
-                if !INDEXED_SEQUENCES.contains(&seq_tag) || inner.contains('.') {
-                    unsupported.push(k.clone());
-                    continue;
-                }
-                if v.is_empty() {
-                    continue;
-                }
-                let has_wildcard = v.contains(['*', '?']);
-                query.sequence_filters.push(SequenceFilter {
-                    path: format!("{seq_tag:08X}.{inner_tag:08X}"),
-                    matching: if has_wildcard {
-                        Match::Wildcard(v.clone())
-                    } else {
-                        Match::Single(v.clone())
-                    },
-                });
-            }
+            key if key.contains('.') => match sequence_filter(key, v)? {
+                SequenceKey::Filter(f) => query.sequence_filters.push(f),
+                SequenceKey::Unsupported => unsupported.push(k.clone()),
+                SequenceKey::Empty => {}
+            },
             key => {
                 let tag = resolve_tag(key)
                     .ok_or_else(|| bad(k, "unknown attribute or parameter".into()))?;
@@ -149,27 +195,7 @@ fn parse(raw: Option<&str>, level: Level) -> Result<Params, ApiError> {
         }
     }
 
-    for (tag, (key, vals)) in values {
-        let Some(attribute) = attribute_by_tag(tag) else {
-            continue;
-        };
-        let joined = if vals.len() > 1 {
-            if vals.iter().any(|v| v.contains(['*', '?', '-'])) {
-                return Err(bad(&key, "repeated with a wildcard or range".into()));
-            }
-            vals.join("\\")
-        } else {
-            vals.into_iter().next().unwrap_or_default()
-        };
-        let matching =
-            parse_match(attribute, &joined, fuzzy).map_err(|e| bad(&key, e.to_string()))?;
-        if let Some(matching) = matching {
-            query.filters.push(Filter {
-                attribute,
-                matching,
-            });
-        }
-    }
+    query.filters.extend(merged_filters(values, fuzzy)?);
     // StudyDate and StudyTime ranges together mean one date-time range.
     query.combined_datetime = true;
     query.include = if include_all {

@@ -123,36 +123,30 @@ impl Request {
         )]
     }
 
-    /// Selects the instances and starts the sub-operations; returns what
-    /// to send now and the job, if one was started.
-    pub(super) async fn run(
-        self,
+    /// The request checked against what this SCP serves: whether to send
+    /// Implicit VR, whether it is Patient Root, and the C-MOVE destination;
+    /// or the refusal to send.
+    fn check(
+        &self,
         peer: &Peer,
-        services: &Services,
         config: &DimseConfig,
-    ) -> (Vec<Pdu>, Option<Job>) {
+    ) -> Result<(bool, bool, Option<RemoteAe>), Vec<Pdu>> {
         let implicit = match transfer_syntax::lookup(&self.transfer_syntax) {
             Some(ts) if !ts.encoding.big_endian && !ts.encoding.deflated => {
                 !ts.encoding.explicit_vr
             }
             _ => {
-                return (
-                    self.refuse(status::UNABLE_TO_PROCESS, "transfer syntax not supported"),
-                    None,
-                )
+                return Err(self.refuse(status::UNABLE_TO_PROCESS, "transfer syntax not supported"))
             }
         };
         let patient_root = match (self.kind, self.sop_class.as_str()) {
             (Kind::Move, PATIENT_ROOT_MOVE) | (Kind::Get, PATIENT_ROOT_GET) => true,
             (Kind::Move, STUDY_ROOT_MOVE) | (Kind::Get, STUDY_ROOT_GET) => false,
             _ => {
-                return (
-                    self.refuse(
-                        status::UNABLE_TO_PROCESS,
-                        "SOP class does not fit the command",
-                    ),
-                    None,
-                )
+                return Err(self.refuse(
+                    status::UNABLE_TO_PROCESS,
+                    "SOP class does not fit the command",
+                ))
             }
         };
         let destination = match self.kind {
@@ -163,16 +157,26 @@ impl Request {
                     Some(d) => Some(d.clone()),
                     None => {
                         tracing::warn!(calling_ae = %peer.calling_ae, destination = %title, "C-MOVE: unknown Move Destination");
-                        return (
-                            self.refuse(
-                                status::MOVE_DESTINATION_UNKNOWN,
-                                "Move Destination unknown",
-                            ),
-                            None,
-                        );
+                        return Err(self
+                            .refuse(status::MOVE_DESTINATION_UNKNOWN, "Move Destination unknown"));
                     }
                 }
             }
+        };
+        Ok((implicit, patient_root, destination))
+    }
+
+    /// Selects the instances and starts the sub-operations; returns what
+    /// to send now and the job, if one was started.
+    pub(super) async fn run(
+        self,
+        peer: &Peer,
+        services: &Services,
+        config: &DimseConfig,
+    ) -> (Vec<Pdu>, Option<Job>) {
+        let (implicit, patient_root, destination) = match self.check(peer, config) {
+            Ok(c) => c,
+            Err(refusal) => return (refusal, None),
         };
         let scanned = match self.identifier.scan(&self.transfer_syntax) {
             Ok(s) => s,
@@ -201,23 +205,7 @@ impl Request {
             kind = ?self.kind,
             "retrieve started"
         );
-        let mut studies: Vec<String> = instances.iter().map(|i| i.study_uid.clone()).collect();
-        studies.sort();
-        studies.dedup();
-        services.audit.record(
-            crate::audit::Event::new(
-                crate::audit::EventId::BeginTransferring,
-                crate::audit::Action::R,
-                crate::audit::Outcome::Success,
-                peer.actor(),
-            )
-            .studies(studies)
-            .instances(instances.len() as i64)
-            .detail(match &destination {
-                Some(d) => format!("C-MOVE to {}", d.title),
-                None => "C-GET".to_owned(),
-            }),
-        );
+        audit_start(services, peer, &instances, destination.as_ref());
 
         let (out_tx, out_rx) = mpsc::channel(JOB_QUEUE);
         let (rsp_tx, rsp_rx) = mpsc::channel(JOB_QUEUE);
@@ -403,6 +391,78 @@ fn failed_list(uids: &[String], implicit: bool) -> Vec<u8> {
     w.into_bytes()
 }
 
+fn mismatch(m: &str) -> (u16, String) {
+    (status::IDENTIFIER_MISMATCH, m.to_owned())
+}
+
+fn index_failed(e: crate::index::IndexError) -> (u16, String) {
+    tracing::error!(error = %e, "retrieve: index failed");
+    (status::UNABLE_TO_PROCESS, "index unavailable".to_owned())
+}
+
+/// The studies of the patient a Patient Root identifier names.
+async fn patient_studies(
+    index: &dyn Index,
+    scanned: &Scanned,
+    max: usize,
+) -> Result<Vec<Scope>, (u16, String)> {
+    let (bad, internal) = (mismatch, index_failed);
+    let pid = scanned
+        .text(Tag(0x0010, 0x0020))
+        .ok_or_else(|| bad("Patient ID (0010,0020) missing"))?;
+    if pid.contains(['*', '?', '\\']) {
+        return Err(bad("Patient ID must be a single value"));
+    }
+    let attribute = attribute_by_tag(0x0010_0020).ok_or_else(|| bad("Patient ID not indexed"))?;
+    let mut q = Query::new(Level::Study);
+    q.filters.push(Filter {
+        attribute,
+        matching: Match::Single(pid),
+    });
+    q.limit = i64::try_from(max).unwrap_or(i64::MAX);
+    let studies = index.search_studies(&q).await.map_err(internal)?;
+    let mut scopes = Vec::new();
+    for s in studies {
+        if let Ok(study) = Uid::parse(&s.study_uid) {
+            scopes.push(Scope {
+                study,
+                series: None,
+                instance: None,
+            });
+        }
+    }
+    Ok(scopes)
+}
+
+/// The instances in `scopes` (those in `wanted` only, when given), each
+/// once, at most `max`.
+async fn instances_of(
+    index: &dyn Index,
+    scopes: &[Scope],
+    wanted: Option<&BTreeSet<String>>,
+    max: usize,
+) -> Result<Vec<StoredInstance>, (u16, String)> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for scope in scopes {
+        for inst in index.instances(scope).await.map_err(index_failed)? {
+            if wanted.is_some_and(|w| !w.contains(&inst.sop_uid)) {
+                continue;
+            }
+            if seen.insert(inst.sop_uid.clone()) {
+                out.push(inst);
+            }
+            if out.len() > max {
+                return Err((
+                    status::OUT_OF_RESOURCES_MATCHES,
+                    format!("more than {max} instances"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The instances an identifier designates (unique keys only).
 async fn select(
     index: &dyn Index,
@@ -410,7 +470,7 @@ async fn select(
     patient_root: bool,
     max: usize,
 ) -> Result<Vec<StoredInstance>, (u16, String)> {
-    let bad = |m: &str| (status::IDENTIFIER_MISMATCH, m.to_owned());
+    let bad = mismatch;
     let level = scanned
         .text(Tag(0x0008, 0x0052))
         .map(|l| l.to_ascii_uppercase())
@@ -436,41 +496,10 @@ async fn select(
         }
         list.pop().ok_or_else(|| bad(name))
     };
-    let internal = |e: crate::index::IndexError| {
-        tracing::error!(error = %e, "retrieve: index failed");
-        (status::UNABLE_TO_PROCESS, "index unavailable".to_owned())
-    };
     let study_tag = Tag(0x0020, 0x000D);
     let series_tag = Tag(0x0020, 0x000E);
     let (scopes, wanted): (Vec<Scope>, Option<BTreeSet<String>>) = match level.as_str() {
-        "PATIENT" if patient_root => {
-            let pid = scanned
-                .text(Tag(0x0010, 0x0020))
-                .ok_or_else(|| bad("Patient ID (0010,0020) missing"))?;
-            if pid.contains(['*', '?', '\\']) {
-                return Err(bad("Patient ID must be a single value"));
-            }
-            let attribute =
-                attribute_by_tag(0x0010_0020).ok_or_else(|| bad("Patient ID not indexed"))?;
-            let mut q = Query::new(Level::Study);
-            q.filters.push(Filter {
-                attribute,
-                matching: Match::Single(pid),
-            });
-            q.limit = i64::try_from(max).unwrap_or(i64::MAX);
-            let studies = index.search_studies(&q).await.map_err(internal)?;
-            let mut scopes = Vec::new();
-            for s in studies {
-                if let Ok(study) = Uid::parse(&s.study_uid) {
-                    scopes.push(Scope {
-                        study,
-                        series: None,
-                        instance: None,
-                    });
-                }
-            }
-            (scopes, None)
-        }
+        "PATIENT" if patient_root => (patient_studies(index, scanned, max).await?, None),
         "STUDY" => (
             uids(study_tag, "Study Instance UID")?
                 .into_iter()
@@ -511,25 +540,7 @@ async fn select(
         }
         other => return Err(bad(&format!("Query/Retrieve Level {other} not supported"))),
     };
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    for scope in &scopes {
-        for inst in index.instances(scope).await.map_err(internal)? {
-            if wanted.as_ref().is_some_and(|w| !w.contains(&inst.sop_uid)) {
-                continue;
-            }
-            if seen.insert(inst.sop_uid.clone()) {
-                out.push(inst);
-            }
-            if out.len() > max {
-                return Err((
-                    status::OUT_OF_RESOURCES_MATCHES,
-                    format!("more than {max} instances"),
-                ));
-            }
-        }
-    }
-    Ok(out)
+    instances_of(index, &scopes, wanted.as_ref(), max).await
 }
 
 /// Where data go: the sub-association of a C-MOVE, or the requesting
@@ -691,18 +702,46 @@ fn record(p: &mut Progress, inst: &StoredInstance, rsp: &Command, id: u16) {
     }
 }
 
-async fn run_move(ctx: Ctx, instances: Vec<StoredInstance>, dest: RemoteAe) {
-    let mut p = Progress {
-        remaining: instances.len(),
-        ..Progress::default()
-    };
-    if instances.is_empty() {
-        ctx.finish(&p, false, None).await;
-        return;
-    }
+/// The audit trail's "Begin Transferring DICOM Instances" of a retrieve.
+fn audit_start(
+    services: &Services,
+    peer: &Peer,
+    instances: &[StoredInstance],
+    destination: Option<&RemoteAe>,
+) {
+    let mut studies: Vec<String> = instances.iter().map(|i| i.study_uid.clone()).collect();
+    studies.sort();
+    studies.dedup();
+    services.audit.record(
+        crate::audit::Event::new(
+            crate::audit::EventId::BeginTransferring,
+            crate::audit::Action::R,
+            crate::audit::Outcome::Success,
+            peer.actor(),
+        )
+        .studies(studies)
+        .instances(instances.len() as i64)
+        .detail(match destination {
+            Some(d) => format!("C-MOVE to {}", d.title),
+            None => "C-GET".to_owned(),
+        }),
+    );
+}
+
+/// The accepted presentation contexts of a sub-association, by (SOP
+/// class, transfer syntax).
+type Contexts = BTreeMap<(String, String), u8>;
+
+/// The C-MOVE sub-association to `dest`, proposing one presentation
+/// context per (SOP class, stored transfer syntax) of `instances`.
+async fn associate(
+    ctx: &Ctx,
+    dest: &RemoteAe,
+    instances: &[StoredInstance],
+) -> Option<(AsyncClientAssociation<TcpStream>, Contexts)> {
     // One presentation context per (SOP class, stored transfer syntax).
     let mut pairs: Vec<(String, String)> = Vec::new();
-    for inst in &instances {
+    for inst in instances {
         let pair = (inst.sop_class_uid.clone(), inst.transfer_syntax_uid.clone());
         if !pairs.contains(&pair) && pairs.len() < MAX_CONTEXTS {
             pairs.push(pair);
@@ -720,18 +759,18 @@ async fn run_move(ctx: Ctx, instances: Vec<StoredInstance>, dest: RemoteAe) {
     }
     let established =
         tokio::time::timeout(ctx.timeout, options.establish_async(dest.address.as_str())).await;
-    let mut sub = match established {
+    let sub = match established {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => {
             tracing::warn!(destination = %dest.title, error = %e, "C-MOVE: cannot associate with the destination");
-            return fail_all(&ctx, p, instances).await;
+            return None;
         }
         Err(_) => {
             tracing::warn!(destination = %dest.title, "C-MOVE: association with the destination timed out");
-            return fail_all(&ctx, p, instances).await;
+            return None;
         }
     };
-    let contexts: BTreeMap<(String, String), u8> = sub
+    let contexts: Contexts = sub
         .presentation_contexts()
         .iter()
         .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
@@ -745,6 +784,21 @@ async fn run_move(ctx: Ctx, instances: Vec<StoredInstance>, dest: RemoteAe) {
             )
         })
         .collect();
+    Some((sub, contexts))
+}
+
+async fn run_move(ctx: Ctx, instances: Vec<StoredInstance>, dest: RemoteAe) {
+    let mut p = Progress {
+        remaining: instances.len(),
+        ..Progress::default()
+    };
+    if instances.is_empty() {
+        ctx.finish(&p, false, None).await;
+        return;
+    }
+    let Some((mut sub, contexts)) = associate(&ctx, &dest, &instances).await else {
+        return fail_all(&ctx, p, instances).await;
+    };
     let max_pdu = sub.acceptor_max_pdu_length();
     let mut cancelled = false;
     let mut broken = false;

@@ -583,7 +583,6 @@ mod tests {
             modalities: vec!["CT".into()],
             num_series: 1,
             num_instances: 1,
-            ..Default::default()
         };
         let series = [SeriesRow {
             study_uid: "1.2.3".into(),
@@ -592,7 +591,6 @@ mod tests {
                 .with_text(tags::MODALITY, "CT")
                 .with_int(tags::SERIES_NUMBER, 2),
             num_instances: 1,
-            ..Default::default()
         }];
         let inst = [InstanceRow {
             study_uid: "1.2.3".into(),

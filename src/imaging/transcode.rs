@@ -197,6 +197,45 @@ fn encoded_header(
     Ok(out)
 }
 
+/// The Pixel Data element's header: a defined length of `total` bytes
+/// (padded to even) for native data, undefined with an empty Basic Offset
+/// Table for encapsulated data.
+fn pixel_data_header(
+    out: &mut Vec<u8>,
+    info: &PixelInfo,
+    total: u64,
+    native: bool,
+) -> Result<(), ImagingError> {
+    if native {
+        if total + 1 > u64::from(u32::MAX) {
+            return Err(ImagingError::Unsupported(
+                "the decoded pixel data exceeds 4 GiB".into(),
+            ));
+        }
+        let vr = if info.bits_allocated > 8 {
+            b"OW"
+        } else {
+            b"OB"
+        };
+        header(out, PIXEL_DATA, vr, (total + total % 2) as u32);
+    } else {
+        header(out, PIXEL_DATA, b"OB", u32::MAX);
+        out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+    }
+    Ok(())
+}
+
+/// One encapsulated frame: an Item of even length (PS3.5 A.4).
+fn fragment(bytes: &[u8]) -> Vec<u8> {
+    let pad = bytes.len() % 2;
+    let mut part = Vec::with_capacity(bytes.len() + 8 + pad);
+    part.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+    part.extend_from_slice(&((bytes.len() + pad) as u32).to_le_bytes());
+    part.extend_from_slice(bytes);
+    part.resize(part.len() + pad, 0);
+    part
+}
+
 /// A transcoded instance: its Part 10 bytes as a stream.
 pub async fn instance(
     store: &Store,
@@ -254,22 +293,7 @@ pub async fn instance(
     let native = codec::is_native(target);
     let frame_len = info.decoded_frame_len();
     let total = frame_len * u64::from(frames);
-    if native {
-        if total + 1 > u64::from(u32::MAX) {
-            return Err(ImagingError::Unsupported(
-                "the decoded pixel data exceeds 4 GiB".into(),
-            ));
-        }
-        let vr = if info.bits_allocated > 8 {
-            b"OW"
-        } else {
-            b"OB"
-        };
-        header(&mut out, PIXEL_DATA, vr, (total + total % 2) as u32);
-    } else {
-        header(&mut out, PIXEL_DATA, b"OB", u32::MAX);
-        out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
-    }
+    pixel_data_header(&mut out, &info, total, native)?;
     let store = store.clone();
     let width = imaging.threads().max(1);
     let imaging = imaging.clone();
@@ -298,17 +322,7 @@ pub async fn instance(
                             .await?
                     }
                 };
-                let mut part = Vec::with_capacity(bytes.len() + 8);
-                if !native {
-                    let pad = bytes.len() % 2;
-                    part.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
-                    part.extend_from_slice(&((bytes.len() + pad) as u32).to_le_bytes());
-                    part.extend_from_slice(&bytes);
-                    part.resize(part.len() + pad, 0);
-                } else {
-                    part = bytes;
-                }
-                Ok::<_, ImagingError>(Bytes::from(part))
+                Ok::<_, ImagingError>(Bytes::from(if native { bytes } else { fragment(&bytes) }))
             }
         })
         .buffered(width)

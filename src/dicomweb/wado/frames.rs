@@ -15,6 +15,7 @@ use crate::dicom::transfer_syntax::{self, EXPLICIT_VR_LE};
 use crate::error::ApiError;
 use crate::imaging::codec;
 use crate::imaging::source::Source;
+use crate::index::{Scope, StoredInstance};
 use crate::state::AppState;
 
 /// The media type of frames stored in a transfer syntax (PS3.18 Table
@@ -176,111 +177,143 @@ pub async fn frames(
     let boundary = new_boundary();
     let b = boundary.clone();
     let (parts, outer_type) = match form {
-        FrameForm::AsStored => {
-            let index = index.and_then(|b| FrameIndex::decode(&b)).ok_or_else(|| {
-                ApiError::NotFound("this instance has no frames that can be served".into())
-            })?;
-            let mut plan = Vec::with_capacity(numbers.len());
-            for n in &numbers {
-                let ranges = index.ranges(u64::from(*n)).ok_or_else(|| {
-                    ApiError::NotFound(format!(
-                        "frame {} does not exist (the instance has {})",
-                        n + 1,
-                        index.frames()
-                    ))
-                })?;
-                plan.push(ranges);
-            }
-            let big_endian = encoding.is_some_and(|e| e.big_endian);
-            let swap = if big_endian { index.swap_width() } else { 0 };
-            let part_type = if media == "application/octet-stream" {
-                format!(
-                    "application/octet-stream; transfer-syntax={}",
-                    if big_endian || ts == "1.2.840.10008.1.2" {
-                        EXPLICIT_VR_LE
-                    } else {
-                        &ts
-                    }
-                )
-            } else {
-                format!("{media}; transfer-syntax={ts}")
-            };
-            let key = stored_key(&inst)?;
-            let store = st.store.clone();
-            let parts = stream::iter(plan)
-                .then(move |ranges| {
-                    let (store, key, b, part_type) =
-                        (store.clone(), key.clone(), b.clone(), part_type.clone());
-                    async move {
-                        let mut frame = Vec::new();
-                        for (offset, len) in ranges {
-                            let bytes = store
-                                .get_range(&key, offset..offset + len)
-                                .await
-                                .map_err(std::io::Error::other)?;
-                            frame.extend_from_slice(&bytes);
-                        }
-                        if swap > 1 {
-                            frame.chunks_exact_mut(swap).for_each(|c| c.reverse());
-                        }
-                        Ok::<_, std::io::Error>(frame_part(&b, &part_type, frame))
-                    }
-                })
-                .try_flatten()
-                .boxed();
-            (parts, media)
-        }
-        FrameForm::Transcoded { media, ts: target } => {
-            let src = std::sync::Arc::new(
-                Source::with_row(st.index.as_ref(), &st.store, &scope, inst, index).await?,
-            );
-            if let Some(n) = numbers.iter().find(|n| **n >= src.frame_count()) {
-                return Err(ApiError::NotFound(format!(
-                    "frame {} does not exist (the instance has {})",
-                    n + 1,
-                    src.frame_count()
-                )));
-            }
-            codec::check_encodable(&src.info, target)?;
-            let part_type = format!("{media}; transfer-syntax={target}");
-            let transcode = move |st: AppState, src: std::sync::Arc<Source>, n: u32| async move {
-                let frame = src.decode(&st.store, &st.imaging, n).await?;
-                let info = src.info.clone();
-                st.imaging
-                    .run(move || codec::encode(&info, &frame, target, 90))
-                    .await
-                    .map_err(ApiError::from)
-            };
-            // The first frame is made before the answer starts: a frame that
-            // cannot be decoded is then an error status, not a cut stream.
-            let mut numbers = numbers.into_iter();
-            let first_n = numbers.next().unwrap_or(0);
-            let first = transcode(st.clone(), src.clone(), first_n).await?;
-            let first = stream::iter([Ok::<_, ApiError>(frame_part(&b, &part_type, first))]);
-            // The others decode in parallel on the imaging pool, sent in order.
-            let width = st.imaging.threads().max(1);
-            let parts = stream::iter(numbers)
-                .map(move |n| {
-                    let (st, src, b, part_type) =
-                        (st.clone(), src.clone(), b.clone(), part_type.clone());
-                    async move {
-                        let bytes = transcode(st, src, n).await?;
-                        Ok::<_, ApiError>(frame_part(&b, &part_type, bytes))
-                    }
-                })
-                .buffered(width);
-            let parts = first
-                .chain(parts)
-                .map_err(|e| {
-                    tracing::warn!(error = %e, "frame not transcoded");
-                    std::io::Error::other(e.to_string())
-                })
-                .try_flatten()
-                .boxed();
-            (parts, media)
-        }
+        FrameForm::AsStored => (stored_parts(&st, &inst, index, &numbers, media, b)?, media),
+        FrameForm::Transcoded { media, ts: target } => (
+            transcoded_parts(&st, &scope, inst, index, numbers, media, target, b).await?,
+            media,
+        ),
     };
     Ok(multipart::response(parts, boundary, outer_type))
+}
+
+/// The body of a frames answer: its parts, as they are made.
+type Parts = futures::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>;
+
+/// The listed frames as stored: byte ranges of the object (swapped to
+/// little endian for big-endian native data).
+fn stored_parts(
+    st: &AppState,
+    inst: &StoredInstance,
+    index: Option<Vec<u8>>,
+    numbers: &[u32],
+    media: &'static str,
+    b: String,
+) -> Result<Parts, ApiError> {
+    let ts = inst.transfer_syntax_uid.clone();
+    let encoding = transfer_syntax::lookup(&ts).map(|t| t.encoding);
+    let index = index.and_then(|b| FrameIndex::decode(&b)).ok_or_else(|| {
+        ApiError::NotFound("this instance has no frames that can be served".into())
+    })?;
+    let mut plan = Vec::with_capacity(numbers.len());
+    for n in numbers {
+        let ranges = index.ranges(u64::from(*n)).ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "frame {} does not exist (the instance has {})",
+                n + 1,
+                index.frames()
+            ))
+        })?;
+        plan.push(ranges);
+    }
+    let big_endian = encoding.is_some_and(|e| e.big_endian);
+    let swap = if big_endian { index.swap_width() } else { 0 };
+    let part_type = if media == "application/octet-stream" {
+        format!(
+            "application/octet-stream; transfer-syntax={}",
+            if big_endian || ts == "1.2.840.10008.1.2" {
+                EXPLICIT_VR_LE
+            } else {
+                &ts
+            }
+        )
+    } else {
+        format!("{media}; transfer-syntax={ts}")
+    };
+    let key = stored_key(inst)?;
+    let store = st.store.clone();
+    let parts = stream::iter(plan)
+        .then(move |ranges| {
+            let (store, key, b, part_type) =
+                (store.clone(), key.clone(), b.clone(), part_type.clone());
+            async move {
+                let mut frame = Vec::new();
+                for (offset, len) in ranges {
+                    let bytes = store
+                        .get_range(&key, offset..offset + len)
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    frame.extend_from_slice(&bytes);
+                }
+                if swap > 1 {
+                    frame.chunks_exact_mut(swap).for_each(|c| c.reverse());
+                }
+                Ok::<_, std::io::Error>(frame_part(&b, &part_type, frame))
+            }
+        })
+        .try_flatten()
+        .boxed();
+    Ok(parts)
+}
+
+/// The listed frames decoded and encoded in `target`, on the imaging pool.
+#[allow(clippy::too_many_arguments)]
+async fn transcoded_parts(
+    st: &AppState,
+    scope: &Scope,
+    inst: StoredInstance,
+    index: Option<Vec<u8>>,
+    numbers: Vec<u32>,
+    media: &'static str,
+    target: &'static str,
+    b: String,
+) -> Result<Parts, ApiError> {
+    let st = st.clone();
+    let src = std::sync::Arc::new(
+        Source::with_row(st.index.as_ref(), &st.store, scope, inst, index).await?,
+    );
+    if let Some(n) = numbers.iter().find(|n| **n >= src.frame_count()) {
+        return Err(ApiError::NotFound(format!(
+            "frame {} does not exist (the instance has {})",
+            n + 1,
+            src.frame_count()
+        )));
+    }
+    codec::check_encodable(&src.info, target)?;
+    let part_type = format!("{media}; transfer-syntax={target}");
+    let transcode = move |st: AppState, src: std::sync::Arc<Source>, n: u32| async move {
+        let frame = src.decode(&st.store, &st.imaging, n).await?;
+        let info = src.info.clone();
+        st.imaging
+            .run(move || codec::encode(&info, &frame, target, 90))
+            .await
+            .map_err(ApiError::from)
+    };
+    // The first frame is made before the answer starts: a frame that
+    // cannot be decoded is then an error status, not a cut stream.
+    let mut numbers = numbers.into_iter();
+    let first_n = numbers.next().unwrap_or(0);
+    let first = transcode(st.clone(), src.clone(), first_n).await?;
+    let first = stream::iter([Ok::<_, ApiError>(frame_part(&b, &part_type, first))]);
+    // The others decode in parallel on the imaging pool, sent in order.
+    let width = st.imaging.threads().max(1);
+    let parts = stream::iter(numbers)
+        .map(move |n| {
+            let (st, src, b, part_type) = (st.clone(), src.clone(), b.clone(), part_type.clone());
+            async move {
+                let bytes = transcode(st, src, n).await?;
+                Ok::<_, ApiError>(frame_part(&b, &part_type, bytes))
+            }
+        })
+        .buffered(width);
+    let parts = first
+        .chain(parts)
+        .map_err(|e| {
+            tracing::warn!(error = %e, "frame not transcoded");
+            std::io::Error::other(e.to_string())
+        })
+        .try_flatten()
+        .boxed();
+    Ok(parts)
 }
 
 fn frame_part(

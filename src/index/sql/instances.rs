@@ -36,76 +36,9 @@ impl Index for SqlIndex {
         // INSERT … ON CONFLICT DO NOTHING, then SELECT: no row locks are
         // taken on parents that already exist, so concurrent ingest of one
         // study does not serialize on its patient and study rows.
-        let key = patient_key(rec);
-        sqlx::query(
-            "INSERT INTO patients (patient_key, patient_id, issuer, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (patient_key) DO NOTHING",
-        )
-        .bind(&key)
-        .bind(rec.attributes.text(tags::PATIENT_ID))
-        .bind(&rec.issuer_of_patient_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let patient_pk: i64 = sqlx::query("SELECT pk FROM patients WHERE patient_key = $1")
-            .bind(&key)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-
-        let cols = columns::of(Level::Study);
-        let text = format!(
-            "INSERT INTO studies (study_uid, patient_pk, created_at, patient_name_key, {}) \
-             VALUES ($1, $2, $3, $4, {}) ON CONFLICT (study_uid) DO NOTHING",
-            columns::names(&cols),
-            columns::placeholders(&cols, 5),
-        );
-        let name = rec.attributes.text(tags::PATIENT_NAME);
-        let q = sqlx::query(&text)
-            .bind(&rec.study_uid)
-            .bind(patient_pk)
-            .bind(now)
-            .bind(name.map(pn_match_key));
-        let new_study = columns::bind(q, &cols, &rec.attributes)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
-        let study_pk: i64 = sqlx::query("SELECT pk FROM studies WHERE study_uid = $1")
-            .bind(&rec.study_uid)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-        if let (true, Some(name)) = (new_study, name) {
-            insert_name_words(&mut tx, study_pk, name).await?;
-        }
-
-        let cols = columns::of(Level::Series);
-        let text = format!(
-            "INSERT INTO series (series_uid, study_pk, created_at, {}) \
-             VALUES ($1, $2, $3, {}) ON CONFLICT (series_uid) DO NOTHING",
-            columns::names(&cols),
-            columns::placeholders(&cols, 4),
-        );
-        let q = sqlx::query(&text)
-            .bind(&rec.series_uid)
-            .bind(study_pk)
-            .bind(now);
-        columns::bind(q, &cols, &rec.attributes)
-            .execute(&mut *tx)
-            .await?;
-        let row = sqlx::query("SELECT pk, study_pk FROM series WHERE series_uid = $1")
-            .bind(&rec.series_uid)
-            .fetch_one(&mut *tx)
-            .await?;
-        let series_pk: i64 = row.try_get(0)?;
-        let series_study_pk: i64 = row.try_get(1)?;
-        if series_study_pk != study_pk {
-            return Err(IndexError::Conflict(format!(
-                "series {} already belongs to another study",
-                rec.series_uid
-            )));
-        }
+        let patient_pk = upsert_patient(&mut tx, rec, now).await?;
+        let study_pk = upsert_study(&mut tx, rec, patient_pk, now).await?;
+        let series_pk = upsert_series(&mut tx, rec, study_pk, now).await?;
 
         let cols = columns::of(Level::Instance);
         let text = format!(
@@ -245,4 +178,101 @@ impl Index for SqlIndex {
             .map(|r| r.try_get::<Vec<u8>, _>(0))
             .collect::<Result<Vec<_>, _>>()?)
     }
+}
+
+type Tx<'t> = sqlx::Transaction<'t, sqlx::Any>;
+
+/// The patient row of an instance (made if new); its key.
+async fn upsert_patient(tx: &mut Tx<'_>, rec: &NewInstance, now: i64) -> Result<i64, IndexError> {
+    let key = patient_key(rec);
+    sqlx::query(
+        "INSERT INTO patients (patient_key, patient_id, issuer, created_at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (patient_key) DO NOTHING",
+    )
+    .bind(&key)
+    .bind(rec.attributes.text(tags::PATIENT_ID))
+    .bind(&rec.issuer_of_patient_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let pk: i64 = sqlx::query("SELECT pk FROM patients WHERE patient_key = $1")
+        .bind(&key)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get(0)?;
+    Ok(pk)
+}
+
+/// The study row (made with the study's copied attributes and the name
+/// words of fuzzy matching if new); its key.
+async fn upsert_study(
+    tx: &mut Tx<'_>,
+    rec: &NewInstance,
+    patient_pk: i64,
+    now: i64,
+) -> Result<i64, IndexError> {
+    let cols = columns::of(Level::Study);
+    let text = format!(
+        "INSERT INTO studies (study_uid, patient_pk, created_at, patient_name_key, {}) \
+         VALUES ($1, $2, $3, $4, {}) ON CONFLICT (study_uid) DO NOTHING",
+        columns::names(&cols),
+        columns::placeholders(&cols, 5),
+    );
+    let name = rec.attributes.text(tags::PATIENT_NAME);
+    let q = sqlx::query(&text)
+        .bind(&rec.study_uid)
+        .bind(patient_pk)
+        .bind(now)
+        .bind(name.map(pn_match_key));
+    let new_study = columns::bind(q, &cols, &rec.attributes)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+        == 1;
+    let study_pk: i64 = sqlx::query("SELECT pk FROM studies WHERE study_uid = $1")
+        .bind(&rec.study_uid)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get(0)?;
+    if let (true, Some(name)) = (new_study, name) {
+        insert_name_words(tx, study_pk, name).await?;
+    }
+    Ok(study_pk)
+}
+
+/// The series row (made if new); its key. A series already in another
+/// study is a conflict.
+async fn upsert_series(
+    tx: &mut Tx<'_>,
+    rec: &NewInstance,
+    study_pk: i64,
+    now: i64,
+) -> Result<i64, IndexError> {
+    let cols = columns::of(Level::Series);
+    let text = format!(
+        "INSERT INTO series (series_uid, study_pk, created_at, {}) \
+         VALUES ($1, $2, $3, {}) ON CONFLICT (series_uid) DO NOTHING",
+        columns::names(&cols),
+        columns::placeholders(&cols, 4),
+    );
+    let q = sqlx::query(&text)
+        .bind(&rec.series_uid)
+        .bind(study_pk)
+        .bind(now);
+    columns::bind(q, &cols, &rec.attributes)
+        .execute(&mut **tx)
+        .await?;
+    let row = sqlx::query("SELECT pk, study_pk FROM series WHERE series_uid = $1")
+        .bind(&rec.series_uid)
+        .fetch_one(&mut **tx)
+        .await?;
+    let series_pk: i64 = row.try_get(0)?;
+    let series_study_pk: i64 = row.try_get(1)?;
+    if series_study_pk != study_pk {
+        return Err(IndexError::Conflict(format!(
+            "series {} already belongs to another study",
+            rec.series_uid
+        )));
+    }
+    Ok(series_pk)
 }
