@@ -153,7 +153,13 @@ def functions(path, code_lines, raw_lines):
         while k >= 0 and (raw_lines[k].strip().startswith("#[") or raw_lines[k].strip().startswith("//")):
             s = raw_lines[k].strip()
             if s.startswith("// long:"):
-                reason = s[len("// long:"):].strip()
+                parts = [s[len("// long:"):].strip()]
+                for more in raw_lines[k + 1 : i]:
+                    more = more.strip()
+                    if not more.startswith("//") or more.startswith("///"):
+                        break
+                    parts.append(more.lstrip("/").strip())
+                reason = " ".join(parts)
                 break
             k -= 1
         found.append((m.group(1), i + 1, length, reason))

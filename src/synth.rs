@@ -182,6 +182,8 @@ fn header(
 }
 
 /// [`header`] with an optional (rows, columns) override.
+// long: one line per element of the generated data set, in tag order as
+// they are written; split, the order would be harder to check.
 fn header_sized(
     seed: u64,
     spec: &StudySpec,

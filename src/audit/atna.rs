@@ -243,6 +243,58 @@ fn event_type_code(t: &str) -> Option<&'static str> {
     })
 }
 
+/// The Participant Objects (PS3.15 A.5.2): the patient, each study, and
+/// for a query the query itself.
+fn participant_objects(m: &mut String, e: &Event) {
+    if let Some(p) = &e.patient_id {
+        m.push_str(&format!(
+            "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"1\" ParticipantObjectTypeCodeRole=\"1\">",
+            x(p)
+        ));
+        m.push_str(&code(
+            "ParticipantObjectIDTypeCode",
+            "2",
+            "RFC-3881",
+            "Patient Number",
+        ));
+        m.push_str("</ParticipantObjectIdentification>");
+    }
+    for s in &e.studies {
+        m.push_str(&format!(
+            "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"3\">",
+            x(s)
+        ));
+        m.push_str(&code(
+            "ParticipantObjectIDTypeCode",
+            "110180",
+            "DCM",
+            "Study Instance UID",
+        ));
+        if e.instances > 0 {
+            m.push_str(&format!(
+                "<ParticipantObjectDescription><SOPClass NumberOfInstances=\"{}\"/></ParticipantObjectDescription>",
+                e.instances
+            ));
+        }
+        m.push_str("</ParticipantObjectIdentification>");
+    }
+    if e.event == EventId::Query && !e.detail.is_empty() {
+        use base64::Engine;
+        m.push_str("<ParticipantObjectIdentification ParticipantObjectID=\"query\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"24\">");
+        m.push_str(&code(
+            "ParticipantObjectIDTypeCode",
+            "110181",
+            "DCM",
+            "SOP Class UID",
+        ));
+        m.push_str(&format!(
+            "<ParticipantObjectQuery>{}</ParticipantObjectQuery>",
+            base64::engine::general_purpose::STANDARD.encode(e.detail.as_bytes())
+        ));
+        m.push_str("</ParticipantObjectIdentification>");
+    }
+}
+
 /// The DICOM audit message (PS3.15 A.5.1), on one line.
 pub fn audit_message(e: &Event) -> String {
     let mut m = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><AuditMessage>");
@@ -297,53 +349,7 @@ pub fn audit_message(e: &Event) -> String {
         "Application Server Process",
     ));
     m.push_str("</AuditSourceIdentification>");
-    if let Some(p) = &e.patient_id {
-        m.push_str(&format!(
-            "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"1\" ParticipantObjectTypeCodeRole=\"1\">",
-            x(p)
-        ));
-        m.push_str(&code(
-            "ParticipantObjectIDTypeCode",
-            "2",
-            "RFC-3881",
-            "Patient Number",
-        ));
-        m.push_str("</ParticipantObjectIdentification>");
-    }
-    for s in &e.studies {
-        m.push_str(&format!(
-            "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"3\">",
-            x(s)
-        ));
-        m.push_str(&code(
-            "ParticipantObjectIDTypeCode",
-            "110180",
-            "DCM",
-            "Study Instance UID",
-        ));
-        if e.instances > 0 {
-            m.push_str(&format!(
-                "<ParticipantObjectDescription><SOPClass NumberOfInstances=\"{}\"/></ParticipantObjectDescription>",
-                e.instances
-            ));
-        }
-        m.push_str("</ParticipantObjectIdentification>");
-    }
-    if e.event == EventId::Query && !e.detail.is_empty() {
-        use base64::Engine;
-        m.push_str("<ParticipantObjectIdentification ParticipantObjectID=\"query\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"24\">");
-        m.push_str(&code(
-            "ParticipantObjectIDTypeCode",
-            "110181",
-            "DCM",
-            "SOP Class UID",
-        ));
-        m.push_str(&format!(
-            "<ParticipantObjectQuery>{}</ParticipantObjectQuery>",
-            base64::engine::general_purpose::STANDARD.encode(e.detail.as_bytes())
-        ));
-        m.push_str("</ParticipantObjectIdentification>");
-    }
+    participant_objects(&mut m, e);
     m.push_str("</AuditMessage>");
     m
 }

@@ -791,10 +791,6 @@ impl<R: Source> Walker<'_, R> {
         let (vr, len, ambiguous_xs) = self.vr_and_length(enc, tag, start)?;
 
         let value_offset = self.pos;
-        let dict_vr = || match StandardDataDictionary.by_tag(tag).map(|e| e.vr()) {
-            Some(VirtualVr::Exact(v)) => Some(v),
-            _ => None,
-        };
 
         // Sequences, and CP-246 undefined-length UN.
         if vr == VR::SQ || (vr == VR::UN && len == UNDEFINED) {
@@ -830,16 +826,8 @@ impl<R: Source> Walker<'_, R> {
             )));
         }
 
-        // Explicit UN for a tag the dictionary knows: reinterpret, as the
-        // value is encoded as in Implicit VR Little Endian (PS3.5 §6.2.2).
         let vr = if vr == VR::UN && !enc.big_endian {
-            if tag.0 % 2 == 0 {
-                dict_vr().unwrap_or(VR::UN)
-            } else if (0x0010..=0x00FF).contains(&tag.1) {
-                VR::LO // a private creator (PS3.5 §7.8.1)
-            } else {
-                VR::UN
-            }
+            un_as_known(tag)
         } else {
             vr
         };
@@ -954,6 +942,22 @@ impl<R: Source> Walker<'_, R> {
             }
         }
         Ok((fragments, offset_table))
+    }
+}
+
+/// Explicit UN for a tag the dictionary knows: reinterpreted, as the
+/// value is encoded as in Implicit VR Little Endian (PS3.5 §6.2.2); a
+/// private creator is LO (PS3.5 §7.8.1).
+fn un_as_known(tag: Tag) -> VR {
+    if tag.0 % 2 == 0 {
+        match StandardDataDictionary.by_tag(tag).map(|e| e.vr()) {
+            Some(VirtualVr::Exact(v)) => v,
+            _ => VR::UN,
+        }
+    } else if (0x0010..=0x00FF).contains(&tag.1) {
+        VR::LO
+    } else {
+        VR::UN
     }
 }
 

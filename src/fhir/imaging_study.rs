@@ -366,6 +366,46 @@ async fn imaging_study(st: &AppState, row: &StudyRow, root: &str) -> Result<Valu
     )))
 }
 
+/// One `ImagingStudy.series` element, with its instances.
+fn series_element(s: &SeriesRow, instances: &[&InstanceRow], endpoint_ref: &Value) -> Value {
+    let mut o = Map::new();
+    o.insert("uid".into(), json!(s.series_uid));
+    if let Some(n) = s.attributes.int(tags::SERIES_NUMBER).filter(|n| *n >= 0) {
+        o.insert("number".into(), json!(n));
+    }
+    o.insert(
+        "modality".into(),
+        coding(
+            DCM,
+            non_empty(s.attributes.text(tags::MODALITY)).unwrap_or("OT"),
+        ),
+    );
+    if let Some(d) = non_empty(s.attributes.text(tags::SERIES_DESCRIPTION)) {
+        o.insert("description".into(), json!(d));
+    }
+    o.insert("numberOfInstances".into(), json!(s.num_instances));
+    o.insert("endpoint".into(), endpoint_ref.clone());
+    let list: Vec<Value> = instances
+        .iter()
+        .map(|i| {
+            let mut io = Map::new();
+            io.insert("uid".into(), json!(i.sop_uid));
+            io.insert(
+                "sopClass".into(),
+                coding("urn:ietf:rfc:3986", &format!("urn:oid:{}", i.sop_class_uid)),
+            );
+            if let Some(n) = i.attributes.int(tags::INSTANCE_NUMBER).filter(|n| *n >= 0) {
+                io.insert("number".into(), json!(n));
+            }
+            Value::Object(io)
+        })
+        .collect();
+    if !list.is_empty() {
+        o.insert("instance".into(), Value::Array(list));
+    }
+    Value::Object(o)
+}
+
 /// The resource from index rows (no I/O).
 fn study_resource(
     row: &StudyRow,
@@ -408,45 +448,12 @@ fn study_resource(
     let series_json: Vec<Value> = series
         .iter()
         .map(|s| {
-            let mut o = Map::new();
-            o.insert("uid".into(), json!(s.series_uid));
-            if let Some(n) = s.attributes.int(tags::SERIES_NUMBER).filter(|n| *n >= 0) {
-                o.insert("number".into(), json!(n));
-            }
-            o.insert(
-                "modality".into(),
-                coding(
-                    DCM,
-                    non_empty(s.attributes.text(tags::MODALITY)).unwrap_or("OT"),
-                ),
-            );
-            if let Some(d) = non_empty(s.attributes.text(tags::SERIES_DESCRIPTION)) {
-                o.insert("description".into(), json!(d));
-            }
-            o.insert("numberOfInstances".into(), json!(s.num_instances));
-            o.insert("endpoint".into(), endpoint_ref.clone());
-            let list: Vec<Value> = by_series
-                .get(s.series_uid.as_str())
-                .map(|v| v.as_slice())
-                .unwrap_or_default()
-                .iter()
-                .map(|i| {
-                    let mut io = Map::new();
-                    io.insert("uid".into(), json!(i.sop_uid));
-                    io.insert(
-                        "sopClass".into(),
-                        coding("urn:ietf:rfc:3986", &format!("urn:oid:{}", i.sop_class_uid)),
-                    );
-                    if let Some(n) = i.attributes.int(tags::INSTANCE_NUMBER).filter(|n| *n >= 0) {
-                        io.insert("number".into(), json!(n));
-                    }
-                    Value::Object(io)
-                })
-                .collect();
-            if !list.is_empty() {
-                o.insert("instance".into(), Value::Array(list));
-            }
-            Value::Object(o)
+            let of_series = by_series.get(s.series_uid.as_str());
+            series_element(
+                s,
+                of_series.map(Vec::as_slice).unwrap_or_default(),
+                &endpoint_ref,
+            )
         })
         .collect();
 

@@ -145,107 +145,10 @@ pub fn render(
     luts: &Luts,
     params: &RenderParams,
 ) -> Result<DynamicImage, ImagingError> {
-    let (w, h) = (frame.columns, frame.rows);
-    let pixels = info.pixels();
-    let bps = usize::from(frame.bits_allocated / 8);
-    let read = sample_reader(info);
-    let photometric = frame.photometric.as_str();
-    let img = match (frame.samples, photometric) {
-        (1, "MONOCHROME1" | "MONOCHROME2") => {
-            let modality = |v: i64| -> f64 {
-                match &luts.modality {
-                    Some(l) => f64::from(lut_at(l, v)),
-                    None => v as f64 * pres.slope + pres.intercept,
-                }
-            };
-            // The window: asked for, stored, a VOI LUT, or the data's range.
-            let voi: Box<dyn Fn(f64) -> u8> = if let Some((c, w, f)) = params.window {
-                Box::new(window_fn(c, w, f))
-            } else if let Some(&(c, w)) = pres.windows.first() {
-                Box::new(window_fn(c, w, pres.voi_function))
-            } else if let Some(l) = &luts.voi {
-                let max = ((1u32 << l.bits.min(16)) - 1) as f64;
-                let l = l.clone();
-                Box::new(move |x: f64| {
-                    (f64::from(lut_at(&l, x.round() as i64)) / max * 255.0)
-                        .round()
-                        .clamp(0.0, 255.0) as u8
-                })
-            } else {
-                let (mut lo, mut hi) = (f64::MAX, f64::MIN);
-                for s in frame.data.chunks_exact(bps).take(pixels) {
-                    let m = modality(read(s));
-                    lo = lo.min(m);
-                    hi = hi.max(m);
-                }
-                if lo > hi {
-                    (lo, hi) = (0.0, 1.0);
-                }
-                let width = (hi - lo).max(1.0);
-                Box::new(window_fn(lo + width / 2.0, width, VoiFunction::LinearExact))
-            };
-            let invert = photometric == "MONOCHROME1";
-            let out_of = |v: i64| {
-                let y = voi(modality(v));
-                if invert {
-                    255 - y
-                } else {
-                    y
-                }
-            };
-            let (lo, hi) = stored_range(info);
-            let mut gray = Vec::with_capacity(pixels);
-            if hi - lo < 1 << 17 {
-                // Up to 16-bit data: one table over every stored value.
-                let table: Vec<u8> = (lo..=hi).map(out_of).collect();
-                for s in frame.data.chunks_exact(bps).take(pixels) {
-                    gray.push(table[(read(s) - lo) as usize]);
-                }
-            } else {
-                for s in frame.data.chunks_exact(bps).take(pixels) {
-                    gray.push(out_of(read(s)));
-                }
-            }
-            DynamicImage::ImageLuma8(
-                GrayImage::from_raw(w, h, gray)
-                    .ok_or_else(|| ImagingError::Corrupt("short frame".into()))?,
-            )
-        }
-        (1, "PALETTE COLOR") => {
-            let pal = luts.palette.as_ref().ok_or_else(|| {
-                ImagingError::Unsupported("PALETTE COLOR without palettes".into())
-            })?;
-            let scale = |l: &Lut, v: u16| if l.bits > 8 { (v >> 8) as u8 } else { v as u8 };
-            let mut rgb = Vec::with_capacity(pixels * 3);
-            for s in frame.data.chunks_exact(bps).take(pixels) {
-                let v = read(s);
-                for l in pal {
-                    rgb.push(scale(l, lut_at(l, v)));
-                }
-            }
-            DynamicImage::ImageRgb8(
-                RgbImage::from_raw(w, h, rgb)
-                    .ok_or_else(|| ImagingError::Corrupt("short frame".into()))?,
-            )
-        }
-        (3, "RGB" | "YBR_FULL") => {
-            let shift = info.bits_stored.saturating_sub(8);
-            let mut rgb = Vec::with_capacity(pixels * 3);
-            let ybr = photometric == "YBR_FULL";
-            for px in frame.data.chunks_exact(bps * 3).take(pixels) {
-                let v = |k: usize| (read(&px[k * bps..]).max(0) >> shift).min(255) as u8;
-                let c = [v(0), v(1), v(2)];
-                if ybr {
-                    rgb.extend_from_slice(&ybr_to_rgb(c[0], c[1], c[2]));
-                } else {
-                    rgb.extend_from_slice(&c);
-                }
-            }
-            DynamicImage::ImageRgb8(
-                RgbImage::from_raw(w, h, rgb)
-                    .ok_or_else(|| ImagingError::Corrupt("short frame".into()))?,
-            )
-        }
+    let img = match (frame.samples, frame.photometric.as_str()) {
+        (1, "MONOCHROME1" | "MONOCHROME2") => gray(frame, info, pres, luts, params)?,
+        (1, "PALETTE COLOR") => palette(frame, info, luts)?,
+        (3, "RGB" | "YBR_FULL") => color(frame, info)?,
         (s, p) => {
             return Err(ImagingError::Unsupported(format!(
                 "rendering {s}-sample {p} images"
@@ -253,6 +156,128 @@ pub fn render(
         }
     };
     apply_viewport(img, params.viewport)
+}
+
+/// MONOCHROME1/2: Modality LUT (or rescale), then the window asked for,
+/// the stored one, a VOI LUT or the data's range; one table over the
+/// stored values when they fit.
+fn gray(
+    frame: &Frame,
+    info: &PixelInfo,
+    pres: &Presentation,
+    luts: &Luts,
+    params: &RenderParams,
+) -> Result<DynamicImage, ImagingError> {
+    let (w, h) = (frame.columns, frame.rows);
+    let pixels = info.pixels();
+    let bps = usize::from(frame.bits_allocated / 8);
+    let read = sample_reader(info);
+    let photometric = frame.photometric.as_str();
+    let modality = |v: i64| -> f64 {
+        match &luts.modality {
+            Some(l) => f64::from(lut_at(l, v)),
+            None => v as f64 * pres.slope + pres.intercept,
+        }
+    };
+    // The window: asked for, stored, a VOI LUT, or the data's range.
+    let voi: Box<dyn Fn(f64) -> u8> = if let Some((c, w, f)) = params.window {
+        Box::new(window_fn(c, w, f))
+    } else if let Some(&(c, w)) = pres.windows.first() {
+        Box::new(window_fn(c, w, pres.voi_function))
+    } else if let Some(l) = &luts.voi {
+        let max = ((1u32 << l.bits.min(16)) - 1) as f64;
+        let l = l.clone();
+        Box::new(move |x: f64| {
+            (f64::from(lut_at(&l, x.round() as i64)) / max * 255.0)
+                .round()
+                .clamp(0.0, 255.0) as u8
+        })
+    } else {
+        let (mut lo, mut hi) = (f64::MAX, f64::MIN);
+        for s in frame.data.chunks_exact(bps).take(pixels) {
+            let m = modality(read(s));
+            lo = lo.min(m);
+            hi = hi.max(m);
+        }
+        if lo > hi {
+            (lo, hi) = (0.0, 1.0);
+        }
+        let width = (hi - lo).max(1.0);
+        Box::new(window_fn(lo + width / 2.0, width, VoiFunction::LinearExact))
+    };
+    let invert = photometric == "MONOCHROME1";
+    let out_of = |v: i64| {
+        let y = voi(modality(v));
+        if invert {
+            255 - y
+        } else {
+            y
+        }
+    };
+    let (lo, hi) = stored_range(info);
+    let mut gray = Vec::with_capacity(pixels);
+    if hi - lo < 1 << 17 {
+        // Up to 16-bit data: one table over every stored value.
+        let table: Vec<u8> = (lo..=hi).map(out_of).collect();
+        for s in frame.data.chunks_exact(bps).take(pixels) {
+            gray.push(table[(read(s) - lo) as usize]);
+        }
+    } else {
+        for s in frame.data.chunks_exact(bps).take(pixels) {
+            gray.push(out_of(read(s)));
+        }
+    }
+    Ok(DynamicImage::ImageLuma8(
+        GrayImage::from_raw(w, h, gray)
+            .ok_or_else(|| ImagingError::Corrupt("short frame".into()))?,
+    ))
+}
+
+/// PALETTE COLOR through its three lookup tables.
+fn palette(frame: &Frame, info: &PixelInfo, luts: &Luts) -> Result<DynamicImage, ImagingError> {
+    let (w, h) = (frame.columns, frame.rows);
+    let pixels = info.pixels();
+    let bps = usize::from(frame.bits_allocated / 8);
+    let read = sample_reader(info);
+    let pal = luts
+        .palette
+        .as_ref()
+        .ok_or_else(|| ImagingError::Unsupported("PALETTE COLOR without palettes".into()))?;
+    let scale = |l: &Lut, v: u16| if l.bits > 8 { (v >> 8) as u8 } else { v as u8 };
+    let mut rgb = Vec::with_capacity(pixels * 3);
+    for s in frame.data.chunks_exact(bps).take(pixels) {
+        let v = read(s);
+        for l in pal {
+            rgb.push(scale(l, lut_at(l, v)));
+        }
+    }
+    Ok(DynamicImage::ImageRgb8(
+        RgbImage::from_raw(w, h, rgb).ok_or_else(|| ImagingError::Corrupt("short frame".into()))?,
+    ))
+}
+
+/// RGB and YBR_FULL, scaled to 8 bits.
+fn color(frame: &Frame, info: &PixelInfo) -> Result<DynamicImage, ImagingError> {
+    let (w, h) = (frame.columns, frame.rows);
+    let pixels = info.pixels();
+    let bps = usize::from(frame.bits_allocated / 8);
+    let read = sample_reader(info);
+    let photometric = frame.photometric.as_str();
+    let shift = info.bits_stored.saturating_sub(8);
+    let mut rgb = Vec::with_capacity(pixels * 3);
+    let ybr = photometric == "YBR_FULL";
+    for px in frame.data.chunks_exact(bps * 3).take(pixels) {
+        let v = |k: usize| (read(&px[k * bps..]).max(0) >> shift).min(255) as u8;
+        let c = [v(0), v(1), v(2)];
+        if ybr {
+            rgb.extend_from_slice(&ybr_to_rgb(c[0], c[1], c[2]));
+        } else {
+            rgb.extend_from_slice(&c);
+        }
+    }
+    Ok(DynamicImage::ImageRgb8(
+        RgbImage::from_raw(w, h, rgb).ok_or_else(|| ImagingError::Corrupt("short frame".into()))?,
+    ))
 }
 
 fn apply_viewport(

@@ -236,6 +236,21 @@ fn fragment(bytes: &[u8]) -> Vec<u8> {
     part
 }
 
+/// The stored object up to its Pixel Data element (and whether it is a
+/// bare data set: the inflated data set of a deflated object).
+async fn stored_header(store: &Store, src: &Source) -> Result<(Vec<u8>, bool), ImagingError> {
+    let first = src.first_frame_offset();
+    let (prefix, dataset_only) = src.header_bytes(store, first).await?;
+    let start = pixel_element_start(src, first, &prefix).ok_or_else(|| {
+        ImagingError::Corrupt("Pixel Data not found before the first frame".into())
+    })?;
+    let head = prefix
+        .get(..start as usize)
+        .ok_or_else(|| ImagingError::Corrupt("Pixel Data outside the header".into()))?
+        .to_vec();
+    Ok((head, dataset_only))
+}
+
 /// A transcoded instance: its Part 10 bytes as a stream.
 pub async fn instance(
     store: &Store,
@@ -250,16 +265,7 @@ pub async fn instance(
         )));
     }
     codec::check_encodable(&src.info, target)?;
-    // The header: the object up to the first frame, then cut at Pixel Data.
-    let first = src.first_frame_offset();
-    let (prefix, dataset_only) = src.header_bytes(store, first).await?;
-    let start = pixel_element_start(&src, first, &prefix).ok_or_else(|| {
-        ImagingError::Corrupt("Pixel Data not found before the first frame".into())
-    })?;
-    let head = prefix
-        .get(..start as usize)
-        .ok_or_else(|| ImagingError::Corrupt("Pixel Data outside the header".into()))?
-        .to_vec();
+    let (head, dataset_only) = stored_header(store, &src).await?;
     let src = Arc::new(src);
     let frame0 = src.decode(store, imaging, 0).await?;
     let info = src.info.clone();

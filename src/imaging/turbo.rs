@@ -204,6 +204,8 @@ const SCAN_LIMIT: c_int = 500;
 /// lossless JPEG of that precision) that must be `columns` × `rows` with
 /// `components` samples per pixel (1 or 3); anything else is refused
 /// before the output is allocated.
+// long: the checks that make the `unsafe` decompression sound (see its
+// SAFETY note) stay in the function that makes the call.
 pub fn decode_12(
     data: &[u8],
     rows: u32,

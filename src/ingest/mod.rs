@@ -215,22 +215,7 @@ impl Ingest {
             error,
         };
 
-        if derived_only
-            && !crate::auth::policy::is_derived_sop_class(&prepared.record.sop_class_uid)
-        {
-            return Err(fail(IngestError::NotAuthorized(format!(
-                "this caller may store derived objects (reports, key images, presentation states) only, not SOP class {}",
-                prepared.record.sop_class_uid
-            ))));
-        }
-        if let Some(expected) = expected_study {
-            if *expected != prepared.study {
-                return Err(fail(IngestError::StudyMismatch {
-                    expected: expected.to_string(),
-                    found: prepared.study.to_string(),
-                }));
-            }
-        }
+        admit(&prepared, expected_study, derived_only).map_err(&fail)?;
 
         let key = ObjectKey::instance(&prepared.study, spool.sha256());
         let mut record = prepared.record;
@@ -467,6 +452,31 @@ fn prepare(
         record,
         warnings,
     })
+}
+
+/// Whether the request may store this instance: a caller allowed
+/// derived objects only sends one, and a request naming a study sends an
+/// instance of it.
+fn admit(
+    prepared: &Prepared,
+    expected_study: Option<&Uid>,
+    derived_only: bool,
+) -> Result<(), IngestError> {
+    if derived_only && !crate::auth::policy::is_derived_sop_class(&prepared.record.sop_class_uid) {
+        return Err(IngestError::NotAuthorized(format!(
+            "this caller may store derived objects (reports, key images, presentation states) only, not SOP class {}",
+            prepared.record.sop_class_uid
+        )));
+    }
+    if let Some(expected) = expected_study {
+        if *expected != prepared.study {
+            return Err(IngestError::StudyMismatch {
+                expected: expected.to_string(),
+                found: prepared.study.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The values of the attributes the index copies

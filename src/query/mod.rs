@@ -230,6 +230,47 @@ pub enum QueryError {
     },
 }
 
+/// A DA or TM value: single, list, or range with either end open
+/// (PS3.4 C.2.2.2.5); `None` for a range open at both ends.
+fn date_or_time(a: &Attribute, v: &str) -> Result<Option<Match>, &'static str> {
+    let check = |s: &str| -> Result<String, &'static str> {
+        let s = s.trim();
+        let ok = if a.kind == Kind::Date {
+            s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit())
+        } else {
+            !s.is_empty()
+                && s.len() <= 13
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'.' || b == b':')
+        };
+        if ok {
+            Ok(s.replace(':', ""))
+        } else {
+            Err(if a.kind == Kind::Date {
+                "expected YYYYMMDD"
+            } else {
+                "expected HHMMSS"
+            })
+        }
+    };
+    Ok(Some(match v.split_once('-') {
+        Some((lo, hi)) => {
+            let lo = (!lo.trim().is_empty()).then(|| check(lo)).transpose()?;
+            let hi = (!hi.trim().is_empty()).then(|| check(hi)).transpose()?;
+            if lo.is_none() && hi.is_none() {
+                return Ok(None);
+            }
+            Match::Range(lo, hi)
+        }
+        None if v.contains(['\\', ',']) => Match::List(
+            v.split([',', '\\'])
+                .map(check)
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => Match::Single(check(v)?),
+    }))
+}
+
 /// Parses one matching value for an attribute (PS3.4 C.2.2.2).
 pub fn parse_match(
     a: &'static Attribute,
@@ -263,44 +304,10 @@ pub fn parse_match(
                 Match::List(list.into_iter().map(str::to_owned).collect())
             }
         }
-        Kind::Date | Kind::Time => {
-            let check = |s: &str| -> Result<String, QueryError> {
-                let s = s.trim();
-                let ok = if a.kind == Kind::Date {
-                    s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit())
-                } else {
-                    !s.is_empty()
-                        && s.len() <= 13
-                        && s.bytes()
-                            .all(|b| b.is_ascii_digit() || b == b'.' || b == b':')
-                };
-                if ok {
-                    Ok(s.replace(':', ""))
-                } else {
-                    Err(bad(if a.kind == Kind::Date {
-                        "expected YYYYMMDD"
-                    } else {
-                        "expected HHMMSS"
-                    }))
-                }
-            };
-            match v.split_once('-') {
-                Some((lo, hi)) => {
-                    let lo = (!lo.trim().is_empty()).then(|| check(lo)).transpose()?;
-                    let hi = (!hi.trim().is_empty()).then(|| check(hi)).transpose()?;
-                    if lo.is_none() && hi.is_none() {
-                        return Ok(None);
-                    }
-                    Match::Range(lo, hi)
-                }
-                None if v.contains(['\\', ',']) => Match::List(
-                    v.split([',', '\\'])
-                        .map(check)
-                        .collect::<Result<Vec<_>, _>>()?,
-                ),
-                None => Match::Single(check(v)?),
-            }
-        }
+        Kind::Date | Kind::Time => match date_or_time(a, v).map_err(bad)? {
+            Some(m) => m,
+            None => return Ok(None),
+        },
         Kind::Integer => {
             let list: Vec<&str> = v.split([',', '\\']).map(str::trim).collect();
             for n in &list {

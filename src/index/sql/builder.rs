@@ -178,9 +178,9 @@ pub(super) fn fuzzy_study_set(words: &[String], first_arg: usize) -> (String, Ve
 /// every study to join a few hundred.
 pub(super) const FUZZY_INLINE_MAX: usize = 20_000;
 
-/// The WHERE conditions of a search at `q.level` (aliases st, se, i).
-pub(super) fn search_conditions(q: &Query, fuzzy_studies: Option<&[i64]>) -> Sql {
-    let mut sql = Sql::default();
+/// StudyDate and StudyTime ranges as one date-time range (PS3.4
+/// C.2.2.2.5.1), when the query has both as ranges; whether it had.
+fn combined_datetime(q: &Query, sql: &mut Sql) -> bool {
     let date = q
         .filters
         .iter()
@@ -189,8 +189,8 @@ pub(super) fn search_conditions(q: &Query, fuzzy_studies: Option<&[i64]>) -> Sql
         .filters
         .iter()
         .find(|f| f.attribute.keyword == "StudyTime");
-    let combined = match (date.map(|f| &f.matching), time.map(|f| &f.matching)) {
-        (Some(Match::Range(dlo, dhi)), Some(Match::Range(tlo, thi))) if q.combined_datetime => {
+    match (date.map(|f| &f.matching), time.map(|f| &f.matching)) {
+        (Some(Match::Range(dlo, dhi)), Some(Match::Range(tlo, thi))) => {
             // PS3.4 C.2.2.2.5.1: one range over date and time together.
             let mut parts = Vec::new();
             if let Some(d) = dlo {
@@ -218,7 +218,34 @@ pub(super) fn search_conditions(q: &Query, fuzzy_studies: Option<&[i64]>) -> Sql
             true
         }
         _ => false,
-    };
+    }
+}
+
+/// Patient Name: fuzzy words through the name-word table (or the study
+/// keys resolved from it beforehand), else its match key.
+fn patient_name_condition(sql: &mut Sql, m: &Match, fuzzy_studies: Option<&[i64]>) -> String {
+    match m {
+        Match::Fuzzy(words) => match fuzzy_studies {
+            // Resolved beforehand: the matching studies by key.
+            Some([]) => "1 = 0".into(),
+            Some(pks) => {
+                let list: Vec<String> = pks.iter().map(i64::to_string).collect();
+                format!("st.pk IN ({})", list.join(","))
+            }
+            None => {
+                let (set, args) = fuzzy_study_set(words, sql.args.len());
+                sql.args.extend(args);
+                format!("st.pk IN ({set})")
+            }
+        },
+        m => sql.condition("st.patient_name_key", Kind::PersonName, m),
+    }
+}
+
+/// The WHERE conditions of a search at `q.level` (aliases st, se, i).
+pub(super) fn search_conditions(q: &Query, fuzzy_studies: Option<&[i64]>) -> Sql {
+    let mut sql = Sql::default();
+    let combined = q.combined_datetime && combined_datetime(q, &mut sql);
 
     for f in &q.filters {
         let a = f.attribute;
@@ -233,25 +260,8 @@ pub(super) fn search_conditions(q: &Query, fuzzy_studies: Option<&[i64]>) -> Sql
             continue;
         }
         if a.keyword == "PatientName" {
-            match &f.matching {
-                Match::Fuzzy(words) => match fuzzy_studies {
-                    // Resolved beforehand: the matching studies by key.
-                    Some([]) => sql.conds.push("1 = 0".into()),
-                    Some(pks) => {
-                        let list: Vec<String> = pks.iter().map(i64::to_string).collect();
-                        sql.conds.push(format!("st.pk IN ({})", list.join(",")));
-                    }
-                    None => {
-                        let (set, args) = fuzzy_study_set(words, sql.args.len());
-                        sql.args.extend(args);
-                        sql.conds.push(format!("st.pk IN ({set})"));
-                    }
-                },
-                m => {
-                    let c = sql.condition("st.patient_name_key", a.kind, m);
-                    sql.conds.push(c);
-                }
-            }
+            let c = patient_name_condition(&mut sql, &f.matching, fuzzy_studies);
+            sql.conds.push(c);
             continue;
         }
         let column = if a.kind == Kind::PersonName {
