@@ -11,7 +11,7 @@ use crate::state::AppState;
 use crate::{auth, emr};
 
 /// The JSON API under `/api`.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/studies/{study}/emr-link",

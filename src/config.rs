@@ -97,10 +97,10 @@ pub struct StorageArgs {
     pub store: Option<String>,
     /// S3 endpoint URL for MinIO, Garage, Ceph… (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
     #[arg(long, env = "PHIM_S3_ENDPOINT")]
-    pub s3_endpoint: Option<String>,
+    pub(crate) s3_endpoint: Option<String>,
     /// S3 region.
     #[arg(long, env = "PHIM_S3_REGION")]
-    pub s3_region: Option<String>,
+    pub(crate) s3_region: Option<String>,
     /// Allow plain-HTTP S3 endpoints.
     #[arg(long, env = "PHIM_ALLOW_HTTP")]
     pub allow_http: bool,
@@ -114,14 +114,14 @@ impl StorageArgs {
         }
     }
 
-    pub fn store_location(&self) -> Result<StoreLocation, StoreError> {
+    pub(crate) fn store_location(&self) -> Result<StoreLocation, StoreError> {
         match &self.store {
             Some(s) => StoreLocation::parse(s),
             None => Ok(StoreLocation::File(self.data_dir.join("objects"))),
         }
     }
 
-    pub fn s3_options(&self) -> S3Options {
+    pub(crate) fn s3_options(&self) -> S3Options {
         S3Options {
             endpoint: self.s3_endpoint.clone(),
             region: self.s3_region.clone(),
@@ -145,7 +145,7 @@ pub struct IngestArgs {
     pub max_instance_size: u64,
     /// Instances scanned, stored and indexed at once.
     #[arg(long, env = "PHIM_INGEST_CONCURRENCY", default_value_t = 8)]
-    pub ingest_concurrency: usize,
+    pub(crate) ingest_concurrency: usize,
     /// Specific Character Set assumed for instances without (0008,0005), e.g. "ISO_IR 100", "ISO_IR 192", "GB18030".
     #[arg(long, env = "PHIM_DEFAULT_CHARSET", default_value = "ISO_IR 100")]
     pub default_charset: String,
@@ -173,7 +173,7 @@ pub struct ServeArgs {
     pub ingest: IngestArgs,
     /// Address to listen on (port 0 picks a free port; the log says which).
     #[arg(long, env = "PHIM_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Public base URL used in RetrieveURL and BulkDataURI (default: from the request's Host).
     #[arg(long, env = "PHIM_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -182,19 +182,19 @@ pub struct ServeArgs {
     pub viewer_dir: std::path::PathBuf,
     /// Threads decoding, rendering and transcoding pixels (0: one per core).
     #[arg(long, env = "PHIM_IMAGING_THREADS", default_value_t = 0)]
-    pub imaging_threads: usize,
+    pub(crate) imaging_threads: usize,
     /// Make series thumbnails in the background after ingest ("false" to
     /// make them only when asked for).
     #[arg(long, env = "PHIM_THUMBNAILS_AT_INGEST", default_value_t = true, action = clap::ArgAction::Set)]
-    pub thumbnails_at_ingest: bool,
+    pub(crate) thumbnails_at_ingest: bool,
     #[command(flatten)]
-    pub dimse: DimseArgs,
+    pub(crate) dimse: DimseArgs,
     #[command(flatten)]
     pub emr: EmrArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
-    pub tls: TlsArgs,
+    pub(crate) tls: TlsArgs,
     #[command(flatten)]
     pub audit: AuditArgs,
     #[command(flatten)]
@@ -206,19 +206,19 @@ pub struct ServeArgs {
 pub struct LimitArgs {
     /// Parts (instances) in one STOW request; more: 413, the parts after the limit are not read.
     #[arg(long, env = "PHIM_STOW_MAX_PARTS", default_value_t = 10_000)]
-    pub stow_max_parts: usize,
+    pub(crate) stow_max_parts: usize,
     /// Bytes of one STOW part's MIME header block.
     #[arg(long, env = "PHIM_STOW_MAX_PART_HEADER", default_value_t = 16 << 10)]
-    pub stow_max_part_header: usize,
+    pub(crate) stow_max_part_header: usize,
     /// Bytes of all part header blocks of one STOW request.
     #[arg(long, env = "PHIM_STOW_MAX_HEADER_BYTES", default_value_t = 16 << 20)]
-    pub stow_max_header_bytes: u64,
+    pub(crate) stow_max_header_bytes: u64,
     /// Failed instances listed one by one in a STOW response (the rest are summarised).
     #[arg(long, env = "PHIM_STOW_MAX_FAILURES_LISTED", default_value_t = 1_000)]
-    pub stow_max_failures_listed: usize,
+    pub(crate) stow_max_failures_listed: usize,
     /// Frames named in one frame list (…/frames/1,2,3).
     #[arg(long, env = "PHIM_MAX_FRAMES", default_value_t = 10_000)]
-    pub max_frames: usize,
+    pub(crate) max_frames: usize,
 }
 
 impl LimitArgs {
@@ -240,10 +240,10 @@ impl LimitArgs {
 pub struct AuditArgs {
     /// ATNA audit repository: tcp://host:port or tls://host:port (RFC 5424 syslog, RFC 5425 framing).
     #[arg(long, env = "PHIM_AUDIT_SYSLOG")]
-    pub audit_syslog: Option<String>,
+    pub(crate) audit_syslog: Option<String>,
     /// PEM CA certificates that sign the audit repository's TLS certificate (default: the system's).
     #[arg(long, env = "PHIM_AUDIT_SYSLOG_CA")]
-    pub audit_syslog_ca: Option<PathBuf>,
+    pub(crate) audit_syslog_ca: Option<PathBuf>,
 }
 
 impl AuditArgs {
@@ -259,34 +259,34 @@ impl AuditArgs {
 
 /// TLS for HTTPS and DICOM TLS (one certificate for both).
 #[derive(Debug, Clone, Args)]
-pub struct TlsArgs {
+pub(crate) struct TlsArgs {
     /// PEM certificate chain: HTTPS on --listen, and DICOM TLS on --dicom-tls-listen.
     #[arg(long, env = "PHIM_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
     #[arg(long, env = "PHIM_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
     /// DICOM TLS address (PS3.15 Annex B; default 127.0.0.1:2762 when --tls-cert is given), or "off".
     #[arg(long, env = "PHIM_DICOM_TLS_LISTEN")]
-    pub dicom_tls_listen: Option<String>,
+    pub(crate) dicom_tls_listen: Option<String>,
     /// PEM CA certificates: DICOM TLS peers must present a client certificate signed by one.
     #[arg(long, env = "PHIM_DICOM_TLS_CA")]
-    pub dicom_tls_ca: Option<PathBuf>,
+    pub(crate) dicom_tls_ca: Option<PathBuf>,
 }
 
 /// What [`TlsArgs`] asks for, loaded.
 #[derive(Debug, Clone)]
-pub struct TlsSetup {
+pub(crate) struct TlsSetup {
     pub https: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
     pub dicom: Option<(
         SocketAddr,
         std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
     )>,
-    pub dicom_client_certs: bool,
+    pub(crate) dicom_client_certs: bool,
 }
 
 impl TlsArgs {
-    pub fn setup(&self) -> Result<TlsSetup, String> {
+    pub(crate) fn setup(&self) -> Result<TlsSetup, String> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             if self.dicom_tls_ca.is_some()
                 || self
@@ -330,43 +330,43 @@ impl TlsArgs {
 pub struct AuthArgs {
     /// Require credentials (API keys, and access tokens with --oidc-issuer) on every protected route.
     #[arg(long, env = "PHIM_REQUIRE_AUTH")]
-    pub require_auth: bool,
+    pub(crate) require_auth: bool,
     /// Serve without authentication on a non-loopback address (refused otherwise).
     #[arg(long, env = "PHIM_ALLOW_ANONYMOUS")]
-    pub allow_anonymous: bool,
+    pub(crate) allow_anonymous: bool,
     /// OpenID Connect issuer URL (discovery at ISSUER/.well-known/openid-configuration); implies --require-auth.
     #[arg(long, env = "PHIM_OIDC_ISSUER")]
-    pub oidc_issuer: Option<String>,
+    pub(crate) oidc_issuer: Option<String>,
     /// Audience (`aud`) every access token must name.
     #[arg(long, env = "PHIM_OIDC_AUDIENCE")]
-    pub oidc_audience: Option<String>,
+    pub(crate) oidc_audience: Option<String>,
     /// Claim holding the roles, a dotted path (Keycloak's realm_access.roles is read too).
     #[arg(long, env = "PHIM_OIDC_ROLES_CLAIM", default_value = "roles")]
-    pub oidc_roles_claim: String,
+    pub(crate) oidc_roles_claim: String,
     /// The viewer's public OpenID client (authorization code flow with PKCE).
     #[arg(long, env = "PHIM_OIDC_CLIENT_ID")]
-    pub oidc_client_id: Option<String>,
+    pub(crate) oidc_client_id: Option<String>,
     /// Allowed clock difference for token exp/nbf, in seconds.
     #[arg(long, env = "PHIM_OIDC_CLOCK_SKEW", default_value_t = 60)]
-    pub oidc_clock_skew: u64,
+    pub(crate) oidc_clock_skew: u64,
     /// /readyz answers without credentials ("false": admins only).
     #[arg(long, env = "PHIM_READYZ_PUBLIC", default_value_t = true, action = clap::ArgAction::Set)]
     pub readyz_public: bool,
     /// Requests per second per identity (user, key, AE; address without one); 0: no limit.
     #[arg(long, env = "PHIM_RATE_LIMIT", default_value_t = 0.0)]
-    pub rate_limit: f64,
+    pub(crate) rate_limit: f64,
     /// Requests an identity may make at once above --rate-limit.
     #[arg(long, env = "PHIM_RATE_BURST", default_value_t = 200.0)]
-    pub rate_burst: f64,
+    pub(crate) rate_burst: f64,
     /// STOW requests running at once per identity; 0: no limit.
     #[arg(long, env = "PHIM_MAX_CONCURRENT_STOW", default_value_t = 8)]
-    pub max_concurrent_stow: usize,
+    pub(crate) max_concurrent_stow: usize,
     /// Requests of any kind running at once per identity (until the answer is sent); 0: no limit.
     #[arg(long, env = "PHIM_MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
-    pub max_concurrent_requests: usize,
+    pub(crate) max_concurrent_requests: usize,
     /// Largest request body of a role, ROLE=BYTES (K, M, G suffixes; repeatable or comma-separated).
     #[arg(long = "max-body", env = "PHIM_MAX_BODY", value_delimiter = ',')]
-    pub max_body: Vec<String>,
+    pub(crate) max_body: Vec<String>,
     /// Origins allowed cross-origin requests (CORS), e.g. https://emr.example; none by default.
     #[arg(long = "cors-origin", env = "PHIM_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
@@ -456,57 +456,57 @@ pub struct EmrArgs {
     /// https://emr.example/patients/{PatientID}/orders/{AccessionNumber}
     /// (placeholders: study-level attribute keywords; values percent-encoded).
     #[arg(long, env = "PHIM_EMR_URL_TEMPLATE")]
-    pub emr_url_template: Option<String>,
+    pub(crate) emr_url_template: Option<String>,
     /// Seconds without new instances after which a study is announced as stable.
     #[arg(long, env = "PHIM_STABLE_AFTER", default_value_t = 60)]
-    pub stable_after: u64,
+    pub(crate) stable_after: u64,
     /// URL that receives each change event as a JSON POST (repeatable or comma-separated).
     #[arg(long = "webhook-url", env = "PHIM_WEBHOOK_URLS", value_delimiter = ',')]
-    pub webhook_urls: Vec<String>,
+    pub(crate) webhook_urls: Vec<String>,
     /// Attempts per webhook delivery before it is logged as failed.
     #[arg(long, env = "PHIM_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
-    pub webhook_max_attempts: u32,
+    pub(crate) webhook_max_attempts: u32,
     /// UTC offset of DICOM dates and times (e.g. +07:00), for FHIR
     /// `started`; unset: `started` is the study date alone.
     #[arg(long, env = "PHIM_TIMEZONE")]
-    pub timezone: Option<String>,
+    pub(crate) timezone: Option<String>,
     /// Bearer token the EMR must send to set or remove EMR links (at least
     /// 16 characters; prefer the environment variable to the command line).
     #[arg(long, env = "PHIM_EMR_API_TOKEN", hide_env_values = true)]
-    pub emr_api_token: Option<String>,
+    pub(crate) emr_api_token: Option<String>,
 }
 
 /// The DICOM (DIMSE) listener for modalities and workstations.
 #[derive(Debug, Clone, Args)]
-pub struct DimseArgs {
+pub(crate) struct DimseArgs {
     /// DICOM listen address, or "off" to disable DIMSE.
     #[arg(long, env = "PHIM_DICOM_LISTEN", default_value = "127.0.0.1:11112")]
-    pub dicom_listen: String,
+    pub(crate) dicom_listen: String,
     /// Our AE title (the called AE title peers must use).
     #[arg(long, env = "PHIM_AE_TITLE", default_value = "PHIM")]
-    pub ae_title: String,
+    pub(crate) ae_title: String,
     /// Calling AE titles allowed to associate (repeatable or comma-separated; default: any).
     #[arg(long = "dicom-allow", env = "PHIM_DICOM_ALLOW", value_delimiter = ',')]
-    pub dicom_allow: Vec<String>,
+    pub(crate) dicom_allow: Vec<String>,
     /// Associations served at once; more are rejected (transient, local limit exceeded).
     #[arg(long, env = "PHIM_DICOM_MAX_ASSOCIATIONS", default_value_t = 32)]
-    pub dicom_max_associations: usize,
+    pub(crate) dicom_max_associations: usize,
     /// ARTIM, read and write timeout of associations, in seconds.
     #[arg(long, env = "PHIM_DICOM_TIMEOUT", default_value_t = 60)]
-    pub dicom_timeout: u64,
+    pub(crate) dicom_timeout: u64,
     /// Largest P-DATA PDU accepted, in bytes.
     #[arg(long, env = "PHIM_DICOM_MAX_PDU", default_value_t = 262_144)]
-    pub dicom_max_pdu: u32,
+    pub(crate) dicom_max_pdu: u32,
     /// Remote AEs for C-MOVE destinations and storage commitment replies:
     /// TITLE=host:port (repeatable or comma-separated).
     #[arg(long = "remote-ae", env = "PHIM_REMOTE_AE", value_delimiter = ',')]
-    pub remote_ae: Vec<String>,
+    pub(crate) remote_ae: Vec<String>,
     /// Instances one C-MOVE or C-GET may retrieve at most.
     #[arg(long, env = "PHIM_DICOM_MAX_RETRIEVE", default_value_t = 100_000)]
-    pub dicom_max_retrieve: usize,
+    pub(crate) dicom_max_retrieve: usize,
     /// Reject associations from calling AE titles that are not a --remote-ae.
     #[arg(long, env = "PHIM_DICOM_REQUIRE_KNOWN_AE")]
-    pub dicom_require_known_ae: bool,
+    pub(crate) dicom_require_known_ae: bool,
 }
 
 /// Checks an AE title (PS3.5 §6.2: 1-16 characters, no backslash or control).
@@ -520,7 +520,7 @@ fn valid_ae_title(ae: &str) -> bool {
 /// Parses one `TITLE=host:port[:service,…]` entry. Services: `store`,
 /// `find`, `move`, `get`, `commit` (none named: all), and `from-host`
 /// (associations from that host's addresses only).
-pub fn parse_remote_ae(entry: &str) -> Result<crate::dimse::RemoteAe, String> {
+pub(crate) fn parse_remote_ae(entry: &str) -> Result<crate::dimse::RemoteAe, String> {
     let (title, rest) = entry
         .split_once('=')
         .ok_or_else(|| format!("--remote-ae '{entry}': expected TITLE=host:port[:services]"))?;
@@ -613,7 +613,7 @@ fn remote_ae_entries(values: &[String]) -> Vec<String> {
 
 impl DimseArgs {
     /// The listener configuration, or `None` when DIMSE is off.
-    pub fn config(&self) -> Result<Option<crate::dimse::DimseConfig>, String> {
+    pub(crate) fn config(&self) -> Result<Option<crate::dimse::DimseConfig>, String> {
         if self.dicom_listen.eq_ignore_ascii_case("off") {
             return Ok(None);
         }

@@ -15,7 +15,7 @@ use crate::ingest::IngestError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -35,8 +35,6 @@ pub enum ApiError {
     #[error("{0}")]
     RangeNotSatisfiable(String),
     #[error("{0}")]
-    NotImplemented(String),
-    #[error("{0}")]
     Unavailable(String),
     /// The server is at capacity for this kind of work; retry later.
     #[error("{0}")]
@@ -49,7 +47,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -59,7 +57,6 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
-            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -69,7 +66,7 @@ impl ApiError {
 
 impl ApiError {
     /// What the client is told; internal detail goes to the log here.
-    pub fn client_message(&self) -> String {
+    pub(crate) fn client_message(&self) -> String {
         match self {
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
@@ -84,15 +81,13 @@ impl ApiError {
     }
 
     /// The FHIR issue type (R4 `IssueType` value set) of this error.
-    pub fn fhir_issue_code(&self) -> &'static str {
+    pub(crate) fn fhir_issue_code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "invalid",
             ApiError::NotFound(_) => "not-found",
             ApiError::Unauthorized(_) => "login",
             ApiError::Forbidden(_) => "forbidden",
-            ApiError::NotAcceptable(_)
-            | ApiError::UnsupportedMediaType(_)
-            | ApiError::NotImplemented(_) => "not-supported",
+            ApiError::NotAcceptable(_) | ApiError::UnsupportedMediaType(_) => "not-supported",
             ApiError::PayloadTooLarge(_) => "too-costly",
             ApiError::RangeNotSatisfiable(_) => "invalid",
             ApiError::Unavailable(_) | ApiError::Busy(_) => "transient",
@@ -129,7 +124,7 @@ impl IntoResponse for ApiError {
 /// An [`ApiError`] answered as JSON, `{"error": "…", "status": 400}`, for
 /// the JSON API under `/api` (same status, same message).
 #[derive(Debug)]
-pub struct JsonError(pub ApiError);
+pub(crate) struct JsonError(pub ApiError);
 
 impl IntoResponse for JsonError {
     fn into_response(self) -> Response {
@@ -163,7 +158,7 @@ impl From<IndexError> for JsonError {
 /// An [`ApiError`] answered as a FHIR R4 `OperationOutcome` (same status,
 /// same message), for the FHIR API under `/fhir`.
 #[derive(Debug)]
-pub struct FhirError(pub ApiError);
+pub(crate) struct FhirError(pub ApiError);
 
 impl IntoResponse for FhirError {
     fn into_response(self) -> Response {
@@ -263,10 +258,10 @@ impl From<StoreError> for ApiError {
 }
 
 /// DICOM status codes: one table with DIMSE's, in `dicom::status`.
-pub use crate::dicom::status;
+pub(crate) use crate::dicom::status;
 
 /// The Failure Reason (0008,1197) for an instance that was not stored.
-pub fn failure_reason(e: &IngestError) -> u16 {
+pub(crate) fn failure_reason(e: &IngestError) -> u16 {
     match e {
         IngestError::Unparseable(_) => status::CANNOT_UNDERSTAND,
         IngestError::InvalidAttribute { .. } | IngestError::StudyMismatch { .. } => {
@@ -284,7 +279,7 @@ pub fn failure_reason(e: &IngestError) -> u16 {
 
 /// Whether the failure is the server's (logged as an error) rather than
 /// the instance's (logged as a warning).
-pub fn is_server_fault(e: &IngestError) -> bool {
+pub(crate) fn is_server_fault(e: &IngestError) -> bool {
     matches!(
         e,
         IngestError::Store(_) | IngestError::Index(_) | IngestError::Internal(_)

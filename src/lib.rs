@@ -1,26 +1,32 @@
 //! Phim: an open-source PACS. DICOMweb (STOW-RS, WADO-RS, QIDO-RS) over
 //! object storage and a SQL index. See ARCHITECTURE.md for the map.
+//!
+//! The crate's public seams are what `src/main.rs`, `tests/` and
+//! `benches/` use; everything else is `pub(crate)` or narrower, and the
+//! `unreachable_pub` lint (an error under `cargo clippy -D warnings`) keeps
+//! it so: a `pub` item in a crate-private module must say `pub(crate)`.
+#![warn(unreachable_pub)]
 
-pub mod api;
+pub(crate) mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod dicom;
-pub mod dicomweb;
-pub mod dimse;
-pub mod emr;
-pub mod error;
-pub mod fhir;
+pub(crate) mod dicomweb;
+pub(crate) mod dimse;
+pub(crate) mod emr;
+pub(crate) mod error;
+pub(crate) mod fhir;
 pub mod imaging;
 pub mod import;
 pub mod index;
 pub mod ingest;
 pub mod query;
 pub mod redact;
-pub mod search;
+pub(crate) mod search;
 pub mod server;
 pub mod state;
 pub mod store;
 pub mod synth;
-pub mod tls;
-pub mod viewer;
+pub(crate) mod tls;
+pub(crate) mod viewer;

@@ -14,7 +14,7 @@ use crate::query::{Include, Kind, Level, Query};
 
 /// Runs a search; returns at most `q.limit` objects and whether more match.
 /// `base` is the DICOMweb root for RetrieveURL (none for C-FIND).
-pub async fn run(
+pub(crate) async fn run(
     index: &dyn Index,
     q: &Query,
     base: Option<&str>,

@@ -123,7 +123,7 @@ async fn readyz(State(st): State<AppState>) -> (StatusCode, String) {
 
 /// Opens the index and store and builds the ingest pipeline (shared by
 /// `serve` and `import`).
-pub async fn open_backends(
+pub(crate) async fn open_backends(
     storage: &crate::config::StorageArgs,
     ingest: &crate::config::IngestArgs,
 ) -> anyhow_like::Result<(Arc<dyn Index>, Store, Ingest)> {
@@ -167,8 +167,8 @@ pub async fn open_backends(
 }
 
 /// Minimal string-error result for start-up paths.
-pub mod anyhow_like {
-    pub type Result<T> = std::result::Result<T, String>;
+pub(crate) mod anyhow_like {
+    pub(crate) type Result<T> = std::result::Result<T, String>;
 }
 
 /// Secure by default: a server reachable from other machines must ask for

@@ -26,7 +26,7 @@ impl Rng {
         self.next_u64() % n.max(1)
     }
     /// Roughly normal noise (sum of uniforms), mean 0, sd ~1.
-    pub fn noise(&mut self) -> f32 {
+    pub(crate) fn noise(&mut self) -> f32 {
         let mut s = 0.0f32;
         for _ in 0..4 {
             s += (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
@@ -36,7 +36,7 @@ impl Rng {
 }
 
 /// Wraps a data set in a Part 10 file (preamble, DICM, meta group).
-pub fn part10(
+pub(crate) fn part10(
     sop_class: &str,
     sop_instance: &str,
     transfer_syntax: &str,
@@ -110,8 +110,8 @@ pub struct StudySpec {
 pub struct StudyIdentity {
     pub patient_name: String,
     pub patient_id: String,
-    pub birth_date: String,
-    pub sex: &'static str,
+    pub(crate) birth_date: String,
+    pub(crate) sex: &'static str,
     pub study_uid: String,
     pub series_uid: String,
     pub accession: String,

@@ -33,7 +33,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// A server configuration from PEM files; `client_ca`: client
 /// certificates signed by it are required. `alpn`: protocols offered.
-pub fn server_config(
+pub(crate) fn server_config(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
@@ -68,18 +68,21 @@ pub fn server_config(
 }
 
 /// Handshakes may take this long; a client that stalls longer is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An HTTPS listener for `axum::serve`: connections are accepted and their
 /// handshakes run beside each other (a slow client holds only its own),
 /// and finished ones are handed to axum.
-pub struct TlsListener {
+pub(crate) struct TlsListener {
     rx: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<TlsListener> {
+    pub(crate) fn new(
+        listener: TcpListener,
+        config: Arc<ServerConfig>,
+    ) -> std::io::Result<TlsListener> {
         let local = listener.local_addr()?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let acceptor = TlsAcceptor::from(config);
@@ -131,7 +134,7 @@ impl axum::serve::Listener for TlsListener {
 }
 
 /// A client configuration trusting `ca` (PEM), or the system's roots.
-pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+pub(crate) fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(ca) => {

@@ -12,7 +12,7 @@ use tower_http::services::{ServeDir, ServeFile};
 /// client-side routes (e.g. `/study/1.2.3`) survive a reload. When `dir`
 /// has no `index.html` the viewer is not built and every path answers 404
 /// with a short explanation.
-pub fn routes<S>(dir: &Path) -> Router<S>
+pub(crate) fn routes<S>(dir: &Path) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {

@@ -21,10 +21,10 @@ use super::{Event, EventId};
 /// Where the messages go.
 #[derive(Debug, Clone)]
 pub struct SyslogTarget {
-    pub host: String,
-    pub port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// TLS with these roots (`None`: plain TCP).
-    pub tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    pub(crate) tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
 }
 
 impl SyslogTarget {
@@ -55,20 +55,20 @@ impl SyslogTarget {
 
 /// The sender's handle.
 #[derive(Debug, Clone)]
-pub struct Atna {
+pub(crate) struct Atna {
     tx: mpsc::Sender<Event>,
-    pub lost: Arc<AtomicU64>,
+    pub(crate) lost: Arc<AtomicU64>,
 }
 
 impl Atna {
-    pub fn send(&self, e: &Event) {
+    pub(crate) fn send(&self, e: &Event) {
         if self.tx.try_send(e.clone()).is_err() {
             self.lost.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-pub fn start(
+pub(crate) fn start(
     target: SyslogTarget,
     shutdown: CancellationToken,
 ) -> (Atna, tokio::task::JoinHandle<()>) {
@@ -174,7 +174,7 @@ fn hostname() -> String {
 }
 
 /// RFC 5425 §4.3: octet counting.
-pub fn frame(msg: &str) -> Vec<u8> {
+pub(crate) fn frame(msg: &str) -> Vec<u8> {
     let mut out = format!("{} ", msg.len()).into_bytes();
     out.extend_from_slice(msg.as_bytes());
     out
@@ -183,7 +183,7 @@ pub fn frame(msg: &str) -> Vec<u8> {
 /// An RFC 5424 message: facility 10 (security/authorization), severity
 /// notice for successes and warning for failures; the MSG is the audit
 /// message as UTF-8 (with its BOM, RFC 5424 §6.4).
-pub fn syslog_message(e: &Event, host: &str) -> String {
+pub(crate) fn syslog_message(e: &Event, host: &str) -> String {
     let severity = if e.outcome == super::Outcome::Success {
         5
     } else {
@@ -296,7 +296,7 @@ fn participant_objects(m: &mut String, e: &Event) {
 }
 
 /// The DICOM audit message (PS3.15 A.5.1), on one line.
-pub fn audit_message(e: &Event) -> String {
+pub(crate) fn audit_message(e: &Event) -> String {
     let mut m = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><AuditMessage>");
     m.push_str(&format!(
         "<EventIdentification EventActionCode=\"{:?}\" EventDateTime=\"{}\" EventOutcomeIndicator=\"{}\">",

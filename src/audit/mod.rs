@@ -9,7 +9,7 @@
 //! event of their own. Audit records hold patient identifiers; the
 //! ordinary log never does.
 
-pub mod atna;
+pub(crate) mod atna;
 pub mod verify;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,7 +53,7 @@ impl EventId {
     }
 
     /// The code meaning of PS3.16 CID 400.
-    pub fn meaning(self) -> &'static str {
+    pub(crate) fn meaning(self) -> &'static str {
         match self {
             EventId::ApplicationActivity => "Application Activity",
             EventId::AuditLogUsed => "Audit Log Used",
@@ -93,12 +93,12 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Actor {
     /// `oidc`, `api-key`, `emr-token`, `ae-title`, `anonymous`, `none`, `phim`.
-    pub method: String,
+    pub(crate) method: String,
     /// User, key name or AE title.
     pub name: String,
-    pub roles: Vec<String>,
+    pub(crate) roles: Vec<String>,
     /// Network address it came from.
-    pub address: Option<String>,
+    pub(crate) address: Option<String>,
 }
 
 impl Actor {
@@ -125,14 +125,14 @@ impl Actor {
 /// One audit event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {
-    pub time_ms: i64,
+    pub(crate) time_ms: i64,
     pub event: EventId,
     /// Event Type Code where CID 400's event needs one (e.g. "Login",
     /// "Application Start").
     pub event_type: Option<String>,
-    pub action: Action,
+    pub(crate) action: Action,
     pub outcome: Outcome,
-    pub actor: Actor,
+    pub(crate) actor: Actor,
     /// The patient of the studies (filled in by the writer when known).
     pub patient_id: Option<String>,
     pub studies: Vec<String>,
@@ -140,7 +140,7 @@ pub struct Event {
     pub instances: i64,
     /// The request: `GET /dicomweb/studies?…`, `C-FIND STUDY`, why a
     /// credential was refused.
-    pub detail: String,
+    pub(crate) detail: String,
     /// Requests merged into this event by the writer.
     pub count: i64,
 }
@@ -192,7 +192,7 @@ impl Event {
         self
     }
 
-    pub fn detail(mut self, detail: impl Into<String>) -> Event {
+    pub(crate) fn detail(mut self, detail: impl Into<String>) -> Event {
         self.detail = detail.into();
         self
     }
@@ -227,7 +227,7 @@ impl Event {
 }
 
 /// Events held at most before new ones are counted as lost.
-pub const QUEUE: usize = 10_000;
+pub(crate) const QUEUE: usize = 10_000;
 
 /// The handle that services record events through; cheap to clone.
 #[derive(Debug, Clone)]
@@ -252,11 +252,6 @@ impl Audit {
                 self.lost.fetch_add(1, Ordering::Relaxed);
             }
         }
-    }
-
-    /// Events lost so far and not yet reported.
-    pub fn lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
     }
 }
 

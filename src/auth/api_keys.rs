@@ -12,7 +12,7 @@ use crate::index::{ApiKeyRecord, Index};
 
 /// Every key starts with this, so that a key is told from a JWT at a
 /// glance (and secret scanners can find leaked ones).
-pub const PREFIX: &str = "phim_";
+pub(crate) const PREFIX: &str = "phim_";
 
 /// A new random key: `phim_` + 43 base64url characters (32 bytes).
 pub fn generate() -> String {
@@ -31,12 +31,12 @@ pub fn hash(key: &str) -> [u8; 32] {
 
 /// A key's role, as stored (`None`: the row names a role this version
 /// does not know, and the key grants nothing).
-pub fn role_of(record: &ApiKeyRecord) -> Option<Role> {
+pub(crate) fn role_of(record: &ApiKeyRecord) -> Option<Role> {
     Role::parse(&record.role)
 }
 
 /// Checks a key name: 1-64 characters of letters, digits, `-`, `_`, `.`.
-pub fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

@@ -21,7 +21,7 @@ type Refusal = Box<Response>;
 /// any handler runs, applies the caller's limits, and records the access
 /// in the audit trail. Handlers find the [`Principal`] in the request's
 /// extensions.
-pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn require(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let access = policy::http_access_with_query(req.method(), req.uri().path(), req.uri().query());
     if access == Access::Public {
         return next.run(req).await;

@@ -16,20 +16,20 @@ use super::{Principal, Role};
 #[derive(Debug, Clone, Default)]
 pub struct LimitsConfig {
     /// Requests per second per identity.
-    pub rate: f64,
+    pub(crate) rate: f64,
     /// Requests an identity may make at once above the rate.
-    pub burst: f64,
+    pub(crate) burst: f64,
     /// STOW requests at once per identity.
-    pub max_concurrent_stow: usize,
+    pub(crate) max_concurrent_stow: usize,
     /// Requests of any kind at once per identity.
-    pub max_concurrent_requests: usize,
+    pub(crate) max_concurrent_requests: usize,
     /// Largest request body by role (a caller with several roles gets the
     /// largest); roles not named: no limit beyond the ingest's own.
-    pub max_body: Vec<(Role, u64)>,
+    pub(crate) max_body: Vec<(Role, u64)>,
 }
 
 /// Parses `ROLE=BYTES` (`BYTES` may end in K, M, G: powers of 1024).
-pub fn parse_max_body(entry: &str) -> Result<(Role, u64), String> {
+pub(crate) fn parse_max_body(entry: &str) -> Result<(Role, u64), String> {
     let (role, size) = entry
         .split_once('=')
         .ok_or_else(|| format!("--max-body '{entry}': expected ROLE=BYTES"))?;
@@ -66,7 +66,7 @@ type Counts = Arc<Mutex<HashMap<String, usize>>>;
 
 /// Held while a request (or a STOW) runs; frees its place on drop.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     key: String,
     counts: Counts,
 }
@@ -123,7 +123,7 @@ impl Limits {
     }
 
     /// `Err(seconds to wait)` when the caller is over its rate.
-    pub fn admit(&self, p: &Principal) -> Result<(), u64> {
+    pub(crate) fn admit(&self, p: &Principal) -> Result<(), u64> {
         let rate = self.config.rate;
         if rate <= 0.0 {
             return Ok(());
@@ -151,13 +151,13 @@ impl Limits {
 
     /// A place for one more STOW of this caller, or `None` when it has
     /// as many running as allowed.
-    pub fn stow_slot(&self, p: &Principal) -> Option<Slot> {
+    pub(crate) fn stow_slot(&self, p: &Principal) -> Option<Slot> {
         Slot::take(&self.stow, Self::key(p), self.config.max_concurrent_stow)
     }
 
     /// A place for one more request of this caller, or `None` when it has
     /// as many running as allowed.
-    pub fn request_slot(&self, p: &Principal) -> Option<Slot> {
+    pub(crate) fn request_slot(&self, p: &Principal) -> Option<Slot> {
         Slot::take(
             &self.requests,
             Self::key(p),
@@ -166,7 +166,7 @@ impl Limits {
     }
 
     /// The largest body this caller may send (`None`: no limit here).
-    pub fn max_body(&self, p: &Principal) -> Option<u64> {
+    pub(crate) fn max_body(&self, p: &Principal) -> Option<u64> {
         if self.config.max_body.is_empty() || !p.authenticated() {
             return None;
         }

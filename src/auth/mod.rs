@@ -11,8 +11,8 @@ pub mod api_keys;
 pub mod layer;
 pub mod limits;
 pub mod oidc;
-pub mod policy;
-pub mod routes;
+pub(crate) mod policy;
+pub(crate) mod routes;
 pub mod share;
 
 use std::collections::HashMap;
@@ -29,16 +29,16 @@ use crate::index::Index;
 
 /// A set of [`Permission`]s.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Permissions(u16);
+pub(crate) struct Permissions(u16);
 
 impl Permissions {
-    pub const NONE: Permissions = Permissions(0);
+    pub(crate) const NONE: Permissions = Permissions(0);
 
     fn bit(p: Permission) -> u16 {
         1 << (p as u16)
     }
 
-    pub fn all() -> Permissions {
+    pub(crate) fn all() -> Permissions {
         let mut s = Permissions::NONE;
         for (p, _) in policy::TABLE {
             s.insert(*p);
@@ -47,7 +47,7 @@ impl Permissions {
     }
 
     /// The permissions of these roles, by [`policy::TABLE`].
-    pub fn of_roles(roles: &[Role]) -> Permissions {
+    pub(crate) fn of_roles(roles: &[Role]) -> Permissions {
         let mut s = Permissions::NONE;
         for (p, rs) in policy::TABLE {
             if roles.iter().any(|r| rs.contains(r)) {
@@ -57,22 +57,22 @@ impl Permissions {
         s
     }
 
-    pub fn insert(&mut self, p: Permission) {
+    pub(crate) fn insert(&mut self, p: Permission) {
         self.0 |= Self::bit(p);
     }
 
-    pub fn remove(&mut self, p: Permission) {
+    pub(crate) fn remove(&mut self, p: Permission) {
         self.0 &= !Self::bit(p);
     }
 
-    pub fn contains(self, p: Permission) -> bool {
+    pub(crate) fn contains(self, p: Permission) -> bool {
         self.0 & Self::bit(p) != 0
     }
 }
 
 /// How a caller proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
+pub(crate) enum Method {
     /// Nothing: the server runs without authentication.
     Anonymous,
     /// Nothing, on a server that requires authentication.
@@ -90,7 +90,7 @@ pub enum Method {
 }
 
 impl Method {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Method::Anonymous => "anonymous",
             Method::None => "none",
@@ -106,13 +106,13 @@ impl Method {
 /// Who is calling, as far as authorisation and the audit trail care.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub method: Method,
+    pub(crate) method: Method,
     /// User (token subject or preferred name), API key name or AE title.
     pub name: String,
-    pub roles: Vec<Role>,
-    pub permissions: Permissions,
+    pub(crate) roles: Vec<Role>,
+    pub(crate) permissions: Permissions,
     /// Where the request came from.
-    pub address: Option<IpAddr>,
+    pub(crate) address: Option<IpAddr>,
     /// A share link's study (and series): nothing else is reachable.
     pub share: Option<share::Claims>,
 }
@@ -129,7 +129,7 @@ impl Principal {
 
     /// Everyone, on a server without authentication (today's default on
     /// loopback).
-    pub fn anonymous(address: Option<IpAddr>, permissions: Permissions) -> Principal {
+    pub(crate) fn anonymous(address: Option<IpAddr>, permissions: Permissions) -> Principal {
         Principal {
             method: Method::Anonymous,
             name: "anonymous".into(),
@@ -169,7 +169,7 @@ impl Principal {
     }
 
     /// "user alice (radiologist)", for refusal messages and logs.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let roles: Vec<&str> = self.roles.iter().map(|r| r.as_str()).collect();
         let who = match self.method {
             Method::Anonymous | Method::None => "anonymous caller".to_owned(),
@@ -258,7 +258,7 @@ impl Auth {
 
     /// Whether these headers carry a credential this server has not seen
     /// used before (bounded memory: forgets all after 100,000).
-    pub fn first_use(&self, headers: &HeaderMap) -> bool {
+    pub(crate) fn first_use(&self, headers: &HeaderMap) -> bool {
         let Some(v) = headers.get(header::AUTHORIZATION) else {
             return false;
         };
@@ -272,12 +272,12 @@ impl Auth {
         seen.insert(h)
     }
 
-    pub fn share_keys(&self) -> &share::ShareKeys {
+    pub(crate) fn share_keys(&self) -> &share::ShareKeys {
         &self.share
     }
 
     /// A share token (from the `share` query parameter of a GET).
-    pub async fn share_link(
+    pub(crate) async fn share_link(
         &self,
         token: &str,
         address: Option<IpAddr>,
@@ -303,7 +303,7 @@ impl Auth {
         })
     }
 
-    pub fn verifier(&self) -> Option<&oidc::Verifier> {
+    pub(crate) fn verifier(&self) -> Option<&oidc::Verifier> {
         self.verifier.as_ref()
     }
 

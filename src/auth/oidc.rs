@@ -20,21 +20,21 @@ pub struct OidcConfig {
     /// `iss` of every accepted token, and where discovery starts.
     pub issuer: String,
     /// `aud` every accepted token must name.
-    pub audience: String,
+    pub(crate) audience: String,
     /// Claim holding the roles (a dotted path: `roles`,
     /// `realm_access.roles`); Keycloak's `realm_access.roles` is read too.
-    pub roles_claim: String,
+    pub(crate) roles_claim: String,
     /// The viewer's public client (authorization code + PKCE).
-    pub client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
     /// Allowed clock difference for `exp` and `nbf`.
-    pub leeway: Duration,
+    pub(crate) leeway: Duration,
 }
 
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
+pub(crate) struct User {
     pub name: String,
-    pub roles: Vec<Role>,
+    pub(crate) roles: Vec<Role>,
 }
 
 #[derive(Default)]
@@ -52,7 +52,7 @@ const MIN_REFRESH: Duration = Duration::from_secs(5);
 /// And at least this often, so removed keys stop being trusted.
 const MAX_AGE: Duration = Duration::from_secs(3600);
 
-pub struct Verifier {
+pub(crate) struct Verifier {
     config: OidcConfig,
     http: reqwest::Client,
     keys: tokio::sync::RwLock<Keys>,
@@ -68,7 +68,7 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    pub fn new(config: OidcConfig) -> Verifier {
+    pub(crate) fn new(config: OidcConfig) -> Verifier {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -81,13 +81,9 @@ impl Verifier {
         }
     }
 
-    pub fn config(&self) -> &OidcConfig {
-        &self.config
-    }
-
     /// Fetches the discovery document and the keys (start-up calls it so
     /// that a wrong issuer shows in the log at once).
-    pub async fn refresh_keys(&self) -> Result<usize, String> {
+    pub(crate) async fn refresh_keys(&self) -> Result<usize, String> {
         let _one = self.refresh.lock().await;
         self.fetch().await
     }
@@ -218,7 +214,7 @@ impl Verifier {
     }
 
     /// Checks an access token and reads who it names.
-    pub async fn verify(&self, token: &str) -> Result<User, AuthError> {
+    pub(crate) async fn verify(&self, token: &str) -> Result<User, AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| AuthError::Token("not a signed JWT".into()))?;
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {

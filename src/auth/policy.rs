@@ -25,7 +25,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub(crate) const ALL: [Role; 5] = [
         Role::Admin,
         Role::Radiologist,
         Role::Clinician,
@@ -110,7 +110,7 @@ impl std::fmt::Display for Permission {
 }
 
 /// The permission table: for each permission, the roles that have it.
-pub const TABLE: &[(Permission, &[Role])] = &[
+pub(crate) const TABLE: &[(Permission, &[Role])] = &[
     (
         Permission::Query,
         &[Role::Admin, Role::Radiologist, Role::Clinician],
@@ -136,7 +136,8 @@ pub const TABLE: &[(Permission, &[Role])] = &[
 ];
 
 /// Whether `role` has `permission` by [`TABLE`].
-pub fn role_has(role: Role, permission: Permission) -> bool {
+#[cfg(test)]
+fn role_has(role: Role, permission: Permission) -> bool {
     TABLE
         .iter()
         .any(|(p, roles)| *p == permission && roles.contains(&role))
@@ -144,7 +145,7 @@ pub fn role_has(role: Role, permission: Permission) -> bool {
 
 /// What an HTTP request needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// Anyone: `/healthz`, the viewer's files, the auth configuration,
     /// FHIR's CapabilityStatement.
     Public,
@@ -159,7 +160,7 @@ pub enum Access {
 
 /// The access an HTTP request needs, from its method and path alone (no
 /// handler runs before this is decided).
-pub fn http_access(method: &Method, path: &str) -> Access {
+pub(crate) fn http_access(method: &Method, path: &str) -> Access {
     let path = path.trim_end_matches('/');
     let read = method == Method::GET || method == Method::HEAD;
     let segments: Vec<&str> = path.split('/').skip(1).collect();
@@ -184,7 +185,7 @@ pub fn http_access(method: &Method, path: &str) -> Access {
 
 /// [`http_access`], and what a query string adds: study references that
 /// carry a share link (`share_expires_in`) need [`Permission::Share`].
-pub fn http_access_with_query(method: &Method, path: &str, query: Option<&str>) -> Access {
+pub(crate) fn http_access_with_query(method: &Method, path: &str, query: Option<&str>) -> Access {
     let access = http_access(method, path);
     let asks_share = query.is_some_and(|q| {
         url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "share_expires_in")
@@ -245,7 +246,7 @@ fn api_access(method: &Method, read: bool, rest: &[&str]) -> Access {
 
 /// The DIMSE services a remote AE may be granted (`--remote-ae
 /// CT1=host:port:store,commit`).
-pub const DIMSE_SERVICES: &[(&str, Permission)] = &[
+pub(crate) const DIMSE_SERVICES: &[(&str, Permission)] = &[
     ("store", Permission::Store),
     ("find", Permission::Query),
     ("move", Permission::Move),
@@ -257,7 +258,7 @@ pub const DIMSE_SERVICES: &[(&str, Permission)] = &[
 /// (PS3.4 Annex B): structured reports (`1.2.840.10008.5.1.4.1.1.88.*`,
 /// including Key Object Selection `…88.59`), presentation states
 /// (`…1.1.11.*`) and encapsulated documents (`…1.1.104.*`).
-pub fn is_derived_sop_class(uid: &str) -> bool {
+pub(crate) fn is_derived_sop_class(uid: &str) -> bool {
     let uid = uid.trim_end_matches(['\0', ' ']);
     [
         "1.2.840.10008.5.1.4.1.1.88.",

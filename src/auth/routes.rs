@@ -17,7 +17,7 @@ use crate::state::AppState;
 use crate::{dicomweb, emr};
 
 /// `GET /api/auth/config` (public): what the viewer needs to log in.
-pub async fn client_config(State(st): State<AppState>) -> Json<serde_json::Value> {
+pub(crate) async fn client_config(State(st): State<AppState>) -> Json<serde_json::Value> {
     let oidc = st.auth.config.oidc.as_ref().map(|o| {
         serde_json::json!({
             "issuer": o.issuer,
@@ -35,14 +35,14 @@ pub async fn client_config(State(st): State<AppState>) -> Json<serde_json::Value
 /// The body of `POST /api/studies/{study}/share` (all optional).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ShareRequest {
+pub(crate) struct ShareRequest {
     pub series: Option<String>,
     /// Seconds the link lives (default a day, at most 30 days).
-    pub expires_in: Option<u64>,
+    pub(crate) expires_in: Option<u64>,
 }
 
 /// `POST /api/studies/{study}/share`: a link that opens this study only.
-pub async fn share(
+pub(crate) async fn share(
     State(st): State<AppState>,
     caller: Option<Extension<Principal>>,
     Path(study): Path<String>,

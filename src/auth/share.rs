@@ -24,10 +24,10 @@ use crate::dicom::Uid;
 use crate::error::ApiError;
 use crate::index::{now_ms, Index};
 
-pub const PREFIX: &str = "phims_";
+pub(crate) const PREFIX: &str = "phims_";
 /// Longest a link may live.
-pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Keys are read from the index again at least this often.
 const RELOAD: Duration = Duration::from_secs(60);
 
@@ -42,7 +42,7 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub se: Option<String>,
     /// Expiry, seconds since the epoch.
-    pub exp: i64,
+    pub(crate) exp: i64,
     /// Who made it (for the audit trail).
     pub by: String,
     /// Signing key id.
@@ -57,7 +57,7 @@ struct Key {
 
 /// The signing keys, cached.
 #[derive(Debug, Default)]
-pub struct ShareKeys {
+pub(crate) struct ShareKeys {
     cache: tokio::sync::RwLock<Option<(Vec<Key>, Instant)>>,
 }
 
@@ -112,7 +112,11 @@ impl ShareKeys {
     }
 
     /// Signs a link with the newest key (making the first key if there is none).
-    pub async fn sign(&self, index: &dyn Index, mut claims: Claims) -> Result<String, ShareError> {
+    pub(crate) async fn sign(
+        &self,
+        index: &dyn Index,
+        mut claims: Claims,
+    ) -> Result<String, ShareError> {
         let mut keys = self.keys(index, false).await?;
         if keys.is_empty() {
             rotate(index).await.map_err(ShareError::Unavailable)?;
@@ -130,7 +134,11 @@ impl ShareKeys {
     }
 
     /// Checks a token and reads what it opens.
-    pub async fn verify(&self, index: &dyn Index, token: &str) -> Result<Claims, ShareError> {
+    pub(crate) async fn verify(
+        &self,
+        index: &dyn Index,
+        token: &str,
+    ) -> Result<Claims, ShareError> {
         let body = token.strip_prefix(PREFIX).ok_or(ShareError::Malformed)?;
         let (payload, sig) = body.split_once('.').ok_or(ShareError::Malformed)?;
         if payload.len() > 4096 || sig.len() > 128 {
@@ -187,7 +195,7 @@ pub async fn rotate(index: &dyn Index) -> Result<String, String> {
 /// series), through the read routes only. Top-level QIDO searches are
 /// narrowed to the study: any study or series key the client sent is
 /// replaced by the link's. Returns the URI to serve, or why not.
-pub fn confine(claims: &Claims, method: &Method, uri: &Uri) -> Result<Uri, String> {
+pub(crate) fn confine(claims: &Claims, method: &Method, uri: &Uri) -> Result<Uri, String> {
     if method != Method::GET && method != Method::HEAD {
         return Err("a share link only reads".into());
     }
@@ -268,7 +276,7 @@ pub fn confine(claims: &Claims, method: &Method, uri: &Uri) -> Result<Uri, Strin
 
 /// A share token for `study` (and `series`) that lives `ttl`, made by
 /// `by`; returns it and its expiry (seconds since the epoch).
-pub async fn sign_link(
+pub(crate) async fn sign_link(
     auth: &Auth,
     index: &dyn Index,
     study: &Uid,

@@ -33,7 +33,7 @@ impl FrameIndex {
 
     /// Bytes per sample to swap when serving big-endian native frames as
     /// little endian (0: no swap).
-    pub fn swap_width(&self) -> usize {
+    pub(crate) fn swap_width(&self) -> usize {
         match self {
             FrameIndex::Native {
                 bits_allocated: 16, ..

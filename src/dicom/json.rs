@@ -315,7 +315,7 @@ fn person_name(v: &str) -> String {
     format!("{{{}}}", fields.join(","))
 }
 
-pub fn json_string(s: &str) -> String {
+pub(crate) fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 

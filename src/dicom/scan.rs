@@ -32,17 +32,17 @@ use super::transfer_syntax::{self, Encoding, TransferSyntax};
 pub struct ScanLimits {
     /// Binary values (OB, OW, UN, …) at most this long are kept inline;
     /// longer ones are recorded by offset (PS3.18 bulk data).
-    pub inline_binary_max: u64,
+    pub(crate) inline_binary_max: u64,
     /// Other values at most this long are kept; longer ones become bulk data.
-    pub inline_text_max: u64,
+    pub(crate) inline_text_max: u64,
     /// Total bytes of values kept in memory for one instance.
-    pub max_kept_bytes: u64,
+    pub(crate) max_kept_bytes: u64,
     /// Elements (at every depth) in one instance.
-    pub max_elements: usize,
+    pub(crate) max_elements: usize,
     /// Sequence nesting depth.
-    pub max_depth: usize,
+    pub(crate) max_depth: usize,
     /// Largest inflated data set accepted for Deflated transfer syntaxes.
-    pub max_inflated: u64,
+    pub(crate) max_inflated: u64,
     /// The character set assumed when (0008,0005) is absent or empty
     /// (`--default-charset`).
     pub default_charset: Charset,
@@ -81,11 +81,11 @@ pub enum ScanError {
 /// One data element as found in the file.
 #[derive(Debug, Clone)]
 pub struct Element {
-    pub tag: Tag,
-    pub vr: VR,
+    pub(crate) tag: Tag,
+    pub(crate) vr: VR,
     /// The implicit-VR dictionary said US-or-SS (resolved later with
     /// Pixel Representation).
-    pub ambiguous_xs: bool,
+    pub(crate) ambiguous_xs: bool,
     /// Offset of the value in the data set stream (the file offset, except
     /// for deflated transfer syntaxes where it is in the inflated stream).
     pub offset: u64,
@@ -131,7 +131,7 @@ pub struct Scanned {
     /// syntax's when a file says explicit VR but is written implicitly).
     pub encoding: Encoding,
     /// Warnings about what the walker had to assume.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// Byte offset where the data set starts in the file.
     pub dataset_offset: u64,
     pub dataset: Vec<Element>,
@@ -152,7 +152,7 @@ impl Scanned {
     }
 
     /// The Specific Character Set of the top level.
-    pub fn charset(&self) -> Charset {
+    pub(crate) fn charset(&self) -> Charset {
         match self.get(tags::SPECIFIC_CHARACTER_SET).map(|e| &e.value) {
             Some(Value::Inline(b)) if !String::from_utf8_lossy(b).trim().is_empty() => {
                 let declared = Charset::from_declared(&String::from_utf8_lossy(b));
@@ -171,7 +171,7 @@ impl Scanned {
 
     /// Whether (0008,0005) is absent (or empty) while some top-level text
     /// value has bytes above 0x7F: the default character set was a guess.
-    pub fn undeclared_non_ascii(&self) -> bool {
+    pub(crate) fn undeclared_non_ascii(&self) -> bool {
         let declared = matches!(
             self.get(tags::SPECIFIC_CHARACTER_SET).map(|e| &e.value),
             Some(Value::Inline(b)) if !String::from_utf8_lossy(b).trim().is_empty()
@@ -198,7 +198,7 @@ impl Scanned {
     }
 
     /// A top-level unsigned integer (US, UL, or an IS string).
-    pub fn uint(&self, tag: Tag) -> Option<u64> {
+    pub(crate) fn uint(&self, tag: Tag) -> Option<u64> {
         let e = self.get(tag)?;
         let Value::Inline(bytes) = &e.value else {
             return None;
@@ -243,7 +243,7 @@ pub fn find(elements: &[Element], tag: Tag) -> Option<&Element> {
 }
 
 /// Scans a Part 10 file on disk.
-pub fn scan_file(file: File, limits: &ScanLimits) -> Result<Scanned, ScanError> {
+pub(crate) fn scan_file(file: File, limits: &ScanLimits) -> Result<Scanned, ScanError> {
     let size = file.metadata()?.len();
     let reader = BufReader::with_capacity(64 * 1024, file);
     scan(reader, size, limits)
@@ -256,7 +256,7 @@ pub fn scan_bytes(bytes: &[u8], limits: &ScanLimits) -> Result<Scanned, ScanErro
 
 /// Scans a bare data set (no preamble, no meta group) encoded in
 /// `transfer_syntax`: what DIMSE carries in P-DATA.
-pub fn scan_dataset(
+pub(crate) fn scan_dataset(
     bytes: &[u8],
     transfer_syntax: &str,
     limits: &ScanLimits,
@@ -304,7 +304,7 @@ pub fn scan_dataset(
 }
 
 /// The inflated data set of a Deflated Explicit VR Little Endian file.
-pub fn inflated_dataset(bytes: &[u8]) -> Result<Vec<u8>, ScanError> {
+pub(crate) fn inflated_dataset(bytes: &[u8]) -> Result<Vec<u8>, ScanError> {
     let limits = ScanLimits::default();
     let mut w = Walker {
         src: Cursor::new(bytes),
@@ -476,7 +476,7 @@ fn has_long_length(vr: VR) -> bool {
     )
 }
 
-pub fn is_binary_vr(vr: VR) -> bool {
+pub(crate) fn is_binary_vr(vr: VR) -> bool {
     matches!(
         vr,
         VR::OB | VR::OD | VR::OF | VR::OL | VR::OV | VR::OW | VR::UN
@@ -986,7 +986,7 @@ fn implicit_vr(tag: Tag) -> (VR, bool) {
 #[cfg(test)]
 pub(crate) mod tests_support {
     /// Builds a minimal Explicit VR LE Part 10 file.
-    pub fn part10(dataset: &[u8], ts: &str) -> Vec<u8> {
+    pub(crate) fn part10(dataset: &[u8], ts: &str) -> Vec<u8> {
         let mut meta = Vec::new();
         let push = |out: &mut Vec<u8>, g: u16, e: u16, vr: &[u8; 2], v: &[u8]| {
             out.extend_from_slice(&g.to_le_bytes());

@@ -137,7 +137,7 @@ impl Charset {
     /// name the code extensions. Escape sequences in values are honoured
     /// whether or not their set was declared. A term Phim does not know sets
     /// `unknown`; an unknown value 1 means the default repertoire.
-    pub fn from_declared(raw: &str) -> Charset {
+    pub(crate) fn from_declared(raw: &str) -> Charset {
         let mut terms = raw.split('\\').map(|t| t.trim_matches([' ', '\0']));
         let first = terms.next().unwrap_or("");
         let mut unknown = false;
@@ -206,7 +206,7 @@ impl Charset {
     /// the initial state also at the start of each value (after `\`) of a
     /// multi-valued VR, and at each `^` and `=` of PN. Only bytes decoded
     /// as single-byte characters count as delimiters.
-    pub fn decode_vr(&self, bytes: &[u8], vr: VR) -> String {
+    pub(crate) fn decode_vr(&self, bytes: &[u8], vr: VR) -> String {
         self.decode_with(
             bytes,
             Resets {

@@ -6,16 +6,16 @@
 /// How the data set of a transfer syntax is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Encoding {
-    pub explicit_vr: bool,
-    pub big_endian: bool,
+    pub(crate) explicit_vr: bool,
+    pub(crate) big_endian: bool,
     /// The data set after the file meta group is deflated (RFC 1951).
-    pub deflated: bool,
+    pub(crate) deflated: bool,
 }
 
-pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
-pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
-pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
-pub const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
+pub(crate) const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
+pub(crate) const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+pub(crate) const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
+pub(crate) const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
 
 /// A transfer syntax Phim accepts for storage.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +46,7 @@ macro_rules! ts {
 
 /// Every transfer syntax of PS3.6 Table A-1 that is not retired, plus the
 /// retired ones still seen from modalities (JPEG extended 12-bit, big endian).
-pub static KNOWN: &[TransferSyntax] = &[
+pub(crate) static KNOWN: &[TransferSyntax] = &[
     ts!(
         IMPLICIT_VR_LE,
         "Implicit VR Little Endian",
@@ -224,7 +224,7 @@ pub static KNOWN: &[TransferSyntax] = &[
 ];
 
 /// Looks up a transfer syntax by UID (trailing NUL/space padding ignored).
-pub fn lookup(uid: &str) -> Option<&'static TransferSyntax> {
+pub(crate) fn lookup(uid: &str) -> Option<&'static TransferSyntax> {
     let uid = uid.trim_end_matches(['\0', ' ']);
     KNOWN.iter().find(|ts| ts.uid == uid)
 }

@@ -49,7 +49,7 @@ impl Uid {
 
     /// Parses a UID value read from a data set: PS3.5 §9.1 pads an odd-length
     /// UI value with a single trailing NUL; many writers pad with a space.
-    pub fn from_value(s: &str) -> Result<Uid, UidError> {
+    pub(crate) fn from_value(s: &str) -> Result<Uid, UidError> {
         Uid::parse(s.trim_end_matches(['\0', ' ']).trim_start_matches(' '))
     }
 

@@ -4,9 +4,9 @@
 //! never to re-encode a received instance.
 
 /// Phim's Implementation Class UID (a UUID-derived UID, PS3.5 §B.2).
-pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.147690874763686019522257458576886255617";
+pub(crate) const IMPLEMENTATION_CLASS_UID: &str = "2.25.147690874763686019522257458576886255617";
 /// Phim's Implementation Version Name (at most 16 characters).
-pub const IMPLEMENTATION_VERSION_NAME: &str = "PHIM_0_1";
+pub(crate) const IMPLEMENTATION_VERSION_NAME: &str = "PHIM_0_1";
 
 /// Builds a Little Endian data set (Explicit VR by default), elements in
 /// tag order.
@@ -25,7 +25,7 @@ impl Default for ElementWriter {
 }
 
 /// Whether a VR has the 4-byte length form in explicit VR (PS3.5 §7.1.2).
-pub fn long_form(vr: &[u8; 2]) -> bool {
+pub(crate) fn long_form(vr: &[u8; 2]) -> bool {
     matches!(
         vr,
         b"OB"
@@ -46,7 +46,7 @@ pub fn long_form(vr: &[u8; 2]) -> bool {
 
 impl ElementWriter {
     /// A writer for Implicit VR Little Endian (PS3.5 §7.1.3).
-    pub fn implicit() -> ElementWriter {
+    pub(crate) fn implicit() -> ElementWriter {
         ElementWriter {
             buf: Vec::new(),
             explicit: false,
@@ -54,7 +54,7 @@ impl ElementWriter {
     }
 
     /// Appends a sequence whose items are already encoded (defined lengths).
-    pub fn sequence(&mut self, group: u16, element: u16, items: &[Vec<u8>]) -> &mut Self {
+    pub(crate) fn sequence(&mut self, group: u16, element: u16, items: &[Vec<u8>]) -> &mut Self {
         let mut value = Vec::new();
         for item in items {
             value.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);

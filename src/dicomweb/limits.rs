@@ -15,16 +15,16 @@ use crate::error::ApiError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestLimits {
     /// Parts (instances) in one STOW request.
-    pub stow_max_parts: usize,
+    pub(crate) stow_max_parts: usize,
     /// Bytes of one part's header block (its MIME headers).
-    pub stow_max_part_header: usize,
+    pub(crate) stow_max_part_header: usize,
     /// Bytes of all part header blocks of one STOW request together.
-    pub stow_max_header_bytes: u64,
+    pub(crate) stow_max_header_bytes: u64,
     /// Failed instances listed one by one in a STOW response; the rest are
     /// counted in a summary (a `Warning` header).
-    pub stow_max_failures_listed: usize,
+    pub(crate) stow_max_failures_listed: usize,
     /// Frames named in one frame list (`…/frames/1,2,3`).
-    pub max_frames: usize,
+    pub(crate) max_frames: usize,
 }
 
 impl Default for RequestLimits {
@@ -40,13 +40,13 @@ impl Default for RequestLimits {
 }
 
 /// What a refusal for a request over `flag` says.
-pub fn exceeded(flag: &str, limit: u64, what: impl std::fmt::Display) -> String {
+pub(crate) fn exceeded(flag: &str, limit: u64, what: impl std::fmt::Display) -> String {
     format!("limit --{flag} ({limit}) exceeded: {what}")
 }
 
 impl RequestLimits {
     /// Checks the flags' values (0 would refuse every request).
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         let zero = [
             ("stow-max-parts", self.stow_max_parts as u64),
             ("stow-max-part-header", self.stow_max_part_header as u64),
@@ -67,7 +67,7 @@ impl RequestLimits {
     /// A 1-based frame list (`1,3,5`) as 0-based numbers, at most
     /// `max_frames` of them (PS3.18 §10.4.1.1.4: a comma-separated list of
     /// positive integers).
-    pub fn frame_list(&self, list: &str) -> Result<Vec<u32>, ApiError> {
+    pub(crate) fn frame_list(&self, list: &str) -> Result<Vec<u32>, ApiError> {
         let count = list.split(',').count();
         if count > self.max_frames {
             // A path, not a body: 400 rather than 413.

@@ -7,16 +7,16 @@ use crate::error::ApiError;
 
 /// One media range of an Accept header, or a Content-Type.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MediaRange {
+pub(crate) struct MediaRange {
     /// `type/subtype`, lower-cased.
-    pub essence: String,
+    pub(crate) essence: String,
     /// Parameters, names lower-cased, values unquoted.
     pub params: Vec<(String, String)>,
     pub q: f32,
 }
 
 impl MediaRange {
-    pub fn param(&self, name: &str) -> Option<&str> {
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(k, _)| k == name)
@@ -24,7 +24,7 @@ impl MediaRange {
     }
 
     /// Whether this range accepts `type/subtype`.
-    pub fn matches(&self, essence: &str) -> bool {
+    pub(crate) fn matches(&self, essence: &str) -> bool {
         if self.essence == "*/*" || self.essence == essence {
             return true;
         }
@@ -37,7 +37,7 @@ impl MediaRange {
 
 /// Parses one media type with parameters (quoted values may contain ';'
 /// and ',').
-pub fn parse_one(s: &str) -> Option<MediaRange> {
+pub(crate) fn parse_one(s: &str) -> Option<MediaRange> {
     let mut parts = split_outside_quotes(s, ';').into_iter();
     let essence = parts.next()?.trim().to_ascii_lowercase();
     if essence.is_empty() || !essence.contains('/') {
@@ -61,7 +61,7 @@ pub fn parse_one(s: &str) -> Option<MediaRange> {
 }
 
 /// Parses an Accept header into ranges, best first (stable for equal q).
-pub fn parse_accept(header: &str) -> Vec<MediaRange> {
+pub(crate) fn parse_accept(header: &str) -> Vec<MediaRange> {
     let mut ranges: Vec<MediaRange> = split_outside_quotes(header, ',')
         .into_iter()
         .filter_map(|s| parse_one(&s))
@@ -72,7 +72,7 @@ pub fn parse_accept(header: &str) -> Vec<MediaRange> {
 }
 
 /// The request's Accept ranges, best first; a missing header is `*/*`.
-pub fn accept_ranges(headers: &axum::http::HeaderMap) -> Vec<MediaRange> {
+pub(crate) fn accept_ranges(headers: &axum::http::HeaderMap) -> Vec<MediaRange> {
     let accept = headers
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -100,7 +100,7 @@ fn split_outside_quotes(s: &str, sep: char) -> Vec<String> {
 
 /// Checks that the client accepts DICOM JSON (PS3.18 §8.7.3.2); XML
 /// metadata is not produced.
-pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let ranges = accept_ranges(headers);
     if ranges.is_empty()
         || ranges

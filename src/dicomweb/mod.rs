@@ -1,14 +1,14 @@
 //! DICOMweb (PS3.18), one module per service: [`stow`] (§10.5), [`wado`]
 //! (§10.4), [`qido`] (§10.6). Routes are mounted under `/dicomweb`.
 
-pub mod limits;
-pub mod media;
-pub mod multipart;
-pub mod qido;
-pub mod rendered;
-pub mod stow;
-pub mod wado;
-pub mod wado_uri;
+pub(crate) mod limits;
+pub(crate) mod media;
+pub(crate) mod multipart;
+pub(crate) mod qido;
+pub(crate) mod rendered;
+pub(crate) mod stow;
+pub(crate) mod wado;
+pub(crate) mod wado_uri;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::index::Scope;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/studies", get(qido::studies).post(stow::store))
         .route("/series", get(qido::series))
@@ -95,7 +95,11 @@ pub fn routes() -> Router<AppState> {
 
 /// The study, series or instance named by URL path segments (400 when a
 /// UID is malformed).
-pub fn scope(study: &str, series: Option<&str>, instance: Option<&str>) -> Result<Scope, ApiError> {
+pub(crate) fn scope(
+    study: &str,
+    series: Option<&str>,
+    instance: Option<&str>,
+) -> Result<Scope, ApiError> {
     Ok(Scope {
         study: path_uid("study", study)?,
         series: series.map(|s| path_uid("series", s)).transpose()?,
@@ -104,19 +108,19 @@ pub fn scope(study: &str, series: Option<&str>, instance: Option<&str>) -> Resul
 }
 
 /// Parses a UID from a URL path segment (400 when malformed).
-pub fn path_uid(kind: &str, s: &str) -> Result<Uid, ApiError> {
+pub(crate) fn path_uid(kind: &str, s: &str) -> Result<Uid, ApiError> {
     Uid::parse(s).map_err(|e| ApiError::BadRequest(format!("malformed {kind} UID '{s}': {e}")))
 }
 
 /// The absolute URL of the DICOMweb root as the client sees it.
-pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     format!("{}/dicomweb", public_root(state, headers))
 }
 
 /// The absolute URL of Phim's root (viewer, DICOMweb, EMR APIs) as the
 /// client sees it: `--public-url`, else from `X-Forwarded-*` and `Host`,
 /// else the address we listen on (no headers: background tasks).
-pub fn public_root(state: &AppState, headers: &HeaderMap) -> String {
+pub(crate) fn public_root(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(public) = &state.public_url {
         return public.trim_end_matches('/').to_owned();
     }

@@ -14,12 +14,12 @@ use bytes::Bytes;
 use futures::{stream, Stream, StreamExt};
 
 /// A fresh boundary for a response.
-pub fn new_boundary() -> String {
+pub(crate) fn new_boundary() -> String {
     format!("phim-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// The header block that opens a part.
-pub fn part_header(boundary: &str, headers: &[(&str, String)]) -> Bytes {
+pub(crate) fn part_header(boundary: &str, headers: &[(&str, String)]) -> Bytes {
     let mut s = format!("\r\n--{boundary}\r\n");
     for (k, v) in headers {
         s.push_str(k);
@@ -32,13 +32,13 @@ pub fn part_header(boundary: &str, headers: &[(&str, String)]) -> Bytes {
 }
 
 /// The closing delimiter.
-pub fn closing(boundary: &str) -> Bytes {
+pub(crate) fn closing(boundary: &str) -> Bytes {
     Bytes::from(format!("\r\n--{boundary}--\r\n"))
 }
 
 /// A `multipart/related; type="…"` response of streamed parts (each opened
 /// by [`part_header`]); the closing delimiter is added here.
-pub fn response<S>(parts: S, boundary: String, part_type: &str) -> Response
+pub(crate) fn response<S>(parts: S, boundary: String, part_type: &str) -> Response
 where
     S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
 {
@@ -69,7 +69,7 @@ const HEADER_SLICE: usize = 1 << 10;
 /// holds at most `cap` plus one slice. The exact size of a block that
 /// passes is checked with [`header_block_len`].
 #[derive(Debug)]
-pub struct HeaderMeter {
+pub(crate) struct HeaderMeter {
     cap: usize,
     reading: AtomicBool,
     read: AtomicUsize,
@@ -78,7 +78,7 @@ pub struct HeaderMeter {
 
 impl HeaderMeter {
     /// A meter for header blocks of at most `max` bytes.
-    pub fn new(max: usize) -> Arc<HeaderMeter> {
+    pub(crate) fn new(max: usize) -> Arc<HeaderMeter> {
         Arc::new(HeaderMeter {
             cap: max.saturating_add(SLICE),
             reading: AtomicBool::new(true),
@@ -88,25 +88,25 @@ impl HeaderMeter {
     }
 
     /// The parser is about to look for the next part's headers.
-    pub fn start(&self) {
+    pub(crate) fn start(&self) {
         self.read.store(0, Ordering::Relaxed);
         self.reading.store(true, Ordering::Relaxed);
     }
 
     /// The headers were found (or the body ended).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.reading.store(false, Ordering::Relaxed);
     }
 
     /// Whether the body was failed because a header block ran on.
-    pub fn tripped(&self) -> bool {
+    pub(crate) fn tripped(&self) -> bool {
         self.tripped.load(Ordering::Relaxed)
     }
 }
 
 /// What the request body stream can fail with.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     #[error("{0}")]
     Body(#[from] axum::Error),
     #[error("a part's header block is too long")]
@@ -121,7 +121,7 @@ pub enum BodyError {
 /// client could have it buffer whatever had arrived. After each slice this
 /// stream says "pending" once (waking its task at once): the parser then
 /// works on what it has, and holds at most a slice more than it needs.
-pub struct MeteredBody<S> {
+pub(crate) struct MeteredBody<S> {
     inner: S,
     rest: Bytes,
     meter: Arc<HeaderMeter>,
@@ -129,7 +129,7 @@ pub struct MeteredBody<S> {
 }
 
 impl<S> MeteredBody<S> {
-    pub fn new(inner: S, meter: Arc<HeaderMeter>) -> Self {
+    pub(crate) fn new(inner: S, meter: Arc<HeaderMeter>) -> Self {
         MeteredBody {
             inner,
             rest: Bytes::new(),
@@ -181,7 +181,7 @@ where
 
 /// The size of a parsed header block as it was sent: `Name: value` and
 /// CRLF per header, and the blank line.
-pub fn header_block_len(headers: &HeaderMap) -> usize {
+pub(crate) fn header_block_len(headers: &HeaderMap) -> usize {
     headers
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)

@@ -26,11 +26,11 @@ use crate::query::{
 };
 use crate::state::AppState;
 
-pub const DEFAULT_LIMIT: i64 = 100;
+pub(crate) const DEFAULT_LIMIT: i64 = 100;
 /// Largest page (PS3.18 lets the origin server cap `limit`).
-pub const MAX_LIMIT: i64 = 1000;
+pub(crate) const MAX_LIMIT: i64 = 1000;
 /// Deepest `offset`: paging further is a scan; narrow the query instead.
-pub const MAX_OFFSET: i64 = 100_000;
+pub(crate) const MAX_OFFSET: i64 = 100_000;
 
 /// A parsed request.
 struct Params {
@@ -257,7 +257,7 @@ async fn search(
     Ok(respond(items, more, &p.unsupported))
 }
 
-pub async fn studies(
+pub(crate) async fn studies(
     State(st): State<AppState>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
@@ -265,7 +265,7 @@ pub async fn studies(
     search(st, headers, q, Level::Study, None, None).await
 }
 
-pub async fn series(
+pub(crate) async fn series(
     State(st): State<AppState>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
@@ -273,7 +273,7 @@ pub async fn series(
     search(st, headers, q, Level::Series, None, None).await
 }
 
-pub async fn instances(
+pub(crate) async fn instances(
     State(st): State<AppState>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
@@ -281,7 +281,7 @@ pub async fn instances(
     search(st, headers, q, Level::Instance, None, None).await
 }
 
-pub async fn study_series(
+pub(crate) async fn study_series(
     State(st): State<AppState>,
     Path(study): Path<String>,
     headers: HeaderMap,
@@ -290,7 +290,7 @@ pub async fn study_series(
     search(st, headers, q, Level::Series, Some(study), None).await
 }
 
-pub async fn study_instances(
+pub(crate) async fn study_instances(
     State(st): State<AppState>,
     Path(study): Path<String>,
     headers: HeaderMap,
@@ -299,7 +299,7 @@ pub async fn study_instances(
     search(st, headers, q, Level::Instance, Some(study), None).await
 }
 
-pub async fn series_instances(
+pub(crate) async fn series_instances(
     State(st): State<AppState>,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,

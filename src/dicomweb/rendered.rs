@@ -38,7 +38,7 @@ const MAX_GIF_FRAMES: usize = 500;
 const MAX_GIF_PIXELS: u64 = 64_000_000;
 
 /// Parses the rendering query parameters (PS3.18 §8.3.5.1).
-pub fn parse_params(
+pub(crate) fn parse_params(
     raw: Option<&str>,
     headers: &HeaderMap,
     allow_gif: bool,
@@ -182,7 +182,7 @@ async fn render_frames(
     Ok(image_response(bytes, format))
 }
 
-pub async fn instance(
+pub(crate) async fn instance(
     State(st): State<AppState>,
     Path((study, series, instance)): Path<(String, String, String)>,
     RawQuery(q): RawQuery,
@@ -199,7 +199,7 @@ pub async fn instance(
     render_frames(&st, &src, &frames, params).await
 }
 
-pub async fn frames(
+pub(crate) async fn frames(
     State(st): State<AppState>,
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
     RawQuery(q): RawQuery,
@@ -287,7 +287,7 @@ async fn many(
     Ok(multipart::response(parts, boundary, format.media_type()))
 }
 
-pub async fn study(
+pub(crate) async fn study(
     State(st): State<AppState>,
     Path(study): Path<String>,
     RawQuery(q): RawQuery,
@@ -296,7 +296,7 @@ pub async fn study(
     many(st, scope(&study, None, None)?, q, headers).await
 }
 
-pub async fn series(
+pub(crate) async fn series(
     State(st): State<AppState>,
     Path((study, series)): Path<(String, String)>,
     RawQuery(q): RawQuery,
@@ -326,7 +326,7 @@ async fn cached_thumbnail(
     Ok(image_response(bytes.to_vec(), params.format))
 }
 
-pub async fn study_thumbnail(
+pub(crate) async fn study_thumbnail(
     State(st): State<AppState>,
     Path(study): Path<String>,
     RawQuery(q): RawQuery,
@@ -335,7 +335,7 @@ pub async fn study_thumbnail(
     cached_thumbnail(st, scope(&study, None, None)?, q, headers).await
 }
 
-pub async fn series_thumbnail(
+pub(crate) async fn series_thumbnail(
     State(st): State<AppState>,
     Path((study, series)): Path<(String, String)>,
     RawQuery(q): RawQuery,
@@ -344,7 +344,7 @@ pub async fn series_thumbnail(
     cached_thumbnail(st, scope(&study, Some(&series), None)?, q, headers).await
 }
 
-pub async fn instance_thumbnail(
+pub(crate) async fn instance_thumbnail(
     State(st): State<AppState>,
     Path((study, series, instance)): Path<(String, String, String)>,
     RawQuery(q): RawQuery,
@@ -362,7 +362,7 @@ pub async fn instance_thumbnail(
     Ok(image_response(bytes.to_vec(), params.format))
 }
 
-pub async fn frame_thumbnail(
+pub(crate) async fn frame_thumbnail(
     State(st): State<AppState>,
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
     RawQuery(q): RawQuery,

@@ -23,7 +23,7 @@ use crate::ingest::batch::{Batch, PartResult};
 use crate::ingest::{Ingest, IngestError, Spool, SpoolError};
 use crate::state::AppState;
 
-pub async fn store(
+pub(crate) async fn store(
     State(state): State<AppState>,
     caller: Option<Extension<Principal>>,
     headers: HeaderMap,
@@ -32,7 +32,7 @@ pub async fn store(
     handle(state, caller.map(|c| c.0), headers, body, None).await
 }
 
-pub async fn store_in_study(
+pub(crate) async fn store_in_study(
     State(state): State<AppState>,
     caller: Option<Extension<Principal>>,
     Path(study): Path<String>,

@@ -48,7 +48,10 @@ struct Request {
     columns: Option<u32>,
 }
 
-pub async fn wado(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+pub(crate) async fn wado(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let req = parse(q.as_deref().unwrap_or(""))?;
     match req.content {
         Content::Dicom => dicom(&st, &req.scope, &req.transfer_syntax).await,

@@ -32,9 +32,9 @@ use crate::dicom::transfer_syntax;
 use crate::dicom::write::ElementWriter;
 use crate::store::ObjectKey;
 
-pub const STORAGE_COMMITMENT: &str = "1.2.840.10008.1.20.1";
+pub(crate) const STORAGE_COMMITMENT: &str = "1.2.840.10008.1.20.1";
 /// The well-known SOP Instance of the Push Model.
-pub const STORAGE_COMMITMENT_INSTANCE: &str = "1.2.840.10008.1.20.1.1";
+pub(crate) const STORAGE_COMMITMENT_INSTANCE: &str = "1.2.840.10008.1.20.1.1";
 const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 const MAX_ACTION_INFO: usize = 8 << 20;
@@ -46,7 +46,7 @@ const REFERENCED_SOP_CLASS_UID: Tag = Tag(0x0008, 0x1150);
 const REFERENCED_SOP_INSTANCE_UID: Tag = Tag(0x0008, 0x1155);
 
 /// An N-ACTION-RQ whose action information is arriving.
-pub struct Request {
+pub(crate) struct Request {
     pc_id: u8,
     message_id: u16,
     sop_class: String,
@@ -57,7 +57,7 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn start(
+    pub(crate) fn start(
         rq: &Command,
         pc: &PresentationContextNegotiated,
     ) -> Result<Request, CommandError> {
@@ -77,15 +77,15 @@ impl Request {
         })
     }
 
-    pub fn pc_id(&self) -> u8 {
+    pub(crate) fn pc_id(&self) -> u8 {
         self.pc_id
     }
 
-    pub fn write(&mut self, fragment: &[u8]) -> Result<(), String> {
+    pub(crate) fn write(&mut self, fragment: &[u8]) -> Result<(), String> {
         self.data.push(fragment)
     }
 
-    pub fn busy(&self) -> Pdu {
+    pub(crate) fn busy(&self) -> Pdu {
         busy_response(
             field::N_ACTION_RSP,
             &self.sop_class,

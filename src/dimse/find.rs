@@ -20,10 +20,10 @@ use crate::query::{
     INDEXED_SEQUENCES,
 };
 
-pub const PATIENT_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.1.1";
-pub const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+pub(crate) const PATIENT_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.1.1";
+pub(crate) const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
 /// Matches returned for one C-FIND at most.
-pub const MAX_MATCHES: i64 = 5000;
+pub(crate) const MAX_MATCHES: i64 = 5000;
 const MAX_IDENTIFIER: usize = 1 << 20;
 use super::command::field::C_FIND_RSP;
 use super::command::status::{
@@ -31,7 +31,7 @@ use super::command::status::{
 };
 
 /// A C-FIND whose identifier is arriving.
-pub struct Finding {
+pub(crate) struct Finding {
     pc_id: u8,
     message_id: u16,
     sop_class: String,
@@ -40,7 +40,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn start(
+    pub(crate) fn start(
         rq: &Command,
         pc: &PresentationContextNegotiated,
     ) -> Result<Finding, CommandError> {
@@ -58,16 +58,16 @@ impl Finding {
         })
     }
 
-    pub fn pc_id(&self) -> u8 {
+    pub(crate) fn pc_id(&self) -> u8 {
         self.pc_id
     }
 
-    pub fn write(&mut self, fragment: &[u8]) -> Result<(), String> {
+    pub(crate) fn write(&mut self, fragment: &[u8]) -> Result<(), String> {
         self.identifier.push(fragment)
     }
 
     /// Runs the query; returns the responses (pending ones, then the final).
-    pub async fn finish(self, index: &dyn Index, ae_title: &str, max_pdu: u32) -> Vec<Pdu> {
+    pub(crate) async fn finish(self, index: &dyn Index, ae_title: &str, max_pdu: u32) -> Vec<Pdu> {
         let done = |status: u16, comment: Option<String>| {
             let mut rsp = response(C_FIND_RSP, &self.sop_class, self.message_id, status);
             if let Some(c) = comment {

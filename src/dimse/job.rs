@@ -13,16 +13,16 @@ pub(crate) struct Job {
     /// PDUs to send on this association, in order.
     pub out: mpsc::Receiver<Pdu>,
     /// Set on C-CANCEL-RQ.
-    pub cancel: CancellationToken,
+    pub(crate) cancel: CancellationToken,
     /// Responses received for the job's own requests on this association
     /// (C-STORE-RSP of a C-GET, N-EVENT-REPORT-RSP).
-    pub responses: mpsc::Sender<Command>,
+    pub(crate) responses: mpsc::Sender<Command>,
     /// The request's Message ID (what a C-CANCEL-RQ refers to).
-    pub message_id: u16,
+    pub(crate) message_id: u16,
     pub task: tokio::task::JoinHandle<()>,
     /// Let the task finish after the association ends (a commitment
     /// report then goes on a new association).
-    pub detached: bool,
+    pub(crate) detached: bool,
 }
 
 impl Drop for Job {

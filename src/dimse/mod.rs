@@ -7,16 +7,16 @@
 //! Every association runs in its own task under a global bound; reads and
 //! writes have timeouts, so a slow or dead peer only holds its own task.
 
-pub mod association;
-pub mod command;
-pub mod commitment;
-pub mod echo;
-pub mod find;
-pub mod job;
-pub mod peer;
-pub mod retrieve;
-pub mod sop_classes;
-pub mod store;
+pub(crate) mod association;
+pub(crate) mod command;
+pub(crate) mod commitment;
+pub(crate) mod echo;
+pub(crate) mod find;
+pub(crate) mod job;
+pub(crate) mod peer;
+pub(crate) mod retrieve;
+pub(crate) mod sop_classes;
+pub(crate) mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ use crate::store::Store;
 
 /// What the services need from the rest of Phim.
 #[derive(Debug, Clone)]
-pub struct Services {
+pub(crate) struct Services {
     pub ingest: Ingest,
     pub index: Arc<dyn Index>,
     pub store: Store,
@@ -51,41 +51,41 @@ pub struct Services {
 /// destinations, storage commitment requesters that want their report on
 /// a new association).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteAe {
-    pub title: String,
+pub(crate) struct RemoteAe {
+    pub(crate) title: String,
     /// host:port
-    pub address: String,
+    pub(crate) address: String,
     /// Services it may invoke (`:store,find,…`; all when none are named).
-    pub permissions: Permissions,
+    pub(crate) permissions: Permissions,
     /// Only from these addresses (`from-host`: its host, resolved at
     /// start-up); empty: from anywhere.
     pub from: Vec<std::net::IpAddr>,
 }
 
-pub const VERIFICATION: &str = "1.2.840.10008.1.1";
+pub(crate) const VERIFICATION: &str = "1.2.840.10008.1.1";
 
 /// What the DICOM listener needs.
 #[derive(Debug, Clone)]
-pub struct DimseConfig {
-    pub listen: SocketAddr,
-    pub ae_title: String,
+pub(crate) struct DimseConfig {
+    pub(crate) listen: SocketAddr,
+    pub(crate) ae_title: String,
     /// Calling AE titles allowed to associate (empty: any).
-    pub allowed_callers: Vec<String>,
-    pub max_associations: usize,
+    pub(crate) allowed_callers: Vec<String>,
+    pub(crate) max_associations: usize,
     /// ARTIM, read and write timeout.
     pub timeout: Duration,
     /// Largest P-DATA PDU we accept (strictly enforced).
-    pub max_pdu_length: u32,
+    pub(crate) max_pdu_length: u32,
     /// Known remote AEs (C-MOVE destinations, commitment requesters).
-    pub remote_aes: Vec<RemoteAe>,
+    pub(crate) remote_aes: Vec<RemoteAe>,
     /// Instances one C-MOVE or C-GET may retrieve at most.
-    pub max_retrieve: usize,
+    pub(crate) max_retrieve: usize,
     /// Reject calling AE titles that are not in `remote_aes`.
-    pub require_known_ae: bool,
+    pub(crate) require_known_ae: bool,
 }
 
 impl DimseConfig {
-    pub fn remote_ae(&self, title: &str) -> Option<&RemoteAe> {
+    pub(crate) fn remote_ae(&self, title: &str) -> Option<&RemoteAe> {
         let title = title.trim();
         self.remote_aes.iter().find(|r| r.title == title)
     }
@@ -156,7 +156,7 @@ impl AccessControl for Policy {
 impl DimseConfig {
     /// What a calling AE may do: a known AE what it was granted, an
     /// unknown one (allowed only without `require_known_ae`) everything.
-    pub fn permissions_of(&self, calling: &str) -> Permissions {
+    pub(crate) fn permissions_of(&self, calling: &str) -> Permissions {
         match self.remote_ae(calling) {
             Some(ae) => ae.permissions,
             None => Permissions::all(),
@@ -165,19 +165,19 @@ impl DimseConfig {
 }
 
 /// Binds the DICOM port (so start-up fails early when it is taken).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
 }
 
 /// The bound on associations at once, shared by the plain and the TLS
 /// listener.
-pub fn association_limit(config: &DimseConfig) -> Arc<Semaphore> {
+pub(crate) fn association_limit(config: &DimseConfig) -> Arc<Semaphore> {
     Arc::new(Semaphore::new(config.max_associations.max(1)))
 }
 
 /// Accepts associations until `shutdown` is cancelled; with `tls`, each
 /// connection is a DICOM TLS one (PS3.15 B.1).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     config: Arc<DimseConfig>,

@@ -38,10 +38,10 @@ use crate::index::{Index, Scope, StoredInstance};
 use crate::query::{attribute_by_tag, Filter, Level, Match, Query};
 use crate::store::{ObjectKey, Store};
 
-pub const PATIENT_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.1.2";
-pub const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
-pub const PATIENT_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.1.3";
-pub const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
+pub(crate) const PATIENT_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.1.2";
+pub(crate) const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
+pub(crate) const PATIENT_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.1.3";
+pub(crate) const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
 const MAX_IDENTIFIER: usize = 1 << 20;
 /// Largest PDV we send, whatever the peer accepts (bounds queued memory).
 const MAX_PDV: u32 = 1 << 20;
@@ -55,7 +55,7 @@ enum Kind {
 }
 
 /// A C-MOVE or C-GET whose identifier is arriving.
-pub struct Request {
+pub(crate) struct Request {
     kind: Kind,
     pc_id: u8,
     message_id: u16,
@@ -66,7 +66,7 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn start(
+    pub(crate) fn start(
         rq: &Command,
         pc: &PresentationContextNegotiated,
     ) -> Result<Request, CommandError> {
@@ -89,11 +89,11 @@ impl Request {
         })
     }
 
-    pub fn pc_id(&self) -> u8 {
+    pub(crate) fn pc_id(&self) -> u8 {
         self.pc_id
     }
 
-    pub fn write(&mut self, fragment: &[u8]) -> Result<(), String> {
+    pub(crate) fn write(&mut self, fragment: &[u8]) -> Result<(), String> {
         self.identifier.push(fragment)
     }
 
@@ -105,7 +105,7 @@ impl Request {
     }
 
     /// The refusal when another operation runs on the association.
-    pub fn busy(&self) -> Pdu {
+    pub(crate) fn busy(&self) -> Pdu {
         busy_response(
             self.rsp_field(),
             &self.sop_class,

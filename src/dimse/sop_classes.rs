@@ -2,7 +2,7 @@
 //! (PS3.6 Annex A), retired ones included: modalities still send them.
 
 /// (UID, name) of every Storage SOP Class.
-pub static STORAGE_SOP_CLASSES: &[(&str, &str)] = &[
+pub(crate) static STORAGE_SOP_CLASSES: &[(&str, &str)] = &[
     (
         "1.2.840.10008.5.1.1.27",
         "Stored Print Storage SOP Class (Retired)",

@@ -11,7 +11,7 @@ use crate::error::{failure_reason, is_server_fault};
 use crate::ingest::{Ingest, IngestError, SpoolError, SpoolWriter};
 
 /// A C-STORE whose data set is arriving.
-pub struct Receiving {
+pub(crate) struct Receiving {
     pc_id: u8,
     message_id: u16,
     sop_class: String,
@@ -22,7 +22,7 @@ pub struct Receiving {
 }
 
 impl Receiving {
-    pub async fn start(
+    pub(crate) async fn start(
         rq: &Command,
         pc: &PresentationContextNegotiated,
         ingest: &Ingest,
@@ -59,11 +59,11 @@ impl Receiving {
         })
     }
 
-    pub fn pc_id(&self) -> u8 {
+    pub(crate) fn pc_id(&self) -> u8 {
         self.pc_id
     }
 
-    pub async fn write(&mut self, fragment: &[u8]) {
+    pub(crate) async fn write(&mut self, fragment: &[u8]) {
         if let Some(w) = &mut self.writer {
             if let Err(e) = w.write(fragment).await {
                 self.writer = None;
@@ -76,7 +76,11 @@ impl Receiving {
     /// when the instance is stored, its study. `derived_only`: the calling
     /// AE may store derived objects only, checked against the data set's
     /// own SOP class (the command's may say otherwise).
-    pub async fn finish(self, ingest: &Ingest, derived_only: bool) -> (Vec<u8>, Option<String>) {
+    pub(crate) async fn finish(
+        self,
+        ingest: &Ingest,
+        derived_only: bool,
+    ) -> (Vec<u8>, Option<String>) {
         let result = match (self.writer, self.failed) {
             (Some(w), None) => match w.finish().await {
                 Ok(spool) => ingest

@@ -18,11 +18,11 @@ use crate::error::{ApiError, JsonError};
 use crate::index::{now_ms, ChangeEvent};
 use crate::state::AppState;
 
-pub const DEFAULT_LIMIT: i64 = 100;
-pub const MAX_LIMIT: i64 = 1000;
+pub(crate) const DEFAULT_LIMIT: i64 = 100;
+pub(crate) const MAX_LIMIT: i64 = 1000;
 
 /// An event as JSON; links start at `root` (Phim's public root).
-pub fn event_json(e: &ChangeEvent, root: &str) -> Value {
+pub(crate) fn event_json(e: &ChangeEvent, root: &str) -> Value {
     let u = StudyUrls::new(root, &e.study_uid);
     json!({
         "seq": e.seq,
@@ -42,7 +42,7 @@ pub fn event_json(e: &ChangeEvent, root: &str) -> Value {
 }
 
 /// Milliseconds since the epoch as RFC 3339 UTC (`2026-11-26T12:31:40.123Z`).
-pub fn rfc3339_utc(ms: i64) -> String {
+pub(crate) fn rfc3339_utc(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -50,7 +50,7 @@ pub fn rfc3339_utc(ms: i64) -> String {
 
 /// `GET /api/changes?since=<seq>&limit=<n>` → `{"events": […], "next": seq}`;
 /// `next` is the `since` of the following call.
-pub async fn changes(
+pub(crate) async fn changes(
     State(st): State<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -89,7 +89,7 @@ fn poll_period(stable_after: Duration) -> Duration {
 }
 
 /// The detector loop of `serve`, until `shutdown`.
-pub async fn run_detector(st: AppState, shutdown: CancellationToken) {
+pub(crate) async fn run_detector(st: AppState, shutdown: CancellationToken) {
     let stable_after = st.emr.stable_after;
     let period = poll_period(stable_after);
     let stable_ms = i64::try_from(stable_after.as_millis()).unwrap_or(i64::MAX);

@@ -10,17 +10,17 @@ use super::template;
 #[derive(Debug, Clone, Default)]
 pub struct EmrConfig {
     /// Links for studies without an explicit one.
-    pub template: Option<template::UrlTemplate>,
+    pub(crate) template: Option<template::UrlTemplate>,
     /// Quiet time after which a study is announced as stable.
-    pub stable_after: Duration,
+    pub(crate) stable_after: Duration,
     /// Receivers of every change event.
-    pub webhook_urls: Vec<String>,
+    pub(crate) webhook_urls: Vec<String>,
     /// Attempts per delivery before it is logged as failed.
-    pub webhook_max_attempts: u32,
+    pub(crate) webhook_max_attempts: u32,
     /// UTC offset of DICOM dates and times (`+07:00`), for FHIR.
-    pub timezone: Option<String>,
+    pub(crate) timezone: Option<String>,
     /// When set, setting or removing an EMR link needs this bearer token.
-    pub write_token: Option<ApiToken>,
+    pub(crate) write_token: Option<ApiToken>,
 }
 
 /// A bearer token (RFC 6750) for the EMR's writes: compared in constant
@@ -35,7 +35,7 @@ impl std::fmt::Debug for ApiToken {
 }
 
 /// Shorter tokens are refused at start-up: they can be guessed.
-pub const MIN_TOKEN_LEN: usize = 16;
+pub(crate) const MIN_TOKEN_LEN: usize = 16;
 
 impl ApiToken {
     pub fn new(token: &str) -> Result<ApiToken, String> {
@@ -51,7 +51,7 @@ impl ApiToken {
     /// Whether `Authorization: Bearer <token>` carries this token (the
     /// auth layer parses the header itself and asks [`ApiToken::matches`]).
     #[cfg(test)]
-    pub fn accepts(&self, headers: &axum::http::HeaderMap) -> bool {
+    pub(crate) fn accepts(&self, headers: &axum::http::HeaderMap) -> bool {
         headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -73,7 +73,7 @@ impl ApiToken {
 }
 
 /// Checks a UTC offset: `Z` or `±HH:MM`.
-pub fn parse_timezone(tz: &str) -> Result<String, String> {
+pub(crate) fn parse_timezone(tz: &str) -> Result<String, String> {
     let tz = tz.trim();
     if tz == "Z" {
         return Ok("Z".into());

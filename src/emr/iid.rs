@@ -46,7 +46,7 @@ fn query_value(v: &str) -> String {
     utf8_percent_encode(v, QUERY_VALUE).to_string()
 }
 
-pub async fn invoke(
+pub(crate) async fn invoke(
     State(st): State<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,

@@ -18,18 +18,18 @@ use crate::index::{EmrLink, StudyRow};
 use crate::state::AppState;
 
 /// Longest record id accepted.
-pub const MAX_RECORD_ID: usize = 256;
+pub(crate) const MAX_RECORD_ID: usize = 256;
 /// Most studies one batch read may name.
-pub const MAX_BATCH: usize = 200;
+pub(crate) const MAX_BATCH: usize = 200;
 
 /// The template's link for a study: its record id is the accession number,
 /// or the Study Instance UID when there is none.
-pub fn template_link(st: &AppState, study: &StudyRow) -> Option<LinkView> {
+pub(crate) fn template_link(st: &AppState, study: &StudyRow) -> Option<LinkView> {
     st.emr.template.as_ref()?.link(study)
 }
 
 /// The link of one study: explicit, else the template's.
-pub async fn resolve(st: &AppState, study: &StudyRow) -> Result<Option<LinkView>, ApiError> {
+pub(crate) async fn resolve(st: &AppState, study: &StudyRow) -> Result<Option<LinkView>, ApiError> {
     let uid = study_uid(&study.study_uid)?;
     let explicit = st.index.emr_links(&[uid]).await?.into_iter().next();
     Ok(match explicit {
@@ -76,7 +76,7 @@ fn parse_body(body: &[u8]) -> Result<EmrLink, ApiError> {
 }
 
 /// `PUT /api/studies/{study}/emr-link`.
-pub async fn put_link(
+pub(crate) async fn put_link(
     State(st): State<AppState>,
     Path(study): Path<String>,
     body: Bytes,
@@ -91,7 +91,7 @@ pub async fn put_link(
 }
 
 /// `GET /api/studies/{study}/emr-link`.
-pub async fn get_link(
+pub(crate) async fn get_link(
     State(st): State<AppState>,
     Path(study): Path<String>,
 ) -> Result<Json<LinkView>, JsonError> {
@@ -112,7 +112,7 @@ pub async fn get_link(
 }
 
 /// `DELETE /api/studies/{study}/emr-link`: 204 whether or not it had one.
-pub async fn delete_link(
+pub(crate) async fn delete_link(
     State(st): State<AppState>,
     Path(study): Path<String>,
 ) -> Result<StatusCode, JsonError> {
@@ -126,7 +126,7 @@ pub async fn delete_link(
 
 /// `GET /api/emr-links?studies=uid1,uid2,…`: the links of those studies
 /// that have one (explicit or from the template), keyed by UID.
-pub async fn batch(
+pub(crate) async fn batch(
     State(st): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<BTreeMap<String, LinkView>>, JsonError> {

@@ -4,13 +4,13 @@
 //! change feed of stable studies ([`changes`]) and its webhooks
 //! ([`webhooks`]).
 
-pub mod changes;
-pub mod config;
-pub mod iid;
-pub mod links;
-pub mod references;
-pub mod template;
-pub mod webhooks;
+pub(crate) mod changes;
+pub(crate) mod config;
+pub(crate) mod iid;
+pub(crate) mod links;
+pub(crate) mod references;
+pub(crate) mod template;
+pub(crate) mod webhooks;
 
 use crate::dicom::Uid;
 use crate::error::ApiError;
@@ -34,7 +34,10 @@ fn studies_query(uids: &[Uid]) -> Option<Query> {
 }
 
 /// The indexed studies among `uids` (any order).
-pub async fn find_studies(index: &dyn Index, uids: &[Uid]) -> Result<Vec<StudyRow>, IndexError> {
+pub(crate) async fn find_studies(
+    index: &dyn Index,
+    uids: &[Uid],
+) -> Result<Vec<StudyRow>, IndexError> {
     if uids.is_empty() {
         return Ok(Vec::new());
     }
@@ -49,7 +52,10 @@ pub async fn find_studies(index: &dyn Index, uids: &[Uid]) -> Result<Vec<StudyRo
 }
 
 /// One study, or `None` when it is not indexed.
-pub async fn find_study(index: &dyn Index, uid: &Uid) -> Result<Option<StudyRow>, IndexError> {
+pub(crate) async fn find_study(
+    index: &dyn Index,
+    uid: &Uid,
+) -> Result<Option<StudyRow>, IndexError> {
     Ok(find_studies(index, std::slice::from_ref(uid))
         .await?
         .into_iter()
@@ -57,20 +63,20 @@ pub async fn find_study(index: &dyn Index, uid: &Uid) -> Result<Option<StudyRow>
 }
 
 /// One study, or 404.
-pub async fn require_study(index: &dyn Index, uid: &Uid) -> Result<StudyRow, ApiError> {
+pub(crate) async fn require_study(index: &dyn Index, uid: &Uid) -> Result<StudyRow, ApiError> {
     find_study(index, uid)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("study {uid} is not in this archive")))
 }
 
 /// A study UID from a URL path segment (400 when malformed).
-pub fn study_uid(s: &str) -> Result<Uid, ApiError> {
+pub(crate) fn study_uid(s: &str) -> Result<Uid, ApiError> {
     crate::dicomweb::path_uid("study", s)
 }
 
 /// Exact (not wildcard) matching on a text attribute: values from the EMR
 /// are identifiers, a `*` in them is not a pattern.
-pub fn exact(keyword: &str, value: &str) -> Option<Filter> {
+pub(crate) fn exact(keyword: &str, value: &str) -> Option<Filter> {
     Some(Filter {
         attribute: attribute_by_keyword(keyword)?,
         matching: Match::Single(value.to_owned()),
@@ -79,17 +85,17 @@ pub fn exact(keyword: &str, value: &str) -> Option<Filter> {
 
 /// The URLs that reference one study, from Phim's public root.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StudyUrls {
+pub(crate) struct StudyUrls {
     pub viewer: String,
-    pub iid: String,
+    pub(crate) iid: String,
     pub wado: String,
     pub metadata: String,
     pub thumbnail: String,
-    pub fhir: String,
+    pub(crate) fhir: String,
 }
 
 impl StudyUrls {
-    pub fn new(root: &str, study: &str) -> StudyUrls {
+    pub(crate) fn new(root: &str, study: &str) -> StudyUrls {
         let wado = format!("{root}/dicomweb/studies/{study}");
         StudyUrls {
             viewer: format!("{root}/study/{study}"),

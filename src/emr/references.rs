@@ -16,7 +16,7 @@ use crate::error::{ApiError, JsonError};
 use crate::state::AppState;
 
 /// The `share_expires_in` parameter, if given.
-pub fn share_ttl(query: Option<&str>) -> Result<Option<std::time::Duration>, ApiError> {
+pub(crate) fn share_ttl(query: Option<&str>) -> Result<Option<std::time::Duration>, ApiError> {
     let Some(v) = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .find(|(k, _)| k == "share_expires_in")
         .map(|(_, v)| v.into_owned())
@@ -28,7 +28,7 @@ pub fn share_ttl(query: Option<&str>) -> Result<Option<std::time::Duration>, Api
         .map_err(|_| ApiError::BadRequest(format!("share_expires_in '{v}': expected seconds")))
 }
 
-pub async fn references(
+pub(crate) async fn references(
     State(st): State<AppState>,
     caller: Option<Extension<Principal>>,
     Path(study): Path<String>,

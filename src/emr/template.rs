@@ -9,7 +9,7 @@ use crate::index::{EmrLink, StudyRow};
 use crate::query::{Attribute, Level, Stored, ATTRIBUTES};
 
 /// Longest link URL accepted.
-pub const MAX_URL: usize = 2048;
+pub(crate) const MAX_URL: usize = 2048;
 /// Everything but RFC 3986 unreserved characters is percent-encoded in
 /// template values (so a `/`, `?` or `#` in an ID stays inside its segment).
 const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
@@ -42,12 +42,12 @@ enum Piece {
 
 /// `--emr-url-template`: literal text with `{Keyword}` placeholders.
 #[derive(Debug, Clone)]
-pub struct UrlTemplate {
+pub(crate) struct UrlTemplate {
     pieces: Vec<Piece>,
 }
 
 impl UrlTemplate {
-    pub fn parse(template: &str) -> Result<UrlTemplate, String> {
+    pub(crate) fn parse(template: &str) -> Result<UrlTemplate, String> {
         let bad = |why: String| format!("--emr-url-template '{template}': {why}");
         let mut pieces = Vec::new();
         let mut rest = template;
@@ -90,7 +90,7 @@ impl UrlTemplate {
     }
 
     /// The URL for a study, or `None` when an attribute it names is empty.
-    pub fn render(&self, study: &StudyRow) -> Option<String> {
+    pub(crate) fn render(&self, study: &StudyRow) -> Option<String> {
         let mut out = String::new();
         for p in &self.pieces {
             match p {
@@ -109,7 +109,7 @@ impl UrlTemplate {
 }
 
 /// An absolute http or https URL.
-pub fn check_url(s: &str) -> Result<(), String> {
+pub(crate) fn check_url(s: &str) -> Result<(), String> {
     if s.len() > MAX_URL {
         return Err(format!("url is longer than {MAX_URL} characters"));
     }
@@ -123,7 +123,7 @@ pub fn check_url(s: &str) -> Result<(), String> {
 /// Where a study's link came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Source {
+pub(crate) enum Source {
     Explicit,
     Template,
 }
@@ -131,14 +131,14 @@ pub enum Source {
 /// A study's EMR link as answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LinkView {
+pub(crate) struct LinkView {
     pub record_id: String,
     pub url: String,
     pub source: Source,
 }
 
 impl LinkView {
-    pub fn explicit(l: EmrLink) -> LinkView {
+    pub(crate) fn explicit(l: EmrLink) -> LinkView {
         LinkView {
             record_id: l.record_id,
             url: l.url,
@@ -149,7 +149,7 @@ impl LinkView {
 
 impl UrlTemplate {
     /// The link of a study (see [`template_link`]).
-    pub fn link(&self, study: &StudyRow) -> Option<LinkView> {
+    pub(crate) fn link(&self, study: &StudyRow) -> Option<LinkView> {
         let url = self.render(study)?;
         let record_id = study
             .attributes

@@ -34,7 +34,7 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
 /// Checks `--webhook-url` values: absolute http(s) URLs.
-pub fn parse_urls(urls: &[String]) -> Result<Vec<String>, String> {
+pub(crate) fn parse_urls(urls: &[String]) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for u in urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
         let parsed =
@@ -53,7 +53,7 @@ pub fn parse_urls(urls: &[String]) -> Result<Vec<String>, String> {
 }
 
 /// The delay before attempt `attempts + 1`.
-pub fn backoff(attempts: i64) -> Duration {
+pub(crate) fn backoff(attempts: i64) -> Duration {
     let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
     FIRST_BACKOFF
         .saturating_mul(1 << doublings)
@@ -103,7 +103,7 @@ async fn post(client: &reqwest::Client, d: &ClaimedDelivery, body: &Value) -> Re
 }
 
 /// The delivery loop of `serve`, until `shutdown`.
-pub async fn run_deliveries(st: AppState, shutdown: CancellationToken) {
+pub(crate) async fn run_deliveries(st: AppState, shutdown: CancellationToken) {
     let client = match reqwest::Client::builder()
         .timeout(ATTEMPT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
@@ -190,7 +190,7 @@ fn record_json(r: &DeliveryRecord) -> Value {
 }
 
 /// `GET /api/webhooks/deliveries[?limit=n]`: the delivery log, newest first.
-pub async fn deliveries(
+pub(crate) async fn deliveries(
     State(st): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, JsonError> {

@@ -13,7 +13,7 @@ use crate::index::audit_log::{AuditFilter, StoredAuditRecord};
 use crate::state::AppState;
 
 /// `GET /fhir/AuditEvent`.
-pub async fn search(
+pub(crate) async fn search(
     State(st): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, FhirError> {

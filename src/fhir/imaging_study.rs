@@ -35,7 +35,7 @@ const MAX_SERIES: i64 = 10_000;
 const MAX_INSTANCES: i64 = 100_000;
 
 /// `GET /fhir/ImagingStudy/{id}`.
-pub async fn read(
+pub(crate) async fn read(
     State(st): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -217,7 +217,7 @@ fn parse_search(raw: Option<&str>) -> Result<Search, ApiError> {
 }
 
 /// `GET /fhir/ImagingStudy?…`: a searchset Bundle.
-pub async fn search(
+pub(crate) async fn search(
     State(st): State<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -313,7 +313,7 @@ fn name_display(pn: &str) -> Option<String> {
 
 /// StudyDate + StudyTime as a FHIR dateTime. With a time, FHIR requires
 /// an offset: without `--timezone` the date stands alone.
-pub fn started(date: Option<&str>, time: Option<&str>, tz: Option<&str>) -> Option<String> {
+pub(crate) fn started(date: Option<&str>, time: Option<&str>, tz: Option<&str>) -> Option<String> {
     let d = date?.trim();
     if d.len() != 8 || !d.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -3,8 +3,8 @@
 //! search) and [`audit_event`] (the audit trail, BALP). Errors are
 //! OperationOutcomes ([`crate::error::FhirError`]).
 
-pub mod audit_event;
-pub mod imaging_study;
+pub(crate) mod audit_event;
+pub(crate) mod imaging_study;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -15,14 +15,14 @@ use serde_json::{json, Value};
 use crate::error::{ApiError, FhirError};
 use crate::state::AppState;
 
-pub const CONTENT_TYPE: &str = "application/fhir+json";
+pub(crate) const CONTENT_TYPE: &str = "application/fhir+json";
 /// The DICOM Controlled Terminology (PS3.16), FHIR's `DCM` code system.
 const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 /// `_count` when a search gives none, and the most it may ask for.
 const DEFAULT_COUNT: i64 = 100;
 const MAX_COUNT: i64 = 1000;
 
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/metadata", get(capabilities))
         .route("/ImagingStudy", get(imaging_study::search))

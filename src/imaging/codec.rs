@@ -13,8 +13,8 @@ use super::{j2k, jpeg_lossless, rle, ImagingError};
 use crate::dicom::transfer_syntax as ts;
 
 pub const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
-pub const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
-pub const JPEG_LOSSLESS: &str = "1.2.840.10008.1.2.4.57";
+pub(crate) const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+pub(crate) const JPEG_LOSSLESS: &str = "1.2.840.10008.1.2.4.57";
 pub const JPEG_LOSSLESS_SV1: &str = "1.2.840.10008.1.2.4.70";
 pub const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
 pub const JPEG_LS_NEAR: &str = "1.2.840.10008.1.2.4.81";
@@ -23,11 +23,11 @@ pub const JPEG_2000_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
 pub const JPEG_2000: &str = "1.2.840.10008.1.2.4.91";
 /// NEAR of JPEG-LS near-lossless encoding (on request only): every sample
 /// within ±2 of the original (ISO 14495-1; PS3.5 §8.2.3).
-pub const JPEG_LS_NEAR_BOUND: i32 = 2;
+pub(crate) const JPEG_LS_NEAR_BOUND: i32 = 2;
 pub const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
 /// The transfer syntaxes whose frames this module decodes.
-pub fn can_decode(uid: &str) -> bool {
+pub(crate) fn can_decode(uid: &str) -> bool {
     is_native(uid)
         || matches!(
             uid,
@@ -42,14 +42,14 @@ pub fn can_decode(uid: &str) -> bool {
         || is_j2k(uid)
 }
 
-pub fn is_native(uid: &str) -> bool {
+pub(crate) fn is_native(uid: &str) -> bool {
     matches!(
         uid,
         ts::IMPLICIT_VR_LE | ts::EXPLICIT_VR_LE | ts::EXPLICIT_VR_BE | ts::DEFLATED_EXPLICIT_VR_LE
     )
 }
 
-pub fn is_j2k(uid: &str) -> bool {
+pub(crate) fn is_j2k(uid: &str) -> bool {
     matches!(
         uid,
         "1.2.840.10008.1.2.4.90"
@@ -64,7 +64,7 @@ pub fn is_j2k(uid: &str) -> bool {
 
 /// Whether a transfer syntax loses information (PS3.5 Table A-1 and
 /// §8.2): targets that would are only chosen when asked for.
-pub fn is_lossy(uid: &str) -> bool {
+pub(crate) fn is_lossy(uid: &str) -> bool {
     matches!(
         uid,
         JPEG_BASELINE
@@ -553,7 +553,7 @@ fn stored_bits(info: &PixelInfo, frame: &Frame) -> Vec<u16> {
 
 /// Whether frames of an image can be encoded into `uid` (checked before a
 /// response starts, so the client gets a 406 rather than a cut stream).
-pub fn check_encodable(info: &PixelInfo, uid: &str) -> Result<(), ImagingError> {
+pub(crate) fn check_encodable(info: &PixelInfo, uid: &str) -> Result<(), ImagingError> {
     let refuse = |m: String| Err(ImagingError::Unsupported(m));
     match uid {
         u if is_native(u) && u != ts::EXPLICIT_VR_BE && u != ts::DEFLATED_EXPLICIT_VR_LE => Ok(()),
@@ -621,14 +621,14 @@ fn sign_extend(data: &mut [u8], bps: usize, bits: u16) {
 }
 
 /// The transfer syntaxes this module encodes into.
-pub fn can_encode(uid: &str) -> bool {
+pub(crate) fn can_encode(uid: &str) -> bool {
     encode_target(uid).is_some()
 }
 
 /// The transfer syntaxes frames and instances are transcoded into, as
 /// static UIDs. Implicit VR LE is not one: transcoded instances are written
 /// with an Explicit VR Little Endian data set.
-pub fn encode_target(uid: &str) -> Option<&'static str> {
+pub(crate) fn encode_target(uid: &str) -> Option<&'static str> {
     [
         ts::EXPLICIT_VR_LE,
         RLE_LOSSLESS,
@@ -646,7 +646,7 @@ pub fn encode_target(uid: &str) -> Option<&'static str> {
 /// The Photometric Interpretation of a decoded frame of `photometric`
 /// once encoded in `uid` (JPEG 2000 codes RGB with its reversible colour
 /// transform: YBR_RCT, PS3.5 §8.2.4).
-pub fn encoded_photometric<'a>(uid: &str, samples: u16, photometric: &'a str) -> &'a str {
+pub(crate) fn encoded_photometric<'a>(uid: &str, samples: u16, photometric: &'a str) -> &'a str {
     match uid {
         JPEG_2000_LOSSLESS => j2k::photometric(samples, photometric, false),
         JPEG_2000 => j2k::photometric(samples, photometric, true),

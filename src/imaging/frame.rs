@@ -13,7 +13,7 @@ pub struct Frame {
     pub bits_allocated: u16,
     /// The photometric interpretation of `data` (decoders of YBR JPEG and
     /// JPEG 2000 with a colour transform give RGB).
-    pub photometric: String,
+    pub(crate) photometric: String,
     /// Little endian, colour-by-pixel.
     pub data: Vec<u8>,
 }
@@ -33,7 +33,7 @@ impl Frame {
 }
 
 /// YBR_FULL to RGB (PS3.3 C.7.6.3.1.2).
-pub fn ybr_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
+pub(crate) fn ybr_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
     let (y, cb, cr) = (f32::from(y), f32::from(cb) - 128.0, f32::from(cr) - 128.0);
     let c = |v: f32| v.round().clamp(0.0, 255.0) as u8;
     [

@@ -47,7 +47,7 @@ pub fn check(info: &PixelInfo) -> Result<(), ImagingError> {
 /// The Photometric Interpretation of a frame of `photometric` once
 /// encoded: RGB goes through the reversible colour transform, or the
 /// irreversible one when lossy (PS3.3 C.7.6.3.1.2, PS3.5 §8.2.4).
-pub fn photometric(samples: u16, photometric: &str, lossy: bool) -> &str {
+pub(crate) fn photometric(samples: u16, photometric: &str, lossy: bool) -> &str {
     match (samples == 3 && photometric == "RGB", lossy) {
         (true, false) => "YBR_RCT",
         (true, true) => "YBR_ICT",
@@ -58,7 +58,7 @@ pub fn photometric(samples: u16, photometric: &str, lossy: bool) -> &str {
 /// The compression ratio of lossy JPEG 2000 (transfer syntax
 /// 1.2.840.10008.1.2.4.91, only when a client asks for it): 10:1 of the
 /// Bits Stored-wide samples, irreversible 9/7 wavelet, one quality layer.
-pub const LOSSY_RATIO: f32 = 10.0;
+pub(crate) const LOSSY_RATIO: f32 = 10.0;
 
 /// Resolution levels: at most 6 (5 decompositions, what DICOM encoders
 /// use), and no more than the smaller side allows (OpenJPEG refuses a

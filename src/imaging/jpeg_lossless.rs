@@ -21,7 +21,7 @@ const PREDICTOR: u8 = 1;
 
 /// Encodes `samples` (`height` rows of `width × components` interleaved
 /// values, each below 2^`precision`) as a lossless JPEG stream.
-pub fn encode(
+pub(crate) fn encode(
     samples: &[u16],
     width: u32,
     height: u32,

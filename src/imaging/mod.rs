@@ -10,14 +10,14 @@
 pub mod codec;
 pub mod frame;
 pub mod j2k;
-pub mod jpeg_lossless;
+pub(crate) mod jpeg_lossless;
 pub mod pixel;
 pub mod render;
 pub mod rle;
 pub mod source;
 pub mod thumbnail;
 pub mod transcode;
-pub mod turbo;
+pub(crate) mod turbo;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;

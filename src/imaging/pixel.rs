@@ -14,7 +14,7 @@ use super::ImagingError;
 
 /// The largest decoded frame served (rows × columns × samples × bytes):
 /// 1 GiB covers whole-slide tiles and large CR/DX plates with margin.
-pub const MAX_FRAME_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_FRAME_BYTES: u64 = 1 << 30;
 
 /// The Image Pixel module of one instance.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,11 +23,11 @@ pub struct PixelInfo {
     pub columns: u32,
     pub samples: u16,
     pub bits_allocated: u16,
-    pub bits_stored: u16,
+    pub(crate) bits_stored: u16,
     pub signed: bool,
-    pub photometric: String,
+    pub(crate) photometric: String,
     /// Planar Configuration 1: colour-by-plane in native data.
-    pub planar: bool,
+    pub(crate) planar: bool,
     pub frames: u32,
 }
 
@@ -96,12 +96,12 @@ impl PixelInfo {
         self.rows as usize * self.columns as usize
     }
 
-    pub fn bytes_per_sample(&self) -> usize {
+    pub(crate) fn bytes_per_sample(&self) -> usize {
         usize::from(self.bits_allocated / 8)
     }
 
     /// Bytes of one decoded frame, colour-by-pixel, full resolution.
-    pub fn decoded_frame_len(&self) -> u64 {
+    pub(crate) fn decoded_frame_len(&self) -> u64 {
         self.rows as u64
             * self.columns as u64
             * self.samples as u64
@@ -110,7 +110,7 @@ impl PixelInfo {
 
     /// Bytes of one frame as stored natively: YBR_FULL_422 keeps two
     /// luminance samples per chrominance pair (PS3.3 C.7.6.3.1.2).
-    pub fn native_frame_len(&self) -> u64 {
+    pub(crate) fn native_frame_len(&self) -> u64 {
         if self.photometric == "YBR_FULL_422" && self.samples == 3 {
             self.rows as u64 * self.columns as u64 * 2 * (self.bits_allocated / 8) as u64
         } else {
@@ -141,7 +141,7 @@ impl VoiFunction {
 /// Where a lookup table's data is: inline in the metadata, or a byte range
 /// of the stored object (a BulkDataURI written at ingest).
 #[derive(Debug, Clone, PartialEq)]
-pub enum LutSource {
+pub(crate) enum LutSource {
     Inline(Vec<u8>),
     Bulk { offset: u64, length: u64 },
 }
@@ -149,10 +149,10 @@ pub enum LutSource {
 /// A LUT before its data is fetched: descriptor (entries, first mapped
 /// value, bits per entry; PS3.3 C.11.1.1) and data.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LutRef {
-    pub entries: u32,
+pub(crate) struct LutRef {
+    pub(crate) entries: u32,
     pub first: i32,
-    pub bits: u16,
+    pub(crate) bits: u16,
     pub data: LutSource,
 }
 
@@ -160,14 +160,14 @@ pub struct LutRef {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lut {
     pub first: i32,
-    pub bits: u16,
-    pub values: Vec<u16>,
+    pub(crate) bits: u16,
+    pub(crate) values: Vec<u16>,
 }
 
 impl LutRef {
     /// Decodes fetched LUT bytes (US or OW, little endian; 8-bit tables
     /// may be packed one entry per byte, PS3.3 C.7.6.3.1.5).
-    pub fn resolve(&self, bytes: &[u8]) -> Result<Lut, ImagingError> {
+    pub(crate) fn resolve(&self, bytes: &[u8]) -> Result<Lut, ImagingError> {
         let n = self.entries as usize;
         let values: Vec<u16> = if bytes.len() >= n * 2 {
             bytes
@@ -194,15 +194,15 @@ impl LutRef {
 /// The presentation attributes of one frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Presentation {
-    pub slope: f64,
-    pub intercept: f64,
-    pub modality_lut: Option<LutRef>,
+    pub(crate) slope: f64,
+    pub(crate) intercept: f64,
+    pub(crate) modality_lut: Option<LutRef>,
     /// Stored windows (center, width), first is the default.
     pub windows: Vec<(f64, f64)>,
-    pub voi_function: VoiFunction,
-    pub voi_lut: Option<LutRef>,
+    pub(crate) voi_function: VoiFunction,
+    pub(crate) voi_lut: Option<LutRef>,
     /// Red, green, blue palettes of PALETTE COLOR images.
-    pub palette: Option<[LutRef; 3]>,
+    pub(crate) palette: Option<[LutRef; 3]>,
 }
 
 impl Presentation {
@@ -281,19 +281,6 @@ impl Presentation {
         }
         Ok(())
     }
-
-    /// The LUTs whose data is a byte range of the stored object.
-    pub fn bulk_luts(&self) -> Vec<&LutRef> {
-        let mut v: Vec<&LutRef> = Vec::new();
-        v.extend(self.modality_lut.iter());
-        v.extend(self.voi_lut.iter());
-        if let Some(p) = &self.palette {
-            v.extend(p.iter());
-        }
-        v.into_iter()
-            .filter(|l| matches!(l.data, LutSource::Bulk { .. }))
-            .collect()
-    }
 }
 
 fn lut_ref(doc: &Value, desc_tag: &str, data_tag: &str) -> Option<LutRef> {
@@ -352,7 +339,7 @@ fn items<'a>(doc: &'a Value, tag: &str) -> &'a [Value] {
 }
 
 /// Numbers of an element: JSON numbers, or IS/DS strings.
-pub fn nums(doc: &Value, tag: &str) -> Vec<f64> {
+pub(crate) fn nums(doc: &Value, tag: &str) -> Vec<f64> {
     values(doc, tag)
         .iter()
         .filter_map(|v| match v {
@@ -363,7 +350,7 @@ pub fn nums(doc: &Value, tag: &str) -> Vec<f64> {
         .collect()
 }
 
-pub fn num(doc: &Value, tag: &str) -> Option<f64> {
+pub(crate) fn num(doc: &Value, tag: &str) -> Option<f64> {
     nums(doc, tag).into_iter().next()
 }
 

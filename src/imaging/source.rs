@@ -12,7 +12,7 @@ use super::render::Luts;
 use super::ImagingError;
 use crate::dicom::frames::{frame_index, FrameIndex};
 use crate::dicom::scan::{inflated_dataset, scan_dataset, ScanLimits};
-use crate::dicom::transfer_syntax::{self, DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE};
+use crate::dicom::transfer_syntax::{DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE};
 use crate::index::metadata::inflate as inflate_metadata;
 use crate::index::{Index, Scope, StoredInstance};
 use crate::store::{ObjectKey, Store};
@@ -54,7 +54,7 @@ impl Source {
 
     /// The instance whose index row (and encoded frame index) the caller
     /// already read.
-    pub async fn with_row(
+    pub(crate) async fn with_row(
         index: &dyn Index,
         store: &Store,
         scope: &Scope,
@@ -122,7 +122,7 @@ impl Source {
         })
     }
 
-    pub fn frame_count(&self) -> u32 {
+    pub(crate) fn frame_count(&self) -> u32 {
         let n = match &self.frames {
             Frames::Stored(i) | Frames::Inflated(_, i) => i.frames(),
         };
@@ -131,7 +131,7 @@ impl Source {
 
     /// The transfer syntax the frame bytes are in: inflated frames are
     /// Explicit VR Little Endian.
-    pub fn frame_syntax(&self) -> &str {
+    pub(crate) fn frame_syntax(&self) -> &str {
         match &self.frames {
             Frames::Stored(_) => &self.inst.transfer_syntax_uid,
             Frames::Inflated(..) => EXPLICIT_VR_LE,
@@ -216,12 +216,6 @@ impl Source {
             },
         ))
     }
-
-    /// Whether the stored syntax is big endian (native frames are swapped
-    /// by the decoder).
-    pub fn is_big_endian(&self) -> bool {
-        transfer_syntax::lookup(self.frame_syntax()).is_some_and(|t| t.encoding.big_endian)
-    }
 }
 
 impl Source {
@@ -280,7 +274,7 @@ impl Source {
 impl Source {
     /// Where frame 1's bytes start (in the object, or in the inflated data
     /// set of a deflated object): everything before is header.
-    pub fn first_frame_offset(&self) -> u64 {
+    pub(crate) fn first_frame_offset(&self) -> u64 {
         match &self.frames {
             Frames::Stored(i) | Frames::Inflated(_, i) => i
                 .ranges(0)
@@ -291,7 +285,7 @@ impl Source {
 
     /// The bytes before `end`, and whether they are a bare data set (the
     /// inflated data set of a deflated object) rather than a Part 10 file.
-    pub async fn header_bytes(
+    pub(crate) async fn header_bytes(
         &self,
         store: &Store,
         end: u64,

@@ -28,7 +28,7 @@ use crate::index::{Index, Scope, StoredInstance};
 use crate::store::{ObjectKey, Store};
 
 /// The size made ahead of time (what the bundled viewer asks for).
-pub const DEFAULT_SIZE: u32 = 128;
+pub(crate) const DEFAULT_SIZE: u32 = 128;
 /// How long a claimed job is hidden from other workers.
 const LEASE_MS: i64 = 60_000;
 /// Attempts before a job that keeps failing is dropped (rendered on demand
@@ -44,7 +44,7 @@ pub struct Thumbnails {
 
 /// The representative instance of a study's or series' instances (given
 /// in series and instance-number order).
-pub fn representative(instances: &[StoredInstance]) -> Option<(&StoredInstance, usize)> {
+pub(crate) fn representative(instances: &[StoredInstance]) -> Option<(&StoredInstance, usize)> {
     let mut best: Option<(&str, usize, usize)> = None; // series, start, count
     let mut start = 0;
     for (i, inst) in instances.iter().enumerate() {
@@ -110,7 +110,7 @@ impl Thumbnails {
     }
 
     /// The thumbnail of one instance (its middle frame) or of one frame.
-    pub async fn render_instance(
+    pub(crate) async fn render_instance(
         &self,
         scope: &Scope,
         frame: Option<u32>,
@@ -141,7 +141,7 @@ impl Thumbnails {
     }
 
     /// Makes queued thumbnails until cancelled.
-    pub async fn run_worker(self, cancel: CancellationToken) {
+    pub(crate) async fn run_worker(self, cancel: CancellationToken) {
         loop {
             let jobs = match self
                 .index

@@ -27,7 +27,7 @@ use crate::dicom::write::{file_meta_prefix, long_form};
 use crate::store::Store;
 
 /// Whether an instance stored in `from` can be sent in `to`.
-pub fn can_transcode(from: &str, to: &str) -> bool {
+pub(crate) fn can_transcode(from: &str, to: &str) -> bool {
     from != transfer_syntax::EXPLICIT_VR_BE && codec::can_decode(from) && codec::can_encode(to)
 }
 

@@ -30,7 +30,7 @@ use super::ImagingError;
 /// The colour space of a JPEG stream, as libjpeg-turbo reads it from the
 /// component count, the JFIF/Adobe markers and the component identifiers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Colour {
+pub(crate) enum Colour {
     Grey,
     Rgb,
     YCbCr,
@@ -51,7 +51,7 @@ impl Colour {
         })
     }
 
-    pub fn components(self) -> u16 {
+    pub(crate) fn components(self) -> u16 {
         match self {
             Colour::Grey => 1,
             Colour::Rgb | Colour::YCbCr => 3,
@@ -62,19 +62,19 @@ impl Colour {
 
 /// What a JPEG stream's frame header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     pub width: u32,
     pub height: u32,
-    pub precision: u8,
-    pub colour: Colour,
+    pub(crate) precision: u8,
+    pub(crate) colour: Colour,
     /// Chrominance subsampling (a `TJSAMP_*` value; -1 when unusual).
-    pub subsampling: c_int,
+    pub(crate) subsampling: c_int,
 }
 
 /// A decoded 12-bit frame: samples colour-by-pixel (RGB for colour
 /// streams, converted from YCbCr when the stream says so), row by row.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decoded12 {
+pub(crate) struct Decoded12 {
     pub header: Header,
     pub samples: Vec<i16>,
 }
@@ -191,7 +191,7 @@ fn read_header(h: &Handle, data: &[u8]) -> Result<Header, ImagingError> {
 }
 
 /// The frame header of a JPEG stream.
-pub fn header(data: &[u8]) -> Result<Header, ImagingError> {
+pub(crate) fn header(data: &[u8]) -> Result<Header, ImagingError> {
     let h = Handle::new(tj::TJINIT_TJINIT_DECOMPRESS)?;
     read_header(&h, data)
 }
@@ -206,7 +206,7 @@ const SCAN_LIMIT: c_int = 500;
 /// before the output is allocated.
 // long: the checks that make the `unsafe` decompression sound (see its
 // SAFETY note) stay in the function that makes the call.
-pub fn decode_12(
+pub(crate) fn decode_12(
     data: &[u8],
     rows: u32,
     columns: u32,
@@ -312,7 +312,7 @@ pub fn decode_12(
 /// Test-only: encodes 12-bit samples (colour-by-pixel, 1 or 3 components)
 /// as a 12-bit DCT JPEG (SOF1) of `quality`, no chroma subsampling.
 #[cfg(test)]
-pub fn encode_12(
+pub(crate) fn encode_12(
     samples: &[i16],
     width: u32,
     height: u32,

@@ -13,13 +13,13 @@ use super::IndexError;
 /// as JSON; the other columns are for searching).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
-    pub time_ms: i64,
-    pub event_id: i64,
+    pub(crate) time_ms: i64,
+    pub(crate) event_id: i64,
     pub outcome: i64,
-    pub actor: String,
+    pub(crate) actor: String,
     pub patient_id: Option<String>,
     /// Study Instance UIDs, comma-separated.
-    pub study_uids: String,
+    pub(crate) study_uids: String,
     pub body: String,
 }
 
@@ -28,7 +28,7 @@ pub struct AuditRecord {
 pub struct StoredAuditRecord {
     pub seq: i64,
     pub record: AuditRecord,
-    pub prev_hash: String,
+    pub(crate) prev_hash: String,
     pub hash: String,
 }
 
@@ -37,17 +37,17 @@ pub struct StoredAuditRecord {
 pub struct AuditFilter {
     pub patient_id: Option<String>,
     pub study_uid: Option<String>,
-    pub since_ms: Option<i64>,
-    pub until_ms: Option<i64>,
+    pub(crate) since_ms: Option<i64>,
+    pub(crate) until_ms: Option<i64>,
     pub limit: i64,
 }
 
 /// The hash before the first row.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// A row's hash: SHA-256 over the previous row's hash, its sequence
 /// number, its time and its body (which holds every other column).
-pub fn chain_hash(prev_hash: &str, seq: i64, time_ms: i64, body: &str) -> String {
+pub(crate) fn chain_hash(prev_hash: &str, seq: i64, time_ms: i64, body: &str) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(b"\n");

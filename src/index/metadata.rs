@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 
 /// Compresses a metadata document for the index.
-pub fn deflate(json: &str) -> std::io::Result<Vec<u8>> {
+pub(crate) fn deflate(json: &str) -> std::io::Result<Vec<u8>> {
     let mut enc = flate2::write::DeflateEncoder::new(
         Vec::with_capacity(json.len() / 3),
         flate2::Compression::fast(),
@@ -16,7 +16,7 @@ pub fn deflate(json: &str) -> std::io::Result<Vec<u8>> {
 }
 
 /// Inflates a stored metadata document.
-pub fn inflate(doc: &[u8]) -> std::io::Result<String> {
+pub(crate) fn inflate(doc: &[u8]) -> std::io::Result<String> {
     let mut out = String::with_capacity(doc.len() * 4);
     flate2::read::DeflateDecoder::new(doc).read_to_string(&mut out)?;
     Ok(out)

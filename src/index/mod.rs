@@ -6,12 +6,12 @@
 //! differs (connection set-up, migrations, aggregate functions) lives in
 //! [`postgres`], [`sqlite`] and [`sql::Dialect`].
 
-pub mod audit_log;
-pub mod credentials;
+pub(crate) mod audit_log;
+pub(crate) mod credentials;
 pub mod metadata;
-pub mod postgres;
+pub(crate) mod postgres;
 pub mod rows;
-pub mod sql;
+pub(crate) mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -73,7 +73,7 @@ pub struct ChangeEvent {
     /// `study.stable`.
     pub event_type: String,
     /// When the event was recorded (ms since the epoch).
-    pub time_ms: i64,
+    pub(crate) time_ms: i64,
     pub study_uid: String,
     pub accession_number: Option<String>,
     pub patient_id: Option<String>,
@@ -114,7 +114,7 @@ pub enum DeliveryOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryRecord {
     pub id: i64,
-    pub event_seq: i64,
+    pub(crate) event_seq: i64,
     pub url: String,
     /// `pending`, `delivered` or `failed`.
     pub status: String,
@@ -123,7 +123,7 @@ pub struct DeliveryRecord {
     pub last_error: Option<String>,
     pub next_attempt_ms: i64,
     pub created_ms: i64,
-    pub updated_ms: i64,
+    pub(crate) updated_ms: i64,
     pub delivered_ms: Option<i64>,
 }
 
@@ -286,7 +286,7 @@ pub struct ThumbnailJob {
     pub study_uid: String,
     pub series_uid: String,
     /// The due time the claim set (identifies the claim).
-    pub due_at: i64,
+    pub(crate) due_at: i64,
     /// Claims so far, this one included.
     pub attempts: i64,
 }

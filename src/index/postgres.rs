@@ -6,7 +6,7 @@ use sqlx::any::AnyPoolOptions;
 use super::sql::{Dialect, SqlIndex};
 use super::IndexError;
 
-pub async fn open(url: &str, migrate: bool) -> Result<SqlIndex, IndexError> {
+pub(crate) async fn open(url: &str, migrate: bool) -> Result<SqlIndex, IndexError> {
     let pool = AnyPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(std::time::Duration::from_secs(10))

@@ -57,7 +57,7 @@ impl Attributes {
             Value::Int(_) => None,
         }
     }
-    pub fn int(&self, tag: Tag) -> Option<i64> {
+    pub(crate) fn int(&self, tag: Tag) -> Option<i64> {
         match self.get(tag)? {
             Value::Int(n) => Some(*n),
             Value::Text(_) => None,
@@ -125,7 +125,7 @@ pub struct Scope {
 
 impl Scope {
     /// The scope naming one stored instance.
-    pub fn of_instance(inst: &StoredInstance) -> Result<Scope, crate::dicom::uid::UidError> {
+    pub(crate) fn of_instance(inst: &StoredInstance) -> Result<Scope, crate::dicom::uid::UidError> {
         Ok(Scope {
             study: Uid::parse(&inst.study_uid)?,
             series: Some(Uid::parse(&inst.series_uid)?),

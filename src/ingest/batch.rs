@@ -10,9 +10,9 @@ use super::{Ingest, IngestError, IngestFailure, Spool, Stored};
 use crate::dicom::Uid;
 
 /// The outcome of one part.
-pub type PartResult = Result<Stored, IngestFailure>;
+pub(crate) type PartResult = Result<Stored, IngestFailure>;
 
-pub struct Batch {
+pub(crate) struct Batch {
     ingest: Ingest,
     /// The study the request names (STOW-RS `POST /studies/{study}`).
     study: Option<Uid>,
@@ -23,7 +23,7 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn new(ingest: &Ingest, study: Option<Uid>, derived_only: bool) -> Batch {
+    pub(crate) fn new(ingest: &Ingest, study: Option<Uid>, derived_only: bool) -> Batch {
         Batch {
             ingest: ingest.clone(),
             study,
@@ -33,12 +33,12 @@ impl Batch {
         }
     }
 
-    pub fn ingest(&self) -> &Ingest {
+    pub(crate) fn ingest(&self) -> &Ingest {
         &self.ingest
     }
 
     /// Starts the pipeline on part `part`.
-    pub fn start(&mut self, part: usize, spool: Spool) {
+    pub(crate) fn start(&mut self, part: usize, spool: Spool) {
         let ingest = self.ingest.clone();
         let study = self.study.clone();
         let derived_only = self.derived_only;
@@ -50,7 +50,7 @@ impl Batch {
 
     /// Waits until another part may be started, handing over every result
     /// finished meanwhile.
-    pub async fn make_room(
+    pub(crate) async fn make_room(
         &mut self,
         done: &mut impl FnMut(usize, PartResult),
     ) -> Result<(), IngestError> {
@@ -68,7 +68,7 @@ impl Batch {
     }
 
     /// Waits for every part started, handing over their results.
-    pub async fn finish(
+    pub(crate) async fn finish(
         mut self,
         done: &mut impl FnMut(usize, PartResult),
     ) -> Result<(), IngestError> {

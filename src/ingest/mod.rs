@@ -74,7 +74,7 @@ impl From<SpoolError> for IngestError {
 #[derive(Debug)]
 pub struct IngestFailure {
     pub sop_class_uid: Option<String>,
-    pub sop_instance_uid: Option<String>,
+    pub(crate) sop_instance_uid: Option<String>,
     pub error: IngestError,
 }
 
@@ -103,7 +103,7 @@ pub struct Stored {
     pub sop_uid: Uid,
     pub sop_class_uid: String,
     pub outcome: Outcome,
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// A series is queued for its thumbnail this long after its last instance
@@ -163,7 +163,7 @@ impl Ingest {
     }
 
     /// A writer for one incoming instance.
-    pub async fn spool_writer(&self) -> Result<SpoolWriter, SpoolError> {
+    pub(crate) async fn spool_writer(&self) -> Result<SpoolWriter, SpoolError> {
         SpoolWriter::create(&self.config.spool_dir, self.config.max_instance_size).await
     }
 
@@ -180,7 +180,7 @@ impl Ingest {
     /// [`Ingest::ingest`] for a caller that may store derived objects only
     /// (`derived_only`: a radiologist): other SOP classes are refused
     /// before anything is written.
-    pub async fn ingest_as(
+    pub(crate) async fn ingest_as(
         &self,
         spool: Spool,
         expected_study: Option<&Uid>,

@@ -62,10 +62,10 @@ impl Spool {
     pub fn sha256(&self) -> &str {
         &self.sha256
     }
-    pub fn owned(&self) -> bool {
+    pub(crate) fn owned(&self) -> bool {
         self.owned
     }
-    pub fn prefixed(&self) -> bool {
+    pub(crate) fn prefixed(&self) -> bool {
         self.prefixed
     }
 }

@@ -50,9 +50,9 @@ pub enum Stored {
 /// An attribute Phim indexes: where it lives and how it matches.
 #[derive(Debug)]
 pub struct Attribute {
-    pub tag: u32,
+    pub(crate) tag: u32,
     pub keyword: &'static str,
-    pub vr: &'static str,
+    pub(crate) vr: &'static str,
     pub level: Level,
     pub kind: Kind,
     /// SQL column (table aliases st, se, i).
@@ -62,17 +62,17 @@ pub struct Attribute {
 
 impl Attribute {
     /// The column without its table alias (`study_date`).
-    pub fn column_name(&self) -> &'static str {
+    pub(crate) fn column_name(&self) -> &'static str {
         self.column.split_once('.').map_or(self.column, |(_, c)| c)
     }
-    pub fn dicom_tag(&self) -> dicom_core::Tag {
+    pub(crate) fn dicom_tag(&self) -> dicom_core::Tag {
         dicom_core::Tag((self.tag >> 16) as u16, self.tag as u16)
     }
 }
 
 /// The attributes at `level` that ingest copies into the index
 /// ([`Stored::Copied`]), in table order.
-pub fn copied(level: Level) -> impl Iterator<Item = &'static Attribute> {
+pub(crate) fn copied(level: Level) -> impl Iterator<Item = &'static Attribute> {
     ATTRIBUTES
         .iter()
         .filter(move |a| a.level == level && a.stored == Stored::Copied)
@@ -96,7 +96,7 @@ macro_rules! attr {
 /// one place that says so: ingest, the SQL index and the QIDO/C-FIND
 /// answers all read this table).
 #[rustfmt::skip]
-pub static ATTRIBUTES: &[Attribute] = &[
+pub(crate) static ATTRIBUTES: &[Attribute] = &[
     attr!(0x0008_0020, "StudyDate", "DA", Study, Date, "st.study_date", Copied),
     attr!(0x0008_0030, "StudyTime", "TM", Study, Time, "st.study_time", Copied),
     attr!(0x0008_0050, "AccessionNumber", "SH", Study, Text, "st.accession_number", Copied),
@@ -127,7 +127,7 @@ pub static ATTRIBUTES: &[Attribute] = &[
 /// Sequences whose items are indexed for sequence matching (PS3.4
 /// C.2.2.2.6): Referenced Study, Request Attributes, Procedure Code,
 /// Referenced Performed Procedure Step, Issuer of Accession Number.
-pub static INDEXED_SEQUENCES: &[u32] = &[
+pub(crate) static INDEXED_SEQUENCES: &[u32] = &[
     0x0008_1110,
     0x0040_0275,
     0x0008_1032,
@@ -135,7 +135,7 @@ pub static INDEXED_SEQUENCES: &[u32] = &[
     0x0008_0051,
 ];
 
-pub fn attribute_by_tag(tag: u32) -> Option<&'static Attribute> {
+pub(crate) fn attribute_by_tag(tag: u32) -> Option<&'static Attribute> {
     ATTRIBUTES.iter().find(|a| a.tag == tag)
 }
 
@@ -174,7 +174,7 @@ pub struct SequenceFilter {
 
 /// What to return beyond the default attributes.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub enum Include {
+pub(crate) enum Include {
     #[default]
     Default,
     All,
@@ -189,7 +189,7 @@ pub struct Query {
     /// StudyDate+StudyTime ranges combined into one date-time range
     /// (PS3.4 C.2.2.2.5.1).
     pub combined_datetime: bool,
-    pub include: Include,
+    pub(crate) include: Include,
     pub limit: i64,
     pub offset: i64,
 }
@@ -208,7 +208,7 @@ impl Query {
     }
 
     /// Adds an exact UID constraint (from a URL path).
-    pub fn with_uid(mut self, keyword: &str, uid: &Uid) -> Query {
+    pub(crate) fn with_uid(mut self, keyword: &str, uid: &Uid) -> Query {
         if let Some(a) = attribute_by_keyword(keyword) {
             self.filters.retain(|f| f.attribute.tag != a.tag);
             self.filters.push(Filter {

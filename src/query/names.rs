@@ -21,7 +21,7 @@ pub fn pn_match_key(value: &str) -> String {
 }
 
 /// Lower-cases a PN query value the same way (keeping wildcards).
-pub fn pn_query(value: &str) -> String {
+pub(crate) fn pn_query(value: &str) -> String {
     value.trim_end_matches(['^', ' ']).to_lowercase()
 }
 
@@ -59,7 +59,7 @@ pub fn fold(s: &str) -> String {
 
 /// The smallest string greater than every string starting with `prefix`
 /// (for index-friendly prefix ranges: `col >= p AND col < next`).
-pub fn prefix_upper_bound(prefix: &str) -> Option<String> {
+pub(crate) fn prefix_upper_bound(prefix: &str) -> Option<String> {
     let mut chars: Vec<char> = prefix.chars().collect();
     while let Some(last) = chars.pop() {
         if let Some(next) = char::from_u32(last as u32 + 1) {

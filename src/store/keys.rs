@@ -30,16 +30,16 @@ impl ObjectKey {
     }
 
     /// A key that never exists, for readiness probes.
-    pub fn readiness_probe() -> ObjectKey {
+    pub(crate) fn readiness_probe() -> ObjectKey {
         ObjectKey(Path::from("phim/readiness-probe"))
     }
 
     /// A key read back from the index.
-    pub fn from_stored(s: &str) -> Result<ObjectKey, object_store::path::Error> {
+    pub(crate) fn from_stored(s: &str) -> Result<ObjectKey, object_store::path::Error> {
         Ok(ObjectKey(Path::parse(s)?))
     }
 
-    pub fn as_path(&self) -> &Path {
+    pub(crate) fn as_path(&self) -> &Path {
         &self.0
     }
 

@@ -239,7 +239,7 @@ impl Store {
     }
 
     /// Stores small bytes (derived documents such as thumbnails).
-    pub async fn put_bytes(&self, key: &ObjectKey, bytes: Bytes) -> Result<(), StoreError> {
+    pub(crate) async fn put_bytes(&self, key: &ObjectKey, bytes: Bytes) -> Result<(), StoreError> {
         self.inner
             .put(key.as_path(), PutPayload::from(bytes))
             .await?;

@@ -18,7 +18,7 @@ use crate::state::AppState;
 /// `…/bulkdata/{offset}/{length}`: the value bytes of one bulk element, as
 /// written in the instance's BulkDataURI (PS3.18 §10.4.1.1.3). `Range`
 /// (RFC 9110 §14) selects bytes within the value.
-pub async fn bulkdata(
+pub(crate) async fn bulkdata(
     State(st): State<AppState>,
     Path((study, series, instance, offset, length)): Path<(String, String, String, u64, u64)>,
     headers: HeaderMap,

@@ -143,7 +143,7 @@ fn negotiate_frames(
 /// `…/frames/{list}` (PS3.18 §10.4.1.1.4): the listed frames (1-based),
 /// one part each, read as byte ranges of the stored object, transcoded on
 /// the imaging pool when the client cannot take the stored form.
-pub async fn frames(
+pub(crate) async fn frames(
     State(st): State<AppState>,
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
     headers: HeaderMap,

@@ -13,7 +13,7 @@ use crate::index::metadata::inflate as inflate_metadata;
 use crate::index::Scope;
 use crate::state::AppState;
 
-pub async fn study_metadata(
+pub(crate) async fn study_metadata(
     State(st): State<AppState>,
     Path(study): Path<String>,
     headers: HeaderMap,
@@ -21,7 +21,7 @@ pub async fn study_metadata(
     metadata(st, scope(&study, None, None)?, &headers).await
 }
 
-pub async fn series_metadata(
+pub(crate) async fn series_metadata(
     State(st): State<AppState>,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
@@ -29,7 +29,7 @@ pub async fn series_metadata(
     metadata(st, scope(&study, Some(&series), None)?, &headers).await
 }
 
-pub async fn instance_metadata(
+pub(crate) async fn instance_metadata(
     State(st): State<AppState>,
     Path((study, series, instance)): Path<(String, String, String)>,
     headers: HeaderMap,

@@ -10,9 +10,9 @@ mod bulkdata;
 mod frames;
 mod metadata;
 
-pub use bulkdata::bulkdata;
-pub use frames::frames;
-pub use metadata::{instance_metadata, series_metadata, study_metadata};
+pub(crate) use bulkdata::bulkdata;
+pub(crate) use frames::frames;
+pub(crate) use metadata::{instance_metadata, series_metadata, study_metadata};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -44,7 +44,7 @@ fn not_found(scope: &Scope) -> ApiError {
     ApiError::NotFound(format!("{what} not found"))
 }
 
-pub async fn retrieve_study(
+pub(crate) async fn retrieve_study(
     State(st): State<AppState>,
     Path(study): Path<String>,
     headers: HeaderMap,
@@ -52,7 +52,7 @@ pub async fn retrieve_study(
     retrieve(st, scope(&study, None, None)?, &headers).await
 }
 
-pub async fn retrieve_series(
+pub(crate) async fn retrieve_series(
     State(st): State<AppState>,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
@@ -60,7 +60,7 @@ pub async fn retrieve_series(
     retrieve(st, scope(&study, Some(&series), None)?, &headers).await
 }
 
-pub async fn retrieve_instance(
+pub(crate) async fn retrieve_instance(
     State(st): State<AppState>,
     Path((study, series, instance)): Path<(String, String, String)>,
     headers: HeaderMap,

@@ -116,7 +116,7 @@ impl SqlIndex {
 }
 
 /// The event type of a study that stopped receiving instances.
-pub const STUDY_STABLE: &str = "study.stable";
+pub(super) const STUDY_STABLE: &str = "study.stable";
 
 #[async_trait]
 impl ChangeFeed for SqlIndex {

@@ -13,8 +13,6 @@ mod instances;
 mod queues;
 mod search;
 
-pub use feed::STUDY_STABLE;
-
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
@@ -67,7 +65,7 @@ impl SqlIndex {
 
     /// Fills the derived name columns of studies indexed before they
     /// existed (migration 0002); a no-op once done.
-    pub async fn backfill(&self) -> Result<(), IndexError> {
+    pub(crate) async fn backfill(&self) -> Result<(), IndexError> {
         let rows = sqlx::query(
             "SELECT pk, patient_name FROM studies \
              WHERE patient_name IS NOT NULL AND patient_name_key IS NULL",
@@ -92,10 +90,6 @@ impl SqlIndex {
         tx.commit().await?;
         tracing::info!(studies = rows.len(), "name search keys backfilled");
         Ok(())
-    }
-
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
     }
 
     pub fn pool(&self) -> &AnyPool {
