@@ -5,6 +5,7 @@
 #   2. creates/refreshes the Python venv .venv-test from tests/python/requirements.txt,
 #   3. starts PostgreSQL and an S3 server (scripts/services/*-start.sh) and stops them on exit,
 #   4. cargo build --bins, cargo test --all-targets, cargo fmt --check, cargo clippy -D warnings,
+#      scripts/structure.py --check,
 #   5. the Python black-box suite: pytest tests/python against target/debug/phim,
 #   6. the viewer end-to-end tests (tests/e2e): builds viewer/, drives Debian's
 #      chromium with playwright-core against a fresh `phim serve` (run.mjs), then the
@@ -123,6 +124,9 @@ if [ "${PHIM_SKIP_CARGO:-0}" != 1 ]; then
     step "cargo fmt --check, cargo clippy --all-targets -D warnings"
     cargo fmt --check || FAILED+=("cargo fmt --check")
     cargo clippy --all-targets -- -D warnings || FAILED+=("cargo clippy")
+    # Structure (#16): no import cycle among src/ modules, no function over
+    # 100 lines without a `// long:` reason, index/sql files under 400.
+    python3 scripts/structure.py --check || FAILED+=("structure check")
 else
     step "cargo: skipped (PHIM_SKIP_CARGO=1)"
 fi
