@@ -90,7 +90,7 @@ impl SqlIndex {
         .bind(now_ms)
         .fetch_one(&mut *tx)
         .await?
-        .try_get(0)?;
+        .try_get("seq")?;
         for url in webhook_urls {
             sqlx::query(
                 "INSERT INTO webhook_deliveries (event_seq, url, status, attempts, \
@@ -130,7 +130,7 @@ impl ChangeFeed for SqlIndex {
         let horizon: i64 = sqlx::query("SELECT horizon FROM change_detector WHERE id = 1")
             .fetch_one(&self.pool)
             .await?
-            .try_get(0)?;
+            .try_get("horizon")?;
         // Studies with an instance after the horizon and none since
         // `quiet_before` (every instance newer than the horizon is in the
         // window, so its newest one is the study's newest), with their

@@ -79,7 +79,7 @@ impl Index for SqlIndex {
                 ))),
             };
         };
-        let instance_pk: i64 = row.try_get(0)?;
+        let instance_pk: i64 = row.try_get("pk")?;
         insert_sequence_values(&mut tx, rec, instance_pk, series_pk, study_pk).await?;
         tx.commit().await?;
         Ok(Insert::Inserted)
@@ -123,14 +123,17 @@ impl Index for SqlIndex {
             return Ok(false);
         }
         let row = sqlx::query(
-            "SELECT i.pk, i.series_pk, se.study_pk FROM instances i \
+            "SELECT i.pk AS instance_pk, i.series_pk, se.study_pk FROM instances i \
              JOIN series se ON se.pk = i.series_pk WHERE i.sop_uid = $1",
         )
         .bind(&rec.sop_uid)
         .fetch_one(&mut *tx)
         .await?;
-        let (instance_pk, series_pk, study_pk): (i64, i64, i64) =
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let (instance_pk, series_pk, study_pk): (i64, i64, i64) = (
+            row.try_get("instance_pk")?,
+            row.try_get("series_pk")?,
+            row.try_get("study_pk")?,
+        );
         sqlx::query("DELETE FROM sequence_items WHERE instance_pk = $1")
             .bind(instance_pk)
             .execute(&mut *tx)
@@ -199,7 +202,7 @@ async fn upsert_patient(tx: &mut Tx<'_>, rec: &NewInstance, now: i64) -> Result<
         .bind(&key)
         .fetch_one(&mut **tx)
         .await?
-        .try_get(0)?;
+        .try_get("pk")?;
     Ok(pk)
 }
 
@@ -233,7 +236,7 @@ async fn upsert_study(
         .bind(&rec.study_uid)
         .fetch_one(&mut **tx)
         .await?
-        .try_get(0)?;
+        .try_get("pk")?;
     if let (true, Some(name)) = (new_study, name) {
         insert_name_words(tx, study_pk, name).await?;
     }
@@ -266,8 +269,8 @@ async fn upsert_series(
         .bind(&rec.series_uid)
         .fetch_one(&mut **tx)
         .await?;
-    let series_pk: i64 = row.try_get(0)?;
-    let series_study_pk: i64 = row.try_get(1)?;
+    let series_pk: i64 = row.try_get("pk")?;
+    let series_study_pk: i64 = row.try_get("study_pk")?;
     if series_study_pk != study_pk {
         return Err(IndexError::Conflict(format!(
             "series {} already belongs to another study",

@@ -78,8 +78,8 @@ impl SqlIndex {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
         for r in &rows {
-            let pk: i64 = r.try_get(0)?;
-            let name: String = r.try_get(1)?;
+            let pk: i64 = r.try_get("pk")?;
+            let name: String = r.try_get("patient_name")?;
             sqlx::query("UPDATE studies SET patient_name_key = $1 WHERE pk = $2")
                 .bind(pn_match_key(&name))
                 .bind(pk)

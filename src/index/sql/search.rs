@@ -34,7 +34,7 @@ impl SqlIndex {
         }
         let mut pks = rows
             .iter()
-            .map(|r| r.try_get::<i64, _>(0))
+            .map(|r| r.try_get::<i64, _>("study_pk"))
             .collect::<Result<Vec<_>, _>>()?;
         pks.sort_unstable();
         Ok(Some(pks))
