@@ -16,8 +16,18 @@ use crate::store::{S3Options, StoreError, StoreLocation};
     about = "Phim: an open-source PACS (DICOMweb image store)"
 )]
 pub struct Cli {
+    /// Log lines as text for people, or one JSON object per line for a
+    /// log pipeline (the level filter is PHIM_LOG, e.g. "info,phim=debug").
+    #[arg(long, global = true, env = "PHIM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +197,11 @@ pub struct ServeArgs {
     /// make them only when asked for).
     #[arg(long, env = "PHIM_THUMBNAILS_AT_INGEST", default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) thumbnails_at_ingest: bool,
+    /// On SIGTERM or Ctrl-C: seconds to let requests and DICOM
+    /// associations in flight finish (no new ones are accepted) before
+    /// exiting anyway.
+    #[arg(long, env = "PHIM_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub(crate) shutdown_timeout: u64,
     #[command(flatten)]
     pub(crate) dimse: DimseArgs,
     #[command(flatten)]
@@ -352,6 +367,10 @@ pub struct AuthArgs {
     /// /readyz answers without credentials ("false": admins only).
     #[arg(long, env = "PHIM_READYZ_PUBLIC", default_value_t = true, action = clap::ArgAction::Set)]
     pub readyz_public: bool,
+    /// /metrics (Prometheus) answers without credentials; by default admins
+    /// only (an API key with the admin role for the scraper).
+    #[arg(long, env = "PHIM_METRICS_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
+    pub(crate) metrics_public: bool,
     /// Requests per second per identity (user, key, AE; address without one); 0: no limit.
     #[arg(long, env = "PHIM_RATE_LIMIT", default_value_t = 0.0)]
     pub(crate) rate_limit: f64,
@@ -437,6 +456,7 @@ impl AuthArgs {
             required: self.require_auth || oidc.is_some(),
             oidc,
             readyz_public: self.readyz_public,
+            metrics_public: self.metrics_public,
             limits: crate::auth::limits::LimitsConfig {
                 rate: self.rate_limit,
                 burst: self.rate_burst,

@@ -28,5 +28,6 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod synth;
+pub(crate) mod telemetry;
 pub(crate) mod tls;
 pub(crate) mod viewer;

@@ -1,18 +1,25 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use phim::config::{ApiKeyCommand, AuditCommand, Cli, Command, ShareKeyCommand, StorageArgs};
+use phim::config::{
+    ApiKeyCommand, AuditCommand, Cli, Command, LogFormat, ShareKeyCommand, StorageArgs,
+};
 use phim::redact::redact_url;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("PHIM_LOG")
                 .unwrap_or_else(|_| EnvFilter::new("info,jpeg2k=warn,openjp2=warn")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        // One object per line: timestamp, level, target, fields (the
+        // message among them), and the span fields of the request.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -55,6 +62,9 @@ fn main() -> std::process::ExitCode {
             }
         }
     });
+    // Tasks still running past --shutdown-timeout (a request that never
+    // ends, a blocking scan) do not hold the process: it exits.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,
         Ok(false) => std::process::ExitCode::from(1),

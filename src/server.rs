@@ -29,6 +29,7 @@ pub fn router(state: AppState) -> Router {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::telemetry::render))
         // WADO-URI (PS3.18 §9), for older EMRs and viewers.
         .route("/wado", get(dicomweb::wado_uri::wado))
         // Unknown DICOMweb paths stay 404: without their own fallback they
@@ -49,6 +50,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::auth::layer::require,
         ))
+        // Outside the auth layer: refused requests are counted too.
+        .layer(axum::middleware::from_fn(crate::telemetry::track))
         .with_state(state);
     // Outside the auth layer: preflight requests carry no credentials.
     match cors {
@@ -210,6 +213,7 @@ fn check_exposure(
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
+    crate::telemetry::install();
     let dimse = args.dimse.config()?;
     let emr = Arc::new(args.emr.config()?);
     let auth_config = args.auth.config()?;
@@ -279,12 +283,11 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         }
     });
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    serve_http(listener, tls.https.clone(), app, shutdown.clone()).await?;
+    let grace = std::time::Duration::from_secs(args.shutdown_timeout);
+    let https = tls.https.clone();
+    serve_until_stopped(listener, https, app, dimse_tasks, &shutdown, grace).await?;
     audit.record(audit::Event::application("Application Stop"));
     shutdown.cancel();
-    for t in dimse_tasks {
-        let _ = t.await;
-    }
     for t in background {
         let _ = t.await;
     }
@@ -338,6 +341,7 @@ fn start_background(
         "EMR integration: change detector and webhook deliveries running"
     );
     let mut tasks = vec![
+        tokio::spawn(crate::telemetry::run_upkeep(shutdown.clone())),
         tokio::spawn(emr::changes::run_detector(state.clone(), shutdown.clone())),
         tokio::spawn(emr::webhooks::run_deliveries(
             state.clone(),
@@ -401,6 +405,37 @@ async fn start_dimse(
         )));
     }
     Ok(dimse_tasks)
+}
+
+/// Serves HTTP until the shutdown signal; then lets requests in flight
+/// finish (axum's graceful shutdown) and DICOM associations too (the
+/// listeners wait for them), all within `grace` (--shutdown-timeout).
+async fn serve_until_stopped(
+    listener: tokio::net::TcpListener,
+    https: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    app: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr>,
+    dimse_tasks: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: &CancellationToken,
+    grace: std::time::Duration,
+) -> anyhow_like::Result<()> {
+    let http = serve_http(listener, https, app, shutdown.clone());
+    let everything = async {
+        let r = http.await;
+        futures::future::join_all(dimse_tasks).await;
+        r
+    };
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = everything => r?,
+        _ = deadline => tracing::warn!(
+            timeout_s = grace.as_secs(),
+            "shutdown timeout: exiting with requests or associations still in flight"
+        ),
+    }
+    Ok(())
 }
 
 /// Serves HTTP (or HTTPS) until `shutdown`, then lets requests in flight

@@ -250,6 +250,7 @@ impl Audit {
         if let Some(tx) = &self.tx {
             if tx.try_send(event).is_err() {
                 self.lost.fetch_add(1, Ordering::Relaxed);
+                ::metrics::counter!(crate::telemetry::AUDIT_LOST).increment(1);
             }
         }
     }

@@ -163,6 +163,8 @@ fn authorize(
         Access::Public => None,
         Access::Readiness if st.auth.config.readyz_public => None,
         Access::Readiness => Some(Permission::Administer),
+        Access::Metrics if st.auth.config.metrics_public => None,
+        Access::Metrics => Some(Permission::Administer),
         Access::Needs(p) => Some(p),
         Access::StoreAny if principal.may(Permission::StoreDerived) => None,
         Access::StoreAny => Some(Permission::Store),

@@ -213,6 +213,8 @@ pub struct AuthConfig {
     pub oidc: Option<oidc::OidcConfig>,
     /// `/readyz` answers without credentials.
     pub readyz_public: bool,
+    /// `/metrics` answers without credentials.
+    pub metrics_public: bool,
     pub limits: limits::LimitsConfig,
     /// Origins allowed cross-origin requests (CORS); empty: none.
     pub cors_origins: Vec<String>,

@@ -151,6 +151,9 @@ pub(crate) enum Access {
     Public,
     /// Anyone when `/readyz` is configured public, else [`Permission::Administer`].
     Readiness,
+    /// Anyone when `/metrics` is configured public (`--metrics-public`),
+    /// else [`Permission::Administer`].
+    Metrics,
     /// A caller with this permission.
     Needs(Permission),
     /// STOW-RS: [`Permission::Store`] or [`Permission::StoreDerived`]
@@ -167,6 +170,7 @@ pub(crate) fn http_access(method: &Method, path: &str) -> Access {
     match segments.as_slice() {
         ["healthz"] => Access::Public,
         ["readyz"] => Access::Readiness,
+        ["metrics"] if read => Access::Metrics,
         ["dicomweb", rest @ ..] => dicomweb_access(method, read, rest),
         // WADO-URI (PS3.18 §9).
         ["wado"] if read => Access::Needs(Permission::Retrieve),

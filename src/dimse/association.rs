@@ -82,7 +82,10 @@ pub(super) async fn run(
     }
     match tls {
         None => match options.establish_async(socket).await {
-            Ok(a) => serve(a, peer, config, services).await,
+            Ok(a) => {
+                let _open = count_association(false);
+                serve(a, peer, config, services).await
+            }
             Err(e) => tracing::info!(%peer, error = %e, "association not established"),
         },
         Some(tls) => {
@@ -90,7 +93,10 @@ pub(super) async fn run(
             let established =
                 tokio::time::timeout(config.timeout, options.establish_tls_async(socket)).await;
             match established {
-                Ok(Ok(a)) => serve(a, peer, config, services).await,
+                Ok(Ok(a)) => {
+                    let _open = count_association(true);
+                    serve(a, peer, config, services).await
+                }
                 Ok(Err(e)) => {
                     tracing::info!(%peer, error = %e, "DICOM TLS association not established")
                 }
@@ -98,6 +104,15 @@ pub(super) async fn run(
             }
         }
     }
+}
+
+/// Counts an established association, and holds it among the open ones
+/// while the returned value lives.
+fn count_association(tls: bool) -> crate::telemetry::Held {
+    use crate::telemetry as t;
+    ::metrics::counter!(t::DIMSE_ASSOCIATIONS, "tls" => if tls { "true" } else { "false" })
+        .increment(1);
+    t::Held::new(::metrics::gauge!(t::DIMSE_ACTIVE))
 }
 
 /// What the association knows of its peer, from the negotiation.
@@ -280,7 +295,12 @@ impl Session<'_> {
             .find(|pc| pc.id == pc_id && pc.reason == PresentationContextResultReason::Acceptance)
             .ok_or_else(|| format!("presentation context {pc_id} was not accepted"))?;
         let e = |e: &dyn std::fmt::Display| e.to_string();
-        match cmd.field().map_err(|x| e(&x))? {
+        let f = cmd.field().map_err(|x| e(&x))?;
+        if let Some(service) = service_name(f) {
+            ::metrics::counter!(crate::telemetry::DIMSE_REQUESTS, "service" => service)
+                .increment(1);
+        }
+        match f {
             field::C_ECHO_RQ => {
                 let rsp = echo::respond(&cmd).map_err(|x| e(&x))?;
                 return Ok(vec![command_pdu(pc_id, rsp)]);
@@ -437,6 +457,20 @@ impl Session<'_> {
             )
             .await
     }
+}
+
+/// The DIMSE service a request command asks for, as a metrics label.
+fn service_name(f: u16) -> Option<&'static str> {
+    Some(match f {
+        field::C_ECHO_RQ => "C-ECHO",
+        field::C_STORE_RQ => "C-STORE",
+        field::C_FIND_RQ => "C-FIND",
+        field::C_MOVE_RQ => "C-MOVE",
+        field::C_GET_RQ => "C-GET",
+        field::N_ACTION_RQ => "N-ACTION",
+        field::C_CANCEL_RQ => "C-CANCEL",
+        _ => return None,
+    })
 }
 
 fn calling_ae(peer: &Peer) -> String {

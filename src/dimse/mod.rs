@@ -227,7 +227,12 @@ pub(crate) async fn serve(
             drop(permit);
         });
     }
-    tracing::info!("DICOM listener stopped");
+    // Associations in flight hold a place each: they are done when every
+    // place is back (the caller bounds the wait, --shutdown-timeout).
+    tracing::info!("DICOM listener stopped; waiting for associations in flight");
+    let places = u32::try_from(config.max_associations.max(1)).unwrap_or(u32::MAX);
+    let _ = limit.acquire_many(places).await;
+    tracing::info!("DICOM associations finished");
 }
 
 #[cfg(test)]

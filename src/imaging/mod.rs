@@ -107,12 +107,16 @@ impl Imaging {
         T: Send + 'static,
         F: FnOnce() -> Result<T, ImagingError> + Send + 'static,
     {
-        let permit = tokio::time::timeout(QUEUE_WAIT, self.queue.clone().acquire_owned())
-            .await
-            .map_err(|_| ImagingError::Busy)?
-            .map_err(|_| ImagingError::Busy)?;
+        use crate::telemetry as t;
+        let depth = t::Held::new(::metrics::gauge!(t::IMAGING_QUEUE));
+        let permit = tokio::time::timeout(QUEUE_WAIT, self.queue.clone().acquire_owned()).await;
+        let Ok(Ok(permit)) = permit else {
+            ::metrics::counter!(t::IMAGING_BUSY).increment(1);
+            return Err(ImagingError::Busy);
+        };
         let (tx, rx) = oneshot::channel();
         self.pool.spawn(move || {
+            let started = std::time::Instant::now();
             let r = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
                 let msg = p
                     .downcast_ref::<&str>()
@@ -121,6 +125,8 @@ impl Imaging {
                     .unwrap_or_default();
                 Err(ImagingError::Panicked(msg))
             });
+            ::metrics::histogram!(t::IMAGING_JOB).record(started.elapsed().as_secs_f64());
+            drop(depth);
             drop(permit);
             let _ = tx.send(r);
         });

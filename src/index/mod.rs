@@ -42,13 +42,15 @@ pub enum IndexError {
 
 impl From<sqlx::Error> for IndexError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::Configuration(c) => IndexError::Config(c.to_string()),
+        let (kind, e) = match e {
+            sqlx::Error::Configuration(c) => ("config", IndexError::Config(c.to_string())),
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
-                IndexError::Corrupt(e.to_string())
+                ("corrupt", IndexError::Corrupt(e.to_string()))
             }
-            other => IndexError::Unavailable(other.to_string()),
-        }
+            other => ("unavailable", IndexError::Unavailable(other.to_string())),
+        };
+        ::metrics::counter!(crate::telemetry::INDEX_ERRORS, "kind" => kind).increment(1);
+        e
     }
 }
 

@@ -61,6 +61,24 @@ pub enum IngestError {
     Internal(String),
 }
 
+impl IngestError {
+    /// The kind of failure, as a metrics label.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            IngestError::Unparseable(_) => "unparseable",
+            IngestError::InvalidAttribute { .. } => "invalid_attribute",
+            IngestError::StudyMismatch { .. } => "study_mismatch",
+            IngestError::Duplicate => "duplicate",
+            IngestError::NotAuthorized(_) => "not_authorized",
+            IngestError::TooLarge(_) => "too_large",
+            IngestError::Receive(_) => "receive",
+            IngestError::Store(_) => "store",
+            IngestError::Index(_) => "index",
+            IngestError::Internal(_) => "internal",
+        }
+    }
+}
+
 impl From<SpoolError> for IngestError {
     fn from(e: SpoolError) -> Self {
         match e {
@@ -181,6 +199,35 @@ impl Ingest {
     /// (`derived_only`: a radiologist): other SOP classes are refused
     /// before anything is written.
     pub(crate) async fn ingest_as(
+        &self,
+        spool: Spool,
+        expected_study: Option<&Uid>,
+        derived_only: bool,
+    ) -> Result<Stored, IngestFailure> {
+        use crate::telemetry as t;
+        let (started, size) = (std::time::Instant::now(), spool.size());
+        let result = self.pipeline(spool, expected_study, derived_only).await;
+        ::metrics::histogram!(t::INGEST_DURATION).record(started.elapsed().as_secs_f64());
+        let outcome = match &result {
+            Ok(s) => match s.outcome {
+                Outcome::Stored => "stored",
+                Outcome::Replaced => "replaced",
+                Outcome::AlreadyStored => "already_stored",
+            },
+            Err(f) => {
+                ::metrics::counter!(t::INGEST_FAILURES, "kind" => f.error.kind()).increment(1);
+                "failed"
+            }
+        };
+        ::metrics::counter!(t::INSTANCES, "outcome" => outcome).increment(1);
+        if matches!(outcome, "stored" | "replaced") {
+            ::metrics::counter!(t::STORED_BYTES).increment(size);
+        }
+        result
+    }
+
+    /// Spool → scan → admit → store → index, for one instance.
+    async fn pipeline(
         &self,
         spool: Spool,
         expected_study: Option<&Uid>,

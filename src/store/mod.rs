@@ -53,15 +53,19 @@ pub enum StoreError {
 
 impl From<object_store::Error> for StoreError {
     fn from(e: object_store::Error) -> Self {
-        match e {
-            object_store::Error::NotFound { path, .. } => StoreError::NotFound(path),
+        let (kind, e) = match e {
+            // A missing object is an answer (a cache miss, a 404), not a
+            // store failure: not counted.
+            object_store::Error::NotFound { path, .. } => return StoreError::NotFound(path),
             // object_store does not export its range error type
             // (`InvalidGetRange`); its back ends all say "range".
             other if other.to_string().to_ascii_lowercase().contains("range") => {
-                StoreError::InvalidRange(other.to_string())
+                ("invalid_range", StoreError::InvalidRange(other.to_string()))
             }
-            other => StoreError::Unavailable(other.to_string()),
-        }
+            other => ("unavailable", StoreError::Unavailable(other.to_string())),
+        };
+        ::metrics::counter!(crate::telemetry::STORE_ERRORS, "kind" => kind).increment(1);
+        e
     }
 }
 
