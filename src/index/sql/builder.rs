@@ -78,8 +78,10 @@ impl Sql {
             Match::Wildcard(w) => {
                 // A trailing '*' alone is a prefix: an index range in both
                 // databases. Anything else is LIKE with escapes.
-                let body = &w[..w.len().saturating_sub(1)];
-                if w.ends_with('*') && !body.contains(['*', '?']) {
+                // (`strip_suffix`, not a byte slice: the value may end in
+                // a multi-byte character; found by the fuzz target.)
+                let prefix = w.strip_suffix('*').filter(|b| !b.contains(['*', '?']));
+                if let Some(body) = prefix {
                     let lo = self.text(body);
                     match prefix_upper_bound(body) {
                         Some(hi) => {
