@@ -17,6 +17,8 @@ pub(crate) mod dimse;
 pub(crate) mod emr;
 pub(crate) mod error;
 pub(crate) mod fhir;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod imaging;
 pub mod import;
 pub mod index;

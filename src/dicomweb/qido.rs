@@ -113,6 +113,12 @@ fn merged_filters(
     Ok(out)
 }
 
+/// The query a QIDO-RS query string asks for (what [`parse`] reads,
+/// without the note of unsupported keys).
+pub(crate) fn parse_query(raw: Option<&str>, level: Level) -> Result<Query, ApiError> {
+    parse(raw, level).map(|p| p.query)
+}
+
 fn parse(raw: Option<&str>, level: Level) -> Result<Params, ApiError> {
     let mut query = Query::new(level);
     query.limit = DEFAULT_LIMIT;

@@ -36,7 +36,7 @@ enum Content {
 
 /// A WADO-URI request, checked (PS3.18 §9.1.2); what depends on the
 /// object (its frame count and size) is checked once it is open.
-struct Request {
+pub(crate) struct Request {
     scope: Scope,
     content: Content,
     /// `transferSyntax` (for `application/dicom`).
@@ -59,7 +59,7 @@ pub(crate) async fn wado(
     }
 }
 
-fn parse(query: &str) -> Result<Request, ApiError> {
+pub(crate) fn parse(query: &str) -> Result<Request, ApiError> {
     let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();

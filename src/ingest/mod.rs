@@ -607,7 +607,10 @@ fn is_text_vr(vr: dicom_core::VR) -> bool {
 }
 
 /// The instance's DICOM JSON, deflate-compressed for the index.
-fn metadata_document(scanned: &Scanned, instance_path: &str) -> std::io::Result<Vec<u8>> {
+pub(crate) fn metadata_document(
+    scanned: &Scanned,
+    instance_path: &str,
+) -> std::io::Result<Vec<u8>> {
     let mut json = String::with_capacity(8 * 1024);
     write_dataset(
         &mut json,

@@ -174,3 +174,9 @@ pub(super) const HIERARCHY: &str =
     "instances i JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = se.study_pk";
 pub(super) const INSTANCE_ORDER: &str =
     " ORDER BY se.series_number, se.pk, i.instance_number, i.pk";
+
+/// The WHERE clause a query becomes (the search statements add the
+/// paging): what the fuzz targets check never panics.
+pub(crate) fn where_clause(q: &crate::query::Query) -> String {
+    builder::search_conditions(q, None).where_sql()
+}
