@@ -44,6 +44,9 @@ pub enum Command {
     /// Check the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Read every stored object back and check it against the SHA-256 the
+    /// index recorded; exit 1 and list the instances that changed or are missing.
+    Verify(VerifyArgs),
     /// Rotate the key that signs share links (links signed before stay valid until they expire).
     #[command(subcommand)]
     ShareKey(ShareKeyCommand),
@@ -91,6 +94,16 @@ pub enum AuditCommand {
         #[command(flatten)]
         storage: StorageArgs,
     },
+}
+
+/// `phim verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Objects read at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
 }
 
 /// Where the index and the objects live.

@@ -32,4 +32,5 @@ pub mod store;
 pub mod synth;
 pub(crate) mod telemetry;
 pub(crate) mod tls;
+pub mod verify;
 pub(crate) mod viewer;

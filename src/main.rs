@@ -47,6 +47,7 @@ fn main() -> std::process::ExitCode {
                 println!("share links are now signed with key {kid}; earlier links stay valid until they expire");
                 Ok(true)
             }
+            Command::Verify(args) => phim::verify::run(args).await,
             Command::Audit(AuditCommand::Verify { storage }) => {
                 let index = open_index(&storage).await?;
                 match phim::audit::verify::verify(index.as_ref()).await? {

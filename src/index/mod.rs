@@ -164,6 +164,14 @@ pub trait Index:
         previous_key: &str,
     ) -> Result<bool, IndexError>;
 
+    /// Every indexed instance, a page at a time in index order: those after
+    /// `after` (a position this returns; 0 to start), at most `limit`.
+    async fn instance_page(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, StoredInstance)>, IndexError>;
+
     /// The instances of a study, series or single instance, in series and
     /// instance-number order.
     async fn instances(&self, scope: &Scope) -> Result<Vec<StoredInstance>, IndexError>;

@@ -154,6 +154,26 @@ impl Index for SqlIndex {
             .map(stored_from_row)
             .collect::<Result<Vec<_>, _>>()?)
     }
+    async fn instance_page(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, StoredInstance)>, IndexError> {
+        let sql = format!(
+            "SELECT i.pk AS position, {STORED_COLUMNS} FROM {HIERARCHY} \
+             WHERE i.pk > $1 ORDER BY i.pk LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push((r.try_get("position")?, stored_from_row(r)?));
+        }
+        Ok(out)
+    }
     async fn instance_frames(
         &self,
         scope: &Scope,
