@@ -111,6 +111,18 @@ fn describe() {
     describe_counter!(STORE_ERRORS, "object store errors");
     describe_counter!(INDEX_ERRORS, "index errors");
     describe_counter!(AUDIT_LOST, "audit events dropped: queue full");
+    // Series that should read 0 until something happens exist from the
+    // start (a missing series is not a zero to an alert rule).
+    metrics::counter!(AUDIT_LOST).absolute(0);
+    metrics::counter!(IMAGING_BUSY).absolute(0);
+    metrics::gauge!(IMAGING_QUEUE).set(0.0);
+    metrics::gauge!(DIMSE_ACTIVE).set(0.0);
+    for kind in ["unavailable", "invalid_range"] {
+        metrics::counter!(STORE_ERRORS, "kind" => kind).absolute(0);
+    }
+    for kind in ["unavailable", "corrupt", "config"] {
+        metrics::counter!(INDEX_ERRORS, "kind" => kind).absolute(0);
+    }
 }
 
 /// Keeps the histograms' buffers drained between scrapes.

@@ -235,3 +235,32 @@ def _post_quietly(server, body, boundary):
                       timeout=30)
     except requests.RequestException:
         pass
+
+
+def test_the_sample_dashboard_queries_metrics_that_exist(phim_factory):
+    """examples/grafana-dashboard.json names only metrics a server exports
+    (after some traffic, so that every labelled series has a sample)."""
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "examples" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {re.sub(r"_(bucket|count|sum|total)$", "", m) for e in exprs for m in re.findall(r"phim_[a-z_]+", e)}
+    server = phim_factory.start("embedded")
+    inst = Instance.make("dashboard")
+    stow(server, [inst.data, b"not DICOM"])
+    server.get("/dicomweb/studies")
+    rendered = server.get(f"/dicomweb/studies/{inst.study}/series/{inst.series}/instances/{inst.sop}/rendered",
+                          headers={"Accept": "image/png"})
+    assert rendered.status_code == 200
+    ae = AE(ae_title="DASH")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(*server.dicom_addr, ae_title="PHIM")
+    assert assoc.is_established
+    assoc.send_c_echo()
+    assoc.release()
+    text = server.get("/metrics").text
+    exported = {re.sub(r"_(bucket|count|sum|total)$", "", f.name) for f in text_string_to_metric_families(text)}
+    missing = used - exported
+    assert not missing, missing
+    assert len(used) >= 12, used
