@@ -215,6 +215,14 @@ pub struct ServeArgs {
     /// exiting anyway.
     #[arg(long, env = "PHIM_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub(crate) shutdown_timeout: u64,
+    /// HTTP connections open at once (more wait to be accepted); bounded by
+    /// the open-file limit, which start-up raises to its maximum.
+    #[arg(long, env = "PHIM_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub(crate) max_connections: usize,
+    /// Seconds a client has to send a request's head (line and headers),
+    /// also between requests on a kept-alive connection; then it is closed.
+    #[arg(long, env = "PHIM_HTTP_HEADER_TIMEOUT", default_value_t = 30)]
+    pub(crate) http_header_timeout: u64,
     #[command(flatten)]
     pub(crate) dimse: DimseArgs,
     #[command(flatten)]

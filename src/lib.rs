@@ -11,6 +11,7 @@ pub(crate) mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub(crate) mod connections;
 pub mod dicom;
 pub(crate) mod dicomweb;
 pub(crate) mod dimse;

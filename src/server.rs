@@ -1,7 +1,6 @@
 //! The HTTP server: routes, start-up (the [`AppState`] it builds once),
 //! graceful shutdown.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -282,10 +281,20 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
             shutdown.cancel();
         }
     });
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let connections = crate::connections::ConnectionLimits {
+        max_connections: crate::connections::fit_to_descriptors(args.max_connections),
+        header_timeout: std::time::Duration::from_secs(args.http_header_timeout.max(1)),
+    };
+    tracing::info!(?connections, "HTTP connection limits");
+    let http = serve_http(
+        listener,
+        tls.https.clone(),
+        router(state),
+        connections,
+        shutdown.clone(),
+    );
     let grace = std::time::Duration::from_secs(args.shutdown_timeout);
-    let https = tls.https.clone();
-    serve_until_stopped(listener, https, app, dimse_tasks, &shutdown, grace).await?;
+    serve_until_stopped(http, dimse_tasks, &shutdown, grace).await?;
     audit.record(audit::Event::application("Application Stop"));
     shutdown.cancel();
     for t in background {
@@ -407,18 +416,15 @@ async fn start_dimse(
     Ok(dimse_tasks)
 }
 
-/// Serves HTTP until the shutdown signal; then lets requests in flight
-/// finish (axum's graceful shutdown) and DICOM associations too (the
-/// listeners wait for them), all within `grace` (--shutdown-timeout).
+/// Runs `http` (which serves until the shutdown signal, then lets
+/// requests in flight finish) and waits for the DICOM associations too
+/// (the listeners wait for them), all within `grace` (--shutdown-timeout).
 async fn serve_until_stopped(
-    listener: tokio::net::TcpListener,
-    https: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
-    app: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr>,
+    http: impl std::future::Future<Output = anyhow_like::Result<()>>,
     dimse_tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: &CancellationToken,
     grace: std::time::Duration,
 ) -> anyhow_like::Result<()> {
-    let http = serve_http(listener, https, app, shutdown.clone());
     let everything = async {
         let r = http.await;
         futures::future::join_all(dimse_tasks).await;
@@ -443,21 +449,16 @@ async fn serve_until_stopped(
 async fn serve_http(
     listener: tokio::net::TcpListener,
     https: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
-    app: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr>,
+    app: Router,
+    limits: crate::connections::ConnectionLimits,
     shutdown: CancellationToken,
 ) -> anyhow_like::Result<()> {
-    let stopped = async move { shutdown.cancelled().await };
     match &https {
         Some(config) => {
+            // TCP_NODELAY is set before the handshake.
             let listener = crate::tls::TlsListener::new(listener, config.clone())
                 .map_err(|e| e.to_string())?;
-            // (TapIo: axum's ConnectInfo<SocketAddr> for any such listener;
-            // TCP_NODELAY is set before the handshake.)
-            let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-                .map_err(|e| e.to_string())?;
+            crate::connections::serve(listener, app, limits, shutdown).await;
         }
         None => {
             // TCP_NODELAY: without it the tail of each streamed response waits for
@@ -465,10 +466,7 @@ async fn serve_http(
             let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-                .map_err(|e| e.to_string())?;
+            crate::connections::serve(listener, app, limits, shutdown).await;
         }
     }
     Ok(())

@@ -185,12 +185,13 @@ pub(crate) async fn serve(
     limit: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
+    let silent = Arc::new(Semaphore::new((config.max_associations * 8).max(256)));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             a = listener.accept() => a,
         };
-        let (mut socket, peer) = match accepted {
+        let (socket, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "DICOM accept failed");
@@ -199,30 +200,32 @@ pub(crate) async fn serve(
             }
         };
         let _ = socket.set_nodelay(true);
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            // PS3.8 §9.3.4: reject, transient, local limit exceeded.
-            tracing::warn!(%peer, "association rejected: too many associations");
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let rj = Pdu::AssociationRJ(AssociationRJ {
-                    result: AssociationRJResult::Transient,
-                    source: AssociationRJSource::ServiceProviderPresentation(
-                        AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
-                    ),
-                });
-                if dicom_ul::write_pdu(&mut buf, &rj).is_ok() {
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(5), socket.write_all(&buf)).await;
-                }
-            });
+        // A connection takes an association place only once it has sent
+        // something: silent ones (port scans, a peer that connects and
+        // waits) cannot fill the places of the modalities that talk.
+        let Ok(waiting) = silent.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection closed: too many connections that send nothing");
             continue;
         };
         let policy = Policy {
             config: config.clone(),
             peer: peer.ip(),
         };
-        let (config, services, tls) = (config.clone(), services.clone(), tls.clone());
+        let (config, services, tls, limit) =
+            (config.clone(), services.clone(), tls.clone(), limit.clone());
         tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            let wait = config.timeout.min(FIRST_PDU_WAIT);
+            let spoke = tokio::time::timeout(wait, socket.peek(&mut first)).await;
+            drop(waiting);
+            if !matches!(spoke, Ok(Ok(n)) if n > 0) {
+                tracing::info!(%peer, wait_s = wait.as_secs(), "connection closed: no A-ASSOCIATE-RQ");
+                return;
+            }
+            let Ok(permit) = limit.try_acquire_owned() else {
+                reject_busy(socket, peer).await;
+                return;
+            };
             association::run(socket, peer, &config, policy, &services, tls).await;
             drop(permit);
         });
@@ -233,6 +236,25 @@ pub(crate) async fn serve(
     let places = u32::try_from(config.max_associations.max(1)).unwrap_or(u32::MAX);
     let _ = limit.acquire_many(places).await;
     tracing::info!("DICOM associations finished");
+}
+
+/// How long a new connection may stay silent before its A-ASSOCIATE-RQ
+/// (or TLS handshake) starts: at most --dicom-timeout (PS3.8 §9.1.5, ARTIM).
+const FIRST_PDU_WAIT: Duration = Duration::from_secs(10);
+
+/// PS3.8 §9.3.4: reject, transient, local limit exceeded.
+async fn reject_busy(mut socket: tokio::net::TcpStream, peer: std::net::SocketAddr) {
+    tracing::warn!(%peer, "association rejected: too many associations");
+    let mut buf = Vec::new();
+    let rj = Pdu::AssociationRJ(AssociationRJ {
+        result: AssociationRJResult::Transient,
+        source: AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+        ),
+    });
+    if dicom_ul::write_pdu(&mut buf, &rj).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), socket.write_all(&buf)).await;
+    }
 }
 
 #[cfg(test)]
