@@ -47,6 +47,9 @@ pub enum Command {
     /// Read every stored object back and check it against the SHA-256 the
     /// index recorded; exit 1 and list the instances that changed or are missing.
     Verify(VerifyArgs),
+    /// Find stored objects no index row points at (after a crash between
+    /// store and index); with --repair, index them. Exit 1 when some are left.
+    Fsck(FsckArgs),
     /// Rotate the key that signs share links (links signed before stay valid until they expire).
     #[command(subcommand)]
     ShareKey(ShareKeyCommand),
@@ -94,6 +97,23 @@ pub enum AuditCommand {
         #[command(flatten)]
         storage: StorageArgs,
     },
+}
+
+/// `phim fsck`.
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+    /// Send each orphan through the ingest pipeline again (it is indexed
+    /// under the same key); without it, only report.
+    #[arg(long)]
+    pub repair: bool,
+    /// Seconds an orphan must be old to be counted (younger ones may be
+    /// ingests in flight).
+    #[arg(long, default_value_t = 3600)]
+    pub min_age: u64,
 }
 
 /// `phim verify`.

@@ -18,6 +18,7 @@ pub(crate) mod dimse;
 pub(crate) mod emr;
 pub(crate) mod error;
 pub(crate) mod fhir;
+pub mod fsck;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod imaging;

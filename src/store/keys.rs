@@ -11,13 +11,16 @@ use object_store::path::Path;
 
 use crate::dicom::Uid;
 
+/// Where instance objects live (and only they).
+pub(crate) const INSTANCE_PREFIX: &str = "studies";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectKey(Path);
 
 impl ObjectKey {
     pub fn instance(study: &Uid, sha256_hex: &str) -> ObjectKey {
         let name = sha256_hex.get(..32).unwrap_or(sha256_hex);
-        ObjectKey(Path::from(format!("studies/{study}/{name}.dcm")))
+        ObjectKey(Path::from(format!("{INSTANCE_PREFIX}/{study}/{name}.dcm")))
     }
 
     /// A rendered thumbnail (see `imaging::thumbnail`). `version` changes
@@ -37,6 +40,11 @@ impl ObjectKey {
     /// A key read back from the index.
     pub(crate) fn from_stored(s: &str) -> Result<ObjectKey, object_store::path::Error> {
         Ok(ObjectKey(Path::parse(s)?))
+    }
+
+    /// A key listed by the store.
+    pub(crate) fn from_path(path: Path) -> ObjectKey {
+        ObjectKey(path)
     }
 
     pub(crate) fn as_path(&self) -> &Path {

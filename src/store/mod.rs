@@ -312,6 +312,22 @@ impl Store {
         }
     }
 
+    /// Every instance object in the store (under `studies/`), with its
+    /// size and last modification; thumbnails are not listed.
+    pub(crate) fn list_instance_objects(
+        &self,
+    ) -> BoxStream<'static, Result<(ObjectKey, u64, chrono::DateTime<chrono::Utc>), StoreError>>
+    {
+        let prefix = object_store::path::Path::from(keys::INSTANCE_PREFIX);
+        self.inner
+            .list(Some(&prefix))
+            .map(|r| {
+                r.map(|m| (ObjectKey::from_path(m.location), m.size, m.last_modified))
+                    .map_err(StoreError::from)
+            })
+            .boxed()
+    }
+
     /// Checks that the store answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self
