@@ -30,7 +30,11 @@ pub async fn run(args: FsckArgs) -> Result<bool, String> {
     let mut orphans = Vec::new();
     let mut listing = store.list_instance_objects();
     while let Some(item) = listing.try_next().await.map_err(|e| e.to_string())? {
-        let (key, size, modified) = item;
+        let crate::store::Listed {
+            key,
+            size,
+            modified,
+        } = item;
         objects += 1;
         if known.contains(key.as_str()) {
             continue;

@@ -69,6 +69,14 @@ impl From<object_store::Error> for StoreError {
     }
 }
 
+/// An object as the store lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct Listed {
+    pub(crate) key: ObjectKey,
+    pub(crate) size: u64,
+    pub(crate) modified: chrono::DateTime<chrono::Utc>,
+}
+
 /// Where objects live, as configured (`--store`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreLocation {
@@ -312,18 +320,19 @@ impl Store {
         }
     }
 
-    /// Every instance object in the store (under `studies/`), with its
-    /// size and last modification; thumbnails are not listed.
-    pub(crate) fn list_instance_objects(
-        &self,
-    ) -> BoxStream<'static, Result<(ObjectKey, u64, chrono::DateTime<chrono::Utc>), StoreError>>
-    {
+    /// Every instance object in the store (under `studies/`); thumbnails
+    /// are not listed.
+    pub(crate) fn list_instance_objects(&self) -> BoxStream<'static, Result<Listed, StoreError>> {
         let prefix = object_store::path::Path::from(keys::INSTANCE_PREFIX);
         self.inner
             .list(Some(&prefix))
             .map(|r| {
-                r.map(|m| (ObjectKey::from_path(m.location), m.size, m.last_modified))
-                    .map_err(StoreError::from)
+                r.map(|m| Listed {
+                    key: ObjectKey::from_path(m.location),
+                    size: m.size,
+                    modified: m.last_modified,
+                })
+                .map_err(StoreError::from)
             })
             .boxed()
     }
