@@ -147,6 +147,10 @@ pub struct StorageArgs {
     /// Allow plain-HTTP S3 endpoints.
     #[arg(long, env = "PHIM_ALLOW_HTTP")]
     pub allow_http: bool,
+    /// Seconds a failing S3 request is retried (with backoff) before it
+    /// fails: a STOW then answers A700 (out of resources) and /readyz 503.
+    #[arg(long, env = "PHIM_S3_RETRY_TIMEOUT", default_value_t = 20)]
+    pub(crate) s3_retry_timeout: u64,
 }
 
 impl StorageArgs {
@@ -169,6 +173,7 @@ impl StorageArgs {
             endpoint: self.s3_endpoint.clone(),
             region: self.s3_region.clone(),
             allow_http: self.allow_http,
+            retry_timeout: Some(std::time::Duration::from_secs(self.s3_retry_timeout)),
         }
     }
 

@@ -270,6 +270,14 @@ pub(crate) fn failure_reason(e: &IngestError) -> u16 {
         IngestError::Duplicate => status::DUPLICATE_SOP_INSTANCE,
         IngestError::NotAuthorized(_) => status::NOT_AUTHORIZED,
         IngestError::TooLarge(_) => status::OUT_OF_RESOURCES,
+        // A store or index that does not answer (an outage, a full disk)
+        // is "Refused: Out of Resources" (PS3.4 Table B.2-1, A7xx): the
+        // sender keeps the instance and tries again later, which is what
+        // it should do; "Processing failure" would say the instance failed.
+        IngestError::Store(
+            crate::store::StoreError::Unavailable(_) | crate::store::StoreError::Io(_),
+        )
+        | IngestError::Index(crate::index::IndexError::Unavailable(_)) => status::OUT_OF_RESOURCES,
         IngestError::Receive(_)
         | IngestError::Store(_)
         | IngestError::Index(_)

@@ -7,7 +7,7 @@
 # s3s-fs is installed with cargo into $PHIM_TOOLS_DIR (default ~/.cache/phim-tools) when
 # missing: version 0.14.1 (later versions need a newer rustc than the project's).
 # Printed: PHIM_TEST_S3_ENDPOINT, PHIM_TEST_S3_BUCKET, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-# AWS_REGION, S3_PID, S3_DIR. scripts/services/s3-stop.sh reads S3_PID and S3_DIR.
+# AWS_REGION, S3_PID, S3_DIR, and PHIM_S3S_BIN (the binary, for tests that run their own). scripts/services/s3-stop.sh reads S3_PID and S3_DIR.
 set -euo pipefail
 
 log() { echo "[s3-start] $*" >&2; }
@@ -86,6 +86,7 @@ for attempt in 1 2 3; do
             echo "AWS_DEFAULT_REGION=$REGION"
             echo "S3_PID=$pid"
             echo "S3_DIR=$S3_DIR"
+            echo "PHIM_S3S_BIN=$S3S"
             exit 0
         fi
         sleep 0.2

@@ -123,6 +123,9 @@ pub struct S3Options {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub allow_http: bool,
+    /// How long a failing request is retried (with backoff) before it
+    /// fails; `None`: object_store's default (3 minutes).
+    pub retry_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Clone)]
@@ -163,9 +166,19 @@ impl Store {
                 if let Some(region) = &s3.region {
                     b = b.with_region(region);
                 }
-                if s3.allow_http {
-                    b = b.with_allow_http(true);
+                // (One set of client options: allow_http is one of them.)
+                let mut client = object_store::ClientOptions::new().with_allow_http(s3.allow_http);
+                // A store that does not answer fails requests within a bound
+                // (a STOW answers A700, /readyz goes unready) instead of
+                // holding them for object_store's 3 minutes of retries.
+                if let Some(t) = s3.retry_timeout {
+                    b = b.with_retry(object_store::RetryConfig {
+                        retry_timeout: t,
+                        ..Default::default()
+                    });
+                    client = client.with_connect_timeout(std::time::Duration::from_secs(5));
                 }
+                b = b.with_client_options(client);
                 let s3store = b.build().map_err(|e| StoreError::Config(e.to_string()))?;
                 let inner: Arc<dyn ObjectStore> = if prefix.is_empty() {
                     Arc::new(s3store)

@@ -84,6 +84,7 @@ pub fn s3_store() -> phim::store::Store {
             endpoint: Some(endpoint),
             region: Some(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into())),
             allow_http: true,
+            retry_timeout: None,
         },
     )
     .expect("open the test S3 store")
