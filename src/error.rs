@@ -97,12 +97,22 @@ impl ApiError {
     }
 }
 
-/// RFC 6750 §3: a 401 names the scheme it wants.
-fn with_challenge(status: StatusCode, mut response: Response) -> Response {
+/// The headers a status calls for: a 401 names the scheme it wants
+/// (RFC 6750 §3); a 413 closes the connection.
+fn with_status_headers(status: StatusCode, mut response: Response) -> Response {
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer realm=\"phim\""),
+        );
+    }
+    // A 413 is sent before the rest of the body is read, so the connection
+    // cannot carry another request; say so (RFC 9110 §15.5.14), or a client
+    // reusing it sees its next request fail with the connection closed.
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
         );
     }
     response
@@ -117,7 +127,7 @@ impl IntoResponse for ApiError {
             self.client_message() + "\n",
         )
             .into_response();
-        with_challenge(status, response)
+        with_status_headers(status, response)
     }
 }
 
@@ -139,7 +149,7 @@ impl IntoResponse for JsonError {
             body.to_string(),
         )
             .into_response();
-        with_challenge(status, response)
+        with_status_headers(status, response)
     }
 }
 
@@ -177,7 +187,7 @@ impl IntoResponse for FhirError {
             body.to_string(),
         )
             .into_response();
-        with_challenge(status, response)
+        with_status_headers(status, response)
     }
 }
 
