@@ -49,6 +49,7 @@ class PrivateS3:
                 return
             except OSError:
                 time.sleep(0.1)
+        self.kill()
         pytest.fail("the private s3s-fs did not start")
 
     def kill(self):
@@ -76,38 +77,43 @@ def c_store(server, inst: Instance) -> int:
         assoc.release()
 
 
-def test_store_outage_fails_fast_and_recovers(phim_factory, tmp_path):
+@pytest.fixture
+def private_s3(tmp_path):
     s3 = PrivateS3(tmp_path / "s3root", tmp_path / "s3s.log")
     s3.start()
+    yield s3
+    # Whatever the test did, no s3s-fs outlives it.
+    if s3.proc and s3.proc.poll() is None:
+        s3.kill()
+
+
+def test_store_outage_fails_fast_and_recovers(phim_factory, private_s3):
+    s3 = private_s3
     db = phim_factory.prod_store()
     server = phim_factory.start("embedded", extra_args=[
         "--database-url", db.database_url,
         "--store", "s3://outage/p", "--s3-endpoint", f"http://127.0.0.1:{s3.port}",
         "--s3-region", "us-east-1", "--allow-http", "--s3-retry-timeout", "3"])
-    try:
-        before = Instance.make("outage-before")
-        assert len(stow(server, [before.data]).referenced) == 1
+    before = Instance.make("outage-before")
+    assert len(stow(server, [before.data]).referenced) == 1
 
-        s3.kill()
-        during = [Instance.make(f"outage-during-{i}") for i in range(2)]
-        started = time.monotonic()
-        body, ct = encode_multipart([d.data for d in during])
-        r = server.http.post(f"{server.dicomweb}/studies", data=body, headers={"Content-Type": ct}, timeout=60)
-        took = time.monotonic() - started
-        assert took < 30, f"STOW took {took:.1f} s during the outage"
-        assert r.status_code == 409, (r.status_code, r.text[:300])
-        failed = r.json()["00081198"]["Value"]
-        assert len(failed) == 2
-        assert all(f["00081197"]["Value"] == [0xA700] for f in failed), failed
-        assert c_store(server, Instance.make("outage-cstore")) == 0xA700
-        wait_ready(server, 503, within=30)
+    s3.kill()
+    during = [Instance.make(f"outage-during-{i}") for i in range(2)]
+    started = time.monotonic()
+    body, ct = encode_multipart([d.data for d in during])
+    r = server.http.post(f"{server.dicomweb}/studies", data=body, headers={"Content-Type": ct}, timeout=60)
+    took = time.monotonic() - started
+    assert took < 30, f"STOW took {took:.1f} s during the outage"
+    assert r.status_code == 409, (r.status_code, r.text[:300])
+    failed = r.json()["00081198"]["Value"]
+    assert len(failed) == 2
+    assert all(f["00081197"]["Value"] == [0xA700] for f in failed), failed
+    assert c_store(server, Instance.make("outage-cstore")) == 0xA700
+    wait_ready(server, 503, within=30)
 
-        s3.start()
-        wait_ready(server, 200, within=30)
-        after = Instance.make("outage-after")
-        assert len(stow(server, [after.data] + [d.data for d in during]).referenced) == 3
-        for i in [before, after, *during]:
-            assert_instance_bytes(server, i.study, i.series, i.sop, i.data)
-    finally:
-        if s3.proc and s3.proc.poll() is None:
-            s3.kill()
+    s3.start()
+    wait_ready(server, 200, within=30)
+    after = Instance.make("outage-after")
+    assert len(stow(server, [after.data] + [d.data for d in during]).referenced) == 3
+    for i in [before, after, *during]:
+        assert_instance_bytes(server, i.study, i.series, i.sop, i.data)
