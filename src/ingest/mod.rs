@@ -209,20 +209,21 @@ impl Ingest {
         let result = self.pipeline(spool, expected_study, derived_only).await;
         ::metrics::histogram!(t::INGEST_DURATION).record(started.elapsed().as_secs_f64());
         let outcome = match &result {
-            Ok(s) => match s.outcome {
-                Outcome::Stored => "stored",
-                Outcome::Replaced => "replaced",
-                Outcome::AlreadyStored => "already_stored",
-            },
+            Ok(s) if s.outcome == Outcome::AlreadyStored => "already_stored",
+            Ok(s) => {
+                ::metrics::counter!(t::STORED_BYTES).increment(size);
+                if s.outcome == Outcome::Replaced {
+                    "replaced"
+                } else {
+                    "stored"
+                }
+            }
             Err(f) => {
                 ::metrics::counter!(t::INGEST_FAILURES, "kind" => f.error.kind()).increment(1);
                 "failed"
             }
         };
         ::metrics::counter!(t::INSTANCES, "outcome" => outcome).increment(1);
-        if matches!(outcome, "stored" | "replaced") {
-            ::metrics::counter!(t::STORED_BYTES).increment(size);
-        }
         result
     }
 

@@ -41,31 +41,17 @@ impl Index for SqlIndex {
         let series_pk = upsert_series(&mut tx, rec, study_pk, now).await?;
 
         let cols = columns::of(Level::Instance);
+        let own = OWN_COLUMNS.len();
         let text = format!(
-            "INSERT INTO instances (sop_uid, series_pk, sop_class_uid, \
-             num_rows, num_columns, num_frames, bits_allocated, transfer_syntax_uid, \
-             object_key, size, sha256, metadata, created_at, frame_index, {}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, {}) \
+            "INSERT INTO instances (sop_uid, series_pk, {}, {}) VALUES ($1, $2, {}, {}) \
              ON CONFLICT (sop_uid) DO NOTHING RETURNING pk",
+            OWN_COLUMNS.join(", "),
             columns::names(&cols),
-            columns::placeholders(&cols, 15),
+            numbered(OWN_COLUMNS, 3, |_, p| p),
+            columns::placeholders(&cols, 3 + own),
         );
-        let q = sqlx::query(&text)
-            .bind(&rec.sop_uid)
-            .bind(series_pk)
-            .bind(&rec.sop_class_uid)
-            .bind(rec.rows)
-            .bind(rec.columns)
-            .bind(rec.frames)
-            .bind(rec.bits_allocated)
-            .bind(&rec.transfer_syntax_uid)
-            .bind(&rec.object_key)
-            .bind(rec.size)
-            .bind(&rec.sha256)
-            .bind(&rec.metadata)
-            .bind(now)
-            .bind(&rec.frame_index);
-        let inserted = columns::bind(q, &cols, &rec.attributes)
+        let q = sqlx::query(&text).bind(&rec.sop_uid).bind(series_pk);
+        let inserted = columns::bind(bind_own(q, rec, now), &cols, &rec.attributes)
             .fetch_optional(&mut *tx)
             .await?;
 
@@ -92,29 +78,18 @@ impl Index for SqlIndex {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
         let cols = columns::of(Level::Instance);
+        let own = OWN_COLUMNS.len();
         let text = format!(
-            "UPDATE instances SET sop_class_uid = $1, num_rows = $2, num_columns = $3, \
-             num_frames = $4, bits_allocated = $5, transfer_syntax_uid = $6, object_key = $7, \
-             size = $8, sha256 = $9, metadata = $10, created_at = $11, frame_index = $12, {} \
-             WHERE sop_uid = $13 AND object_key = $14",
-            columns::assignments(&cols, 15),
+            "UPDATE instances SET {}, {} WHERE sop_uid = ${} AND object_key = ${}",
+            numbered(OWN_COLUMNS, 1, |c, p| format!("{c} = {p}")),
+            columns::assignments(&cols, 1 + own),
+            1 + own + cols.len(),
+            2 + own + cols.len(),
         );
-        let q = sqlx::query(&text)
-            .bind(&rec.sop_class_uid)
-            .bind(rec.rows)
-            .bind(rec.columns)
-            .bind(rec.frames)
-            .bind(rec.bits_allocated)
-            .bind(&rec.transfer_syntax_uid)
-            .bind(&rec.object_key)
-            .bind(rec.size)
-            .bind(&rec.sha256)
-            .bind(&rec.metadata)
-            .bind(now_ms())
-            .bind(&rec.frame_index)
-            .bind(&rec.sop_uid)
-            .bind(previous_key);
+        let q = bind_own(sqlx::query(&text), rec, now_ms());
         let done = columns::bind(q, &cols, &rec.attributes)
+            .bind(&rec.sop_uid)
+            .bind(previous_key)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -204,6 +179,51 @@ impl Index for SqlIndex {
 }
 
 type Tx<'t> = sqlx::Transaction<'t, sqlx::Any>;
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// The instance table's own columns (beside its keys and the copied
+/// attributes), in the order [`bind_own`] binds them: one list for the
+/// insert and the update of an instance.
+const OWN_COLUMNS: &[&str] = &[
+    "sop_class_uid",
+    "num_rows",
+    "num_columns",
+    "num_frames",
+    "bits_allocated",
+    "transfer_syntax_uid",
+    "object_key",
+    "size",
+    "sha256",
+    "metadata",
+    "created_at",
+    "frame_index",
+];
+
+fn bind_own<'q>(q: AnyQuery<'q>, rec: &'q NewInstance, now: i64) -> AnyQuery<'q> {
+    q.bind(&rec.sop_class_uid)
+        .bind(rec.rows)
+        .bind(rec.columns)
+        .bind(rec.frames)
+        .bind(rec.bits_allocated)
+        .bind(&rec.transfer_syntax_uid)
+        .bind(&rec.object_key)
+        .bind(rec.size)
+        .bind(&rec.sha256)
+        .bind(&rec.metadata)
+        .bind(now)
+        .bind(&rec.frame_index)
+}
+
+/// `names` with placeholders from `$first`, each written by `item(name,
+/// placeholder)`, comma-separated.
+fn numbered(names: &[&str], first: usize, item: impl Fn(&str, String) -> String) -> String {
+    names
+        .iter()
+        .enumerate()
+        .map(|(k, n)| item(n, format!("${}", first + k)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The patient row of an instance (made if new); its key.
 async fn upsert_patient(tx: &mut Tx<'_>, rec: &NewInstance, now: i64) -> Result<i64, IndexError> {
