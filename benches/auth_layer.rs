@@ -75,7 +75,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
             listen_addr: "127.0.0.1:8080".parse().expect("addr"),
             viewer_dir: dir.path().join("no-viewer"),
             emr: Default::default(),
-            emr_wake: Default::default(),
+            jobs_wake: Default::default(),
             imaging: Imaging::new(1),
             auth: Arc::new(Auth::new(
                 AuthConfig {

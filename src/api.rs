@@ -1,5 +1,6 @@
 //! The JSON API under `/api`: EMR links and references, the change feed
-//! and its webhook deliveries (the EMR side, [`crate::emr`]), share links
+//! and its webhook deliveries (the EMR side, [`crate::emr`]), the job queue
+//! for admins ([`crate::jobs::routes`]), share links
 //! and the viewer's log-in configuration ([`crate::auth::routes`]). Unknown
 //! paths answer a JSON 404, never the viewer's page.
 
@@ -8,7 +9,7 @@ use axum::Router;
 
 use crate::error::{ApiError, JsonError};
 use crate::state::AppState;
-use crate::{auth, emr};
+use crate::{auth, emr, jobs};
 
 /// The JSON API under `/api`.
 pub(crate) fn routes() -> Router<AppState> {
@@ -28,5 +29,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/changes", get(emr::changes::changes))
         .route("/webhooks/deliveries", get(emr::webhooks::deliveries))
+        .route("/jobs", get(jobs::routes::list))
+        .route("/jobs/{id}/retry", post(jobs::routes::retry))
         .fallback(|| async { JsonError(ApiError::NotFound("no such API resource".into())) })
 }

@@ -248,6 +248,14 @@ pub struct ServeArgs {
     /// also between requests on a kept-alive connection; then it is closed.
     #[arg(long, env = "PHIM_HTTP_HEADER_TIMEOUT", default_value_t = 30)]
     pub(crate) http_header_timeout: u64,
+    /// Seconds a request body may go without a byte arriving (a STOW-RS
+    /// sent slowly on purpose holds an ingest slot and a spool file); then
+    /// the request fails with 408 and its connection is closed. Bodies
+    /// that keep arriving may take as long as they need.
+    #[arg(long, env = "PHIM_HTTP_BODY_TIMEOUT", default_value_t = 60)]
+    pub(crate) http_body_timeout: u64,
+    #[command(flatten)]
+    pub(crate) jobs: JobArgs,
     #[command(flatten)]
     pub(crate) dimse: DimseArgs,
     #[command(flatten)]
@@ -260,6 +268,27 @@ pub struct ServeArgs {
     pub audit: AuditArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// The background job queue (`jobs` in the index, shared by every server).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct JobArgs {
+    /// Seconds a claimed job stays hidden from other servers; renewed
+    /// every third of it while the job runs, so a job of a server that dies
+    /// is taken over by another this long after.
+    #[arg(long, env = "PHIM_JOB_LEASE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) job_lease: u64,
+    /// Jobs this server runs at once.
+    #[arg(long, env = "PHIM_JOB_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub(crate) job_concurrency: u64,
+    /// Seconds between background runs of `phim fsck --repair` (once
+    /// across all servers; 0: never).
+    #[arg(long, env = "PHIM_FSCK_INTERVAL", default_value_t = 86_400)]
+    pub(crate) fsck_interval: u64,
+    /// Seconds an unindexed object must be old before the background fsck
+    /// indexes it (younger ones may be ingests in flight).
+    #[arg(long, env = "PHIM_FSCK_MIN_AGE", default_value_t = 3600)]
+    pub(crate) fsck_min_age: u64,
 }
 
 /// Limits on the shape of one request (the README's "Limits" table).

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::backends::open_backends;
 use crate::config::ImportArgs;
 use crate::error::failure_reason;
 use crate::ingest::{Outcome, Spool};
-use crate::server::{anyhow_like, open_backends};
+use crate::server::anyhow_like;
 
 #[derive(Debug, Default)]
 pub struct Summary {

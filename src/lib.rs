@@ -10,6 +10,7 @@
 pub(crate) mod api;
 pub mod audit;
 pub mod auth;
+pub(crate) mod backends;
 pub mod config;
 pub(crate) mod connections;
 pub mod dicom;
@@ -25,6 +26,7 @@ pub mod imaging;
 pub mod import;
 pub mod index;
 pub mod ingest;
+pub(crate) mod jobs;
 pub mod query;
 pub mod redact;
 pub(crate) mod search;

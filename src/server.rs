@@ -11,16 +11,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit;
 use crate::auth::Auth;
+use crate::backends::open_backends;
 use crate::config::ServeArgs;
-use crate::dicom::scan::ScanLimits;
 use crate::dicomweb;
 use crate::emr;
 use crate::imaging::Imaging;
-use crate::index::{self, Index};
-use crate::ingest::{Ingest, IngestConfig};
-use crate::redact::redact_url;
+use crate::index::Index;
 use crate::state::AppState;
-use crate::store::Store;
 
 pub fn router(state: AppState) -> Router {
     let viewer = crate::viewer::routes(&state.viewer_dir);
@@ -123,51 +120,6 @@ async fn readyz(State(st): State<AppState>) -> (StatusCode, String) {
     }
 }
 
-/// Opens the index and store and builds the ingest pipeline (shared by
-/// `serve` and `import`).
-pub(crate) async fn open_backends(
-    storage: &crate::config::StorageArgs,
-    ingest: &crate::config::IngestArgs,
-) -> anyhow_like::Result<(Arc<dyn Index>, Store, Ingest)> {
-    std::fs::create_dir_all(&storage.data_dir).map_err(|e| {
-        format!(
-            "cannot create data folder {}: {e}",
-            storage.data_dir.display()
-        )
-    })?;
-    let db_url = storage.database_url();
-    let index = index::open(&db_url, true)
-        .await
-        .map_err(|e| format!("index {}: {e}", redact_url(&db_url)))?;
-    let location = storage.store_location().map_err(|e| e.to_string())?;
-    let store = Store::open(&location, &storage.s3_options()).map_err(|e| e.to_string())?;
-    let pipeline = Ingest::new(
-        store.clone(),
-        index.clone(),
-        IngestConfig {
-            spool_dir: storage.spool_dir(),
-            max_instance_size: ingest.max_instance_size,
-            on_duplicate: ingest.on_duplicate,
-            concurrency: ingest.ingest_concurrency,
-            limits: ScanLimits {
-                default_charset: ingest.default_charset()?,
-                ..ScanLimits::default()
-            },
-        },
-    )
-    .map_err(|e| format!("cannot create spool folder: {e}"))?;
-    tracing::info!(
-        data_dir = %storage.data_dir.display(),
-        index = %redact_url(&db_url),
-        store = %store.description(),
-        on_duplicate = ?ingest.on_duplicate,
-        max_instance_size = ingest.max_instance_size,
-        ingest_concurrency = ingest.ingest_concurrency,
-        "back ends ready"
-    );
-    Ok((index, store, pipeline))
-}
-
 /// Minimal string-error result for start-up paths.
 pub(crate) mod anyhow_like {
     pub(crate) type Result<T> = std::result::Result<T, String>;
@@ -261,7 +213,7 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         viewer_dir: args.viewer_dir.clone(),
         imaging: Imaging::new(args.imaging_threads),
         emr: emr.clone(),
-        emr_wake: Arc::new(tokio::sync::Notify::new()),
+        jobs_wake: Arc::new(tokio::sync::Notify::new()),
         auth,
         audit: audit.clone(),
         limits: limits.clone(),
@@ -271,7 +223,7 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         thumbnails_at_ingest = args.thumbnails_at_ingest,
         "imaging pool ready"
     );
-    let background = start_background(&state, args.thumbnails_at_ingest, &shutdown);
+    let background = start_background(&state, &args, &shutdown);
     let scheme = if tls.https.is_some() { "https" } else { "http" };
     tracing::info!("listening on {scheme}://{addr} (DICOMweb at {scheme}://{addr}/dicomweb)");
     tokio::spawn({
@@ -334,35 +286,58 @@ async fn start_auth(
     auth
 }
 
-/// The background jobs: the thumbnail worker (when thumbnails are made at
-/// ingest), the EMR change detector and its webhook deliveries.
+/// The background work: the metrics upkeep and the job runner with a
+/// handler per kind of job (thumbnails when made at ingest, webhook
+/// deliveries, the stable-study detector, the background fsck).
 fn start_background(
     state: &AppState,
-    thumbnails_at_ingest: bool,
+    args: &ServeArgs,
     shutdown: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    use crate::index::jobs::kind;
+    use std::time::Duration;
     let emr = &state.emr;
     tracing::info!(
         stable_after_s = emr.stable_after.as_secs(),
         webhooks = emr.webhook_urls.len(),
         emr_url_template = emr.template.is_some(),
         emr_link_writes_need_token = emr.write_token.is_some(),
-        "EMR integration: change detector and webhook deliveries running"
+        "EMR integration: change detector and webhook deliveries are jobs"
     );
-    let mut tasks = vec![
-        tokio::spawn(crate::telemetry::run_upkeep(shutdown.clone())),
-        tokio::spawn(emr::changes::run_detector(state.clone(), shutdown.clone())),
-        tokio::spawn(emr::webhooks::run_deliveries(
-            state.clone(),
-            shutdown.clone(),
-        )),
-    ];
-    if thumbnails_at_ingest {
-        tasks.push(tokio::spawn(
-            state.thumbnails().run_worker(shutdown.clone()),
-        ));
+    let jobs = &args.jobs;
+    let mut runner = crate::jobs::Runner::new(
+        state.index.clone(),
+        Duration::from_secs(jobs.job_lease),
+        usize::try_from(jobs.job_concurrency).unwrap_or(4),
+        state.jobs_wake.clone(),
+    );
+    if args.thumbnails_at_ingest {
+        runner.handle(kind::THUMBNAIL, Arc::new(state.thumbnails()));
     }
-    tasks
+    match emr::webhooks::Deliveries::new(state.clone()) {
+        Ok(d) => runner.handle(kind::WEBHOOK, Arc::new(d)),
+        Err(e) => tracing::error!(error = %e, "no webhook deliveries from this server"),
+    }
+    runner.every(
+        kind::STUDY_STABLE,
+        Some(emr::changes::poll_period(emr.stable_after)),
+        Arc::new(emr::changes::Detector { st: state.clone() }),
+    );
+    runner.every(
+        kind::FSCK,
+        (jobs.fsck_interval > 0).then(|| Duration::from_secs(jobs.fsck_interval)),
+        Arc::new(crate::fsck::Background {
+            index: state.index.clone(),
+            store: state.store.clone(),
+            ingest: state.ingest.clone(),
+            min_age: Duration::from_secs(jobs.fsck_min_age),
+            every: Duration::from_secs(jobs.fsck_interval.max(1)),
+        }),
+    );
+    vec![
+        tokio::spawn(crate::telemetry::run_upkeep(shutdown.clone())),
+        tokio::spawn(runner.run(shutdown.clone())),
+    ]
 }
 
 /// The DICOM listeners (plain, and TLS when configured), each a task.

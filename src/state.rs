@@ -31,8 +31,8 @@ pub struct AppState {
     pub viewer_dir: std::path::PathBuf,
     /// EMR links, change feed and webhooks.
     pub emr: Arc<EmrConfig>,
-    /// Wakes the webhook deliveries when the change detector recorded events.
-    pub emr_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the job runner: jobs were queued that are due now.
+    pub jobs_wake: Arc<tokio::sync::Notify>,
     /// The CPU pool for pixels (decode, render, transcode).
     pub imaging: Imaging,
     /// Who may do what ([`crate::auth`]); every route passes its layer.

@@ -53,6 +53,17 @@ pub(crate) const STORE_ERRORS: &str = "phim_store_errors_total";
 pub(crate) const INDEX_ERRORS: &str = "phim_index_errors_total";
 /// Audit events dropped because the audit queue was full.
 pub(crate) const AUDIT_LOST: &str = "phim_audit_events_lost_total";
+/// Jobs in the shared queue, by `kind` and `state` (`queued`, `running`,
+/// `dead`): the whole cluster's, as the index counts them (every server
+/// reports the same numbers).
+pub(crate) const JOBS: &str = "phim_jobs";
+/// Seconds the oldest due job of a `kind` has been waiting.
+pub(crate) const JOB_OLDEST_DUE: &str = "phim_jobs_oldest_due_seconds";
+/// Job attempts this server finished, by `kind` and `outcome` (`done`,
+/// `retry`, `dead`, `rescheduled`).
+pub(crate) const JOBS_FINISHED: &str = "phim_jobs_finished_total";
+/// Time of one job attempt, by `kind`.
+pub(crate) const JOB_DURATION: &str = "phim_job_duration_seconds";
 
 /// Latency buckets (seconds): 1 ms to 60 s.
 const BUCKETS: &[f64] = &[
@@ -111,6 +122,17 @@ fn describe() {
     describe_counter!(STORE_ERRORS, "object store errors");
     describe_counter!(INDEX_ERRORS, "index errors");
     describe_counter!(AUDIT_LOST, "audit events dropped: queue full");
+    describe_gauge!(JOBS, "jobs in the shared queue, by kind and state");
+    describe_gauge!(
+        JOB_OLDEST_DUE,
+        Unit::Seconds,
+        "how long the oldest due job of a kind has waited"
+    );
+    describe_counter!(
+        JOBS_FINISHED,
+        "job attempts finished here, by kind and outcome"
+    );
+    describe_histogram!(JOB_DURATION, Unit::Seconds, "time of one job attempt");
     // Series that should read 0 until something happens exist from the
     // start (a missing series is not a zero to an alert rule).
     metrics::counter!(AUDIT_LOST).absolute(0);

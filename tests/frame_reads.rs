@@ -182,7 +182,7 @@ async fn a_frame_is_read_by_its_byte_range() {
         listen_addr: "127.0.0.1:8080".parse().expect("addr"),
         viewer_dir: dir.path().join("no-viewer"),
         emr: Default::default(),
-        emr_wake: Default::default(),
+        jobs_wake: Default::default(),
         imaging: Imaging::new(1),
         auth: std::sync::Arc::new(phim::auth::Auth::new(
             Default::default(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use phim::dicom::{tags, Uid};
 use phim::index::{
     self, now_ms, Attributes, ChangeEvent, DeliveryOutcome, EmrLink, Index, IndexError, Insert,
-    NewInstance, Scope, Value,
+    JobEnd, NewInstance, NewJob, Scope, Value,
 };
 use phim::query::{attribute_by_keyword, parse_match, Filter, Level, Query};
 
@@ -208,7 +208,8 @@ async fn suite(ix: Arc<dyn Index>) {
     paging(ix.clone()).await;
     matching(ix.clone()).await;
     emr_links(ix.clone()).await;
-    change_feed(ix).await;
+    change_feed(ix.clone()).await;
+    job_queue(ix).await;
 }
 
 /// Every instance, a page at a time (what `phim verify` walks): each once,
@@ -459,7 +460,7 @@ async fn change_feed(ix: Arc<dyn Index>) {
     for _ in 0..4 {
         let (ix, hooks) = (ix.clone(), hooks.clone());
         tasks.push(tokio::spawn(async move {
-            ix.announce_stable_studies(now, 0, &hooks).await.unwrap()
+            ix.announce_stable_studies(now, 0, &hooks, 3).await.unwrap()
         }));
     }
     let mut announced: Vec<ChangeEvent> = Vec::new();
@@ -499,7 +500,7 @@ async fn change_feed(ix: Arc<dyn Index>) {
     assert!(ix.changes(last, 10).await.unwrap().is_empty());
 
     // Nothing new: nothing announced.
-    let none = ix.announce_stable_studies(now_ms() + 1, 0, &hooks).await;
+    let none = ix.announce_stable_studies(now_ms() + 1, 0, &hooks, 3).await;
     assert!(none.unwrap().is_empty());
 
     // A study that grows is announced again once it is quiet.
@@ -507,11 +508,11 @@ async fn change_feed(ix: Arc<dyn Index>) {
         .await
         .unwrap();
     let early = ix
-        .announce_stable_studies(now_ms(), 3_600_000, &hooks)
+        .announce_stable_studies(now_ms(), 3_600_000, &hooks, 3)
         .await;
     assert!(early.unwrap().is_empty(), "not quiet for an hour yet");
     let again = ix
-        .announce_stable_studies(now_ms() + 1, 0, &hooks)
+        .announce_stable_studies(now_ms() + 1, 0, &hooks, 3)
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
@@ -526,36 +527,48 @@ async fn change_feed(ix: Arc<dyn Index>) {
     assert_eq!(log.len(), 9);
     assert!(log.iter().all(|d| d.status == "pending" && d.attempts == 0));
 
-    // Concurrent claims take each delivery once.
+    // Each delivery has its `webhook` job, due now; concurrent claims by
+    // three servers take each once.
     let t = now_ms() + 10; // after the detector's `now_ms() + 1` above
     let mut tasks = Vec::new();
-    for _ in 0..3 {
+    for n in 0..3 {
         let ix = ix.clone();
         tasks.push(tokio::spawn(async move {
-            ix.claim_deliveries(t, 60_000, 100).await.unwrap()
+            let owner = format!("server-{n}");
+            ix.claim_jobs(&["webhook"], &owner, t, 60_000, 100)
+                .await
+                .unwrap()
         }));
     }
     let mut claimed = Vec::new();
     for task in tasks {
         claimed.extend(task.await.unwrap());
     }
-    let mut ids: Vec<i64> = claimed.iter().map(|d| d.id).collect();
+    let mut ids: Vec<&str> = claimed.iter().map(|j| j.key.as_str()).collect();
     ids.sort();
     ids.dedup();
     assert_eq!((claimed.len(), ids.len()), (9, 9));
-    assert!(claimed.iter().all(|d| d.attempts == 1 && d.url == hooks[0]));
-    assert!(
-        ix.claim_deliveries(t, 60_000, 100)
-            .await
-            .unwrap()
-            .is_empty(),
-        "leased"
-    );
+    assert!(claimed
+        .iter()
+        .all(|j| j.attempts == 1 && j.max_attempts == 3));
+    let delivery_ids: Vec<i64> = log.iter().map(|d| d.id).collect();
+    for j in &claimed {
+        let id: i64 = j.key.parse().unwrap();
+        assert!(delivery_ids.contains(&id));
+    }
 
-    // A failed attempt is due again at its next attempt time.
-    let d = &claimed[0];
+    // The delivery behind a job: its URL and event.
+    let job = &claimed[0];
+    let d = ix
+        .delivery(job.key.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.url, hooks[0]);
+    assert!(announced.iter().chain(&again).any(|e| *e == d.event));
     ix.record_delivery(
         d.id,
+        1,
         &DeliveryOutcome::Retry {
             status: Some(500),
             error: "HTTP 500".into(),
@@ -565,21 +578,26 @@ async fn change_feed(ix: Arc<dyn Index>) {
     )
     .await
     .unwrap();
-    assert!(ix
-        .claim_deliveries(t + 500, 60_000, 100)
+    ix.record_delivery(
+        d.id,
+        2,
+        &DeliveryOutcome::Delivered { status: 204 },
+        t + 1100,
+    )
+    .await
+    .unwrap();
+    assert!(
+        ix.delivery(d.id).await.unwrap().is_none(),
+        "delivered: nothing left to attempt"
+    );
+    let gave_up = ix
+        .delivery(claimed[1].key.parse().unwrap())
         .await
         .unwrap()
-        .is_empty());
-    let retry = ix.claim_deliveries(t + 1000, 60_000, 100).await.unwrap();
-    assert_eq!(retry.len(), 1);
-    assert_eq!((retry[0].id, retry[0].attempts), (d.id, 2));
-    assert_eq!(retry[0].event, d.event);
-    ix.record_delivery(d.id, &DeliveryOutcome::Delivered { status: 204 }, t + 1100)
-        .await
         .unwrap();
-    let gave_up = claimed[1].id;
     ix.record_delivery(
-        gave_up,
+        gave_up.id,
+        3,
         &DeliveryOutcome::GaveUp {
             status: None,
             error: "connection refused".into(),
@@ -588,10 +606,6 @@ async fn change_feed(ix: Arc<dyn Index>) {
     )
     .await
     .unwrap();
-    // Leases of a server that died expire: the other seven are claimed again.
-    let expired = ix.claim_deliveries(t + 60_001, 60_000, 100).await.unwrap();
-    assert_eq!(expired.len(), 7);
-    assert!(expired.iter().all(|x| x.attempts == 2));
 
     let log = ix.deliveries(1000).await.unwrap();
     let row = |id: i64| log.iter().find(|r| r.id == id).unwrap();
@@ -606,12 +620,197 @@ async fn change_feed(ix: Arc<dyn Index>) {
         ("delivered", 2, Some(204), Some("HTTP 500"))
     );
     assert_eq!(ok.delivered_ms, Some(t + 1100));
-    let failed = row(gave_up);
+    let failed = row(gave_up.id);
     assert_eq!(
-        (failed.status.as_str(), failed.last_error.as_deref()),
-        ("failed", Some("connection refused"))
+        (
+            failed.status.as_str(),
+            failed.attempts,
+            failed.last_error.as_deref()
+        ),
+        ("failed", 3, Some("connection refused"))
     );
     assert!(log.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    // The webhook jobs are left to the job-queue suite's clean-up.
+    for j in &claimed {
+        ix.end_job(j, &JobEnd::Done, t + 1300).await.unwrap();
+    }
+}
+
+fn job<'a>(kind: &'a str, key: &'a str, run_at: i64, max_attempts: i64) -> NewJob<'a> {
+    NewJob {
+        kind,
+        key,
+        payload: "p",
+        run_at,
+        max_attempts,
+    }
+}
+
+/// The job queue every background job of every server shares.
+async fn job_queue(ix: Arc<dyn Index>) {
+    let t = now_ms() + 100_000; // later than anything queued before
+    let claim_kinds = |kinds: &'static [&'static str], owner: &'static str, at: i64, limit: i64| {
+        let ix = ix.clone();
+        async move { ix.claim_jobs(kinds, owner, at, 1000, limit).await.unwrap() }
+    };
+    let claim =
+        |owner: &'static str, at: i64, limit: i64| claim_kinds(&["a", "b"], owner, at, limit);
+    for k in 0..20 {
+        let key = format!("k{k}");
+        ix.enqueue_job(&job("a", &key, t, 3), t).await.unwrap();
+    }
+    ix.enqueue_job(&job("other", "x", t, 3), t).await.unwrap();
+    assert!(claim("s1", t - 1, 100).await.is_empty(), "not due yet");
+
+    // Four servers claiming at once take each job once; a kind without a
+    // handler is never claimed.
+    let mut tasks = Vec::new();
+    for owner in ["s1", "s2", "s3", "s4"] {
+        let ix = ix.clone();
+        tasks.push(tokio::spawn(async move {
+            // Batches of 3 until nothing is left.
+            let mut got = Vec::new();
+            loop {
+                let batch = ix.claim_jobs(&["a", "b"], owner, t, 1000, 3).await.unwrap();
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch);
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let mut keys: Vec<String> = all.iter().map(|j| j.key.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!((all.len(), keys.len()), (20, 20));
+    assert!(all
+        .iter()
+        .all(|j| j.kind == "a" && j.attempts == 1 && j.payload == "p"));
+
+    // Done, retried, dead.
+    assert!(ix.end_job(&all[0], &JobEnd::Done, t).await.unwrap());
+    assert!(
+        !ix.end_job(&all[0], &JobEnd::Done, t).await.unwrap(),
+        "once"
+    );
+    let retry = JobEnd::Retry {
+        at: t + 500,
+        error: "busy".into(),
+    };
+    assert!(ix.end_job(&all[1], &retry, t).await.unwrap());
+    let dead = JobEnd::Dead {
+        error: "bad input".into(),
+    };
+    assert!(ix.end_job(&all[2], &dead, t).await.unwrap());
+
+    // Queued again while it runs: the running claim's outcome no longer
+    // applies, and the job stays queued with its new payload.
+    ix.enqueue_job(&job("a", &all[3].key, t + 200, 3), t)
+        .await
+        .unwrap();
+    assert!(!ix.end_job(&all[3], &JobEnd::Done, t).await.unwrap());
+
+    // Renewed leases hold; the others run out at t + 1000 and are taken
+    // over (attempt 2), along with the retry and the re-queued job.
+    let owner_of_4 = all[4].owner.clone();
+    ix.renew_jobs(&owner_of_4, t, t + 5000).await.unwrap();
+    let taken = claim("s9", t + 1000, 100).await;
+    let renewed = all[4..].iter().filter(|j| j.owner == owner_of_4).count();
+    // 20 claimed - done - dead - renewed ones; the retry and the re-queued
+    // job are due again too (the retry at attempt 2, the re-queued at 1).
+    assert_eq!(taken.len(), 20 - 2 - renewed);
+    let by_key = |k: &str| taken.iter().find(|j| j.key == k).unwrap();
+    assert_eq!(by_key(&all[1].key).attempts, 2);
+    assert_eq!(by_key(&all[3].key).attempts, 1);
+    assert!(
+        taken.iter().all(|j| j.key != all[2].key),
+        "dead is not claimed"
+    );
+
+    // A lease that runs out on the last attempt makes the job dead.
+    ix.enqueue_job(&job("b", "crash", t, 1), t).await.unwrap();
+    let crash = claim_kinds(&["b"], "s5", t + 2000, 100).await;
+    assert_eq!(crash.len(), 1);
+    assert!(claim_kinds(&["b"], "s6", t + 10_000, 100)
+        .await
+        .iter()
+        .all(|j| j.key != "crash"));
+
+    // Counts, the dead letters, and an admin's retry.
+    let counts = ix.job_counts(t + 10_000).await.unwrap();
+    let count = |kind: &str, state: &str| {
+        counts
+            .iter()
+            .find(|c| c.kind == kind && c.state == state)
+            .map_or(0, |c| c.count)
+    };
+    assert_eq!(count("a", "dead"), 1);
+    assert_eq!(count("b", "dead"), 1);
+    assert_eq!(count("other", "queued"), 1);
+    let dead_rows = ix.jobs(Some("dead"), None, 100).await.unwrap();
+    assert_eq!(dead_rows.len(), 2);
+    let crashed = dead_rows.iter().find(|r| r.key == "crash").unwrap();
+    assert!(crashed
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("lease ran out"));
+    let bad = dead_rows.iter().find(|r| r.key == all[2].key).unwrap();
+    assert_eq!(bad.last_error.as_deref(), Some("bad input"));
+    assert!(ix.retry_job(bad.id, t + 10_000).await.unwrap());
+    assert!(
+        !ix.retry_job(bad.id, t + 10_000).await.unwrap(),
+        "no longer dead"
+    );
+    let again = claim("s7", t + 10_000, 100).await;
+    assert!(again.iter().any(|j| j.key == all[2].key && j.attempts == 1));
+
+    // A server shutting down releases its leases: due at once, the
+    // attempt not counted.
+    assert!(ix.release_jobs("s7", t + 10_001).await.unwrap() >= 1);
+    let after = claim("s8", t + 10_001, 100).await;
+    assert!(after.iter().any(|j| j.key == all[2].key && j.attempts == 1));
+
+    // Periodic jobs: ensured once, rescheduled with attempts reset.
+    let p = job("b", "", t + 20_000, 5);
+    ix.ensure_job(&p, t).await.unwrap();
+    ix.ensure_job(&job("b", "", t + 99_000, 5), t)
+        .await
+        .unwrap();
+    let run = claim_kinds(&["b"], "s1", t + 20_000, 100).await;
+    let periodic = run
+        .iter()
+        .find(|j| j.kind == "b" && j.key.is_empty())
+        .unwrap();
+    let next = JobEnd::Reschedule {
+        at: t + 30_000,
+        error: None,
+    };
+    assert!(ix.end_job(periodic, &next, t + 20_000).await.unwrap());
+    let listed = ix.jobs(Some("queued"), Some("b"), 10).await.unwrap();
+    assert_eq!(
+        (listed.len(), listed[0].run_at, listed[0].attempts),
+        (1, t + 30_000, 0)
+    );
+    assert!(ix.remove_job("b", "").await.unwrap());
+    assert!(!ix.remove_job("b", "").await.unwrap());
+
+    // Clean up: nothing queued is left for other suites.
+    for k in ["a", "b", "other"] {
+        for r in ix.jobs(None, Some(k), 1000).await.unwrap() {
+            ix.remove_job(k, &r.key).await.unwrap();
+        }
+    }
+    assert!(ix
+        .jobs(None, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.kind == "webhook" || r.kind == "thumbnail"));
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! The change feed: a study that received instances and then none for
 //! `--stable-after` seconds is announced once as `study.stable` (again when
-//! it grows later). The detector runs on every `phim serve`; the index
-//! claims each announcement atomically, so servers sharing PostgreSQL
-//! announce a study once. Readers page with `GET /api/changes?since=`.
+//! it grows later). The detector is a periodic `study-stable` job, so one
+//! server at a time runs it; the index also claims each announcement
+//! atomically, so a study is announced once even if two runs overlap (a
+//! lease that ran out). Readers page with `GET /api/changes?since=`.
 
 use std::time::Duration;
 
@@ -10,12 +11,12 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 use super::StudyUrls;
 use crate::dicomweb::public_root;
 use crate::error::{ApiError, JsonError};
-use crate::index::{now_ms, ChangeEvent};
+use crate::index::{now_ms, ChangeEvent, ClaimedJob, JobEnd};
+use crate::jobs::Handler;
 use crate::state::AppState;
 
 pub(crate) const DEFAULT_LIMIT: i64 = 100;
@@ -84,25 +85,31 @@ pub(crate) async fn changes(
 
 /// How often the detector looks: often enough to announce within a fraction
 /// of the quiet period, never busier than 4 times a second.
-fn poll_period(stable_after: Duration) -> Duration {
+pub(crate) fn poll_period(stable_after: Duration) -> Duration {
     (stable_after / 2).clamp(Duration::from_millis(250), Duration::from_secs(5))
 }
 
-/// The detector loop of `serve`, until `shutdown`.
-pub(crate) async fn run_detector(st: AppState, shutdown: CancellationToken) {
-    let stable_after = st.emr.stable_after;
-    let period = poll_period(stable_after);
-    let stable_ms = i64::try_from(stable_after.as_millis()).unwrap_or(i64::MAX);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(period) => {}
-        }
-        match st
+/// Runs the periodic `study-stable` job: one look for stable studies.
+pub(crate) struct Detector {
+    pub(crate) st: AppState,
+}
+
+#[async_trait::async_trait]
+impl Handler for Detector {
+    async fn run(&self, _job: &ClaimedJob) -> JobEnd {
+        let st = &self.st;
+        let stable_ms = i64::try_from(st.emr.stable_after.as_millis()).unwrap_or(i64::MAX);
+        let period = i64::try_from(poll_period(st.emr.stable_after).as_millis()).unwrap_or(5000);
+        let result = st
             .index
-            .announce_stable_studies(now_ms(), stable_ms, &st.emr.webhook_urls)
-            .await
-        {
+            .announce_stable_studies(
+                now_ms(),
+                stable_ms,
+                &st.emr.webhook_urls,
+                i64::from(st.emr.webhook_max_attempts),
+            )
+            .await;
+        let error = match result {
             Ok(events) => {
                 for e in &events {
                     tracing::info!(
@@ -113,10 +120,19 @@ pub(crate) async fn run_detector(st: AppState, shutdown: CancellationToken) {
                     );
                 }
                 if !events.is_empty() {
-                    st.emr_wake.notify_one();
+                    // Their deliveries are due now.
+                    st.jobs_wake.notify_one();
                 }
+                None
             }
-            Err(e) => tracing::warn!(error = %e, "change detector: index unavailable"),
+            Err(e) => {
+                tracing::warn!(error = %e, "change detector: index unavailable");
+                Some(e.to_string())
+            }
+        };
+        JobEnd::Reschedule {
+            at: now_ms().saturating_add(period),
+            error,
         }
     }
 }

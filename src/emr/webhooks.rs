@@ -1,9 +1,11 @@
 //! Webhooks: each change event is POSTed as JSON to every `--webhook-url`.
-//! Deliveries live in the index (one row per event and URL): a server
-//! claims a due delivery with a lease before each attempt, so servers that
-//! share PostgreSQL do not deliver it twice at once; failures are retried
-//! with exponential backoff up to `--webhook-max-attempts`, and every
-//! attempt's outcome is logged (`GET /api/webhooks/deliveries`).
+//! Deliveries live in the index (one row per event and URL, the log of
+//! `GET /api/webhooks/deliveries`), each with a `webhook` job in the shared
+//! queue: the job runner (`crate::jobs`) of one server claims it with a
+//! lease for each attempt, so servers sharing PostgreSQL do not deliver it
+//! twice at once; failures are retried with exponential backoff up to
+//! `--webhook-max-attempts`, then the job is dead (`GET /api/jobs`).
+//! Delivery is at least once: a receiver tells repeats by `X-Phim-Delivery`.
 
 use std::time::Duration;
 
@@ -11,27 +13,18 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 use super::changes::{event_json, rfc3339_utc};
 use crate::dicomweb::public_root;
 use crate::error::{ApiError, JsonError};
-use crate::index::{now_ms, ClaimedDelivery, DeliveryOutcome, DeliveryRecord};
+use crate::index::{now_ms, ClaimedDelivery, ClaimedJob, DeliveryOutcome, DeliveryRecord, JobEnd};
+use crate::jobs::{retry_at, Handler};
 use crate::redact::redact_url;
 use crate::state::AppState;
 
-/// One attempt may take this long.
+/// One attempt may take this long (well inside a job lease, which is
+/// renewed anyway).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A claim outlives the attempt; a server that dies mid-attempt leaves the
-/// delivery to another one after this.
-const LEASE_MS: i64 = 60_000;
-/// Looks for due deliveries at least this often (and when woken).
-const POLL: Duration = Duration::from_millis(500);
-/// Deliveries claimed at once.
-const BATCH: i64 = 16;
-/// First retry delay; doubled per attempt up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
 /// Checks `--webhook-url` values: absolute http(s) URLs.
 pub(crate) fn parse_urls(urls: &[String]) -> Result<Vec<String>, String> {
@@ -52,14 +45,6 @@ pub(crate) fn parse_urls(urls: &[String]) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// The delay before attempt `attempts + 1`.
-pub(crate) fn backoff(attempts: i64) -> Duration {
-    let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
-    FIRST_BACKOFF
-        .saturating_mul(1 << doublings)
-        .min(MAX_BACKOFF)
-}
-
 /// What an attempt ended with, given the attempt count so far.
 fn outcome(
     result: Result<u16, String>,
@@ -75,11 +60,10 @@ fn outcome(
     if attempts >= i64::from(max_attempts) {
         DeliveryOutcome::GaveUp { status, error }
     } else {
-        let delay = i64::try_from(backoff(attempts).as_millis()).unwrap_or(i64::MAX);
         DeliveryOutcome::Retry {
             status,
             error,
-            next_attempt_ms: now.saturating_add(delay),
+            next_attempt_ms: retry_at(attempts, now),
         }
     }
 }
@@ -102,74 +86,76 @@ async fn post(client: &reqwest::Client, d: &ClaimedDelivery, body: &Value) -> Re
     Ok(resp.status().as_u16())
 }
 
-/// The delivery loop of `serve`, until `shutdown`.
-pub(crate) async fn run_deliveries(st: AppState, shutdown: CancellationToken) {
-    let client = match reqwest::Client::builder()
-        .timeout(ATTEMPT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "webhooks: cannot build the HTTP client; no deliveries");
-            return;
-        }
-    };
-    let root = public_root(&st, &HeaderMap::new());
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = st.emr_wake.notified() => {}
-            _ = tokio::time::sleep(POLL) => {}
-        }
-        let claimed = match st.index.claim_deliveries(now_ms(), LEASE_MS, BATCH).await {
-            Ok(c) => c,
+/// Runs `webhook` jobs: one attempt at one delivery each.
+pub(crate) struct Deliveries {
+    st: AppState,
+    client: reqwest::Client,
+    root: String,
+}
+
+impl Deliveries {
+    pub(crate) fn new(st: AppState) -> Result<Deliveries, String> {
+        let client = reqwest::Client::builder()
+            .timeout(ATTEMPT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("webhooks: cannot build the HTTP client: {e}"))?;
+        let root = public_root(&st, &HeaderMap::new());
+        Ok(Deliveries { st, client, root })
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for Deliveries {
+    async fn run(&self, job: &ClaimedJob) -> JobEnd {
+        let Ok(id) = job.key.parse::<i64>() else {
+            return JobEnd::Dead {
+                error: "not a delivery id".to_owned(),
+            };
+        };
+        let d = match self.st.index.delivery(id).await {
+            Ok(Some(d)) => d,
+            // Delivered or given up already (a repeat of a finished attempt).
+            Ok(None) => return JobEnd::Done,
             Err(e) => {
-                tracing::warn!(error = %e, "webhooks: index unavailable");
-                continue;
+                return JobEnd::Retry {
+                    at: retry_at(job.attempts, now_ms()),
+                    error: e.to_string(),
+                }
             }
         };
-        // An attempt in flight when shutting down is abandoned: its lease
-        // expires and it is tried again (here after a restart, or by another
-        // server), rather than holding up the shutdown for its timeout.
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = deliver(&st, &client, &root, claimed) => {}
+        let body = event_json(&d.event, &self.root);
+        let result = post(&self.client, &d, &body).await;
+        let out = outcome(
+            result,
+            job.attempts,
+            self.st.emr.webhook_max_attempts,
+            now_ms(),
+        );
+        if let DeliveryOutcome::Delivered { status } = &out {
+            tracing::info!(delivery = d.id, seq = d.event.seq, study = %d.event.study_uid,
+                attempts = job.attempts, status, "webhook delivered");
         }
-    }
-}
-
-/// Attempts each claimed delivery once, all at once (each attempt ends
-/// within its timeout, well inside the lease), and records the outcomes.
-async fn deliver(
-    st: &AppState,
-    client: &reqwest::Client,
-    root: &str,
-    claimed: Vec<ClaimedDelivery>,
-) {
-    futures::future::join_all(claimed.into_iter().map(|d| attempt(st, client, root, d))).await;
-}
-
-async fn attempt(st: &AppState, client: &reqwest::Client, root: &str, d: ClaimedDelivery) {
-    let body = event_json(&d.event, root);
-    let result = post(client, &d, &body).await;
-    let out = outcome(result, d.attempts, st.emr.webhook_max_attempts, now_ms());
-    match &out {
-        DeliveryOutcome::Delivered { status } => tracing::info!(
-            delivery = d.id, seq = d.event.seq, study = %d.event.study_uid,
-            attempts = d.attempts, status, "webhook delivered"
-        ),
-        DeliveryOutcome::Retry { error, .. } => tracing::warn!(
-            delivery = d.id, seq = d.event.seq, attempts = d.attempts, error = %error,
-            "webhook failed; will retry"
-        ),
-        DeliveryOutcome::GaveUp { error, .. } => tracing::error!(
-            delivery = d.id, seq = d.event.seq, attempts = d.attempts, error = %error,
-            "webhook failed; giving up"
-        ),
-    }
-    if let Err(e) = st.index.record_delivery(d.id, &out, now_ms()).await {
-        tracing::warn!(delivery = d.id, error = %e, "webhooks: cannot record the outcome");
+        if let Err(e) = self
+            .st
+            .index
+            .record_delivery(d.id, job.attempts, &out, now_ms())
+            .await
+        {
+            tracing::warn!(delivery = d.id, error = %e, "webhooks: cannot record the outcome");
+        }
+        match out {
+            DeliveryOutcome::Delivered { .. } => JobEnd::Done,
+            DeliveryOutcome::Retry {
+                error,
+                next_attempt_ms,
+                ..
+            } => JobEnd::Retry {
+                at: next_attempt_ms,
+                error,
+            },
+            DeliveryOutcome::GaveUp { error, .. } => JobEnd::Dead { error },
+        }
     }
 }
 
@@ -225,11 +211,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backs_off_exponentially_and_bounded() {
-        assert_eq!(backoff(1), Duration::from_secs(1));
-        assert_eq!(backoff(2), Duration::from_secs(2));
-        assert_eq!(backoff(4), Duration::from_secs(8));
-        assert_eq!(backoff(30), MAX_BACKOFF);
+    fn outcomes_retry_with_the_job_backoff_then_give_up() {
         assert_eq!(
             outcome(Ok(204), 1, 3, 0),
             DeliveryOutcome::Delivered { status: 204 }

@@ -7,33 +7,30 @@
 //! middle frame; a study by its series with the most instances (the main
 //! acquisition rather than a localizer), ties to the first.
 //!
-//! Ingest queues the series (`Index::queue_thumbnail`, debounced so a
-//! study arriving instance by instance is rendered once it pauses); the
-//! worker claims due rows with a lease, so several servers share the
-//! queue and a restarted server finishes what was queued. A thumbnail's
+//! Ingest queues the series as a `thumbnail` job (debounced so a study
+//! arriving instance by instance is rendered once it pauses); the job
+//! runner (`crate::jobs`) of any server claims it with a lease, so several
+//! servers share the work and a restarted server finishes what was queued. A thumbnail's
 //! key carries the series' instance count: a series that grows gets a new
 //! thumbnail and a missing one is rendered on demand.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
 
 use super::render::{self, Format, RenderParams, Viewport};
 use super::source::Source;
 use super::{Imaging, ImagingError};
 use crate::dicom::Uid;
-use crate::index::{Index, Scope, StoredInstance};
+use crate::index::{ClaimedJob, Index, JobEnd, Scope, StoredInstance};
+use crate::jobs::{retry_at, Handler};
 use crate::store::{ObjectKey, Store};
 
 /// The size made ahead of time (what the bundled viewer asks for).
 pub(crate) const DEFAULT_SIZE: u32 = 128;
-/// How long a claimed job is hidden from other workers.
-const LEASE_MS: i64 = 60_000;
-/// Attempts before a job that keeps failing is dropped (rendered on demand
-/// then, with the error answered to the client).
-const MAX_ATTEMPTS: i64 = 3;
+/// Attempts before a job that keeps failing is dead (the thumbnail is then
+/// rendered on demand, with the error answered to the client).
+pub(crate) const MAX_ATTEMPTS: i64 = 3;
 
 #[derive(Clone, Debug)]
 pub struct Thumbnails {
@@ -139,69 +136,32 @@ impl Thumbnails {
             .await?;
         Ok(Bytes::from(bytes))
     }
+}
 
-    /// Makes queued thumbnails until cancelled.
-    pub(crate) async fn run_worker(self, cancel: CancellationToken) {
-        loop {
-            let jobs = match self
-                .index
-                .claim_thumbnails(crate::index::now_ms(), LEASE_MS, 4)
-                .await
-            {
-                Ok(j) => j,
-                Err(e) => {
-                    tracing::warn!(error = %e, "thumbnail queue unavailable");
-                    Vec::new()
-                }
+/// A `thumbnail` job: key the series UID, payload the study UID.
+#[async_trait::async_trait]
+impl Handler for Thumbnails {
+    async fn run(&self, job: &ClaimedJob) -> JobEnd {
+        let (Ok(study), Ok(series)) = (Uid::parse(&job.payload), Uid::parse(&job.key)) else {
+            return JobEnd::Dead {
+                error: "the job does not name a study and a series".to_owned(),
             };
-            let idle = jobs.is_empty();
-            for job in jobs {
-                if cancel.is_cancelled() {
-                    return;
-                }
-                let scope = match (Uid::parse(&job.study_uid), Uid::parse(&job.series_uid)) {
-                    (Ok(study), Ok(series)) => Scope {
-                        study,
-                        series: Some(series),
-                        instance: None,
-                    },
-                    _ => {
-                        let _ = self
-                            .index
-                            .finish_thumbnail(&job.series_uid, job.due_at)
-                            .await;
-                        continue;
-                    }
-                };
-                let params = RenderParams {
-                    quality: 80,
-                    ..RenderParams::default()
-                };
-                let result = self.get(&scope, params).await;
-                let done = match &result {
-                    Ok(_) => true,
-                    Err(e) => {
-                        tracing::warn!(study = %job.study_uid, series = %job.series_uid,
-                            attempt = job.attempts, error = %e, "thumbnail not made");
-                        job.attempts >= MAX_ATTEMPTS
-                    }
-                };
-                if done {
-                    if let Err(e) = self
-                        .index
-                        .finish_thumbnail(&job.series_uid, job.due_at)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "thumbnail queue not updated");
-                    }
-                }
-            }
-            if idle {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(1000)) => {}
-                }
-            }
+        };
+        let scope = Scope {
+            study,
+            series: Some(series),
+            instance: None,
+        };
+        let params = RenderParams {
+            quality: 80,
+            ..RenderParams::default()
+        };
+        match self.get(&scope, params).await {
+            Ok(_) => JobEnd::Done,
+            Err(e) => JobEnd::Retry {
+                at: retry_at(job.attempts, crate::index::now_ms()),
+                error: e.to_string(),
+            },
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub(crate) mod audit_log;
 pub(crate) mod credentials;
+pub mod jobs;
 pub mod metadata;
 pub(crate) mod postgres;
 pub mod rows;
@@ -22,6 +23,7 @@ use crate::dicom::Uid;
 pub use crate::query::{Level, Query};
 pub use audit_log::{AuditLog, AuditRecord, StoredAuditRecord};
 pub use credentials::{ApiKeyRecord, Credentials};
+pub use jobs::{ClaimedJob, JobCount, JobEnd, JobQueue, JobRecord, NewJob};
 pub use rows::{
     Attributes, Insert, InstanceRow, NewInstance, Scope, SeriesRow, StoredInstance, StudyRow, Value,
 };
@@ -82,14 +84,11 @@ pub struct ChangeEvent {
     pub num_instances: i64,
 }
 
-/// A webhook delivery claimed for one attempt (its lease runs until the
-/// outcome is recorded or it expires).
+/// A webhook delivery about to be attempted (its `webhook` job claimed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedDelivery {
     pub id: i64,
     pub url: String,
-    /// Attempts including this one.
-    pub attempts: i64,
     pub event: ChangeEvent,
 }
 
@@ -132,19 +131,11 @@ pub struct DeliveryRecord {
 /// The index of stored instances: one `Arc<dyn Index>` for everything the
 /// server keeps in SQL, its methods grouped by concern in supertraits (each
 /// implemented for SQL in its own module of [`sql`]): the instances
-/// themselves here, [`Search`], [`ThumbnailQueue`], [`EmrLinks`],
+/// themselves here, [`Search`], [`JobQueue`], [`EmrLinks`],
 /// [`ChangeFeed`], [`Credentials`], [`AuditLog`].
 #[async_trait]
 pub trait Index:
-    Search
-    + ThumbnailQueue
-    + EmrLinks
-    + ChangeFeed
-    + Credentials
-    + AuditLog
-    + Send
-    + Sync
-    + std::fmt::Debug
+    Search + JobQueue + EmrLinks + ChangeFeed + Credentials + AuditLog + Send + Sync + std::fmt::Debug
 {
     /// Checks that the index answers (for `/readyz`).
     async fn ping(&self) -> Result<(), IndexError>;
@@ -210,33 +201,6 @@ pub trait Search {
     async fn count_studies(&self, q: &Query) -> Result<i64, IndexError>;
 }
 
-/// Series waiting for their thumbnail, leased to one worker at a time
-/// (`sql/queues.rs`).
-#[async_trait]
-pub trait ThumbnailQueue {
-    /// Queues a series for its thumbnail at `due_at` (ms since the epoch),
-    /// or pushes an already queued one back to `due_at`.
-    async fn queue_thumbnail(
-        &self,
-        study: &str,
-        series: &str,
-        due_at: i64,
-    ) -> Result<(), IndexError>;
-
-    /// Claims up to `limit` due thumbnail jobs, hiding them from other
-    /// workers for `lease_ms`.
-    async fn claim_thumbnails(
-        &self,
-        now: i64,
-        lease_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<ThumbnailJob>, IndexError>;
-
-    /// Removes a claimed job, unless the series was queued again since it
-    /// was claimed (its `due_at` then differs).
-    async fn finish_thumbnail(&self, series: &str, claimed_due_at: i64) -> Result<(), IndexError>;
-}
-
 /// Each study's link to its EMR record (`sql/emr_links.rs`).
 #[async_trait]
 pub trait EmrLinks {
@@ -255,50 +219,36 @@ pub trait EmrLinks {
 pub trait ChangeFeed {
     /// Announces the studies that received instances and have had none for
     /// `stable_after_ms` at `now_ms`: records a `study.stable` event per study
-    /// (and a pending delivery per webhook URL) and returns the events. Each
-    /// announcement is claimed atomically, so detectors on several servers
-    /// announce a study once; a study that grows is announced again.
+    /// and, in the same transaction, a pending delivery per webhook URL with
+    /// its `webhook` job (at most `webhook_max_attempts` attempts); returns
+    /// the events. Each announcement is claimed atomically, so detectors on
+    /// several servers announce a study once; a study that grows is
+    /// announced again.
     async fn announce_stable_studies(
         &self,
         now_ms: i64,
         stable_after_ms: i64,
         webhook_urls: &[String],
+        webhook_max_attempts: i64,
     ) -> Result<Vec<ChangeEvent>, IndexError>;
 
     /// Events after `since`, in order, at most `limit`.
     async fn changes(&self, since: i64, limit: i64) -> Result<Vec<ChangeEvent>, IndexError>;
 
-    /// Claims up to `limit` due webhook deliveries for one attempt each,
-    /// leased until `now_ms + lease_ms`; a delivery claimed by another
-    /// server (lease not expired) is skipped.
-    async fn claim_deliveries(
-        &self,
-        now_ms: i64,
-        lease_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<ClaimedDelivery>, IndexError>;
+    /// A pending delivery (its URL and event), for its job to attempt.
+    async fn delivery(&self, id: i64) -> Result<Option<ClaimedDelivery>, IndexError>;
 
-    /// Records the outcome of a claimed attempt.
+    /// Records the outcome of attempt number `attempts`.
     async fn record_delivery(
         &self,
         id: i64,
+        attempts: i64,
         outcome: &DeliveryOutcome,
         now_ms: i64,
     ) -> Result<(), IndexError>;
 
     /// The delivery log, newest first.
     async fn deliveries(&self, limit: i64) -> Result<Vec<DeliveryRecord>, IndexError>;
-}
-
-/// A claimed thumbnail job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ThumbnailJob {
-    pub study_uid: String,
-    pub series_uid: String,
-    /// The due time the claim set (identifies the claim).
-    pub(crate) due_at: i64,
-    /// Claims so far, this one included.
-    pub attempts: i64,
 }
 
 /// Opens the index named by a database URL (`sqlite://…` or

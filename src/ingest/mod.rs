@@ -335,8 +335,15 @@ impl Ingest {
             }
             seen.insert(series.to_owned(), now);
         }
-        let due = crate::index::now_ms() + THUMBNAIL_DEBOUNCE_MS;
-        if let Err(e) = self.index.queue_thumbnail(study, series, due).await {
+        let now = crate::index::now_ms();
+        let job = crate::index::NewJob {
+            kind: crate::index::jobs::kind::THUMBNAIL,
+            key: series,
+            payload: study,
+            run_at: now + THUMBNAIL_DEBOUNCE_MS,
+            max_attempts: crate::imaging::thumbnail::MAX_ATTEMPTS,
+        };
+        if let Err(e) = self.index.enqueue_job(&job, now).await {
             tracing::warn!(study, series, error = %e, "thumbnail not queued");
         }
     }

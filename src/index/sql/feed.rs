@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::super::jobs::{kind, INSERT_JOB};
 use super::super::{
     ChangeEvent, ChangeFeed, ClaimedDelivery, DeliveryOutcome, DeliveryRecord, IndexError,
 };
@@ -53,6 +54,7 @@ impl SqlIndex {
         study: &StableStudy,
         now_ms: i64,
         webhook_urls: &[String],
+        webhook_max_attempts: i64,
     ) -> Result<Option<ChangeEvent>, IndexError> {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
@@ -92,15 +94,27 @@ impl SqlIndex {
         .await?
         .try_get("seq")?;
         for url in webhook_urls {
-            sqlx::query(
+            let pk: i64 = sqlx::query(
                 "INSERT INTO webhook_deliveries (event_seq, url, status, attempts, \
-                 next_attempt_at, created_at, updated_at) VALUES ($1, $2, 'pending', 0, $3, $3, $3)",
+                 next_attempt_at, created_at, updated_at) \
+                 VALUES ($1, $2, 'pending', 0, $3, $3, $3) RETURNING pk",
             )
             .bind(seq)
             .bind(url)
             .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("pk")?;
+            // Its job, in the same transaction: no delivery without one.
+            sqlx::query(INSERT_JOB)
+                .bind(kind::WEBHOOK)
+                .bind(pk.to_string())
+                .bind("")
+                .bind(now_ms)
+                .bind(webhook_max_attempts)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(Some(ChangeEvent {
@@ -125,6 +139,7 @@ impl ChangeFeed for SqlIndex {
         now_ms: i64,
         stable_after_ms: i64,
         webhook_urls: &[String],
+        webhook_max_attempts: i64,
     ) -> Result<Vec<ChangeEvent>, IndexError> {
         let quiet_before = now_ms - stable_after_ms;
         let horizon: i64 = sqlx::query("SELECT horizon FROM change_detector WHERE id = 1")
@@ -161,7 +176,10 @@ impl ChangeFeed for SqlIndex {
             if announced.is_some_and(|n| n >= study.num_instances) {
                 continue;
             }
-            if let Some(e) = self.announce(&study, now_ms, webhook_urls).await? {
+            if let Some(e) = self
+                .announce(&study, now_ms, webhook_urls, webhook_max_attempts)
+                .await?
+            {
                 events.push(e);
             }
         }
@@ -188,50 +206,28 @@ impl ChangeFeed for SqlIndex {
             .map(event_from_row)
             .collect::<Result<Vec<_>, _>>()?)
     }
-    async fn claim_deliveries(
-        &self,
-        now_ms: i64,
-        lease_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<ClaimedDelivery>, IndexError> {
-        // One statement: the conditions are checked again on each row as
-        // it is updated, so of two servers racing for a delivery only the
-        // first takes it (PostgreSQL re-evaluates them after the row lock).
-        let claimed = {
-            let _writer = self.writer().await;
-            sqlx::query(
-                "UPDATE webhook_deliveries SET attempts = attempts + 1, claimed_until = $2, \
-                 updated_at = $1 WHERE pk IN (SELECT pk FROM webhook_deliveries \
-                 WHERE status = 'pending' AND next_attempt_at <= $1 \
-                 AND (claimed_until IS NULL OR claimed_until <= $1) \
-                 ORDER BY next_attempt_at, pk LIMIT $3) \
-                 AND status = 'pending' AND (claimed_until IS NULL OR claimed_until <= $1) \
-                 RETURNING pk, url, attempts, event_seq",
-            )
-            .bind(now_ms)
-            .bind(now_ms + lease_ms)
-            .bind(limit)
-            .fetch_all(&self.pool)
+    async fn delivery(&self, id: i64) -> Result<Option<ClaimedDelivery>, IndexError> {
+        let text = format!(
+            "SELECT d.pk, d.url, {EVENT_COLUMNS} FROM webhook_deliveries d \
+             JOIN change_events e ON e.seq = d.event_seq WHERE d.pk = $1 AND d.status = 'pending'"
+        );
+        let Some(r) = sqlx::query(&text)
+            .bind(id)
+            .fetch_optional(&self.pool)
             .await?
+        else {
+            return Ok(None);
         };
-        let mut out = Vec::with_capacity(claimed.len());
-        for r in claimed {
-            let seq: i64 = r.try_get("event_seq")?;
-            let text = format!("SELECT {EVENT_COLUMNS} FROM change_events e WHERE e.seq = $1");
-            let event = sqlx::query(&text).bind(seq).fetch_one(&self.pool).await?;
-            out.push(ClaimedDelivery {
-                id: r.try_get("pk")?,
-                url: r.try_get("url")?,
-                attempts: r.try_get("attempts")?,
-                event: event_from_row(&event)?,
-            });
-        }
-        out.sort_by_key(|d| d.id);
-        Ok(out)
+        Ok(Some(ClaimedDelivery {
+            id: r.try_get("pk")?,
+            url: r.try_get("url")?,
+            event: event_from_row(&r)?,
+        }))
     }
     async fn record_delivery(
         &self,
         id: i64,
+        attempts: i64,
         outcome: &DeliveryOutcome,
         now_ms: i64,
     ) -> Result<(), IndexError> {
@@ -259,7 +255,7 @@ impl ChangeFeed for SqlIndex {
             "UPDATE webhook_deliveries SET status = $2, last_status = $3, \
              last_error = COALESCE($4, last_error), \
              next_attempt_at = COALESCE($5, next_attempt_at), delivered_at = $6, \
-             claimed_until = NULL, updated_at = $7 WHERE pk = $1 AND status = 'pending'",
+             attempts = $8, updated_at = $7 WHERE pk = $1 AND status = 'pending'",
         )
         .bind(id)
         .bind(status)
@@ -268,6 +264,7 @@ impl ChangeFeed for SqlIndex {
         .bind(next)
         .bind(delivered)
         .bind(now_ms)
+        .bind(attempts)
         .execute(&self.pool)
         .await?;
         Ok(())

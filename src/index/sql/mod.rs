@@ -2,7 +2,7 @@
 //! PostgreSQL and SQLite both accept): [`SqlIndex`] and the helpers its
 //! concerns share; each trait of [`super::Index`] is implemented in its own
 //! module: [`instances`] (`Index`), [`search`] (`Search`, with the query
-//! builder in [`builder`]), [`queues`] (`ThumbnailQueue`), [`emr_links`]
+//! builder in [`builder`]), [`emr_links`]
 //! (`EmrLinks`), [`feed`] (`ChangeFeed`).
 
 mod builder;
@@ -10,7 +10,6 @@ mod columns;
 mod emr_links;
 mod feed;
 mod instances;
-mod queues;
 mod search;
 
 use sqlx::any::AnyRow;
