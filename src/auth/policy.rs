@@ -375,6 +375,12 @@ mod tests {
                 "/api/webhooks/deliveries",
                 Access::Needs(Permission::Administer),
             ),
+            (&g, "/api/jobs", Access::Needs(Permission::Administer)),
+            (
+                &Method::POST,
+                "/api/jobs/7/retry",
+                Access::Needs(Permission::Administer),
+            ),
             (&g, "/api/unknown", Access::Needs(Permission::Administer)),
             (&g, "/fhir/ImagingStudy", Access::Needs(Permission::Query)),
             (

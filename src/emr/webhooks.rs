@@ -136,12 +136,7 @@ impl Handler for Deliveries {
             tracing::info!(delivery = d.id, seq = d.event.seq, study = %d.event.study_uid,
                 attempts = job.attempts, status, "webhook delivered");
         }
-        if let Err(e) = self
-            .st
-            .index
-            .record_delivery(d.id, job.attempts, &out, now_ms())
-            .await
-        {
+        if let Err(e) = self.st.index.record_delivery(d.id, &out, now_ms()).await {
             tracing::warn!(delivery = d.id, error = %e, "webhooks: cannot record the outcome");
         }
         match out {

@@ -235,14 +235,14 @@ pub trait ChangeFeed {
     /// Events after `since`, in order, at most `limit`.
     async fn changes(&self, since: i64, limit: i64) -> Result<Vec<ChangeEvent>, IndexError>;
 
-    /// A pending delivery (its URL and event), for its job to attempt.
+    /// A delivery not delivered yet (pending, or failed and retried by an
+    /// admin): its URL and event, for its job to attempt.
     async fn delivery(&self, id: i64) -> Result<Option<ClaimedDelivery>, IndexError>;
 
-    /// Records the outcome of attempt number `attempts`.
+    /// Records the outcome of one more attempt.
     async fn record_delivery(
         &self,
         id: i64,
-        attempts: i64,
         outcome: &DeliveryOutcome,
         now_ms: i64,
     ) -> Result<(), IndexError>;

@@ -25,11 +25,13 @@ JSON = "application/json"
 
 class HookReceiver:
     """A small HTTP server on 127.0.0.1 that records POSTed events. The first `fail_first`
-    requests are answered 500, later ones 200."""
+    requests are answered 500, later ones 200; each answer waits `delay` seconds, the first
+    one `hang_first` seconds (a receiver that hangs while its caller dies)."""
 
-    def __init__(self, fail_first: int = 0, delay: float = 0.0):
+    def __init__(self, fail_first: int = 0, delay: float = 0.0, hang_first: float = 0.0):
         self.fail_first = fail_first
         self.delay = delay
+        self.hang_first = hang_first
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         receiver = self
@@ -39,16 +41,23 @@ class HookReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver.lock:
                     status = 500 if len(receiver.requests) < receiver.fail_first else 200
-                    receiver.requests.append({
+                    wait = receiver.hang_first if not receiver.requests else receiver.delay
+                    record = {
                         "path": self.path,
                         "headers": {k.lower(): v for k, v in self.headers.items()},
                         "body": json.loads(body),
-                        "answered": status,
-                    })
-                time.sleep(receiver.delay)
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                        "answered": None,  # set once the answer is sent
+                    }
+                    receiver.requests.append(record)
+                time.sleep(wait)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                except OSError:
+                    return  # the caller is gone (killed, or gave up): not answered
+                with receiver.lock:
+                    record["answered"] = status
 
             def log_message(self, *args):
                 pass

@@ -209,7 +209,7 @@ impl ChangeFeed for SqlIndex {
     async fn delivery(&self, id: i64) -> Result<Option<ClaimedDelivery>, IndexError> {
         let text = format!(
             "SELECT d.pk, d.url, {EVENT_COLUMNS} FROM webhook_deliveries d \
-             JOIN change_events e ON e.seq = d.event_seq WHERE d.pk = $1 AND d.status = 'pending'"
+             JOIN change_events e ON e.seq = d.event_seq WHERE d.pk = $1 AND d.status <> 'delivered'"
         );
         let Some(r) = sqlx::query(&text)
             .bind(id)
@@ -227,7 +227,6 @@ impl ChangeFeed for SqlIndex {
     async fn record_delivery(
         &self,
         id: i64,
-        attempts: i64,
         outcome: &DeliveryOutcome,
         now_ms: i64,
     ) -> Result<(), IndexError> {
@@ -255,7 +254,7 @@ impl ChangeFeed for SqlIndex {
             "UPDATE webhook_deliveries SET status = $2, last_status = $3, \
              last_error = COALESCE($4, last_error), \
              next_attempt_at = COALESCE($5, next_attempt_at), delivered_at = $6, \
-             attempts = $8, updated_at = $7 WHERE pk = $1 AND status = 'pending'",
+             attempts = attempts + 1, updated_at = $7 WHERE pk = $1 AND status <> 'delivered'",
         )
         .bind(id)
         .bind(status)
@@ -264,7 +263,6 @@ impl ChangeFeed for SqlIndex {
         .bind(next)
         .bind(delivered)
         .bind(now_ms)
-        .bind(attempts)
         .execute(&self.pool)
         .await?;
         Ok(())
