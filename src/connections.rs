@@ -1,15 +1,23 @@
 //! HTTP connections: accepted up to `--max-connections` at once, each
 //! given `--http-header-timeout` to send a request's head (the first and
-//! every later one on a kept-alive connection), served by hyper with the
-//! router, and drained on shutdown. axum::serve has neither limit: a
-//! client sending a header one byte a minute (slow-loris) held its
-//! connection forever, and enough of them exhausted the descriptors.
+//! every later one on a kept-alive connection) and `--http-body-timeout`
+//! between two pieces of its body, served by hyper with the router, and
+//! drained on shutdown. axum::serve has none of these limits: a client
+//! sending a header one byte a minute (slow-loris) held its connection
+//! forever, and enough of them exhausted the descriptors; one that stopped
+//! in the middle of a STOW body held an ingest slot and a spool file.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -17,12 +25,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower_http::timeout::{TimeoutBody, TimeoutError};
 
 /// How connections are bounded.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnectionLimits {
     pub(crate) max_connections: usize,
     pub(crate) header_timeout: Duration,
+    pub(crate) body_timeout: Duration,
 }
 
 /// Raises the soft open-file limit to the hard one, and bounds
@@ -44,6 +54,10 @@ pub(crate) async fn serve<L>(
 ) where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        limits.body_timeout,
+        body_timeout,
+    ));
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -84,4 +98,67 @@ pub(crate) async fn serve<L>(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Fails a request whose body goes `timeout` without a byte arriving: the
+/// handler sees its body end with an error and whatever it answers is
+/// replaced by a 408 that closes the connection. What the request had
+/// stored before (STOW parts already received) stays stored; sending it
+/// again is safe ("already stored" is a success).
+async fn body_timeout(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let path = req.uri().path().to_owned();
+    let req = req.map(|body| {
+        Body::new(WatchedBody {
+            inner: Box::pin(TimeoutBody::new(timeout, body)),
+            timed_out: timed_out.clone(),
+        })
+    });
+    let response = next.run(req).await;
+    if !timed_out.load(Ordering::Relaxed) {
+        return response;
+    }
+    tracing::info!(
+        path,
+        seconds = timeout.as_secs(),
+        "request body stopped arriving: 408"
+    );
+    crate::error::ApiError::RequestTimeout(format!(
+        "the request body sent nothing for {} s (http-body-timeout); what arrived before \
+         was processed and may be sent again",
+        timeout.as_secs()
+    ))
+    .into_response()
+}
+
+/// A request body that remembers whether it ended by timing out.
+struct WatchedBody {
+    inner: Pin<Box<TimeoutBody<Body>>>,
+    timed_out: Arc<AtomicBool>,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = self.inner.as_mut().poll_frame(cx);
+        if let Poll::Ready(Some(Err(e))) = &polled {
+            if e.is::<TimeoutError>() {
+                self.timed_out.store(true, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -30,6 +30,9 @@ pub(crate) enum ApiError {
     NotAcceptable(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The request body stopped arriving (`--http-body-timeout`).
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -55,6 +58,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -89,6 +93,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotAcceptable(_) | ApiError::UnsupportedMediaType(_) => "not-supported",
             ApiError::PayloadTooLarge(_) => "too-costly",
+            ApiError::RequestTimeout(_) => "timeout",
             ApiError::RangeNotSatisfiable(_) => "invalid",
             ApiError::Unavailable(_) | ApiError::Busy(_) => "transient",
             ApiError::TooManyRequests { .. } => "throttled",
@@ -98,7 +103,7 @@ impl ApiError {
 }
 
 /// The headers a status calls for: a 401 names the scheme it wants
-/// (RFC 6750 §3); a 413 closes the connection.
+/// (RFC 6750 §3); a 413 or a 408 closes the connection.
 fn with_status_headers(status: StatusCode, mut response: Response) -> Response {
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
@@ -109,7 +114,8 @@ fn with_status_headers(status: StatusCode, mut response: Response) -> Response {
     // A 413 is sent before the rest of the body is read, so the connection
     // cannot carry another request; say so (RFC 9110 §15.5.14), or a client
     // reusing it sees its next request fail with the connection closed.
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
+    // A 408 likewise: the rest of the body may still come (RFC 9110 §15.5.9).
+    if status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::REQUEST_TIMEOUT {
         response.headers_mut().insert(
             header::CONNECTION,
             header::HeaderValue::from_static("close"),
@@ -279,7 +285,7 @@ pub(crate) fn failure_reason(e: &IngestError) -> u16 {
         }
         IngestError::Duplicate => status::DUPLICATE_SOP_INSTANCE,
         IngestError::NotAuthorized(_) => status::NOT_AUTHORIZED,
-        IngestError::TooLarge(_) => status::OUT_OF_RESOURCES,
+        IngestError::TooLarge(_) | IngestError::NoSpace(_) => status::OUT_OF_RESOURCES,
         // A store or index that does not answer (an outage, a full disk)
         // is "Refused: Out of Resources" (PS3.4 Table B.2-1, A7xx): the
         // sender keeps the instance and tries again later, which is what
@@ -300,6 +306,9 @@ pub(crate) fn failure_reason(e: &IngestError) -> u16 {
 pub(crate) fn is_server_fault(e: &IngestError) -> bool {
     matches!(
         e,
-        IngestError::Store(_) | IngestError::Index(_) | IngestError::Internal(_)
+        IngestError::Store(_)
+            | IngestError::Index(_)
+            | IngestError::NoSpace(_)
+            | IngestError::Internal(_)
     )
 }

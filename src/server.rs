@@ -236,6 +236,7 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     let connections = crate::connections::ConnectionLimits {
         max_connections: crate::connections::fit_to_descriptors(args.max_connections),
         header_timeout: std::time::Duration::from_secs(args.http_header_timeout.max(1)),
+        body_timeout: std::time::Duration::from_secs(args.http_body_timeout.max(1)),
     };
     tracing::info!(?connections, "HTTP connection limits");
     let http = serve_http(

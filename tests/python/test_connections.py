@@ -1,7 +1,9 @@
 """Clients that hold connections without talking do not stop others from
 being served (#13): a slow-loris HTTP client is cut at --http-header-timeout,
-a thousand idle HTTP connections leave room for real requests, and DICOM
-connections that never send an A-ASSOCIATE-RQ take no association place."""
+a STOW body that stops arriving at --http-body-timeout (one that keeps
+trickling is not), a thousand idle HTTP connections leave room for real
+requests, and DICOM connections that never send an A-ASSOCIATE-RQ take no
+association place."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import time
 
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
+
+from phim_helpers import Instance, assert_instance_bytes, encode_multipart, stow
 
 
 def raise_fd_limit(n: int) -> None:
@@ -49,6 +53,63 @@ def test_slow_loris_is_cut_at_the_header_timeout(phim_factory):
         pass
     assert time.monotonic() - started < 10
     assert server.get("/healthz").status_code == 200
+
+
+def read_until_closed(s: socket.socket, timeout: float) -> bytes:
+    s.settimeout(timeout)
+    got = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return got
+        got += chunk
+
+
+def stow_head(server, body: bytes, content_type: str) -> bytes:
+    return (f"POST /dicomweb/studies HTTP/1.1\r\nHost: phim\r\nContent-Type: {content_type}\r\n"
+            f"Accept: application/dicom+json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+
+
+def test_a_stow_body_that_stops_is_cut_at_the_body_timeout(phim_factory):
+    server = phim_factory.start("embedded", extra_args=["--http-body-timeout", "2"])
+    first, stalled = Instance.make("body-timeout/first"), Instance.make("body-timeout/stalled")
+    body, ct = encode_multipart([first.data, stalled.data])
+    cut = body.index(stalled.data) + len(stalled.data) // 2
+    s = socket.create_connection(host_port(server))
+    s.sendall(stow_head(server, body, ct) + body[:cut])
+    started = time.monotonic()
+    # Meanwhile the server serves others.
+    other = Instance.make("body-timeout/other")
+    assert stow(server, [other.data]).status == 200
+    got = read_until_closed(s, 15)  # the server answers and closes the connection
+    took = time.monotonic() - started
+    assert 1.5 <= took < 10, took
+    head = got.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 408"), got[:200]
+    assert b"connection: close" in head, head
+    assert b"http-body-timeout" in got, got
+    # The part that arrived whole was stored; the stalled one left nothing behind.
+    assert_instance_bytes(server, first.study, first.series, first.sop, first.data)
+    assert server.get(f"/dicomweb/studies/{stalled.study}/series/{stalled.series}/instances/"
+                      f"{stalled.sop}").status_code == 404
+    assert_instance_bytes(server, other.study, other.series, other.sop, other.data)
+
+    # A body that keeps arriving, slower in all than the timeout, is not cut.
+    slow = Instance.make("body-timeout/slow")
+    body, ct = encode_multipart([slow.data])
+    s = socket.create_connection(host_port(server))
+    s.sendall(stow_head(server, body, ct))
+    pieces = [body[i * len(body) // 5:(i + 1) * len(body) // 5] for i in range(5)]
+    started = time.monotonic()
+    for piece in pieces:
+        s.sendall(piece)
+        time.sleep(1.0)
+    assert time.monotonic() - started > 4
+    s.settimeout(15)
+    answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    s.close()
+    assert_instance_bytes(server, slow.study, slow.series, slow.sop, slow.data)
 
 
 def test_a_thousand_idle_connections_leave_room(phim_factory):
