@@ -53,6 +53,10 @@ pub enum IngestError {
     TooLarge(String),
     #[error("could not receive the instance: {0}")]
     Receive(String),
+    /// The spool's disk is full (or over quota): the server's problem, and
+    /// one that passes once space is freed.
+    #[error("no space left to receive the instance: {0}")]
+    NoSpace(String),
     #[error("object store failure: {0}")]
     Store(#[from] StoreError),
     #[error("index failure: {0}")]
@@ -72,6 +76,7 @@ impl IngestError {
             IngestError::NotAuthorized(_) => "not_authorized",
             IngestError::TooLarge(_) => "too_large",
             IngestError::Receive(_) => "receive",
+            IngestError::NoSpace(_) => "no_space",
             IngestError::Store(_) => "store",
             IngestError::Index(_) => "index",
             IngestError::Internal(_) => "internal",
@@ -83,6 +88,14 @@ impl From<SpoolError> for IngestError {
     fn from(e: SpoolError) -> Self {
         match e {
             SpoolError::TooLarge(_) => IngestError::TooLarge(e.to_string()),
+            SpoolError::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                IngestError::NoSpace(io.to_string())
+            }
             SpoolError::Io(io) => IngestError::Receive(io.to_string()),
         }
     }
