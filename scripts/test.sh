@@ -3,7 +3,8 @@
 #
 #   1. installs missing Debian packages (dcmtk, postgresql-client, openssl, rsyslog, ...),
 #   2. creates/refreshes the Python venv .venv-test from tests/python/requirements.txt,
-#   3. starts PostgreSQL and an S3 server (scripts/services/*-start.sh) and stops them on exit,
+#   3. starts PostgreSQL and an S3 server (scripts/services/*-start.sh) and stops them on exit;
+#      builds Garage once into $PHIM_TOOLS_DIR for the cluster tests (scripts/services/garage-install.sh),
 #   4. cargo build --bins, cargo test --all-targets, cargo fmt --check, cargo clippy -D warnings,
 #      scripts/structure.py --check,
 #   5. the Python black-box suite: pytest tests/python against target/debug/phim,
@@ -50,6 +51,8 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 [ -x /usr/sbin/rsyslogd ] || need_pkgs+=(rsyslog)
 dpkg -s rsyslog-openssl >/dev/null 2>&1 || need_pkgs+=(rsyslog-openssl)
+# The cluster tests: HAProxy balances the Phim servers and the Garage nodes.
+[ -x /usr/sbin/haproxy ] || need_pkgs+=(haproxy)
 if [ "${PHIM_SKIP_E2E:-0}" != 1 ] || [ "${PHIM_SKIP_OHIF:-0}" != 1 ]; then
     [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 fi
@@ -106,6 +109,16 @@ s3_env=$(bash scripts/services/s3-start.sh)
 set -a; eval "$s3_env"; set +a
 S3_STARTED=1
 note "PHIM_TEST_S3_ENDPOINT=$PHIM_TEST_S3_ENDPOINT bucket=$PHIM_TEST_S3_BUCKET"
+
+# The cluster tests (tests/python/test_cluster.py) start their own 3-node Garage cluster;
+# here its binary is built once (~16 min on 2 cores) and cached in $PHIM_TOOLS_DIR.
+step "services: Garage binary (cluster tests)"
+if PHIM_GARAGE_BIN=$(bash scripts/services/garage-install.sh); then
+    export PHIM_GARAGE_BIN
+    note "PHIM_GARAGE_BIN=$PHIM_GARAGE_BIN"
+else
+    FAILED+=("garage install")
+fi
 
 # ---------------------------------------------------------------- 4. cargo
 if [ "${PHIM_SKIP_CARGO:-0}" != 1 ]; then
