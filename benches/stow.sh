@@ -31,12 +31,7 @@ rm -f "$WORK/dd.bin"
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
 
-cleanup() {
-    stop_phim
-    [ -n "${S3_PID:-}" ] && bash scripts/services/s3-stop.sh >/dev/null 2>&1 || true
-    [ -n "${PG_MODE:-}" ] && bash scripts/services/pg-stop.sh >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 
 if [ "$which_profiles" = all ] || [ "$which_profiles" = embedded ]; then
     for c in $CLIENTS; do
@@ -48,10 +43,7 @@ if [ "$which_profiles" = all ] || [ "$which_profiles" = embedded ]; then
 fi
 
 if [ "$which_profiles" = all ] || [ "$which_profiles" = pg-s3 ]; then
-    set -a
-    eval "$(bash scripts/services/pg-start.sh)"
-    eval "$(bash scripts/services/s3-start.sh)"
-    set +a
+    start_backends
     for c in $CLIENTS; do
         rm -rf "$WORK/data"
         db="phim_bench_$RANDOM$RANDOM"

@@ -8,6 +8,8 @@
 //! * `stow` stores a dataset with N concurrent STOW-RS clients.
 //! * `qido`, `wado`, `metadata`, `rendered` (and `read`, all four) query a
 //!   server that holds a generated dataset.
+//! * `soak` mixes STOW, QIDO, metadata, frames and rendered from many
+//!   clients for a fixed time and samples the server's RSS.
 //!
 //! Each operation prints one line with throughput, p50/p95/p99 latency and
 //! error counts; `--pid` adds the server's peak RSS and `--results FILE`
@@ -16,6 +18,7 @@
 mod dataset;
 mod read;
 mod report;
+mod soak;
 mod stow;
 
 use std::path::PathBuf;
@@ -93,6 +96,9 @@ enum Cmd {
     Rendered(ReadArgs),
     /// wado, metadata and rendered in one go (qido has its own index size).
     Read(ReadArgs),
+    /// Many clients mixing STOW, QIDO, metadata, frames and rendered for a
+    /// fixed time, with the server's RSS sampled (memory must stay flat).
+    Soak(soak::SoakArgs),
 }
 
 /// The load generator's runtime: two workers (the machine it was written
@@ -176,6 +182,7 @@ fn main() {
             read::rendered(&a.common, &m, a.count, a.clients, a.seed);
             emit_rss(&a.common, "rendered");
         }
+        Cmd::Soak(a) => soak::soak(&a),
         Cmd::Read(a) => {
             let m = Manifest::load(&a.dir);
             read::wado(&a.common, &m, a.passes, a.count, a.clients, a.seed);

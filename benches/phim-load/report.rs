@@ -32,10 +32,15 @@ impl Common {
 
 /// Peak resident set size of a process in kB, from /proc/PID/status.
 pub fn peak_rss_kb(pid: u32) -> Option<u64> {
+    status_kb(pid, "VmHWM:")
+}
+
+/// A kB field of /proc/PID/status (`VmHWM:` peak RSS, `VmRSS:` RSS now).
+pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
 }

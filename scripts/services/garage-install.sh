@@ -12,7 +12,7 @@ GARAGE_VERSION=2.5.0
 TOOLS=${PHIM_TOOLS_DIR:-$HOME/.cache/phim-tools}
 GARAGE=$TOOLS/bin/garage
 
-installed() { [ -x "$GARAGE" ] && "$GARAGE" --version 2>/dev/null | grep -q "v$GARAGE_VERSION"; }
+installed() { [ -x "$GARAGE" ] && "$GARAGE" --version 2>/dev/null | grep -qF ":$GARAGE_VERSION "; }
 
 if ! installed; then
     command -v cargo >/dev/null 2>&1 || die "cargo not found (needed to build garage)"
