@@ -66,6 +66,7 @@ def cluster(module_factory, tmp_path_factory):
                       s3_bucket=garage.BUCKET, s3_region=garage.REGION)
         url, name = pg_create_database(env.database_url)
         store = ProdStore(env, url, name, f"c-{random_suffix(6)}")
+        module_factory.stores.append(store)  # its database is dropped with the factory
         creds = {"AWS_ACCESS_KEY_ID": garage.access_key, "AWS_SECRET_ACCESS_KEY": garage.secret_key}
         servers = [module_factory.start("pg_s3", store=store, name=f"cluster-{i + 1}", env=creds,
                                         extra_args=["--job-lease", "3", "--s3-retry-timeout", "5"])
