@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::index::metadata::inflate as inflate_metadata;
 use crate::index::{Attributes, Index, IndexError, InstanceRow, SeriesRow, StudyRow};
-use crate::query::{Include, Kind, Level, Query};
+use crate::query::{attribute_by_keyword, Filter, Include, Kind, Level, Match, Query};
 
 /// Runs a search; returns at most `q.limit` objects and whether more match.
 /// `base` is the DICOMweb root for RetrieveURL (none for C-FIND).
@@ -42,6 +42,7 @@ pub(crate) async fn run(
     };
     let more = rows.len() > limit;
     rows.truncate(limit);
+    add_upper_levels(index, q, &mut rows).await?;
     enrich(index, q.level, &q.include, &mut rows).await?;
     Ok((rows.into_iter().map(|(_, o)| o.0).collect(), more))
 }
@@ -79,6 +80,15 @@ impl Obj {
             })
             .collect();
         self.put(tag, "PN", vals)
+    }
+    /// The first value of a UI attribute.
+    fn uid(&self, tag: &str) -> Option<String> {
+        self.0
+            .get(tag)?
+            .get("Value")?
+            .get(0)?
+            .as_str()
+            .map(str::to_owned)
     }
     fn int(&mut self, tag: &str, vr: &str, v: Option<i64>) {
         self.put(tag, vr, v.iter().map(|n| json!(n)).collect())
@@ -163,6 +173,86 @@ fn instance_json(base: Option<&str>, r: &InstanceRow) -> Obj {
     j.int("00280011", "US", r.columns);
     j.int("00280100", "US", r.bits_allocated);
     j
+}
+
+/// PS3.18 §10.6.3.3.1, Tables 10.6.3-3 to -5: a search of all series
+/// returns with each series its study's attributes; of a study's
+/// instances, their series' attributes; of all instances, both. Where the
+/// path fixes the study (or series), the client has those already and
+/// they are not looked up.
+async fn add_upper_levels(
+    index: &dyn Index,
+    q: &Query,
+    rows: &mut [(String, Obj)],
+) -> Result<(), IndexError> {
+    if rows.is_empty() || q.level == Level::Study {
+        return Ok(());
+    }
+    let fixed = |keyword: &str| {
+        q.filters
+            .iter()
+            .any(|f| f.attribute.keyword == keyword && matches!(f.matching, Match::Single(_)))
+    };
+    if q.level == Level::Instance && !fixed("SeriesInstanceUID") {
+        let uids = distinct(rows, "0020000E");
+        let found = index
+            .search_series(&list_query(Level::Series, "SeriesInstanceUID", &uids))
+            .await?;
+        let by_uid: HashMap<&str, Obj> = found
+            .iter()
+            .map(|r| (r.series_uid.as_str(), series_json(None, r)))
+            .collect();
+        merge_upper(rows, "0020000E", &by_uid);
+    }
+    if !fixed("StudyInstanceUID") {
+        let uids = distinct(rows, "0020000D");
+        let found = index
+            .search_studies(&list_query(Level::Study, "StudyInstanceUID", &uids))
+            .await?;
+        let by_uid: HashMap<&str, Obj> = found
+            .iter()
+            .map(|r| (r.study_uid.as_str(), study_json(None, r)))
+            .collect();
+        merge_upper(rows, "0020000D", &by_uid);
+    }
+    Ok(())
+}
+
+/// The distinct UIDs under `tag` of the rows.
+fn distinct(rows: &[(String, Obj)], tag: &str) -> Vec<String> {
+    let mut uids: Vec<String> = rows.iter().filter_map(|(_, o)| o.uid(tag)).collect();
+    uids.sort();
+    uids.dedup();
+    uids
+}
+
+/// A query for exactly the rows of `uids` at `level`.
+fn list_query(level: Level, keyword: &str, uids: &[String]) -> Query {
+    let mut q = Query::new(level);
+    if let Some(attribute) = attribute_by_keyword(keyword) {
+        q.filters.push(Filter {
+            attribute,
+            matching: Match::List(uids.to_vec()),
+        });
+    }
+    q.limit = i64::try_from(uids.len()).unwrap_or(i64::MAX);
+    q
+}
+
+/// Adds to each row the attributes of its upper-level object (found by the
+/// UID under `tag`) that the row lacks, but not the upper level's
+/// RetrieveURL.
+fn merge_upper(rows: &mut [(String, Obj)], tag: &str, upper: &HashMap<&str, Obj>) {
+    for (_, obj) in rows.iter_mut() {
+        let Some(up) = obj.uid(tag).and_then(|u| upper.get(u.as_str())) else {
+            continue;
+        };
+        for (key, value) in &up.0 {
+            if key != "00081190" && !obj.0.contains_key(key) {
+                obj.0.insert(key.clone(), value.clone());
+            }
+        }
+    }
 }
 
 /// Whether `includefield=all` at a level returns a tag of the

@@ -97,3 +97,37 @@ def test_series_and_instances_levels(server, archive):
     assert [r["0020000E"]["Value"][0] for r in series] == [s.series]
     inst = qido(server, f"/dicomweb/studies/{s.study}/instances", {"SOPClassUID": s.sop_class})
     assert [r["00080018"]["Value"][0] for r in inst] == [s.sop]
+
+
+def test_results_carry_their_upper_levels(server, archive):
+    """PS3.18 §10.6.3.3.1 (Tables 10.6.3-3 to -5): all series return their study's attributes,
+    a study's instances their series' attributes, all instances both; a fixed study or series
+    in the path is not repeated (but harms nothing)."""
+    s = archive[1]
+    study_attrs = {"00100010": s.ds.PatientName, "00100020": s.ds.PatientID, "00080020": s.ds.StudyDate,
+                   "00080050": s.ds.AccessionNumber}
+
+    def check_study(row):
+        assert row["00100010"]["Value"][0]["Alphabetic"] == str(study_attrs["00100010"]), row
+        for tag in ("00100020", "00080020", "00080050"):
+            assert row[tag]["Value"] == [study_attrs[tag]], (tag, row)
+        assert row["00201208"]["Value"] == [1] and row["00080061"]["Value"] == ["MR"], row
+
+    def check_series(row):
+        assert row["00080060"]["Value"] == ["MR"] and row["00200011"]["Value"] == [1], row
+        assert row["00201209"]["Value"] == [1], row
+
+    [series] = qido(server, "/dicomweb/series", {"SeriesInstanceUID": s.series})
+    check_study(series)
+    assert series["00081190"]["Value"][0].endswith(f"/series/{s.series}"), "the series' own RetrieveURL"
+    [inst] = qido(server, f"/dicomweb/studies/{s.study}/instances")
+    check_series(inst)
+    [inst] = qido(server, "/dicomweb/instances", {"SOPInstanceUID": s.sop})
+    check_series(inst)
+    check_study(inst)
+    assert inst["00081190"]["Value"][0].endswith(f"/instances/{s.sop}"), "the instance's own RetrieveURL"
+    # Many results at once: each with its own study.
+    rows = qido(server, "/dicomweb/series", {"StudyDescription": f"Phim QIDO {server.profile}"})
+    assert sorted(r["00100020"]["Value"][0] for r in rows) == sorted(i.ds.PatientID for i in archive)
+    for r in rows:
+        assert r["0020000D"]["Value"][0] in {i.study for i in archive}
