@@ -7,17 +7,23 @@
 //! fragment per frame when the counts agree, else (one frame) all fragments.
 //! The Extended Offset Table (7FE0,0001/0002) is used when present.
 
+use dicom_core::VR;
+
 use super::scan::{Fragment, Scanned, Value};
 use super::tags;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrameIndex {
-    /// `bits_allocated` tells how to swap big-endian samples.
+    /// `bits_allocated` tells how to swap big-endian samples;
+    /// `word_swapped`: 8-bit samples in OW words of a big-endian syntax,
+    /// which are stored with each pair of bytes swapped (PS3.5 §8.1.1 and
+    /// Annex A.3: the value is a stream of big-endian 16-bit words).
     Native {
         offset: u64,
         frame_len: u64,
         frames: u64,
         bits_allocated: u64,
+        word_swapped: bool,
     },
     /// Byte ranges (offset, length) of each frame's fragments.
     Encapsulated(Vec<Vec<(u64, u64)>>),
@@ -48,17 +54,46 @@ impl FrameIndex {
         }
     }
 
-    /// The byte ranges of frame `n` (0-based).
+    /// The byte ranges to read for frame `n` (0-based); for word-swapped
+    /// data widened to whole words, which [`FrameIndex::unswap_words`]
+    /// turns into the frame's samples.
     pub fn ranges(&self, n: u64) -> Option<Vec<(u64, u64)>> {
         match self {
             FrameIndex::Native {
                 offset,
                 frame_len,
                 frames,
+                word_swapped,
                 ..
-            } => (n < *frames).then(|| vec![(offset + n * frame_len, *frame_len)]),
+            } => (n < *frames).then(|| {
+                let rel = n * frame_len;
+                if *word_swapped {
+                    let (lo, hi) = (rel & !1, (rel + frame_len + 1) & !1);
+                    vec![(offset + lo, hi - lo)]
+                } else {
+                    vec![(offset + rel, *frame_len)]
+                }
+            }),
             FrameIndex::Encapsulated(f) => f.get(n as usize).cloned(),
         }
+    }
+
+    /// The samples of frame `n` in order from what [`FrameIndex::ranges`]
+    /// read: for word-swapped data each pair of bytes swapped back and the
+    /// frame cut out of its words; anything else unchanged.
+    pub fn unswap_words(&self, n: u64, mut read: Vec<u8>) -> Vec<u8> {
+        let FrameIndex::Native {
+            frame_len,
+            word_swapped: true,
+            ..
+        } = self
+        else {
+            return read;
+        };
+        read.chunks_exact_mut(2).for_each(|c| c.swap(0, 1));
+        let skip = usize::try_from((n * frame_len) & 1).unwrap_or(0);
+        let len = usize::try_from(*frame_len).unwrap_or(usize::MAX);
+        read.into_iter().skip(skip).take(len).collect()
     }
 
     /// A compact binary form for the index.
@@ -70,11 +105,13 @@ impl FrameIndex {
                 frame_len,
                 frames,
                 bits_allocated,
+                word_swapped,
             } => {
                 out.push(0);
                 for v in [offset, frame_len, frames, bits_allocated] {
                     out.extend_from_slice(&v.to_le_bytes());
                 }
+                out.extend_from_slice(&u64::from(*word_swapped).to_le_bytes());
             }
             FrameIndex::Encapsulated(frames) => {
                 out.push(1);
@@ -104,6 +141,8 @@ impl FrameIndex {
                 frame_len: u()?,
                 frames: u()?,
                 bits_allocated: u()?,
+                // Absent in rows written before it was recorded.
+                word_swapped: u() == Some(1),
             }),
             1 => {
                 let n = u()?;
@@ -160,6 +199,7 @@ pub fn frame_index(s: &Scanned) -> Option<FrameIndex> {
                 frame_len,
                 frames,
                 bits_allocated: bits,
+                word_swapped: s.encoding().big_endian && bits <= 8 && px.vr == VR::OW,
             })
         }
         Value::Sequence { .. } => None,
@@ -250,6 +290,7 @@ mod tests {
             frame_len: 512,
             frames: 7,
             bits_allocated: 16,
+            word_swapped: false,
         };
         assert_eq!(FrameIndex::decode(&n.encode()), Some(n.clone()));
         assert_eq!(n.ranges(6), Some(vec![(1000 + 6 * 512, 512)]));
@@ -257,5 +298,33 @@ mod tests {
         let e = FrameIndex::Encapsulated(vec![vec![(10, 5)], vec![(20, 3), (31, 4)]]);
         assert_eq!(FrameIndex::decode(&e.encode()), Some(e));
         assert_eq!(FrameIndex::decode(&[1, 255]), None);
+        // A row written before `word_swapped` was recorded.
+        assert_eq!(FrameIndex::decode(&n.encode()[..33]), Some(n));
+    }
+
+    #[test]
+    fn word_swapped_frames_of_odd_length() {
+        // Two 3-byte frames of 8-bit samples 0..6 in big-endian OW words,
+        // padded to 6 bytes: stored as 1 0 3 2 5 4.
+        let stored = [1u8, 0, 3, 2, 5, 4];
+        let n = FrameIndex::Native {
+            offset: 100,
+            frame_len: 3,
+            frames: 2,
+            bits_allocated: 8,
+            word_swapped: true,
+        };
+        let frame = |k: u64| {
+            let ranges = n.ranges(k).unwrap();
+            let read: Vec<u8> = ranges
+                .iter()
+                .flat_map(|(o, l)| stored[(o - 100) as usize..(o - 100 + l) as usize].to_vec())
+                .collect();
+            n.unswap_words(k, read)
+        };
+        assert_eq!(n.ranges(0), Some(vec![(100, 4)]));
+        assert_eq!(n.ranges(1), Some(vec![(102, 4)]));
+        assert_eq!(frame(0), vec![0, 1, 2]);
+        assert_eq!(frame(1), vec![3, 4, 5]);
     }
 }

@@ -138,7 +138,8 @@ impl Source {
         }
     }
 
-    /// The bytes of frame `n` (0-based) as stored.
+    /// The bytes of frame `n` (0-based) as stored (8-bit samples of
+    /// big-endian OW words put back in order).
     pub async fn frame(&self, store: &Store, n: u32) -> Result<Vec<u8>, ImagingError> {
         let missing = || {
             ImagingError::NotFound(format!(
@@ -154,7 +155,7 @@ impl Source {
                 for (offset, len) in ranges {
                     out.extend_from_slice(&store.get_range(&self.key, offset..offset + len).await?);
                 }
-                Ok(out)
+                Ok(index.unswap_words(u64::from(n), out))
             }
             Frames::Inflated(data, index) => {
                 let ranges = index.ranges(u64::from(n)).ok_or_else(missing)?;

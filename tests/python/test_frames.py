@@ -77,3 +77,45 @@ def test_big_endian_native_frames_are_served_little_endian(phim_factory):
     arr = ds.pixel_array
     assert part.content == arr.astype(arr.dtype.newbyteorder("<")).tobytes()
     assert "1.2.840.10008.1.2.1" in part.content_type
+
+
+def test_big_endian_8_bit_ow_frames_are_in_sample_order(phim_factory):
+    """8-bit samples in OW of a big-endian syntax are stored as big-endian words, each pair of
+    bytes swapped (PS3.5 §8.1.1, Annex A.3): frames and rendered images put them back in order,
+    also for frames of odd length that start in the middle of a word."""
+    server = phim_factory.start("embedded")
+    be = Path(pydicom.data.get_testdata_file("SC_rgb_small_odd_big_endian.dcm"))
+    le = Path(pydicom.data.get_testdata_file("SC_rgb_small_odd.dcm"))
+    ds_be, ds_le = pydicom.dcmread(be), pydicom.dcmread(le)
+    assert ds_be["PixelData"].VR == "OW" and ds_be.BitsAllocated == 8
+    assert np.array_equal(ds_be.pixel_array, ds_le.pixel_array)
+    twin = phim_factory.start("embedded")  # the two files share their UIDs
+    assert stow(server, [be.read_bytes()]).status == 200
+    assert stow(twin, [le.read_bytes()]).status == 200
+    r = frames(server, path_of(ds_be), "1")
+    (part,) = decode_multipart(r.content, r.headers["Content-Type"])
+    assert part.content == ds_be.pixel_array.tobytes()
+
+    def png(srv):
+        r = srv.get(f"/dicomweb{path_of(ds_be)}/rendered", headers={"Accept": "image/png"})
+        assert r.status_code == 200, r.text
+        return r.content
+
+    assert png(server) == png(twin)
+
+    # Three 3×3 8-bit frames (9 bytes each: frames 2 and 3 start inside a word).
+    samples = np.arange(27, dtype=np.uint8)
+    words = np.append(samples, np.uint8(0)).reshape(-1, 2)[:, ::-1].tobytes()  # big-endian OW
+    inst = Instance.make("frames-be-ow-odd", rows=3, cols=3)
+    ds = inst.ds
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.NumberOfFrames = 8, 8, 7, 3
+    ds.PixelData = words
+    ds["PixelData"].VR = "OW"
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRBigEndian
+    data = encode(ds)
+    assert np.array_equal(pydicom.dcmread(pydicom.filebase.DicomBytesIO(data)).pixel_array.ravel(), samples)
+    assert stow(server, [data]).status == 200
+    r = frames(server, path_of(ds), "1,2,3")
+    assert r.status_code == 200, r.text
+    got = [p.content for p in decode_multipart(r.content, r.headers["Content-Type"])]
+    assert got == [samples[0:9].tobytes(), samples[9:18].tobytes(), samples[18:27].tobytes()]

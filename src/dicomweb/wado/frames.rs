@@ -231,8 +231,10 @@ fn stored_parts(
     };
     let key = stored_key(inst)?;
     let store = st.store.clone();
-    let parts = stream::iter(plan)
-        .then(move |ranges| {
+    let index = std::sync::Arc::new(index);
+    let parts = stream::iter(numbers.iter().copied().zip(plan).collect::<Vec<_>>())
+        .then(move |(n, ranges)| {
+            let index = index.clone();
             let (store, key, b, part_type) =
                 (store.clone(), key.clone(), b.clone(), part_type.clone());
             async move {
@@ -244,6 +246,7 @@ fn stored_parts(
                         .map_err(std::io::Error::other)?;
                     frame.extend_from_slice(&bytes);
                 }
+                let mut frame = index.unswap_words(u64::from(n), frame);
                 if swap > 1 {
                     frame.chunks_exact_mut(swap).for_each(|c| c.reverse());
                 }
