@@ -59,10 +59,13 @@ struct Writer<'o, 'a> {
     pixel_rep: u16,
 }
 
-/// Tags that never appear in the JSON model: group lengths (retired) and
-/// the file meta group, trailing padding and item delimiters.
+/// Tags that never appear in the JSON model: group lengths (retired), the
+/// file meta group and item delimiters. Data Set Trailing Padding
+/// (FFFC,FFFC) is kept (inline, or as bulk data when large): it is an
+/// element of the stored data set like any other, and PS3.18 Annex F
+/// does not set it apart (pydicom's `to_json_dict` keeps it too).
 fn excluded(tag: Tag) -> bool {
-    tag.1 == 0x0000 || tag.0 == 0x0002 || tag == Tag(0xFFFC, 0xFFFC) || tag.0 == 0xFFFE
+    tag.1 == 0x0000 || tag.0 == 0x0002 || tag.0 == 0xFFFE
 }
 
 impl Writer<'_, '_> {

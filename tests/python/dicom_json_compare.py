@@ -72,14 +72,11 @@ class Comparison:
         self.mismatches.append(f"{path}: {msg}")
 
 
-DATASET_TRAILING_PADDING = 0xFFFCFFFC
-
-
 def _is_excluded_tag(tag: int) -> bool:
-    """Group 0002, group lengths (gggg,0000) and Data Set Trailing Padding (FFFC,FFFC), which
-    PS3.10 gives no meaning; a server may keep or drop them in metadata."""
+    """Group 0002 and group lengths (gggg,0000), which are not in the JSON model. Data Set
+    Trailing Padding (FFFC,FFFC) is compared like any element: the stored data set has it."""
     group, elem = tag >> 16, tag & 0xFFFF
-    return group == 0x0002 or elem == 0x0000 or tag == DATASET_TRAILING_PADDING
+    return group == 0x0002 or elem == 0x0000
 
 
 def charset_of(ds: Dataset) -> str:
@@ -165,8 +162,6 @@ def compare_dataset(ds: Dataset, got: dict, ctx: FileContext, path: str = "", re
     expected_keys: set[str] = set()
     for elem in _elements(ds, res, ctx, path):
         if _is_excluded_tag(elem.tag):
-            if elem.tag == DATASET_TRAILING_PADDING:
-                note_exclusion("Data Set Trailing Padding (FFFC,FFFC) (not compared)", f"{ctx.name} {path}")
             continue
         key = f"{elem.tag:08X}"
         expected_keys.add(key)
