@@ -39,6 +39,8 @@ def start_phim(bin_: str, work: Path, name: str, args: list[str], env: dict) -> 
         if proc.poll() is not None:
             break
         time.sleep(0.1)
+    proc.kill()
+    proc.wait()
     raise RuntimeError(f"{name} did not start: {log.read_text(errors='replace')[-2000:]}")
 
 
@@ -66,9 +68,12 @@ def main() -> None:
                 url, db = pg_create_database(base_url)
                 store = ["--database-url", url, "--store", f"s3://{garage.BUCKET}/scale-{db}",
                          "--s3-endpoint", s3_lb.url, "--s3-region", garage.REGION, "--allow-http"]
-                servers = [start_phim(phim, work, f"phim{n}-{i}", store, env) for i in range(n)]
-                lb = HAProxy(work, f"phim{n}").start([addr for _, addr in servers], health="/readyz")
+                servers: list[tuple[subprocess.Popen, str]] = []
+                lb = HAProxy(work, f"phim{n}")
                 try:
+                    for i in range(n):
+                        servers.append(start_phim(phim, work, f"phim{n}-{i}", store, env))
+                    lb.start([addr for _, addr in servers], health="/readyz")
                     time.sleep(2)  # the balancer's first health checks
                     dicomweb = f"{lb.url}/dicomweb"
                     run([load, "stow", "--url", dicomweb, "--dir", data, "--clients", "8",
