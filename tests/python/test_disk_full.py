@@ -11,11 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE
-from pynetdicom.sop_class import SecondaryCaptureImageStorage
 
 from phim_helpers import Instance, assert_instance_bytes, encode_multipart, stow
+from test_store_outage import c_store
 
 SIZE = "24m"
 
@@ -44,17 +42,6 @@ def fill(disk: Path) -> Path:
             except OSError:
                 pass
     return filler
-
-
-def c_store(server, inst: Instance) -> int:
-    ae = AE(ae_title="DISKFULL")
-    ae.add_requested_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian])
-    assoc = ae.associate(*server.dicom_addr, ae_title="PHIM")
-    assert assoc.is_established
-    try:
-        return assoc.send_c_store(inst.ds).Status
-    finally:
-        assoc.release()
 
 
 @pytest.mark.parametrize("profile", ["embedded", "pg_s3"])

@@ -35,6 +35,17 @@ def metric(server, line_start: str) -> float | None:
     return None
 
 
+def hold_a_delivery(phim_factory, hook, store, label: str, lease: int):
+    """Server A (pg_s3 on `store`) in the middle of a delivery to `hook`, which hangs; returns
+    A, the arguments for a second server and the study announced."""
+    args = ["--stable-after", "1", "--webhook-url", hook.url, "--job-lease", str(lease)]
+    a = phim_factory.start("pg_s3", store=store, name=f"{label}-a", extra_args=args)
+    insts = study(label, patient_id=label.upper(), accession=label.upper())
+    assert stow(a, [i.data for i in insts]).status == 200
+    wait_for("A's delivery attempt to start", lambda: hook.requests)
+    return a, args, insts
+
+
 @pytest.mark.parametrize("profile", ["embedded", "pg_s3"])
 def test_dead_letters_are_shown_and_retried(phim_factory, profile):
     hook = HookReceiver(fail_first=2)
@@ -82,11 +93,7 @@ def test_a_killed_servers_job_is_taken_over_when_its_lease_expires(phim_factory)
     hook = HookReceiver(hang_first=60)
     try:
         store = phim_factory.prod_store()
-        args = ["--stable-after", "1", "--webhook-url", hook.url, "--job-lease", "3"]
-        a = phim_factory.start("pg_s3", store=store, name="jobs-kill-a", extra_args=args)
-        insts = study("jobs-kill", patient_id="KILL-1", accession="KILL-1")
-        assert stow(a, [i.data for i in insts]).status == 200
-        wait_for("A's delivery attempt to start", lambda: hook.requests)
+        a, args, insts = hold_a_delivery(phim_factory, hook, store, "jobs-kill", lease=3)
         [held] = jobs(a, state="running", kind="webhook")["jobs"]
         assert held["owner"], held
         a.proc.send_signal(signal.SIGKILL)
@@ -113,11 +120,7 @@ def test_sigterm_gives_the_leases_back(phim_factory):
     hook = HookReceiver(hang_first=60)
     try:
         store = phim_factory.prod_store()
-        args = ["--stable-after", "1", "--webhook-url", hook.url, "--job-lease", "600"]
-        a = phim_factory.start("pg_s3", store=store, name="jobs-term-a", extra_args=args)
-        insts = study("jobs-term", patient_id="TERM-1", accession="TERM-1")
-        assert stow(a, [i.data for i in insts]).status == 200
-        wait_for("A's delivery attempt to start", lambda: hook.requests)
+        a, args, insts = hold_a_delivery(phim_factory, hook, store, "jobs-term", lease=600)
         started = time.monotonic()
         assert a.stop() == 0, a.log_tail()
         assert time.monotonic() - started < 10

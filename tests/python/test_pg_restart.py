@@ -16,20 +16,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from cluster import free_port
 from conftest import ProdStore, prod_env
 from phim_helpers import Instance, encode_multipart, parse_stow_response, random_suffix, uid_for
 from test_emr import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture
