@@ -213,7 +213,7 @@ fn stored_parts(
                 index.frames()
             ))
         })?;
-        plan.push(ranges);
+        plan.push((*n, ranges));
     }
     let big_endian = encoding.is_some_and(|e| e.big_endian);
     let swap = if big_endian { index.swap_width() } else { 0 };
@@ -232,7 +232,7 @@ fn stored_parts(
     let key = stored_key(inst)?;
     let store = st.store.clone();
     let index = std::sync::Arc::new(index);
-    let parts = stream::iter(numbers.iter().copied().zip(plan).collect::<Vec<_>>())
+    let parts = stream::iter(plan)
         .then(move |(n, ranges)| {
             let index = index.clone();
             let (store, key, b, part_type) =
