@@ -35,6 +35,21 @@ pub async fn open(url: &str, migrate: bool) -> Result<SqlIndex, IndexError> {
                 Ok(())
             })
         })
+        // A connection must go back to the pool outside any transaction.
+        // After "database or disk is full" (SQLITE_FULL) a connection was
+        // seen left inside one that sqlx no longer knew of: the next
+        // `begin()` on it became a savepoint, its "commit" a RELEASE, and
+        // instances acknowledged as stored were never committed (nor seen
+        // by the other connections), while the open transaction held the
+        // write lock ("database is locked" for everyone else). ROLLBACK
+        // ends such a transaction; with none open it is a cheap error,
+        // ignored.
+        .after_release(|conn, _meta| {
+            Box::pin(async move {
+                let _ = conn.execute("ROLLBACK").await;
+                Ok(true)
+            })
+        })
         .connect(url)
         .await?;
     if migrate {
