@@ -1,6 +1,7 @@
 """The production shape on loopback, for the cluster tests: a 3-node Garage cluster (a real
 distributed S3 store, replication factor 3, one zone per node) and HAProxy in front of it and
-in front of the Phim servers, each started and stopped by the test, each listening on 127.0.0.1.
+in front of the Phim servers, each started and stopped by the test, each listening on 127.0.0.1;
+and the storing clients of the fault tests (`Ingest`).
 
 Garage's binary comes from scripts/services/garage-install.sh (PHIM_GARAGE_BIN); HAProxy is
 Debian's (`make test` installs both)."""
@@ -13,10 +14,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import requests
+
+from phim_helpers import Instance, encode_multipart, parse_stow_response, uid_for
+
+CLIENTS = 4
 
 
 def free_port() -> int:
@@ -226,3 +233,76 @@ backend {self.name}_servers
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+class Ingest:
+    """CLIENTS threads, each storing its own instances one STOW at a time to `target` (a
+    balancer or a server: anything with `url(path)`) until stopped, retrying each until it is
+    acknowledged, as a modality does: at most `attempts` times, 0.3 s apart. Failed attempts
+    are kept as `HTTP <status>`, `409 [<Failure Reasons>]` or the client error's name."""
+
+    def __init__(self, target, label: str, attempts: int = 40):
+        self.lb = target
+        self.attempts = attempts
+        self.label = label
+        self.study = uid_for(label, "study")
+        self.stop_flag = threading.Event()
+        self.acked: list[Instance] = []
+        self.failed_attempts: list[str] = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.client, args=(c,), daemon=True) for c in range(CLIENTS)]
+
+    def client(self, c: int) -> None:
+        http = requests.Session()
+        n = 0
+        while not self.stop_flag.is_set():
+            n += 1
+            inst = Instance.make(f"{self.label}/{c}/{n}", study_uid=self.study,
+                                 series_uid=uid_for(self.label, f"series-{c}"), instance_number=n)
+            body, ct = encode_multipart([inst.data])
+            for _ in range(self.attempts):
+                try:
+                    r = http.post(self.lb.url("/dicomweb/studies"), data=body, timeout=60,
+                                  headers={"Content-Type": ct, "Accept": "application/dicom+json"})
+                    if r.status_code == 200 and inst.sop in parse_stow_response(r).referenced_uids():
+                        with self.lock:
+                            self.acked.append(inst)
+                        break
+                    why = f"HTTP {r.status_code}"
+                    if r.status_code == 409:
+                        why = f"409 {sorted({f.failure_reason for f in parse_stow_response(r).failed})}"
+                except requests.RequestException as e:
+                    why = type(e).__name__
+                with self.lock:
+                    self.failed_attempts.append(why)
+                time.sleep(0.3)
+            else:
+                with self.lock:
+                    self.failed_attempts.append(f"gave up on {inst.sop}")
+
+    def __enter__(self) -> "Ingest":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(timeout=120)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.acked)
+
+    def summary(self) -> str:
+        with self.lock:
+            failed = {f: self.failed_attempts.count(f) for f in set(self.failed_attempts)}
+            return f"{self.label}: {len(self.acked)} acknowledged, failed attempts {failed}"
+
+
+def assert_all_retrievable(target, insts: list[Instance]) -> None:
+    for inst in insts:
+        r = target.get(f"/dicomweb/studies/{inst.study}/series/{inst.series}/instances/{inst.sop}",
+                       headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+        assert r.status_code == 200, f"{inst.sop}: HTTP {r.status_code}"
+        assert inst.data in r.content, f"{inst.sop}: not byte-identical"

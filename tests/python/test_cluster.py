@@ -15,26 +15,22 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import pytest
 import requests
 
-from cluster import GarageCluster, HAProxy
+from cluster import GarageCluster, HAProxy, Ingest, assert_all_retrievable
 from conftest import ProdEnv, ProdStore
 from phim_helpers import (
     Instance,
     encode_multipart,
-    parse_stow_response,
     pg_create_database,
     random_suffix,
-    uid_for,
 )
 from test_emr import wait_for
 
 SERVERS = 3
-CLIENTS = 4
 
 
 class Balanced:
@@ -82,74 +78,6 @@ def cluster(module_factory, tmp_path_factory):
                 s.stop()
         s3_lb.stop()
         garage.stop()
-
-
-class Ingest:
-    """CLIENTS threads, each storing its own instances one STOW at a time through the balancer
-    until stopped, retrying each until it is acknowledged."""
-
-    def __init__(self, lb: Balanced, label: str):
-        self.lb = lb
-        self.label = label
-        self.study = uid_for(label, "study")
-        self.stop_flag = threading.Event()
-        self.acked: list[Instance] = []
-        self.failed_attempts: list[str] = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.client, args=(c,), daemon=True) for c in range(CLIENTS)]
-
-    def client(self, c: int) -> None:
-        http = requests.Session()
-        n = 0
-        while not self.stop_flag.is_set():
-            n += 1
-            inst = Instance.make(f"{self.label}/{c}/{n}", study_uid=self.study,
-                                 series_uid=uid_for(self.label, f"series-{c}"), instance_number=n)
-            body, ct = encode_multipart([inst.data])
-            for attempt in range(40):
-                try:
-                    r = http.post(self.lb.url("/dicomweb/studies"), data=body, timeout=60,
-                                  headers={"Content-Type": ct, "Accept": "application/dicom+json"})
-                    if r.status_code == 200 and inst.sop in parse_stow_response(r).referenced_uids():
-                        with self.lock:
-                            self.acked.append(inst)
-                        break
-                    why = f"HTTP {r.status_code}"
-                except requests.RequestException as e:
-                    why = type(e).__name__
-                with self.lock:
-                    self.failed_attempts.append(why)
-                time.sleep(0.3)
-            else:
-                with self.lock:
-                    self.failed_attempts.append(f"gave up on {inst.sop}")
-
-    def __enter__(self) -> "Ingest":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop_flag.set()
-        for t in self.threads:
-            t.join(timeout=120)
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.acked)
-
-    def summary(self) -> str:
-        with self.lock:
-            failed = {f: self.failed_attempts.count(f) for f in set(self.failed_attempts)}
-            return f"{self.label}: {len(self.acked)} acknowledged, failed attempts {failed}"
-
-
-def assert_all_retrievable(target, insts: list[Instance]) -> None:
-    for inst in insts:
-        r = target.get(f"/dicomweb/studies/{inst.study}/series/{inst.series}/instances/{inst.sop}",
-                       headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
-        assert r.status_code == 200, f"{inst.sop}: HTTP {r.status_code}"
-        assert inst.data in r.content, f"{inst.sop}: not byte-identical"
 
 
 def study_instances(target, study: str) -> set[str]:
@@ -218,7 +146,8 @@ def test_a_garage_node_killed_and_restarted_loses_nothing(cluster):
 
 
 def test_the_whole_store_down_for_30_s(cluster):
-    """Every Garage node stopped for 30 s: a server answers STOW with Failure Reason A700 per
+    """Every Garage node stopped for 30 s while four clients store through the balancer: a
+    server answers STOW with Failure Reason A700 per
     instance and C-STORE with A700 within its bounded retry time, /readyz goes unready (so the
     balancer answers 503 itself rather than hang), and ingest recovers by itself once the
     store is back, with nothing acknowledged lost."""
@@ -229,31 +158,40 @@ def test_the_whole_store_down_for_30_s(cluster):
     body, ct = encode_multipart([before.data])
     r = server.http.post(f"{server.dicomweb}/studies", data=body, timeout=60, headers={"Content-Type": ct})
     assert r.status_code == 200, r.text[:300]
-    for i in range(garage.n):
-        garage.kill_node(i)
-    down = time.monotonic()
-    try:
-        during = Instance.make("cluster-outage/during")
-        body, ct = encode_multipart([during.data])
-        started = time.monotonic()
-        r = server.http.post(f"{server.dicomweb}/studies", data=body, timeout=90,
-                             headers={"Content-Type": ct, "Accept": "application/dicom+json"})
-        took = time.monotonic() - started
-        assert r.status_code == 409 and took < 40, (r.status_code, took, r.text[:300])
-        assert [f["00081197"]["Value"] for f in r.json()["00081198"]["Value"]] == [[0xA700]]
-        assert c_store(server, Instance.make("cluster-outage/cstore")) == 0xA700
-        wait_for("/readyz to say unready", lambda: server.get("/readyz", timeout=30).status_code == 503,
-                 timeout=40)
-        wait_for("the balancer to take the servers out",
-                 lambda: cluster.lb.get("/readyz", timeout=30).status_code == 503, timeout=20)
-        time.sleep(max(0.0, 30 - (time.monotonic() - down)))
-    finally:
+    # Four clients store through the balancer all along, retrying (for minutes) what fails.
+    with Ingest(cluster.lb, "cluster-outage", attempts=600) as ingest:
+        wait_for("storing under way", lambda: ingest.count() >= 8, timeout=60)
         for i in range(garage.n):
-            garage.start_node(i)
-    wait_for("/readyz to recover", lambda: server.get("/readyz", timeout=30).status_code == 200, timeout=60)
-    with Ingest(cluster.lb, "cluster-after-outage") as ingest:
-        wait_for("storing again through the balancer", lambda: ingest.count() >= 8, timeout=90)
+            garage.kill_node(i)
+        down = time.monotonic()
+        try:
+            during = Instance.make("cluster-outage/during")
+            body, ct = encode_multipart([during.data])
+            started = time.monotonic()
+            r = server.http.post(f"{server.dicomweb}/studies", data=body, timeout=90,
+                                 headers={"Content-Type": ct, "Accept": "application/dicom+json"})
+            took = time.monotonic() - started
+            assert r.status_code == 409 and took < 40, (r.status_code, took, r.text[:300])
+            assert [f["00081197"]["Value"] for f in r.json()["00081198"]["Value"]] == [[0xA700]]
+            assert c_store(server, Instance.make("cluster-outage/cstore")) == 0xA700
+            wait_for("/readyz to say unready", lambda: server.get("/readyz", timeout=30).status_code == 503,
+                     timeout=40)
+            wait_for("the balancer to take the servers out",
+                     lambda: cluster.lb.get("/readyz", timeout=30).status_code == 503, timeout=20)
+            time.sleep(max(0.0, 30 - (time.monotonic() - down)))
+        finally:
+            for i in range(garage.n):
+                garage.start_node(i)
+        wait_for("/readyz to recover", lambda: server.get("/readyz", timeout=30).status_code == 200,
+                 timeout=60)
+        back_at = ingest.count()
+        wait_for("storing again through the balancer", lambda: ingest.count() >= back_at + 8, timeout=90)
     print(ingest.summary())
+    assert not [f for f in ingest.failed_attempts if f.startswith("gave up")], ingest.summary()
+    assert ingest.failed_attempts, "no client saw the outage"
+    # Refused while the store was away: A700 from a server, 503 from the balancer or from a
+    # server whose store did not answer.
+    assert set(ingest.failed_attempts) <= {"409 [42752]", "HTTP 503"}, ingest.summary()
     body, ct = encode_multipart([during.data])
     r = server.http.post(f"{server.dicomweb}/studies", data=body, timeout=60, headers={"Content-Type": ct})
     assert r.status_code == 200, r.text[:300]
