@@ -1,7 +1,7 @@
 """A full disk (#13): the server's data folder (SQLite index, objects and spool on the
-embedded profile; the spool on PostgreSQL + S3) is a small tmpfs, filled to the last byte while
-the server runs while four clients store. STOW-RS then fails each instance with Failure Reason A700 (out of resources,
-try again later) and C-STORE with status A700, promptly; what was stored before stays
+embedded profile; the spool on PostgreSQL + S3) is a small tmpfs, filled to the last byte
+while four clients store. STOW-RS then fails each instance with Failure Reason A700 (out of
+resources, try again later) and C-STORE with status A700, promptly; what was stored before stays
 retrievable byte for byte; once space is freed, storing works again without a restart."""
 
 from __future__ import annotations
