@@ -87,6 +87,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
             )),
             audit: audit.clone(),
             limits: Default::default(),
+            trash_retention: std::time::Duration::ZERO,
         };
         let locked = state(true);
         Setup {

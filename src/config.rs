@@ -53,6 +53,40 @@ pub enum Command {
     /// Rotate the key that signs share links (links signed before stay valid until they expire).
     #[command(subcommand)]
     ShareKey(ShareKeyCommand),
+    /// List and restore deleted studies (kept for --trash-retention before
+    /// they are purged).
+    #[command(subcommand)]
+    Trash(TrashCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrashCommand {
+    /// The studies in the trash: what they were, who deleted them, when they go.
+    List {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// One JSON object per study instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Index a study's trashed instances again (through the ingest pipeline).
+    /// Exit 1 when some could not be restored.
+    Restore {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        ingest: IngestArgs,
+        /// The Study Instance UID.
+        study: String,
+    },
+}
+
+/// Parses a duration such as `7d`, `12h`, `30s` or `0` (humantime's format).
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(s.trim()).map_err(|e| format!("'{s}': {e} (e.g. 7d, 12h, 30s, 0)"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -289,6 +323,15 @@ pub(crate) struct JobArgs {
     /// indexes it (younger ones may be ingests in flight).
     #[arg(long, env = "PHIM_FSCK_MIN_AGE", default_value_t = 3600)]
     pub(crate) fsck_min_age: u64,
+    /// How long deleted studies, series and instances stay in the trash,
+    /// restorable with `phim trash restore`, before the purge job deletes
+    /// their objects (`7d`, `12h`, `30s`; `0`: purge at once).
+    #[arg(long, env = "PHIM_TRASH_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub(crate) trash_retention: std::time::Duration,
+    /// How often the purge job looks for trashed objects past their
+    /// retention (once across all servers).
+    #[arg(long, env = "PHIM_TRASH_PURGE_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub(crate) trash_purge_interval: std::time::Duration,
 }
 
 /// Limits on the shape of one request (the README's "Limits" table).

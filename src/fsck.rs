@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 
 use crate::config::FsckArgs;
 use crate::index::{now_ms, ClaimedJob, Index, JobEnd};
@@ -94,7 +94,7 @@ async fn check(
     summary.orphans = orphans.len();
     if repair {
         for key in &orphans {
-            match reindex(store, ingest, key).await {
+            match reindex(ingest, key).await {
                 Ok(what) => {
                     report(Finding::Indexed { key, what: &what });
                     summary.indexed += 1;
@@ -207,9 +207,15 @@ impl Handler for Background {
     }
 }
 
-/// Every object key the index points at.
+/// Every object key the index points at, and those of the trash (deleted
+/// instances are not orphans).
 async fn indexed_keys(index: &dyn Index) -> Result<HashSet<String>, String> {
-    let mut keys = HashSet::new();
+    let mut keys: HashSet<String> = index
+        .trashed_keys()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
     let mut after = 0;
     loop {
         let page = index
@@ -225,15 +231,8 @@ async fn indexed_keys(index: &dyn Index) -> Result<HashSet<String>, String> {
 }
 
 /// Sends an orphan through the ingest pipeline again; what it became.
-async fn reindex(store: &Store, ingest: &Ingest, key: &ObjectKey) -> Result<String, String> {
-    let mut writer = ingest.spool_writer().await.map_err(|e| e.to_string())?;
-    let mut body = store.get_stream(key).await.map_err(|e| e.to_string())?;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| e.to_string())?;
-        writer.write(&chunk).await.map_err(|e| e.to_string())?;
-    }
-    let spool = writer.finish().await.map_err(|e| e.to_string())?;
-    match ingest.ingest(spool, None).await {
+async fn reindex(ingest: &Ingest, key: &ObjectKey) -> Result<String, String> {
+    match ingest.ingest_stored(key).await {
         Ok(s) => Ok(format!(
             "study {} series {} instance {}",
             s.study_uid, s.series_uid, s.sop_uid

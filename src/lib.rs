@@ -36,5 +36,6 @@ pub mod store;
 pub mod synth;
 pub(crate) mod telemetry;
 pub(crate) mod tls;
+pub mod trash;
 pub mod verify;
 pub(crate) mod viewer;

@@ -217,6 +217,7 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         auth,
         audit: audit.clone(),
         limits: limits.clone(),
+        trash_retention: args.jobs.trash_retention,
     };
     tracing::info!(
         imaging_threads = state.imaging.threads(),
@@ -289,7 +290,8 @@ async fn start_auth(
 
 /// The background work: the metrics upkeep and the job runner with a
 /// handler per kind of job (thumbnails when made at ingest, webhook
-/// deliveries, the stable-study detector, the background fsck).
+/// deliveries, the stable-study detector, the background fsck, the
+/// trash's purge).
 fn start_background(
     state: &AppState,
     args: &ServeArgs,
@@ -333,6 +335,22 @@ fn start_background(
             ingest: state.ingest.clone(),
             min_age: Duration::from_secs(jobs.fsck_min_age),
             every: Duration::from_secs(jobs.fsck_interval.max(1)),
+        }),
+    );
+    let purge_every = jobs.trash_purge_interval.max(Duration::from_secs(1));
+    tracing::info!(
+        trash_retention = %humantime::format_duration(jobs.trash_retention),
+        trash_purge_interval = %humantime::format_duration(purge_every),
+        fsck_interval_s = jobs.fsck_interval,
+        "deleted instances go to the trash; the purge job deletes their objects"
+    );
+    runner.every(
+        kind::PURGE,
+        Some(purge_every),
+        Arc::new(crate::trash::Purge {
+            index: state.index.clone(),
+            store: state.store.clone(),
+            every: purge_every,
         }),
     );
     vec![

@@ -209,7 +209,8 @@ async fn suite(ix: Arc<dyn Index>) {
     matching(ix.clone()).await;
     emr_links(ix.clone()).await;
     change_feed(ix.clone()).await;
-    job_queue(ix).await;
+    job_queue(ix.clone()).await;
+    trash(ix).await;
 }
 
 /// Every instance, a page at a time (what `phim verify` walks): each once,
@@ -811,6 +812,141 @@ async fn job_queue(ix: Arc<dyn Index>) {
         .unwrap()
         .iter()
         .all(|r| r.kind == "webhook" || r.kind == "thumbnail"));
+}
+
+/// The trash: deletion in one transaction, counts, listing, an object
+/// taken back out by the insert that indexes it, purge claims, and an
+/// insert refused while its object is being purged.
+async fn trash(ix: Arc<dyn Index>) {
+    let study = "8.1";
+    let mut mr = instance(study, "8.1.2", "8.1.2.1");
+    mr.attributes
+        .set(tags::MODALITY, Some(Value::Text("MR".into())));
+    for rec in [
+        instance(study, "8.1.1", "8.1.1.1"),
+        instance(study, "8.1.1", "8.1.1.2"),
+        mr,
+    ] {
+        assert_eq!(ix.insert_instance(&rec).await.unwrap(), Insert::Inserted);
+    }
+    assert!(ix
+        .trash(&scope("8.9", None), "admin", 1, 2)
+        .await
+        .unwrap()
+        .is_none());
+
+    let one = Scope {
+        instance: Some(Uid::parse("8.1.1.1").unwrap()),
+        ..scope(study, Some("8.1.1"))
+    };
+    let t = ix.trash(&one, "admin", 1000, 5000).await.unwrap().unwrap();
+    assert_eq!((t.instances, t.bytes, t.study_removed), (1, 1234, false));
+    assert_eq!(t.patient_id.as_deref(), Some("PID-1"));
+    assert!(ix.find_instance("8.1.1.1").await.unwrap().is_none());
+    assert_eq!(ix.instances(&scope(study, None)).await.unwrap().len(), 2);
+
+    let t = ix
+        .trash(&scope(study, Some("8.1.2")), "admin", 1500, 6000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((t.instances, t.study_removed), (1, false));
+    let series = ix
+        .search_series(&q(Level::Series, &[("StudyInstanceUID", study)]))
+        .await
+        .unwrap();
+    assert_eq!(series.len(), 1, "the emptied series is gone");
+    let row = &ix
+        .search_studies(&q(Level::Study, &[("StudyInstanceUID", study)]))
+        .await
+        .unwrap()[0];
+    assert_eq!(row.num_instances, 1);
+
+    let t = ix
+        .trash(&scope(study, None), "admin", 2000, 6000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((t.instances, t.study_removed), (1, true));
+    assert!(ix
+        .search_studies(&q(Level::Study, &[("StudyInstanceUID", study)]))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(ix.study_known(study).await.unwrap(), "in the trash");
+    let listed: Vec<_> = ix
+        .trash_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.study_uid == study)
+        .collect();
+    assert_eq!(listed.len(), 1);
+    let l = &listed[0];
+    assert_eq!((l.instances, l.bytes), (3, 3 * 1234));
+    assert_eq!((l.deleted_at_ms, l.purge_after_ms), (2000, 5000));
+    assert_eq!(l.deleted_by, "admin");
+    assert_eq!(l.patient_id.as_deref(), Some("PID-1"));
+    let mut modalities: Vec<_> = l.modalities.as_deref().unwrap().split(',').collect();
+    modalities.sort();
+    assert_eq!(modalities, ["CT", "MR"]);
+    assert_eq!(ix.trashed_objects(study).await.unwrap().len(), 3);
+
+    // Indexed again (a restore, or the instance sent again): out of the trash.
+    let back = instance(study, "8.1.1", "8.1.1.2");
+    assert_eq!(ix.insert_instance(&back).await.unwrap(), Insert::Inserted);
+    let left = ix.trashed_objects(study).await.unwrap();
+    assert_eq!(left.len(), 2);
+    assert!(left.iter().all(|o| o.sop_uid != "8.1.1.2"));
+    assert!(!ix.trashed_keys().await.unwrap().contains(&back.object_key));
+
+    // Purge claims take what is due, once marked.
+    assert!(ix.claim_purge(4000, None, 10).await.unwrap().is_empty());
+    let due = ix.claim_purge(5500, None, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].sop_uid, "8.1.1.1");
+    assert_eq!(
+        ix.trashed_objects(study).await.unwrap().len(),
+        1,
+        "purging is not restorable"
+    );
+    // An object being purged is not indexed onto.
+    let purging = instance(study, "8.1.1", "8.1.1.1");
+    assert!(matches!(
+        ix.insert_instance(&purging).await,
+        Err(IndexError::Conflict(_))
+    ));
+    assert!(ix.find_instance("8.1.1.1").await.unwrap().is_none());
+    // A purge that stopped half-way claims its rows again.
+    assert_eq!(ix.claim_purge(5500, None, 10).await.unwrap().len(), 1);
+    ix.purged(&[due[0].pk]).await.unwrap();
+    assert!(!ix
+        .trashed_keys()
+        .await
+        .unwrap()
+        .contains(&purging.object_key));
+    assert_eq!(
+        ix.insert_instance(&purging).await.unwrap(),
+        Insert::Inserted
+    );
+
+    // One study's claims; then nothing of the study is left anywhere.
+    assert!(ix
+        .claim_purge(i64::MAX, Some("7.7"), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    ix.trash(&scope(study, None), "admin", 7000, 7000)
+        .await
+        .unwrap()
+        .unwrap();
+    let rest = ix.claim_purge(i64::MAX, Some(study), 10).await.unwrap();
+    assert_eq!(rest.len(), 3);
+    ix.purged(&rest.iter().map(|o| o.pk).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(!ix.study_known(study).await.unwrap());
+    assert!(ix.trash_list().await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -225,6 +225,13 @@ fn dicomweb_access(method: &Method, read: bool, rest: &[&str]) -> Access {
     match (method, rest) {
         // STOW-RS (§10.5).
         (&Method::POST, ["studies"] | ["studies", _]) => Access::StoreAny,
+        // Deletion to the trash (`dicomweb::delete`): admins only.
+        (
+            &Method::DELETE,
+            ["studies", _]
+            | ["studies", _, "series", _]
+            | ["studies", _, "series", _, "instances", _],
+        ) => Access::Needs(Permission::Administer),
         _ => Access::Needs(Permission::Administer),
     }
 }
@@ -345,6 +352,11 @@ mod tests {
             (
                 &Method::DELETE,
                 "/dicomweb/studies/1.2",
+                Access::Needs(Permission::Administer),
+            ),
+            (
+                &Method::DELETE,
+                "/dicomweb/studies/1.2/series/1.3/instances/1.4",
                 Access::Needs(Permission::Administer),
             ),
             (&g, "/wado", Access::Needs(Permission::Retrieve)),

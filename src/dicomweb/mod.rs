@@ -1,6 +1,7 @@
 //! DICOMweb (PS3.18), one module per service: [`stow`] (§10.5), [`wado`]
 //! (§10.4), [`qido`] (§10.6). Routes are mounted under `/dicomweb`.
 
+pub(crate) mod delete;
 pub(crate) mod limits;
 pub(crate) mod media;
 pub(crate) mod multipart;
@@ -27,14 +28,16 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/instances", get(qido::instances))
         .route(
             "/studies/{study}",
-            get(wado::retrieve_study).post(stow::store_in_study),
+            get(wado::retrieve_study)
+                .post(stow::store_in_study)
+                .delete(delete::study),
         )
         .route("/studies/{study}/metadata", get(wado::study_metadata))
         .route("/studies/{study}/series", get(qido::study_series))
         .route("/studies/{study}/instances", get(qido::study_instances))
         .route(
             "/studies/{study}/series/{series}",
-            get(wado::retrieve_series),
+            get(wado::retrieve_series).delete(delete::series),
         )
         .route(
             "/studies/{study}/series/{series}/metadata",
@@ -46,7 +49,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}",
-            get(wado::retrieve_instance),
+            get(wado::retrieve_instance).delete(delete::instance),
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/metadata",

@@ -80,10 +80,11 @@ impl Thumbnails {
             Format::Png => "png",
             _ => "jpg",
         };
+        let version = format!("{count}-{}", inst.sha256.get(..12).unwrap_or(&inst.sha256));
         let key = ObjectKey::thumbnail(
             &study,
             &series,
-            count as u64,
+            &version,
             &format!("{w}x{h}q{}.{ext}", params.quality),
         );
         if cacheable {

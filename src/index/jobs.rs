@@ -32,8 +32,10 @@ pub mod kind {
     pub const STUDY_STABLE: &str = "study-stable";
     /// Periodic: `phim fsck --repair` in the background.
     pub const FSCK: &str = "fsck";
+    /// Periodic: deletes trashed objects past `--trash-retention`.
+    pub const PURGE: &str = "purge";
     /// Every kind, for the metrics (labels from a fixed set).
-    pub const ALL: &[&str] = &[THUMBNAIL, WEBHOOK, STUDY_STABLE, FSCK];
+    pub const ALL: &[&str] = &[THUMBNAIL, WEBHOOK, STUDY_STABLE, FSCK, PURGE];
 }
 
 /// A job to queue.
@@ -110,7 +112,9 @@ pub trait JobQueue {
     /// payload, due time and generation; attempts start again).
     async fn enqueue_job(&self, job: &NewJob<'_>, now_ms: i64) -> Result<(), IndexError>;
 
-    /// Queues a job unless one of its `(kind, key)` exists (periodic jobs).
+    /// Queues a job unless one of its `(kind, key)` exists (periodic jobs);
+    /// a queued one is brought forward to `run_at` if that is earlier (a
+    /// server started with a shorter period than the one that queued it).
     async fn ensure_job(&self, job: &NewJob<'_>, now_ms: i64) -> Result<(), IndexError>;
 
     /// Removes a job whatever its state; `true` when there was one.
@@ -232,8 +236,15 @@ impl JobQueue for SqlIndex {
     }
 
     async fn ensure_job(&self, job: &NewJob<'_>, now_ms: i64) -> Result<(), IndexError> {
-        self.insert_job(job, now_ms, "ON CONFLICT (kind, job_key) DO NOTHING")
-            .await
+        let earliest = match self.dialect {
+            Dialect::Postgres => "LEAST",
+            Dialect::Sqlite => "MIN",
+        };
+        let conflict = format!(
+            "ON CONFLICT (kind, job_key) DO UPDATE SET \
+             run_at = {earliest}(jobs.run_at, excluded.run_at) WHERE jobs.state = 'queued'"
+        );
+        self.insert_job(job, now_ms, &conflict).await
     }
 
     async fn remove_job(&self, kind: &str, key: &str) -> Result<bool, IndexError> {

@@ -14,6 +14,7 @@ pub(crate) mod postgres;
 pub mod rows;
 pub(crate) mod sql;
 pub mod sqlite;
+pub mod trash;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ pub use jobs::{ClaimedJob, JobCount, JobEnd, JobQueue, JobRecord, NewJob};
 pub use rows::{
     Attributes, Insert, InstanceRow, NewInstance, Scope, SeriesRow, StoredInstance, StudyRow, Value,
 };
+pub use trash::{Trash, Trashed, TrashedObject, TrashedStudy};
 
 /// Back-end-neutral index errors. SQL detail stays in the message for the
 /// log; the HTTP layer only sees the variant.
@@ -132,10 +134,19 @@ pub struct DeliveryRecord {
 /// server keeps in SQL, its methods grouped by concern in supertraits (each
 /// implemented for SQL in its own module of [`sql`]): the instances
 /// themselves here, [`Search`], [`JobQueue`], [`EmrLinks`],
-/// [`ChangeFeed`], [`Credentials`], [`AuditLog`].
+/// [`ChangeFeed`], [`Credentials`], [`AuditLog`], [`Trash`].
 #[async_trait]
 pub trait Index:
-    Search + JobQueue + EmrLinks + ChangeFeed + Credentials + AuditLog + Send + Sync + std::fmt::Debug
+    Search
+    + JobQueue
+    + EmrLinks
+    + ChangeFeed
+    + Credentials
+    + AuditLog
+    + Trash
+    + Send
+    + Sync
+    + std::fmt::Debug
 {
     /// Checks that the index answers (for `/readyz`).
     async fn ping(&self) -> Result<(), IndexError>;

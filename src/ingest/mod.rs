@@ -240,6 +240,23 @@ impl Ingest {
         result
     }
 
+    /// Sends an object of the store through the pipeline again (fsck's
+    /// orphans, the trash's restore): it is indexed under the same key.
+    pub(crate) async fn ingest_stored(&self, key: &ObjectKey) -> Result<Stored, IngestFailure> {
+        let mut writer = self.spool_writer().await.map_err(IngestError::from)?;
+        let mut body = self
+            .store
+            .get_stream(key)
+            .await
+            .map_err(IngestError::from)?;
+        while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+            let chunk = chunk.map_err(IngestError::from)?;
+            writer.write(&chunk).await.map_err(IngestError::from)?;
+        }
+        let spool = writer.finish().await.map_err(IngestError::from)?;
+        self.ingest(spool, None).await
+    }
+
     /// Spool → scan → admit → store → index, for one instance.
     async fn pipeline(
         &self,

@@ -47,7 +47,7 @@ const POLL: Duration = Duration::from_millis(500);
 const STATS_EVERY: Duration = Duration::from_secs(10);
 /// Attempts of a periodic job whose runs keep being cut short (its server
 /// dies) before it is dead.
-const PERIODIC_MAX_ATTEMPTS: i64 = 5;
+pub(crate) const PERIODIC_MAX_ATTEMPTS: i64 = 5;
 
 /// The first retry delay; doubled per attempt up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);

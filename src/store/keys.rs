@@ -13,6 +13,8 @@ use crate::dicom::Uid;
 
 /// Where instance objects live (and only they).
 pub(crate) const INSTANCE_PREFIX: &str = "studies";
+/// Where rendered thumbnails live.
+const THUMBNAIL_PREFIX: &str = "thumbnails";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectKey(Path);
@@ -24,12 +26,19 @@ impl ObjectKey {
     }
 
     /// A rendered thumbnail (see `imaging::thumbnail`). `version` changes
-    /// when the series gains instances, so a stale thumbnail is never
-    /// served and none needs invalidating.
-    pub fn thumbnail(study: &Uid, series: &Uid, version: u64, name: &str) -> ObjectKey {
+    /// when the series gains or loses instances or its representative
+    /// instance changes, so a stale thumbnail is never served and none
+    /// needs invalidating.
+    pub fn thumbnail(study: &Uid, series: &Uid, version: &str, name: &str) -> ObjectKey {
         ObjectKey(Path::from(format!(
-            "thumbnails/{study}/{series}/{version}/{name}"
+            "{THUMBNAIL_PREFIX}/{study}/{series}/{version}/{name}"
         )))
+    }
+
+    /// The prefix of every thumbnail of a study (removed when the study is
+    /// purged).
+    pub(crate) fn thumbnails_of(study: &str) -> Path {
+        Path::from(format!("{THUMBNAIL_PREFIX}/{study}"))
     }
 
     /// A key that never exists, for readiness probes.

@@ -333,6 +333,19 @@ impl Store {
         }
     }
 
+    /// Deletes every thumbnail of a study (once the study is purged).
+    pub(crate) async fn delete_thumbnails(&self, study: &str) -> Result<(), StoreError> {
+        let prefix = keys::ObjectKey::thumbnails_of(study);
+        let listed: Vec<_> = self.inner.list(Some(&prefix)).collect().await;
+        for meta in listed {
+            match self.inner.delete(&meta?.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Every instance object in the store (under `studies/`); thumbnails
     /// are not listed.
     pub(crate) fn list_instance_objects(&self) -> BoxStream<'static, Result<Listed, StoreError>> {

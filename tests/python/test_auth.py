@@ -289,6 +289,30 @@ def test_bad_credentials_are_refused(locked):
 # --------------------------------------------------------------------------- audit trail
 
 
+def test_only_admins_delete(locked):
+    """DELETE is for admins (policy.rs); the deletion is audited as DICOM Study Deleted
+    (PS3.15 A.5.3.5) with who, the study, its patient and the instance count."""
+    srv, keys, p = locked["srv"], locked["keys"], locked["profile"]
+    doomed = Instance.make(f"doomed-{p}", patient_id=f"DOOMED-{p}")
+    assert stow_as(srv, keys["modality"], [doomed.data]).status_code == 200
+    path = f"/dicomweb/studies/{doomed.study}"
+    for who in (None, *[r for r in ROLES if r != "admin"]):
+        r = srv.request("DELETE", path, headers=bearer(keys.get(who)))
+        assert r.status_code == (401 if who is None else 403), (who, r.status_code, r.text)
+    assert doomed.study in study_uids(srv, keys["admin"])
+    r = srv.request("DELETE", path, headers=bearer(keys["admin"]))
+    assert r.status_code == 204, r.text
+    assert doomed.study not in study_uids(srv, keys["admin"])
+
+    def deleted():
+        return [r for r in audit_rows(locked) if r["event"] == "StudyDeleted"]
+
+    row = wait_for(deleted, "the deletion is audited")[0]
+    assert row["action"] == "D" and row["outcome"] == "Success", row
+    assert row["actor"]["name"] == "admin-key" and row["studies"] == [doomed.study], row
+    assert row["patient_id"] == f"DOOMED-{p}" and row["instances"] == 1, row
+
+
 def audit_rows(locked) -> list[dict]:
     if locked["profile"] == "embedded":
         db = sqlite3.connect(Path(locked["storage"][1]) / "index.db")

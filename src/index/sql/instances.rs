@@ -6,6 +6,7 @@ use sqlx::Row;
 use super::super::{now_ms, Index, IndexError, Insert, NewInstance, Scope, StoredInstance};
 use super::builder::scope_filter;
 use super::columns;
+use super::trash::take_from_trash;
 use super::{
     insert_name_words, insert_sequence_values, patient_key, stored_from_row, SqlIndex, HIERARCHY,
     INSTANCE_ORDER, STORED_COLUMNS,
@@ -67,6 +68,10 @@ impl Index for SqlIndex {
         };
         let instance_pk: i64 = row.try_get("pk")?;
         insert_sequence_values(&mut tx, rec, instance_pk, series_pk, study_pk).await?;
+        if let Err(e) = take_from_trash(&mut tx, &rec.object_key).await {
+            tx.rollback().await?;
+            return Err(e);
+        }
         tx.commit().await?;
         Ok(Insert::Inserted)
     }
@@ -114,6 +119,10 @@ impl Index for SqlIndex {
             .execute(&mut *tx)
             .await?;
         insert_sequence_values(&mut tx, rec, instance_pk, series_pk, study_pk).await?;
+        if let Err(e) = take_from_trash(&mut tx, &rec.object_key).await {
+            tx.rollback().await?;
+            return Err(e);
+        }
         tx.commit().await?;
         Ok(true)
     }

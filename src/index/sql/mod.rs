@@ -11,6 +11,7 @@ mod emr_links;
 mod feed;
 mod instances;
 mod search;
+pub(super) mod trash;
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
@@ -27,7 +28,7 @@ pub enum Dialect {
 
 impl Dialect {
     /// Distinct values of `expr` joined with ','.
-    fn distinct_list(self, expr: &str) -> String {
+    pub(super) fn distinct_list(self, expr: &str) -> String {
         match self {
             Dialect::Postgres => format!("string_agg(DISTINCT {expr}, ',')"),
             Dialect::Sqlite => format!("group_concat(DISTINCT {expr})"),
