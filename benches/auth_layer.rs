@@ -47,6 +47,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
                 on_duplicate: phim::ingest::DuplicatePolicy::Reject,
                 concurrency: 1,
                 limits: Default::default(),
+                trash_retention: std::time::Duration::ZERO,
             },
         )
         .expect("ingest");
@@ -87,7 +88,6 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
             )),
             audit: audit.clone(),
             limits: Default::default(),
-            trash_retention: std::time::Duration::ZERO,
         };
         let locked = state(true);
         Setup {

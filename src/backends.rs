@@ -35,6 +35,7 @@ pub(crate) async fn open_backends(
             max_instance_size: ingest.max_instance_size,
             on_duplicate: ingest.on_duplicate,
             concurrency: ingest.ingest_concurrency,
+            trash_retention: ingest.trash_retention,
             limits: ScanLimits {
                 default_charset: ingest.default_charset()?,
                 ..ScanLimits::default()

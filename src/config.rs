@@ -231,6 +231,11 @@ pub struct IngestArgs {
     /// Specific Character Set assumed for instances without (0008,0005), e.g. "ISO_IR 100", "ISO_IR 192", "GB18030".
     #[arg(long, env = "PHIM_DEFAULT_CHARSET", default_value = "ISO_IR 100")]
     pub default_charset: String,
+    /// How long deleted (and IOCM-rejected) studies, series and instances stay in the trash,
+    /// restorable with `phim trash restore`, before the purge job deletes
+    /// their objects (`7d`, `12h`, `30s`; `0`: purge at once).
+    #[arg(long, env = "PHIM_TRASH_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub(crate) trash_retention: std::time::Duration,
 }
 
 impl IngestArgs {
@@ -323,11 +328,6 @@ pub(crate) struct JobArgs {
     /// indexes it (younger ones may be ingests in flight).
     #[arg(long, env = "PHIM_FSCK_MIN_AGE", default_value_t = 3600)]
     pub(crate) fsck_min_age: u64,
-    /// How long deleted studies, series and instances stay in the trash,
-    /// restorable with `phim trash restore`, before the purge job deletes
-    /// their objects (`7d`, `12h`, `30s`; `0`: purge at once).
-    #[arg(long, env = "PHIM_TRASH_RETENTION", default_value = "7d", value_parser = parse_duration)]
-    pub(crate) trash_retention: std::time::Duration,
     /// How often the purge job looks for trashed objects past their
     /// retention (once across all servers).
     #[arg(long, env = "PHIM_TRASH_PURGE_INTERVAL", default_value = "1h", value_parser = parse_duration)]

@@ -284,6 +284,7 @@ pub(crate) fn failure_reason(e: &IngestError) -> u16 {
             status::DATASET_MISMATCH
         }
         IngestError::Duplicate => status::DUPLICATE_SOP_INSTANCE,
+        IngestError::Rejected(_) => status::REJECTED_INSTANCE,
         IngestError::NotAuthorized(_) => status::NOT_AUTHORIZED,
         IngestError::TooLarge(_) | IngestError::NoSpace(_) => status::OUT_OF_RESOURCES,
         // A store or index that does not answer (an outage, a full disk)

@@ -217,7 +217,6 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         auth,
         audit: audit.clone(),
         limits: limits.clone(),
-        trash_retention: args.jobs.trash_retention,
     };
     tracing::info!(
         imaging_threads = state.imaging.threads(),
@@ -339,7 +338,7 @@ fn start_background(
     );
     let purge_every = jobs.trash_purge_interval.max(Duration::from_secs(1));
     tracing::info!(
-        trash_retention = %humantime::format_duration(jobs.trash_retention),
+        trash_retention = %humantime::format_duration(state.ingest.config().trash_retention),
         trash_purge_interval = %humantime::format_duration(purge_every),
         fsck_interval_s = jobs.fsck_interval,
         "deleted instances go to the trash; the purge job deletes their objects"

@@ -41,8 +41,6 @@ pub struct AppState {
     pub audit: Audit,
     /// Limits on the shape of one request (parts, headers, frames).
     pub limits: crate::dicomweb::limits::RequestLimits,
-    /// How long deleted instances stay in the trash (`--trash-retention`).
-    pub trash_retention: std::time::Duration,
 }
 
 impl AppState {

@@ -163,6 +163,7 @@ async fn a_frame_is_read_by_its_byte_range() {
             on_duplicate: phim::ingest::DuplicatePolicy::Reject,
             concurrency: 1,
             limits: Default::default(),
+            trash_retention: std::time::Duration::ZERO,
         },
     )
     .expect("ingest");
@@ -191,7 +192,6 @@ async fn a_frame_is_read_by_its_byte_range() {
         )),
         audit: phim::audit::Audit::disabled(),
         limits: Default::default(),
-        trash_retention: std::time::Duration::ZERO,
     };
     let app = router(state);
     let base = format!("/dicomweb/studies/{STUDY}/series/{SERIES}/instances/{SOP}");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use phim::dicom::{tags, Uid};
 use phim::index::{
     self, now_ms, Attributes, ChangeEvent, DeliveryOutcome, EmrLink, Index, IndexError, Insert,
-    JobEnd, NewInstance, NewJob, Scope, Value,
+    JobEnd, NewInstance, NewJob, Rejection, Scope, Value,
 };
 use phim::query::{attribute_by_keyword, parse_match, Filter, Level, Query};
 
@@ -947,6 +947,31 @@ async fn trash(ix: Arc<dyn Index>) {
         .unwrap();
     assert!(!ix.study_known(study).await.unwrap());
     assert!(ix.trash_list().await.unwrap().is_empty());
+
+    // An IOCM rejection records every UID it lists (refused from then on)
+    // and trashes those stored; recording it again changes nothing.
+    ix.insert_instance(&instance("8.2", "8.2.1", "8.2.1.1"))
+        .await
+        .unwrap();
+    let refs: Vec<(String, String, String)> = ["8.2.1.1", "8.2.1.2"]
+        .iter()
+        .map(|sop| ("8.2".into(), "8.2.1".into(), (*sop).into()))
+        .collect();
+    let note = Rejection {
+        note_uid: "8.2.9.1",
+        code: "113001",
+        meaning: "Rejected for Quality Reasons",
+        references: &refs,
+    };
+    assert_eq!(ix.reject(&note, 1, 2).await.unwrap(), 1);
+    assert_eq!(ix.reject(&note, 1, 2).await.unwrap(), 0);
+    assert!(ix.find_instance("8.2.1.1").await.unwrap().is_none());
+    let why = ix.rejection("8.2.1.2").await.unwrap().unwrap();
+    assert!(why.contains("113001") && why.contains("8.2.9.1"), "{why}");
+    assert!(ix.rejection("8.2.1.9").await.unwrap().is_none());
+    let rest = ix.claim_purge(i64::MAX, Some("8.2"), 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    ix.purged(&[rest[0].pk]).await.unwrap();
 }
 
 #[tokio::test]

@@ -13,6 +13,11 @@ pub(crate) const OUT_OF_RESOURCES: u16 = 0xA700;
 pub(crate) const OUT_OF_RESOURCES_MATCHES: u16 = 0xA701;
 /// Refused: out of resources, unable to perform sub-operations.
 pub(crate) const OUT_OF_RESOURCES_SUB_OPERATIONS: u16 = 0xA702;
+/// Refused: the instance was rejected by an IHE IOCM rejection note and is
+/// sent again. PS3.4 leaves A7xx "Refused: Out of Resources" codes to the
+/// implementation; A771 is the one dcm4chee-arc answers ("Subsequent
+/// occurrence of rejected object"), so modalities that know IOCM know it.
+pub(crate) const REJECTED_INSTANCE: u16 = 0xA771;
 /// Refused: Move Destination unknown.
 pub(crate) const MOVE_DESTINATION_UNKNOWN: u16 = 0xA801;
 /// Identifier does not match SOP Class (C-FIND, C-MOVE, C-GET).

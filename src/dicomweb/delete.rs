@@ -55,8 +55,8 @@ async fn delete(
         (Some(s), None) => format!("series {s}"),
         (None, None) => format!("study {}", scope.study),
     };
-    let trashed =
-        crate::trash::delete(st.index.as_ref(), &scope, &deleted_by, st.trash_retention).await?;
+    let retention = st.ingest.config().trash_retention;
+    let trashed = crate::trash::delete(st.index.as_ref(), &scope, &deleted_by, retention).await?;
     let Some(trashed) = trashed else {
         return Err(ApiError::NotFound(format!("{what} is not stored")));
     };
@@ -68,10 +68,10 @@ async fn delete(
             .detail(format!(
                 "DELETE {what}: {} instances to the trash for {}",
                 trashed.instances,
-                humantime::format_duration(st.trash_retention)
+                humantime::format_duration(retention)
             )),
     );
-    if st.trash_retention.is_zero() {
+    if retention.is_zero() {
         crate::trash::purge_soon(st.index.as_ref(), &st.jobs_wake).await;
     }
     Ok(StatusCode::NO_CONTENT)

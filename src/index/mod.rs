@@ -28,7 +28,7 @@ pub use jobs::{ClaimedJob, JobCount, JobEnd, JobQueue, JobRecord, NewJob};
 pub use rows::{
     Attributes, Insert, InstanceRow, NewInstance, Scope, SeriesRow, StoredInstance, StudyRow, Value,
 };
-pub use trash::{Trash, Trashed, TrashedObject, TrashedStudy};
+pub use trash::{Rejection, Trash, Trashed, TrashedObject, TrashedStudy};
 
 /// Back-end-neutral index errors. SQL detail stays in the message for the
 /// log; the HTTP layer only sees the variant.

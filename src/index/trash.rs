@@ -12,6 +12,8 @@
 //! - Purging marks rows `purging` before it deletes their objects and
 //!   removes the rows after; an ingest that meets a `purging` row is
 //!   refused (its object is going), never indexed onto a deleted object.
+//! - An IOCM rejection note (`ingest::rejection`) records its instances in
+//!   `rejections` (they are refused from then on) and trashes those stored.
 
 use async_trait::async_trait;
 
@@ -56,6 +58,18 @@ pub struct TrashedObject {
     pub sop_uid: String,
 }
 
+/// An IOCM rejection note (`ingest::rejection`), as the index records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection<'a> {
+    /// The note's SOP Instance UID.
+    pub note_uid: &'a str,
+    /// PS3.16 CID 7011 code value and meaning.
+    pub code: &'a str,
+    pub meaning: &'a str,
+    /// (study, series, SOP instance) of the rejected instances.
+    pub references: &'a [(String, String, String)],
+}
+
 /// The trash of deleted instances (`index/trash.rs`).
 #[async_trait]
 pub trait Trash {
@@ -90,6 +104,19 @@ pub trait Trash {
 
     /// Removes purged objects' rows.
     async fn purged(&self, pks: &[i64]) -> Result<(), IndexError>;
+
+    /// Records a rejection note's instances as rejected and moves those
+    /// indexed to the trash, in one transaction; how many were indexed.
+    /// Recording a note again changes nothing.
+    async fn reject(
+        &self,
+        rejection: &Rejection<'_>,
+        now_ms: i64,
+        purge_after_ms: i64,
+    ) -> Result<i64, IndexError>;
+
+    /// Why an instance was rejected (its SOP Instance UID is refused), if it was.
+    async fn rejection(&self, sop_uid: &str) -> Result<Option<String>, IndexError>;
 
     /// Whether any instance of the study is indexed or in the trash.
     async fn study_known(&self, study_uid: &str) -> Result<bool, IndexError>;

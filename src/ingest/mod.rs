@@ -6,6 +6,7 @@
 //! leaves at worst an unindexed object, never an index row without one.
 
 pub mod batch;
+pub(crate) mod rejection;
 pub mod spool;
 
 use std::collections::HashMap;
@@ -47,6 +48,9 @@ pub enum IngestError {
     StudyMismatch { expected: String, found: String },
     #[error("SOP Instance UID is already stored with different content")]
     Duplicate,
+    /// The instance was rejected by an IOCM rejection note (`rejection`).
+    #[error("the instance was rejected: {0}")]
+    Rejected(String),
     #[error("not authorized: {0}")]
     NotAuthorized(String),
     #[error("instance too large: {0}")]
@@ -73,6 +77,7 @@ impl IngestError {
             IngestError::InvalidAttribute { .. } => "invalid_attribute",
             IngestError::StudyMismatch { .. } => "study_mismatch",
             IngestError::Duplicate => "duplicate",
+            IngestError::Rejected(_) => "rejected",
             IngestError::NotAuthorized(_) => "not_authorized",
             IngestError::TooLarge(_) => "too_large",
             IngestError::Receive(_) => "receive",
@@ -149,6 +154,8 @@ pub struct IngestConfig {
     /// Instances processed (scanned, stored, indexed) at once.
     pub concurrency: usize,
     pub limits: ScanLimits,
+    /// How long deleted and rejected instances stay in the trash.
+    pub trash_retention: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +176,17 @@ struct Prepared {
     sop: Uid,
     record: NewInstance,
     warnings: Vec<String>,
+    /// What it rejects, when it is an IOCM rejection note.
+    rejection: Option<rejection::RejectionNote>,
+}
+
+/// What [`Ingest::before_writing`] decided.
+enum Before {
+    AlreadyStored,
+    /// Write the object; it replaces the one at this key, if any.
+    Write {
+        replacing: Option<String>,
+    },
 }
 
 impl Ingest {
@@ -307,19 +325,18 @@ impl Ingest {
             warnings: prepared.warnings.clone(),
         };
 
-        // Decide on duplicates before writing anything.
-        let mut replacing = None;
-        match self.index.find_instance(prepared.sop.as_str()).await {
-            Ok(Some(existing)) if existing.sha256 == record.sha256 => {
-                return Ok(stored(Outcome::AlreadyStored))
+        let replacing = match self.before_writing(&prepared.sop, &record.sha256).await {
+            Ok(Before::Write { replacing }) => replacing,
+            Ok(Before::AlreadyStored) => {
+                // A rejection note sent again applies again (its first
+                // application may have failed after it was indexed).
+                self.apply_rejection(&prepared.sop, prepared.rejection.as_ref())
+                    .await
+                    .map_err(&fail)?;
+                return Ok(stored(Outcome::AlreadyStored));
             }
-            Ok(Some(existing)) => match self.config.on_duplicate {
-                DuplicatePolicy::Reject => return Err(fail(IngestError::Duplicate)),
-                DuplicatePolicy::Replace => replacing = Some(existing.object_key),
-            },
-            Ok(None) => {}
-            Err(e) => return Err(fail(e.into())),
-        }
+            Err(e) => return Err(fail(e)),
+        };
 
         if let Err(e) = self
             .store
@@ -336,6 +353,9 @@ impl Ingest {
         match outcome {
             Ok(o) => {
                 tracing::debug!(sop = %prepared.sop, study = %prepared.study, outcome = ?o, "instance stored");
+                self.apply_rejection(&prepared.sop, prepared.rejection.as_ref())
+                    .await
+                    .map_err(&fail)?;
                 if record.frame_index.is_some() {
                     self.queue_thumbnail(&record.study_uid, &record.series_uid)
                         .await;
@@ -344,6 +364,54 @@ impl Ingest {
             }
             Err(e) => Err(fail(e)),
         }
+    }
+
+    /// What the index says before anything is written: a rejected instance
+    /// sent again is refused (IHE IOCM), the same bytes are already stored,
+    /// or other bytes are stored under the SOP Instance UID (refused or
+    /// replaced by the duplicate policy).
+    async fn before_writing(&self, sop: &Uid, sha256: &str) -> Result<Before, IngestError> {
+        if let Some(why) = self.index.rejection(sop.as_str()).await? {
+            return Err(IngestError::Rejected(why));
+        }
+        match self.index.find_instance(sop.as_str()).await? {
+            Some(existing) if existing.sha256 == sha256 => Ok(Before::AlreadyStored),
+            Some(existing) => match self.config.on_duplicate {
+                DuplicatePolicy::Reject => Err(IngestError::Duplicate),
+                DuplicatePolicy::Replace => Ok(Before::Write {
+                    replacing: Some(existing.object_key),
+                }),
+            },
+            None => Ok(Before::Write { replacing: None }),
+        }
+    }
+
+    /// Hides what a stored rejection note rejects: recorded as rejected,
+    /// moved to the trash. A failure fails the note's store, so that the
+    /// sender sends it again (and it applies again).
+    async fn apply_rejection(
+        &self,
+        note_uid: &Uid,
+        note: Option<&rejection::RejectionNote>,
+    ) -> Result<(), IngestError> {
+        let Some(note) = note else {
+            return Ok(());
+        };
+        let now = crate::index::now_ms();
+        let keep = i64::try_from(self.config.trash_retention.as_millis()).unwrap_or(i64::MAX);
+        let record = crate::index::Rejection {
+            note_uid: note_uid.as_str(),
+            code: note.code,
+            meaning: note.meaning,
+            references: &note.references,
+        };
+        let hidden = self
+            .index
+            .reject(&record, now, now.saturating_add(keep))
+            .await?;
+        tracing::info!(note = %note_uid, code = note.code, referenced = note.references.len(),
+            hidden, "IOCM rejection note applied");
+        Ok(())
     }
 
     /// Queues the series' thumbnail (made in the background once the
@@ -530,12 +598,14 @@ fn prepare(
         sequence_values: sequence_values(&scanned),
         frame_index: crate::dicom::frames::frame_index(&scanned).map(|f| f.encode()),
     };
+    let rejection = rejection::rejection_note(&scanned, &record.sop_class_uid);
     Ok(Prepared {
         study,
         series,
         sop,
         record,
         warnings,
+        rejection,
     })
 }
 

@@ -252,3 +252,104 @@ def test_sent_again_before_the_purge_survives_it(phim_factory, tmp_path, profile
     assert os.path.exists(object_path(server2, keys[insts[1].sop]))
     assert [i["00080018"]["Value"][0] for i in qido(server2, f"/dicomweb/studies/{study}/instances")] == [insts[1].sop]
     wait_for("the trash is empty", lambda: not [s for s in trash_list(server2, tmp_path / "l2.log") if s["study_uid"] == study])
+
+
+# --------------------------------------------------------------------------- IHE IOCM
+
+KOS = "1.2.840.10008.5.1.4.1.1.88.59"
+REJECTED_INSTANCE = 0xA771
+
+
+def rejection_note(seed: str, targets: list[Instance], code: str = "113001",
+                   meaning: str = "Rejected for Quality Reasons") -> Instance:
+    """A Key Object Selection document titled from CID 7011 listing `targets` (IHE IOCM)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from phim_helpers import encode
+
+    def item(**kw) -> Dataset:
+        d = Dataset()
+        for k, v in kw.items():
+            setattr(d, k, v)
+        return d
+
+    study = targets[0].study
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = KOS
+    ds.file_meta.MediaStorageSOPInstanceUID = uid_for(seed, "kos")
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = KOS, uid_for(seed, "kos")
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, uid_for(seed, "kos-series")
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "KO", 99, 1
+    ds.PatientID, ds.PatientName = targets[0].ds.PatientID, targets[0].ds.PatientName
+    ds.ContentDate, ds.ContentTime = "20240105", "101010"
+    ds.ValueType = "CONTAINER"
+    ds.ConceptNameCodeSequence = Sequence([item(CodeValue=code, CodingSchemeDesignator="DCM", CodeMeaning=meaning)])
+    by_series: dict[str, list[Instance]] = {}
+    for t in targets:
+        by_series.setdefault(t.series, []).append(t)
+    ds.CurrentRequestedProcedureEvidenceSequence = Sequence([item(
+        StudyInstanceUID=study,
+        ReferencedSeriesSequence=Sequence([
+            item(SeriesInstanceUID=se, ReferencedSOPSequence=Sequence([
+                item(ReferencedSOPClassUID=t.sop_class, ReferencedSOPInstanceUID=t.sop) for t in ts]))
+            for se, ts in by_series.items()]))])
+    ds.ContentSequence = Sequence([item(
+        RelationshipType="CONTAINS", ValueType="IMAGE",
+        ReferencedSOPSequence=Sequence([item(ReferencedSOPClassUID=t.sop_class, ReferencedSOPInstanceUID=t.sop)]))
+        for t in targets])
+    return Instance(study, str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID), KOS, encode(ds), ds)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_iocm_rejection_hides_and_refuses(phim_factory, tmp_path, profile):
+    from test_store_outage import c_store
+
+    server = phim_factory.start(profile)
+    insts = make_study(f"iocm-{profile}")
+    assert stow(server, [i.data for i in insts]).status == 200
+    study = insts[0].study
+    note = rejection_note(f"iocm-{profile}", [insts[0], insts[2]])
+    res = stow(server, [note.data])
+    assert res.status == 200, res.describe()
+
+    # The note is visible; what it rejects is not, on any route.
+    listed = {r["00080018"]["Value"][0] for r in qido(server, f"/dicomweb/studies/{study}/instances")}
+    assert listed == {insts[1].sop, note.sop}, listed
+    row = study_row(server, study)
+    assert values(row, "00201208") == [2] and set(values(row, "00080061")) == {"OT", "KO"}, row
+    for inst in (insts[0], insts[2]):
+        for path, params in instance_routes(inst):
+            assert server.get(path, params=params).status_code == 404, path
+    assert_instance_bytes(server, study, note.series, note.sop, note.data)
+
+    # Sent again: refused, over STOW-RS and C-STORE, with A771.
+    again = stow(server, [insts[0].data])
+    assert again.status == 409 and again.failure_reasons() == [REJECTED_INSTANCE], again.describe()
+    assert c_store(server, insts[2]) == REJECTED_INSTANCE
+    assert qido(server, "/dicomweb/instances", {"SOPInstanceUID": insts[0].sop}) == []
+    # The note sent again changes nothing.
+    assert stow(server, [note.data]).status == 200
+
+    # In the trash, marked by the note; restore keeps them there.
+    mine = [s for s in trash_list(server, tmp_path / "l.log") if s["study_uid"] == study]
+    assert len(mine) == 1 and mine[0]["instances"] == 2, mine
+    assert mine[0]["deleted_by"] == "IOCM 113001 Rejected for Quality Reasons"
+    cp = run_phim(["trash", "restore", study, *storage_args(server)], tmp_path / "restore.log")
+    out = cp.stdout.decode()
+    assert cp.returncode == 1 and out.count("KEPT") == 2 and "rejected" in out, out
+
+    # A note that arrives before the instance it rejects: the instance is refused.
+    later = Instance.make(f"iocm-later-{profile}")
+    safety = rejection_note(f"iocm-later-{profile}", [later], code="113037",
+                            meaning="Rejected for Patient Safety Reasons")
+    assert stow(server, [safety.data]).status == 200
+    res = stow(server, [later.data])
+    assert res.status == 409 and res.failure_reasons() == [REJECTED_INSTANCE], res.describe()
+    # A KOS with another title is a key-image note, nothing more.
+    keys = rejection_note(f"iocm-keys-{profile}", [insts[1]], code="113000", meaning="Of Interest")
+    assert stow(server, [keys.data]).status == 200
+    assert_instance_bytes(server, study, insts[1].series, insts[1].sop, insts[1].data)

@@ -3,9 +3,9 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::super::trash::{Trash, Trashed, TrashedObject, TrashedStudy};
+use super::super::trash::{Rejection, Trash, Trashed, TrashedObject, TrashedStudy};
 use super::super::{IndexError, Scope};
-use super::builder::scope_filter;
+use super::builder::{scope_filter, Sql};
 use super::{SqlIndex, HIERARCHY};
 
 /// Within an index transaction that indexes the object `key`: takes it out
@@ -39,87 +39,75 @@ impl Trash for SqlIndex {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
         let f = scope_filter(scope);
-        let w = f.where_sql();
-        let n = f.args.len();
+        let at = (deleted_by, now_ms, purge_after_ms);
+        let trashed = trash_in(&mut tx, &f, scope.study.as_str(), at).await?;
+        tx.commit().await?;
+        Ok(trashed)
+    }
 
-        let head = format!(
-            "SELECT st.pk AS study_pk, st.patient_id, COUNT(*) AS n, \
-             CAST(SUM(i.size) AS BIGINT) AS bytes FROM {HIERARCHY}{w} \
-             GROUP BY st.pk, st.patient_id"
-        );
-        let Some(row) = f.bind(sqlx::query(&head)).fetch_optional(&mut *tx).await? else {
-            tx.rollback().await?;
-            return Ok(None);
-        };
-        let study_pk: i64 = row.try_get("study_pk")?;
-        let patient_id: Option<String> = row.try_get("patient_id")?;
-        let instances: i64 = row.try_get("n")?;
-        let bytes: Option<i64> = row.try_get("bytes")?;
-
-        let insert = format!(
-            "INSERT INTO trash (object_key, study_uid, series_uid, sop_uid, size, sha256, \
-             patient_id, patient_name, study_date, accession_number, study_description, \
-             modality, deleted_at, deleted_by, purge_after, state) \
-             SELECT i.object_key, st.study_uid, se.series_uid, i.sop_uid, i.size, i.sha256, \
-             st.patient_id, st.patient_name, st.study_date, st.accession_number, \
-             st.study_description, se.modality, ${}, ${}, ${}, 'trashed' FROM {HIERARCHY}{w} \
-             ON CONFLICT (object_key) DO UPDATE SET deleted_at = excluded.deleted_at, \
-             deleted_by = excluded.deleted_by, purge_after = excluded.purge_after, \
-             state = 'trashed'",
-            n + 1,
-            n + 2,
-            n + 3
-        );
-        f.bind(sqlx::query(&insert))
+    async fn reject(
+        &self,
+        rejection: &Rejection<'_>,
+        now_ms: i64,
+        purge_after_ms: i64,
+    ) -> Result<i64, IndexError> {
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        let mut studies: Vec<&str> = Vec::new();
+        for (study, series, sop) in rejection.references {
+            sqlx::query(
+                "INSERT INTO rejections (sop_uid, study_uid, series_uid, code, meaning, note_uid, \
+                 rejected_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (sop_uid) DO NOTHING",
+            )
+            .bind(sop)
+            .bind(study)
+            .bind(series)
+            .bind(rejection.code)
+            .bind(rejection.meaning)
+            .bind(rejection.note_uid)
             .bind(now_ms)
-            .bind(deleted_by)
-            .bind(purge_after_ms)
             .execute(&mut *tx)
             .await?;
-        let pks = format!("SELECT i.pk FROM {HIERARCHY}{w}");
-        for table in ["sequence_items WHERE instance_pk", "instances WHERE pk"] {
-            let text = format!("DELETE FROM {table} IN ({pks})");
-            f.bind(sqlx::query(&text)).execute(&mut *tx).await?;
+            if !studies.contains(&study.as_str()) {
+                studies.push(study);
+            }
         }
-        sqlx::query(
-            "DELETE FROM series WHERE study_pk = $1 \
-             AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.series_pk = series.pk)",
-        )
-        .bind(study_pk)
-        .execute(&mut *tx)
-        .await?;
-        // Thumbnail jobs of series that are gone would only fail.
-        sqlx::query(
-            "DELETE FROM jobs WHERE kind = 'thumbnail' AND payload = $1 \
-             AND NOT EXISTS (SELECT 1 FROM series se WHERE se.series_uid = jobs.job_key)",
-        )
-        .bind(scope.study.as_str())
-        .execute(&mut *tx)
-        .await?;
-        let left: Option<i64> = sqlx::query_scalar("SELECT pk FROM series WHERE study_pk = $1")
-            .bind(study_pk)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let study_removed = left.is_none();
-        if study_removed {
-            for table in [
-                "study_name_words",
-                "emr_links",
-                "study_announcements",
-                "studies",
-            ] {
-                let column = if table == "studies" { "pk" } else { "study_pk" };
-                let text = format!("DELETE FROM {table} WHERE {column} = $1");
-                sqlx::query(&text).bind(study_pk).execute(&mut *tx).await?;
+        let by = format!("IOCM {} {}", rejection.code, rejection.meaning);
+        let mut hidden = 0;
+        for study in studies {
+            let sops: Vec<&str> = rejection
+                .references
+                .iter()
+                .filter(|(s, _, _)| s == study)
+                .map(|(_, _, sop)| sop.as_str())
+                .collect();
+            for chunk in sops.chunks(500) {
+                let mut f = Sql::default();
+                f.eq("st.study_uid", Some(study));
+                let marks: Vec<String> = chunk.iter().map(|s| f.text(s)).collect();
+                f.conds.push(format!("i.sop_uid IN ({})", marks.join(", ")));
+                let at = (by.as_str(), now_ms, purge_after_ms);
+                if let Some(t) = trash_in(&mut tx, &f, study, at).await? {
+                    hidden += t.instances;
+                }
             }
         }
         tx.commit().await?;
-        Ok(Some(Trashed {
-            instances,
-            bytes: bytes.unwrap_or(0),
-            patient_id,
-            study_removed,
-        }))
+        Ok(hidden)
+    }
+
+    async fn rejection(&self, sop_uid: &str) -> Result<Option<String>, IndexError> {
+        let row = sqlx::query("SELECT code, meaning, note_uid FROM rejections WHERE sop_uid = $1")
+            .bind(sop_uid)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let code: String = r.try_get("code")?;
+            let meaning: String = r.try_get("meaning")?;
+            let note: String = r.try_get("note_uid")?;
+            Ok(format!("{meaning} ({code}) by rejection note {note}"))
+        })
+        .transpose()
     }
 
     async fn trash_list(&self) -> Result<Vec<TrashedStudy>, IndexError> {
@@ -234,4 +222,94 @@ fn object_from_row(r: &sqlx::any::AnyRow) -> Result<TrashedObject, IndexError> {
         study_uid: r.try_get("study_uid")?,
         sop_uid: r.try_get("sop_uid")?,
     })
+}
+
+/// Moves the instances `f` selects (all of one study) to the trash, inside
+/// `tx`; removes the series and study rows left empty. `at` is who deleted
+/// them, when, and when they may be purged.
+async fn trash_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    f: &Sql,
+    study: &str,
+    (deleted_by, now_ms, purge_after_ms): (&str, i64, i64),
+) -> Result<Option<Trashed>, IndexError> {
+    let w = f.where_sql();
+    let n = f.args.len();
+
+    let head = format!(
+        "SELECT st.pk AS study_pk, st.patient_id, COUNT(*) AS n, \
+             CAST(SUM(i.size) AS BIGINT) AS bytes FROM {HIERARCHY}{w} \
+             GROUP BY st.pk, st.patient_id"
+    );
+    let Some(row) = f.bind(sqlx::query(&head)).fetch_optional(&mut **tx).await? else {
+        return Ok(None);
+    };
+    let study_pk: i64 = row.try_get("study_pk")?;
+    let patient_id: Option<String> = row.try_get("patient_id")?;
+    let instances: i64 = row.try_get("n")?;
+    let bytes: Option<i64> = row.try_get("bytes")?;
+
+    let insert = format!(
+        "INSERT INTO trash (object_key, study_uid, series_uid, sop_uid, size, sha256, \
+             patient_id, patient_name, study_date, accession_number, study_description, \
+             modality, deleted_at, deleted_by, purge_after, state) \
+             SELECT i.object_key, st.study_uid, se.series_uid, i.sop_uid, i.size, i.sha256, \
+             st.patient_id, st.patient_name, st.study_date, st.accession_number, \
+             st.study_description, se.modality, ${}, ${}, ${}, 'trashed' FROM {HIERARCHY}{w} \
+             ON CONFLICT (object_key) DO UPDATE SET deleted_at = excluded.deleted_at, \
+             deleted_by = excluded.deleted_by, purge_after = excluded.purge_after, \
+             state = 'trashed'",
+        n + 1,
+        n + 2,
+        n + 3
+    );
+    f.bind(sqlx::query(&insert))
+        .bind(now_ms)
+        .bind(deleted_by)
+        .bind(purge_after_ms)
+        .execute(&mut **tx)
+        .await?;
+    let pks = format!("SELECT i.pk FROM {HIERARCHY}{w}");
+    for table in ["sequence_items WHERE instance_pk", "instances WHERE pk"] {
+        let text = format!("DELETE FROM {table} IN ({pks})");
+        f.bind(sqlx::query(&text)).execute(&mut **tx).await?;
+    }
+    sqlx::query(
+        "DELETE FROM series WHERE study_pk = $1 \
+             AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.series_pk = series.pk)",
+    )
+    .bind(study_pk)
+    .execute(&mut **tx)
+    .await?;
+    // Thumbnail jobs of series that are gone would only fail.
+    sqlx::query(
+        "DELETE FROM jobs WHERE kind = 'thumbnail' AND payload = $1 \
+             AND NOT EXISTS (SELECT 1 FROM series se WHERE se.series_uid = jobs.job_key)",
+    )
+    .bind(study)
+    .execute(&mut **tx)
+    .await?;
+    let left: Option<i64> = sqlx::query_scalar("SELECT pk FROM series WHERE study_pk = $1")
+        .bind(study_pk)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let study_removed = left.is_none();
+    if study_removed {
+        for table in [
+            "study_name_words",
+            "emr_links",
+            "study_announcements",
+            "studies",
+        ] {
+            let column = if table == "studies" { "pk" } else { "study_pk" };
+            let text = format!("DELETE FROM {table} WHERE {column} = $1");
+            sqlx::query(&text).bind(study_pk).execute(&mut **tx).await?;
+        }
+    }
+    Ok(Some(Trashed {
+        instances,
+        bytes: bytes.unwrap_or(0),
+        patient_id,
+        study_removed,
+    }))
 }
