@@ -1,6 +1,7 @@
 //! DICOM encoding knowledge: UIDs, transfer syntaxes, the Part 10 walker,
 //! text decoding and the DICOM JSON model (PS3.18 Annex F).
 
+pub(crate) mod dicomdir;
 pub mod frames;
 pub mod json;
 pub mod scan;

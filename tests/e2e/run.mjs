@@ -593,6 +593,20 @@ try {
     await page.keyboard.press('t');
     await page.waitForSelector('#tags-panel', { state: 'hidden' });
   });
+  await check('Download saves the study as a ZIP with a DICOMDIR', async () => {
+    const listed = await (await fetch(`${base}/dicomweb/studies/${studyUid}/instances?limit=1000`)).json();
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+    assert(download.suggestedFilename() === `study-${studyUid}.zip`, download.suggestedFilename());
+    const bytes = fs.readFileSync(await download.path());
+    assert(bytes.readUInt32LE(0) === 0x04034b50, 'starts with a local file header');
+    // The end of central directory record (no archive comment) counts the entries.
+    const eocd = bytes.length - 22;
+    assert(bytes.readUInt32LE(eocd) === 0x06054b50, 'ends with the end of central directory');
+    const entries = bytes.readUInt16LE(eocd + 10);
+    assert(entries === listed.length + 1, `${entries} entries for ${listed.length} instances + DICOMDIR`);
+    assert(bytes.indexOf('DICOMDIR') > 0 && bytes.indexOf('DICOM/ST000001/SE000001/IM000001') > 0, 'CD-style names');
+    console.log(`    ${entries} entries, ${bytes.length} bytes`);
+  });
   await check('help panel lists the shortcuts', async () => {
     await page.keyboard.press('?');
     await page.waitForSelector('#help-panel:not([hidden])');

@@ -6,6 +6,7 @@ import { RenderingEngine, utilities as csUtils } from '@cornerstonejs/core';
 
 import { DicomJson, Forbidden, getStudy, instanceMetadata, num, searchSeries, str, T } from './api';
 import { emrAnchor, EmrUnavailable, studyEmrLink } from './emr';
+import { authFetch } from './auth';
 import { t } from './i18n';
 import { Layout, LAYOUT_ORDER, LayoutName } from './layout';
 import { markActiveSeries, renderPriors, renderSeriesPanel } from './series-panel';
@@ -117,6 +118,7 @@ export async function renderStudy(root: HTMLElement, studyUid: string, opts: Stu
             ${LAYOUT_ORDER.map((l) => `<button data-layout="${l}" id="layout-${l}" title="${t('layout')} ${l.replace('x', '×')}">${l.replace('x', '×')}</button>`).join('')}
           </span>
           <button id="tags-open">${t('tags')}</button>
+          <button id="download" title="${t('download')}: ${t('downloadTitle')}" aria-label="${t('download')}">⤓</button>
           <button id="help-open" title="${t('shortcuts')}">?</button>
         </div>
         <div class="work">
@@ -352,6 +354,9 @@ export async function renderStudy(root: HTMLElement, studyUid: string, opts: Stu
   });
   syncButton.addEventListener('click', () => run('sync'));
   root.querySelector('#tags-open')!.addEventListener('click', () => run('tags'));
+  root.querySelector<HTMLButtonElement>('#download')!.addEventListener('click', (e) =>
+    void downloadStudy(studyUid, e.currentTarget as HTMLButtonElement),
+  );
   root.querySelector('#help-open')!.addEventListener('click', () => run('help'));
   // Buttons must not keep the focus: Space would press them again instead of playing cine.
   root.querySelectorAll<HTMLButtonElement>('.toolbar button').forEach((b) => b.addEventListener('click', () => b.blur()));
@@ -381,6 +386,33 @@ export async function renderStudy(root: HTMLElement, studyUid: string, opts: Stu
     // Layout.set started loading the first series; follow it to update the toolbar.
     const wait = () => (first.ready || first.error || first.destroyed ? syncToolbar() : setTimeout(wait, 50));
     wait();
+  }
+}
+
+/**
+ * Saves the study as a ZIP with a DICOMDIR (`Accept: application/zip`, the
+ * server streams it). Fetched with the login's token, so it goes through a
+ * blob rather than a plain link.
+ */
+async function downloadStudy(studyUid: string, button: HTMLButtonElement): Promise<void> {
+  button.disabled = true;
+  try {
+    const r = await authFetch(`/dicomweb/studies/${encodeURIComponent(studyUid)}?dicomdir=true`, {
+      headers: { Accept: 'application/zip' },
+    });
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    const url = URL.createObjectURL(await r.blob());
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = `study-${studyUid}.zip`;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (err) {
+    button.title = `${t('downloadFailed')}: ${err instanceof Error ? err.message : String(err)}`;
+  } finally {
+    button.disabled = false;
   }
 }
 

@@ -9,13 +9,14 @@
 mod bulkdata;
 mod frames;
 mod metadata;
+mod zip;
 
 pub(crate) use bulkdata::bulkdata;
 pub(crate) use frames::frames;
 pub(crate) use metadata::{instance_metadata, series_metadata, study_metadata};
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use futures::{stream, StreamExt, TryStreamExt};
@@ -47,25 +48,35 @@ fn not_found(scope: &Scope) -> ApiError {
 pub(crate) async fn retrieve_study(
     State(st): State<AppState>,
     Path(study): Path<String>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    retrieve(st, scope(&study, None, None)?, &headers).await
+    retrieve(st, scope(&study, None, None)?, q.as_deref(), &headers).await
 }
 
 pub(crate) async fn retrieve_series(
     State(st): State<AppState>,
     Path((study, series)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    retrieve(st, scope(&study, Some(&series), None)?, &headers).await
+    retrieve(
+        st,
+        scope(&study, Some(&series), None)?,
+        q.as_deref(),
+        &headers,
+    )
+    .await
 }
 
 pub(crate) async fn retrieve_instance(
     State(st): State<AppState>,
     Path((study, series, instance)): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    retrieve(st, scope(&study, Some(&series), Some(&instance))?, &headers).await
+    let scope = scope(&study, Some(&series), Some(&instance))?;
+    retrieve(st, scope, q.as_deref(), &headers).await
 }
 
 /// How instances will be sent.
@@ -75,6 +86,8 @@ enum Delivery {
     Multipart,
     /// A bare application/dicom body (single instance only).
     Single,
+    /// application/zip: the stored objects in one archive (`zip`).
+    Zip,
 }
 
 /// Accept negotiation for DICOM instances (PS3.18 §8.7.3). Without a
@@ -125,6 +138,14 @@ fn negotiate_instances(
                     Err(()) => wanted_other_syntax = true,
                 }
             }
+            // As stored: an archive is a copy of what the archive holds.
+            "application/zip" => match r.param("transfer-syntax") {
+                None | Some("*") => return Ok((Delivery::Zip, None)),
+                Some(ts) if instances.iter().all(|i| i.transfer_syntax_uid == ts) => {
+                    return Ok((Delivery::Zip, None))
+                }
+                Some(_) => wanted_other_syntax = true,
+            },
             "application/dicom" if instances.len() == 1 => match syntax(r) {
                 Ok(t) => return Ok((Delivery::Single, t)),
                 Err(()) => wanted_other_syntax = true,
@@ -138,11 +159,38 @@ fn negotiate_instances(
          Lossless, JPEG Lossless SV1, JPEG 2000 Lossless or 8-bit JPEG Baseline"
             .into()
     } else {
-        "acceptable media type for instances: multipart/related; type=\"application/dicom\"".into()
+        "acceptable media types for instances: multipart/related; type=\"application/dicom\", \
+         application/zip"
+            .into()
     }))
 }
 
-async fn retrieve(st: AppState, scope: Scope, headers: &HeaderMap) -> Result<Response, ApiError> {
+/// `?dicomdir=true`: a ZIP with a DICOMDIR (no other query parameter is
+/// defined for these resources).
+fn wants_dicomdir(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut wants = false;
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match (k.as_ref(), v.as_ref()) {
+            ("dicomdir", "true") => wants = true,
+            ("dicomdir", "false") => wants = false,
+            ("dicomdir", other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "dicomdir must be true or false, not '{other}'"
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(wants)
+}
+
+async fn retrieve(
+    st: AppState,
+    scope: Scope,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let with_dicomdir = wants_dicomdir(query)?;
     let instances = st.index.instances(&scope).await?;
     if instances.is_empty() {
         return Err(not_found(&scope));
@@ -151,6 +199,22 @@ async fn retrieve(st: AppState, scope: Scope, headers: &HeaderMap) -> Result<Res
     let base = base_url(&st, headers);
     tracing::debug!(study = %scope.study, count = instances.len(), "retrieve");
 
+    if delivery == Delivery::Zip {
+        let dicomdir = if with_dicomdir {
+            Some(zip::dicomdir(
+                &instances,
+                &metadata_by_sop(&st, &scope).await?,
+            ))
+        } else {
+            None
+        };
+        return Ok(zip::response(st.store.clone(), &scope, instances, dicomdir));
+    }
+    if with_dicomdir {
+        return Err(ApiError::NotAcceptable(
+            "dicomdir=true comes with Accept: application/zip".into(),
+        ));
+    }
     if let Some(target) = target {
         return retrieve_transcoded(st, instances, delivery, target, base).await;
     }
@@ -309,6 +373,30 @@ async fn retrieve_transcoded(
         boundary,
         "application/dicom",
     ))
+}
+
+/// The metadata documents of a scope, by SOP Instance UID.
+async fn metadata_by_sop(
+    st: &AppState,
+    scope: &Scope,
+) -> Result<std::collections::HashMap<String, serde_json::Value>, ApiError> {
+    let mut out = std::collections::HashMap::new();
+    for doc in st.index.metadata(scope).await? {
+        let json = crate::index::metadata::inflate(&doc)
+            .map_err(|e| ApiError::Internal(format!("stored metadata unreadable: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(&json)
+            .map_err(|e| ApiError::Internal(format!("stored metadata unreadable: {e}")))?;
+        let sop = value
+            .get("00080018")
+            .and_then(|e| e.get("Value"))
+            .and_then(|v| v.get(0))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        if let Some(sop) = sop {
+            out.insert(sop, value);
+        }
+    }
+    Ok(out)
 }
 
 fn stored_key(inst: &StoredInstance) -> Result<ObjectKey, ApiError> {
