@@ -4,7 +4,7 @@
 //! and the viewer's log-in configuration ([`crate::auth::routes`]). Unknown
 //! paths answer a JSON 404, never the viewer's page.
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 use crate::error::{ApiError, JsonError};
@@ -21,6 +21,10 @@ pub(crate) fn routes() -> Router<AppState> {
                 .delete(emr::links::delete_link),
         )
         .route("/emr-links", get(emr::links::batch))
+        .route(
+            "/studies/{study}/keep",
+            put(crate::retention::keep).delete(crate::retention::release),
+        )
         .route("/auth/config", get(auth::routes::client_config))
         .route("/studies/{study}/share", post(auth::routes::share))
         .route(

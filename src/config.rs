@@ -57,6 +57,43 @@ pub enum Command {
     /// they are purged).
     #[command(subcommand)]
     Trash(TrashCommand),
+    /// What the retention rules (--retention) send to the trash.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// The studies due now (or within --within days): study, patient ID,
+    /// accession number, date, modalities, the day they are due; those an
+    /// admin keeps are marked KEPT.
+    Report {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        rules: RetentionArgs,
+        /// Also the studies due within this many days.
+        #[arg(long, default_value_t = 0)]
+        within: u64,
+        /// One JSON object per study.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Retention rules (`crate::retention`).
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
+    /// Days a study is kept from its Study Date: `DAYS` for every study,
+    /// `MODALITY=DAYS` for a modality (repeat or comma-separate, e.g.
+    /// `--retention 3650,MG=7300,US=365`). A study takes the longest rule of
+    /// its modalities (a modality without one takes the global rule); with
+    /// no rule at all it is kept for ever. Due studies go to the trash.
+    #[arg(long = "retention", env = "PHIM_RETENTION", value_delimiter = ',')]
+    pub(crate) retention: Vec<String>,
+    /// How often the retention job looks for due studies (once across all servers).
+    #[arg(long, env = "PHIM_RETENTION_INTERVAL", default_value = "1d", value_parser = parse_duration)]
+    pub(crate) retention_interval: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -295,6 +332,8 @@ pub struct ServeArgs {
     pub(crate) http_body_timeout: u64,
     #[command(flatten)]
     pub(crate) jobs: JobArgs,
+    #[command(flatten)]
+    pub(crate) retention: RetentionArgs,
     #[command(flatten)]
     pub(crate) dimse: DimseArgs,
     #[command(flatten)]

@@ -29,6 +29,7 @@ pub mod ingest;
 pub(crate) mod jobs;
 pub mod query;
 pub mod redact;
+pub mod retention;
 pub(crate) mod search;
 pub mod server;
 pub mod state;

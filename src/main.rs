@@ -50,6 +50,7 @@ fn main() -> std::process::ExitCode {
             Command::Verify(args) => phim::verify::run(args).await,
             Command::Fsck(args) => phim::fsck::run(args).await,
             Command::Trash(cmd) => phim::trash::run(cmd).await,
+            Command::Retention(cmd) => phim::retention::run(cmd).await,
             Command::Audit(AuditCommand::Verify { storage }) => {
                 let index = open_index(&storage).await?;
                 match phim::audit::verify::verify(index.as_ref()).await? {

@@ -171,6 +171,7 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     let tls = args.tls.setup()?;
     let syslog = args.audit.target()?;
     let limits = args.limits.config()?;
+    crate::retention::rules_of(&args.retention)?;
     tracing::info!(?limits, "request limits");
     check_exposure(&args, &auth_config, dimse.as_ref(), &tls)?;
     let (index, store, ingest) = open_backends(&args.storage, &args.ingest).await?;
@@ -337,6 +338,35 @@ fn start_background(
         }),
     );
     let purge_every = jobs.trash_purge_interval.max(Duration::from_secs(1));
+    let rules = match crate::retention::rules_of(&args.retention) {
+        Ok(r) => r,
+        Err(e) => {
+            // Checked in `serve` before anything started.
+            tracing::error!(error = %e, "retention rules not understood; no retention");
+            crate::retention::Rules::default()
+        }
+    };
+    let retention_every = args
+        .retention
+        .retention_interval
+        .max(Duration::from_secs(1));
+    tracing::info!(
+        rules = ?args.retention.retention,
+        interval = %humantime::format_duration(retention_every),
+        "retention: studies past their rule go to the trash"
+    );
+    runner.every(
+        kind::RETENTION,
+        (!rules.is_empty()).then_some(retention_every),
+        Arc::new(crate::retention::Sweep {
+            index: state.index.clone(),
+            rules,
+            trash_retention: state.ingest.config().trash_retention,
+            audit: state.audit.clone(),
+            wake: state.jobs_wake.clone(),
+            every: retention_every,
+        }),
+    );
     tracing::info!(
         trash_retention = %humantime::format_duration(state.ingest.config().trash_retention),
         trash_purge_interval = %humantime::format_duration(purge_every),

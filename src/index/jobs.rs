@@ -34,8 +34,10 @@ pub mod kind {
     pub const FSCK: &str = "fsck";
     /// Periodic: deletes trashed objects past `--trash-retention`.
     pub const PURGE: &str = "purge";
+    /// Periodic: moves studies past their `--retention` rule to the trash.
+    pub const RETENTION: &str = "retention";
     /// Every kind, for the metrics (labels from a fixed set).
-    pub const ALL: &[&str] = &[THUMBNAIL, WEBHOOK, STUDY_STABLE, FSCK, PURGE];
+    pub const ALL: &[&str] = &[THUMBNAIL, WEBHOOK, STUDY_STABLE, FSCK, PURGE, RETENTION];
 }
 
 /// A job to queue.

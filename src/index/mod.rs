@@ -11,6 +11,7 @@ pub(crate) mod credentials;
 pub mod jobs;
 pub mod metadata;
 pub(crate) mod postgres;
+pub mod retention;
 pub mod rows;
 pub(crate) mod sql;
 pub mod sqlite;
@@ -25,6 +26,7 @@ pub use crate::query::{Level, Query};
 pub use audit_log::{AuditLog, AuditRecord, StoredAuditRecord};
 pub use credentials::{ApiKeyRecord, Credentials};
 pub use jobs::{ClaimedJob, JobCount, JobEnd, JobQueue, JobRecord, NewJob};
+pub use retention::{Retention, RetentionRow};
 pub use rows::{
     Attributes, Insert, InstanceRow, NewInstance, Scope, SeriesRow, StoredInstance, StudyRow, Value,
 };
@@ -134,7 +136,7 @@ pub struct DeliveryRecord {
 /// server keeps in SQL, its methods grouped by concern in supertraits (each
 /// implemented for SQL in its own module of [`sql`]): the instances
 /// themselves here, [`Search`], [`JobQueue`], [`EmrLinks`],
-/// [`ChangeFeed`], [`Credentials`], [`AuditLog`], [`Trash`].
+/// [`ChangeFeed`], [`Credentials`], [`AuditLog`], [`Trash`], [`Retention`].
 #[async_trait]
 pub trait Index:
     Search
@@ -144,6 +146,7 @@ pub trait Index:
     + Credentials
     + AuditLog
     + Trash
+    + Retention
     + Send
     + Sync
     + std::fmt::Debug

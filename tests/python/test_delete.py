@@ -353,3 +353,56 @@ def test_iocm_rejection_hides_and_refuses(phim_factory, tmp_path, profile):
     keys = rejection_note(f"iocm-keys-{profile}", [insts[1]], code="113000", meaning="Of Interest")
     assert stow(server, [keys.data]).status == 200
     assert_instance_bytes(server, study, insts[1].series, insts[1].sop, insts[1].data)
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def dated(label: str, date: str, modality: str) -> Instance:
+    from phim_helpers import encode
+    inst = Instance.make(f"retention-{label}", modality=modality, patient_id=f"RET-{label}")
+    inst.ds.StudyDate = date
+    inst.data = encode(inst.ds)
+    return inst
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_retention_rules_report_and_move_to_the_trash(phim_factory, tmp_path, profile):
+    rules = ["--retention", "3650,US=30"]
+    server = phim_factory.start(profile, extra_args=[*rules, "--retention-interval", "1h"])
+    old = dated(f"old-{profile}", "20000101", "OT")        # 3650 days: due since 2009
+    recent = dated(f"recent-{profile}", "20261201", "OT")  # due in 2036
+    us = dated(f"us-{profile}", "20260101", "US")           # US=30: due since February 2026
+    kept = dated(f"kept-{profile}", "20000101", "OT")       # due, but an admin keeps it
+    assert stow(server, [i.data for i in (old, recent, us, kept)]).status == 200
+    assert server.request("PUT", f"/api/studies/{kept.study}/keep").status_code == 204
+    assert server.request("PUT", f"/api/studies/{uid_for('retention', 'nothing')}/keep").status_code == 404
+
+    def report(*extra) -> list[dict]:
+        cp = run_phim(["retention", "report", "--json", *rules, *extra, *storage_args(server)],
+                      tmp_path / f"report{len(extra)}.log")
+        assert cp.returncode == 0, cp.stderr.decode()
+        return [json.loads(line) for line in cp.stdout.decode().splitlines() if line.strip()]
+
+    due = {r["study_uid"]: r for r in report()}
+    assert set(due) == {old.study, us.study, kept.study}, due
+    assert due[kept.study]["held"] and not due[old.study]["held"]
+    assert due[old.study]["due_on"] == "2009-12-29" and due[us.study]["due_on"] == "2026-01-31"
+    assert recent.study in {r["study_uid"] for r in report("--within", "4000")}
+    cp = run_phim(["retention", "report", *rules, *storage_args(server)], tmp_path / "text.log")
+    assert "3 studies due by" in cp.stdout.decode() and "1 kept by an admin" in cp.stdout.decode(), cp.stdout
+
+    # A server with a short period runs the job (once across servers, brought forward).
+    server.stop()
+    server = phim_factory.start(profile, data_dir=server.data_dir, store=server.store,
+                                extra_args=[*rules, "--retention-interval", "1s"])
+    wait_for("the due studies are in the trash",
+             lambda: study_row(server, old.study) is None and study_row(server, us.study) is None)
+    assert study_row(server, recent.study) is not None and study_row(server, kept.study) is not None
+    trashed = {s["study_uid"]: s for s in trash_list(server, tmp_path / "t.log")}
+    assert trashed[old.study]["deleted_by"] == "retention" and us.study in trashed
+    # The hold released, the next run takes it.
+    assert server.request("DELETE", f"/api/studies/{kept.study}/keep").status_code == 204
+    assert server.request("DELETE", f"/api/studies/{kept.study}/keep").status_code == 404
+    wait_for("the released study is in the trash", lambda: study_row(server, kept.study) is None)
+    assert study_row(server, recent.study) is not None

@@ -10,6 +10,7 @@ mod columns;
 mod emr_links;
 mod feed;
 mod instances;
+mod retention;
 mod search;
 pub(super) mod trash;
 
