@@ -192,6 +192,7 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
 
+    let imaging = Imaging::new(args.imaging_threads);
     let dimse_tasks = match dimse {
         Some(config) => {
             let services = crate::dimse::Services {
@@ -199,6 +200,7 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
                 index: index.clone(),
                 store: store.clone(),
                 audit: audit.clone(),
+                imaging: imaging.clone(),
             };
             start_dimse(config, &tls, services, &shutdown).await?
         }
@@ -212,7 +214,7 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         public_url: args.public_url.clone(),
         listen_addr: addr,
         viewer_dir: args.viewer_dir.clone(),
-        imaging: Imaging::new(args.imaging_threads),
+        imaging,
         emr: emr.clone(),
         jobs_wake: Arc::new(tokio::sync::Notify::new()),
         auth,

@@ -44,6 +44,8 @@ pub(crate) struct Services {
     pub index: Arc<dyn Index>,
     pub store: Store,
     pub audit: Audit,
+    /// The imaging pool (C-MOVE and C-GET transcode on it).
+    pub imaging: crate::imaging::Imaging,
 }
 
 /// A known peer: what it may do here (the permission table of

@@ -31,9 +31,11 @@ use super::job::{busy_response, Job, JOB_QUEUE};
 use super::peer::Peer;
 use super::{DimseConfig, RemoteAe, Services};
 use crate::dicom::scan::Scanned;
-use crate::dicom::transfer_syntax;
+use crate::dicom::transfer_syntax::{self, EXPLICIT_VR_LE};
 use crate::dicom::write::ElementWriter;
 use crate::dicom::Uid;
+use crate::imaging::source::Source;
+use crate::imaging::transcode::{self, can_transcode};
 use crate::index::{Index, Scope, StoredInstance};
 use crate::query::{attribute_by_tag, Filter, Level, Match, Query};
 use crate::store::{ObjectKey, Store};
@@ -221,6 +223,8 @@ impl Request {
             timeout: config.timeout,
             max_pdu: config.max_pdu_length,
             store: services.store.clone(),
+            index: services.index.clone(),
+            imaging: services.imaging.clone(),
             out: out_tx,
             cancel: cancel.clone(),
         };
@@ -259,6 +263,9 @@ struct Ctx {
     timeout: Duration,
     max_pdu: u32,
     store: Store,
+    /// What transcoding needs: the frame index, and the imaging pool.
+    index: std::sync::Arc<dyn Index>,
+    imaging: crate::imaging::Imaging,
     out: mpsc::Sender<Pdu>,
     cancel: CancellationToken,
 }
@@ -570,22 +577,47 @@ enum SendError {
     Link(String),
 }
 
-/// Sends a C-STORE-RQ and the stored data set (after its Part 10 prefix),
-/// in PDVs of at most `max_pdu` (the peer's limit) less the headers.
+/// A Part 10 instance as a stream of bytes.
+type Body = futures::stream::BoxStream<'static, Result<bytes::Bytes, String>>;
+
+/// The instance for its presentation context: as stored, or transcoded to
+/// `target` on the imaging pool (the transcoder of WADO-RS).
+async fn instance_body(
+    ctx: &Ctx,
+    inst: &StoredInstance,
+    target: Option<&'static str>,
+) -> Result<Body, String> {
+    let Some(target) = target else {
+        let key =
+            ObjectKey::from_stored(&inst.object_key).map_err(|e| format!("object key: {e}"))?;
+        let body = ctx
+            .store
+            .get_stream(&key)
+            .await
+            .map_err(|e| format!("store: {e}"))?;
+        return Ok(body.map(|r| r.map_err(|e| e.to_string())).boxed());
+    };
+    let scope = Scope::of_instance(inst).map_err(|e| e.to_string())?;
+    let src = Source::open(ctx.index.as_ref(), &ctx.store, &scope)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "the instance is no longer stored".to_owned())?;
+    let body = transcode::instance(&ctx.store, &ctx.imaging, src, target)
+        .await
+        .map_err(|e| format!("cannot transcode to {target}: {e}"))?;
+    Ok(body.map(|r| r.map_err(|e| e.to_string())).boxed())
+}
+
+/// Sends a C-STORE-RQ and the data set of `body` (after its Part 10
+/// prefix), in PDVs of at most `max_pdu` (the peer's limit) less the headers.
 async fn send_instance(
     sink: &mut Sink<'_>,
-    store: &Store,
-    inst: &StoredInstance,
+    body: Result<Body, String>,
     pc_id: u8,
     max_pdu: u32,
     command: Vec<u8>,
 ) -> Result<(), SendError> {
-    let key = ObjectKey::from_stored(&inst.object_key)
-        .map_err(|e| SendError::Instance(format!("object key: {e}")))?;
-    let mut stream = store
-        .get_stream(&key)
-        .await
-        .map_err(|e| SendError::Instance(format!("store: {e}")))?;
+    let mut stream = body.map_err(SendError::Instance)?;
     // The prefix: preamble, DICM, meta group (its length at 140..144).
     let mut pending: Vec<u8> = Vec::new();
     let mut skip: Option<usize> = None;
@@ -606,7 +638,7 @@ async fn send_instance(
         }
         match stream.next().await {
             Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
-            Some(Err(e)) => return Err(SendError::Instance(format!("store: {e}"))),
+            Some(Err(e)) => return Err(SendError::Instance(e)),
             None => {
                 ended = true;
                 if skip.is_some_and(|s| pending.len() >= s) {
@@ -646,7 +678,7 @@ async fn send_instance(
         }
         match stream.next().await {
             Some(Ok(c)) => pending.extend_from_slice(&c),
-            Some(Err(e)) => return Err(SendError::Link(format!("store failed mid-object: {e}"))),
+            Some(Err(e)) => return Err(SendError::Link(format!("failed mid-object: {e}"))),
             None => ended = true,
         }
     }
@@ -733,18 +765,30 @@ fn audit_start(
 type Contexts = BTreeMap<(String, String), u8>;
 
 /// The C-MOVE sub-association to `dest`, proposing one presentation
-/// context per (SOP class, stored transfer syntax) of `instances`.
+/// context per (SOP class, stored transfer syntax) of `instances`, then one
+/// per SOP class in Explicit VR Little Endian for those that can be
+/// transcoded to it (a destination that refuses the stored syntax gets
+/// that instead). One transfer syntax per context: the destination's
+/// choice among several would not tell us which it prefers.
 async fn associate(
     ctx: &Ctx,
     dest: &RemoteAe,
     instances: &[StoredInstance],
 ) -> Option<(AsyncClientAssociation<TcpStream>, Contexts)> {
-    // One presentation context per (SOP class, stored transfer syntax).
     let mut pairs: Vec<(String, String)> = Vec::new();
     for inst in instances {
         let pair = (inst.sop_class_uid.clone(), inst.transfer_syntax_uid.clone());
         if !pairs.contains(&pair) && pairs.len() < MAX_CONTEXTS {
             pairs.push(pair);
+        }
+    }
+    for inst in instances {
+        let fallback = (inst.sop_class_uid.clone(), EXPLICIT_VR_LE.to_owned());
+        if can_transcode(&inst.transfer_syntax_uid, EXPLICIT_VR_LE)
+            && !pairs.contains(&fallback)
+            && pairs.len() < MAX_CONTEXTS
+        {
+            pairs.push(fallback);
         }
     }
     let mut options = ClientAssociationOptions::new()
@@ -811,24 +855,24 @@ async fn run_move(ctx: Ctx, instances: Vec<StoredInstance>, dest: RemoteAe) {
             break;
         }
         p.remaining -= 1;
-        let key = (inst.sop_class_uid.clone(), inst.transfer_syntax_uid.clone());
-        match contexts.get(&key) {
+        let accepted = |ts: &str| contexts.get(&(inst.sop_class_uid.clone(), ts.to_owned()));
+        let target = match accepted(&inst.transfer_syntax_uid) {
+            Some(&pc) => Some((pc, None)),
+            None if can_transcode(&inst.transfer_syntax_uid, EXPLICIT_VR_LE) => {
+                accepted(EXPLICIT_VR_LE).map(|&pc| (pc, Some(EXPLICIT_VR_LE)))
+            }
+            None => None,
+        };
+        match target {
             None => {
-                tracing::warn!(sop = %inst.sop_uid, ts = %inst.transfer_syntax_uid, "C-MOVE: destination did not accept the stored transfer syntax");
+                tracing::warn!(sop = %inst.sop_uid, ts = %inst.transfer_syntax_uid, "C-MOVE: destination accepted neither the stored transfer syntax nor Explicit VR Little Endian");
                 p.failed.push(inst.sop_uid.clone());
             }
-            Some(&pc_id) => {
+            Some((pc_id, transcode_to)) => {
                 id = id.wrapping_add(1);
                 let rq = ctx.store_rq(id, &inst);
-                let sent = send_instance(
-                    &mut Sink::Sub(&mut sub),
-                    &ctx.store,
-                    &inst,
-                    pc_id,
-                    max_pdu,
-                    rq,
-                )
-                .await;
+                let body = instance_body(&ctx, &inst, transcode_to).await;
+                let sent = send_instance(&mut Sink::Sub(&mut sub), body, pc_id, max_pdu, rq).await;
                 match sent {
                     Ok(()) => match read_command(&mut sub, ctx.timeout).await {
                         Ok(rsp) => record(&mut p, &inst, &rsp, id),
@@ -879,23 +923,37 @@ async fn fail_all(ctx: &Ctx, mut p: Progress, instances: Vec<StoredInstance>) {
         .await;
 }
 
+/// Where an instance goes on the requesting association: a presentation
+/// context, and the syntax to transcode to when it is not the stored one.
+type GetTarget = Option<(u8, Option<&'static str>)>;
+
 /// For each instance, the presentation context of the requesting
-/// association it can go on (stored transfer syntax, SCP role), if any.
-fn get_contexts(peer: &Peer, instances: &[StoredInstance]) -> Vec<Option<u8>> {
+/// association it can go on (SCP role; the stored transfer syntax, else
+/// Explicit VR Little Endian by transcoding), if any.
+fn get_contexts(peer: &Peer, instances: &[StoredInstance]) -> Vec<GetTarget> {
     instances
         .iter()
         .map(|inst| {
             if !peer.is_scp_for(&inst.sop_class_uid) {
                 return None;
             }
-            peer.presentation_contexts()
-                .iter()
-                .find(|pc| {
-                    pc.reason == PresentationContextResultReason::Acceptance
-                        && pc.abstract_syntax.trim_end_matches('\0') == inst.sop_class_uid
-                        && pc.transfer_syntax.trim_end_matches('\0') == inst.transfer_syntax_uid
-                })
-                .map(|pc| pc.id)
+            let accepted = |ts: &str| {
+                peer.presentation_contexts()
+                    .iter()
+                    .find(|pc| {
+                        pc.reason == PresentationContextResultReason::Acceptance
+                            && pc.abstract_syntax.trim_end_matches('\0') == inst.sop_class_uid
+                            && pc.transfer_syntax.trim_end_matches('\0') == ts
+                    })
+                    .map(|pc| pc.id)
+            };
+            match accepted(&inst.transfer_syntax_uid) {
+                Some(pc) => Some((pc, None)),
+                None if can_transcode(&inst.transfer_syntax_uid, EXPLICIT_VR_LE) => {
+                    accepted(EXPLICIT_VR_LE).map(|pc| (pc, Some(EXPLICIT_VR_LE)))
+                }
+                None => None,
+            }
         })
         .collect()
 }
@@ -903,7 +961,7 @@ fn get_contexts(peer: &Peer, instances: &[StoredInstance]) -> Vec<Option<u8>> {
 async fn run_get(
     ctx: Ctx,
     instances: Vec<StoredInstance>,
-    targets: Vec<Option<u8>>,
+    targets: Vec<GetTarget>,
     mut responses: mpsc::Receiver<Command>,
     max_pdu: u32,
 ) {
@@ -923,21 +981,14 @@ async fn run_get(
         p.remaining -= 1;
         match target {
             None => {
-                tracing::warn!(sop = %inst.sop_uid, ts = %inst.transfer_syntax_uid, "C-GET: no presentation context with SCP role for the stored SOP class and transfer syntax");
+                tracing::warn!(sop = %inst.sop_uid, ts = %inst.transfer_syntax_uid, "C-GET: no presentation context with SCP role for the SOP class in the stored transfer syntax or Explicit VR Little Endian");
                 p.failed.push(inst.sop_uid.clone());
             }
-            Some(pc_id) => {
+            Some((pc_id, transcode_to)) => {
                 id = id.wrapping_add(1);
                 let rq = ctx.store_rq(id, inst);
-                let sent = send_instance(
-                    &mut Sink::Main(&ctx.out),
-                    &ctx.store,
-                    inst,
-                    pc_id,
-                    max_pdu,
-                    rq,
-                )
-                .await;
+                let body = instance_body(&ctx, inst, transcode_to).await;
+                let sent = send_instance(&mut Sink::Main(&ctx.out), body, pc_id, max_pdu, rq).await;
                 match sent {
                     Ok(()) => match tokio::time::timeout(ctx.timeout, responses.recv()).await {
                         Ok(Some(rsp)) => record(&mut p, inst, &rsp, id),

@@ -776,3 +776,84 @@ def test_c_get_cancel_stops_the_sub_operations(phim_factory):
     assert 3 <= final.NumberOfCompletedSuboperations < 60
     assert final.NumberOfRemainingSuboperations == 60 - final.NumberOfCompletedSuboperations
     assert len(stored) == final.NumberOfCompletedSuboperations
+
+
+# One SOP class stored in several transfer syntaxes, to a peer that takes only Explicit VR
+# Little Endian (#12): C-MOVE and C-GET transcode on the imaging pool instead of failing.
+MR_VARIANTS = ["MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm"]
+
+
+def mr_variants(label: str) -> list[tuple[str, Dataset, bytes]]:
+    import io
+
+    from phim_helpers import uid_for
+    files = os.path.join(os.path.dirname(pydicom.data.__file__), "test_files")
+    study, series = uid_for("transcode", label, "study"), uid_for("transcode", label, "series")
+    out = []
+    for i, name in enumerate(MR_VARIANTS):
+        ds = pydicom.dcmread(os.path.join(files, name))
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid_for("transcode", label, name)
+        ds.InstanceNumber = i + 1
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        out.append((name, ds, buf.getvalue()))
+    return out
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_c_move_and_c_get_transcode_for_peers_that_take_only_explicit_le(phim_factory, profile):
+    from pynetdicom import build_role
+    from pynetdicom.sop_class import MRImageStorage
+
+    from phim_helpers import stow
+    received: dict[str, tuple[str, Dataset]] = {}
+
+    def on_store(event):
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        received[str(ds.SOPInstanceUID)] = (str(event.context.transfer_syntax), ds)
+        return 0x0000
+
+    scp_ae = AE(ae_title="ELEONLY")
+    scp_ae.add_supported_context(MRImageStorage, [ExplicitVRLittleEndian])
+    port = free_port()
+    scp = scp_ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        server = phim_factory.start(profile, extra_args=["--remote-ae", f"ELEONLY=127.0.0.1:{port}"])
+        variants = mr_variants(profile)
+        res = stow(server, [v[2] for v in variants])
+        assert res.status == 200, res.describe()
+        study = str(variants[0][1].StudyInstanceUID)
+
+        def check(how: str):
+            assert set(received) == {str(v[1].SOPInstanceUID) for v in variants}, (how, received.keys())
+            for name, ds, _ in variants:
+                ts, got = received[str(ds.SOPInstanceUID)]
+                assert ts == ExplicitVRLittleEndian, (how, name, ts)
+                assert np.array_equal(got.pixel_array, ds.pixel_array), (how, name)
+                assert got.PatientName == ds.PatientName and got.SOPClassUID == ds.SOPClassUID
+
+        statuses = move(server, StudyRootQueryRetrieveInformationModelMove, ident("STUDY", StudyInstanceUID=study),
+                        "ELEONLY")
+        final = statuses[-1]
+        assert final.Status == 0x0000, hex(final.Status)
+        assert final.NumberOfCompletedSuboperations == len(variants) and final.NumberOfFailedSuboperations == 0
+        check("C-MOVE")
+
+        received.clear()
+        ae = AE(ae_title="GETELE")
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+        ae.add_requested_context(MRImageStorage, [ExplicitVRLittleEndian])
+        assoc = ae.associate(*server.dicom_addr, ae_title="PHIM", ext_neg=[build_role(MRImageStorage, scp_role=True)],
+                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        assert assoc.is_established
+        try:
+            statuses = [s for s, _ in assoc.send_c_get(ident("STUDY", StudyInstanceUID=study),
+                                                      StudyRootQueryRetrieveInformationModelGet)]
+        finally:
+            assoc.release()
+        assert statuses[-1].Status == 0x0000, hex(statuses[-1].Status)
+        check("C-GET")
+    finally:
+        scp.shutdown()
