@@ -21,6 +21,11 @@ pub(crate) fn routes() -> Router<AppState> {
                 .delete(emr::links::delete_link),
         )
         .route("/emr-links", get(emr::links::batch))
+        .route("/trash", get(crate::trash::routes::list))
+        .route(
+            "/trash/{study}/restore",
+            post(crate::trash::routes::restore),
+        )
         .route(
             "/studies/{study}/keep",
             put(crate::retention::keep).delete(crate::retention::release),

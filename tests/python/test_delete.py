@@ -192,6 +192,10 @@ def test_delete_to_trash_and_restore(phim_factory, tmp_path, profile):
     assert mine[0]["patient_id"] == f"DEL-{profile}" and mine[0]["deleted_by"] == "anonymous"
     assert set(mine[0]["modalities"].split(",")) == {"OT", "CT"}
     assert mine[0]["purge_after_ms"] - mine[0]["deleted_at_ms"] >= 7 * 86400 * 1000 - 60_000
+    # The same for admins over HTTP.
+    api = [s for s in server.get("/api/trash").json()["studies"] if s["studyInstanceUid"] == study]
+    assert len(api) == 1 and api[0]["instances"] == 3 and sorted(api[0]["modalities"]) == ["CT", "OT"], api
+    assert api[0]["deletedBy"] == "anonymous" and api[0]["purgeAfter"] > api[0]["deletedAt"]
 
     cp = run_phim(["trash", "restore", study, *storage_args(server)], tmp_path / "restore.log")
     out = cp.stdout.decode()
@@ -204,6 +208,13 @@ def test_delete_to_trash_and_restore(phim_factory, tmp_path, profile):
     assert [s for s in trash_list(server, tmp_path / "list2.log") if s["study_uid"] == study] == []
     cp = run_phim(["trash", "restore", study, *storage_args(server)], tmp_path / "restore2.log")
     assert cp.returncode == 1 and "nothing of study" in cp.stdout.decode()
+    assert server.post(f"/api/trash/{study}/restore").status_code == 404
+
+    # Restored over HTTP: one series deleted and brought back by an admin's request.
+    assert server.request("DELETE", f"/dicomweb/studies/{study}/series/{insts[2].series}").status_code == 204
+    r = server.post(f"/api/trash/{study}/restore")
+    assert r.status_code == 200 and r.json()["restored"] == 1 and r.json()["kept"] == [], r.text
+    assert_instance_bytes(server, study, insts[2].series, insts[2].sop, insts[2].data)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -341,6 +352,8 @@ def test_iocm_rejection_hides_and_refuses(phim_factory, tmp_path, profile):
     cp = run_phim(["trash", "restore", study, *storage_args(server)], tmp_path / "restore.log")
     out = cp.stdout.decode()
     assert cp.returncode == 1 and out.count("KEPT") == 2 and "rejected" in out, out
+    r = server.post(f"/api/trash/{study}/restore")
+    assert r.status_code == 200 and r.json()["restored"] == 0 and len(r.json()["kept"]) == 2, r.text
 
     # A note that arrives before the instance it rejects: the instance is refused.
     later = Instance.make(f"iocm-later-{profile}")

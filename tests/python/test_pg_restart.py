@@ -55,6 +55,7 @@ def test_postgres_restart_mid_ingest_loses_nothing(phim_factory, private_pg):
     study = uid_for("pg-restart", "study")
     acked: list[Instance] = []
     outcomes: list[str] = []
+    spans: list[tuple[float, float]] = []  # (start, end) of every request
     lock = threading.Lock()
     stop = threading.Event()
 
@@ -76,6 +77,7 @@ def test_postgres_restart_mid_ingest_loses_nothing(phim_factory, private_pg):
                 continue
             took = time.monotonic() - started
             with lock:
+                spans.append((started, started + took))
                 if r.status_code == 200 and inst.sop in parse_stow_response(r).referenced_uids():
                     acked.append(inst)
                     outcomes.append("ok")
@@ -94,9 +96,11 @@ def test_postgres_restart_mid_ingest_loses_nothing(phim_factory, private_pg):
         t.start()
     try:
         wait_for("storing under way", lambda: len(acked) >= 8, timeout=60)
+        down_from = time.monotonic()
         pg_ctl(pg, "-m", "fast", "-w", "stop")
         time.sleep(3)
         pg_ctl(pg, "-l", f"{pg['PG_CLUSTER_DIR']}/server.log", "-w", "start")
+        down_to = time.monotonic()
         restarted_at = len(acked)
         wait_for("storing to recover after the restart", lambda: len(acked) >= restarted_at + 16, timeout=90)
     finally:
@@ -105,8 +109,11 @@ def test_postgres_restart_mid_ingest_loses_nothing(phim_factory, private_pg):
             t.join(timeout=120)
 
     failures = [o for o in outcomes if o != "ok"]
-    print("outcomes:", {o: outcomes.count(o) for o in set(outcomes)})
-    assert failures, "no request saw the restart: the test did not test it"
+    during = [s for s in spans if s[0] < down_to and s[1] > down_from]
+    print("outcomes:", {o: outcomes.count(o) for o in set(outcomes)}, f"{len(during)} requests spanned the outage")
+    # Requests in flight while PostgreSQL was down either waited for the pool to reconnect
+    # (and were acknowledged) or failed cleanly; some must have been in flight.
+    assert during, "no request was in flight during the restart: the test did not test it"
     allowed = ("409 [42752]", "HTTP 503")  # 0xA700 = 42752, out of resources: try again
     assert all(f.startswith(allowed) for f in failures), failures
     assert not any(o.startswith(("slow", "error")) for o in outcomes), outcomes

@@ -8,6 +8,8 @@
 //! Deleting is not a DICOMweb service of PS3.18 (which defines no DELETE);
 //! the routes are those other archives and `dicomweb-client` use.
 
+pub(crate) mod routes;
+
 use std::sync::Arc;
 use std::time::Duration;
 
