@@ -49,6 +49,10 @@ pub(crate) const IMAGING_BUSY: &str = "phim_imaging_busy_total";
 /// Object store errors, by `kind` (`unavailable`, `invalid_range`; a
 /// missing object is an answer, not counted).
 pub(crate) const STORE_ERRORS: &str = "phim_store_errors_total";
+pub(crate) const STORE_HTTP_REQUESTS: &str = "phim_store_http_requests_total";
+/// Its `outcome` labels (`store::http`).
+const STORE_HTTP_OUTCOMES: &[&str] =
+    &["success", "client_error", "server_error", "transport_error"];
 /// Index errors, by `kind` (`unavailable`, `corrupt`, `config`).
 pub(crate) const INDEX_ERRORS: &str = "phim_index_errors_total";
 /// Audit events dropped because the audit queue was full.
@@ -120,6 +124,10 @@ fn describe() {
     describe_histogram!(IMAGING_JOB, Unit::Seconds, "time of one imaging job");
     describe_counter!(IMAGING_BUSY, "imaging jobs refused: queue full");
     describe_counter!(STORE_ERRORS, "object store errors");
+    describe_counter!(
+        STORE_HTTP_REQUESTS,
+        "S3 HTTP attempts by outcome (server_error and transport_error ones are retried by the client)"
+    );
     describe_counter!(INDEX_ERRORS, "index errors");
     describe_counter!(AUDIT_LOST, "audit events dropped: queue full");
     describe_gauge!(JOBS, "jobs in the shared queue, by kind and state");
@@ -141,6 +149,9 @@ fn describe() {
     metrics::gauge!(DIMSE_ACTIVE).set(0.0);
     for kind in ["unavailable", "invalid_range"] {
         metrics::counter!(STORE_ERRORS, "kind" => kind).absolute(0);
+    }
+    for outcome in STORE_HTTP_OUTCOMES {
+        metrics::counter!(STORE_HTTP_REQUESTS, "outcome" => *outcome).absolute(0);
     }
     for kind in ["unavailable", "corrupt", "config"] {
         metrics::counter!(INDEX_ERRORS, "kind" => kind).absolute(0);

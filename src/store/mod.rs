@@ -11,6 +11,7 @@
 //! `If-None-Match`): object keys carry the content hash, so two writers of
 //! one key write the same bytes, and the index decides what is stored.
 
+mod http;
 pub mod keys;
 
 use std::ops::Range;
@@ -178,7 +179,9 @@ impl Store {
                     });
                     client = client.with_connect_timeout(std::time::Duration::from_secs(5));
                 }
-                b = b.with_client_options(client);
+                b = b
+                    .with_client_options(client)
+                    .with_http_connector(http::CountingConnector::default());
                 let s3store = b.build().map_err(|e| StoreError::Config(e.to_string()))?;
                 let inner: Arc<dyn ObjectStore> = if prefix.is_empty() {
                     Arc::new(s3store)
