@@ -253,12 +253,33 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     serve_until_stopped(http, dimse_tasks, &shutdown, grace).await?;
     audit.record(audit::Event::application("Application Stop"));
     shutdown.cancel();
-    for t in background {
-        let _ = t.await;
+    // The job runner aborts its jobs and gives their leases back, the audit
+    // writer drains; an index that does not answer must not hold the exit
+    // for ever (leases not released run out and another server takes the
+    // jobs; the audit events lost are the ones it could not have written).
+    // One deadline for both: the shutdown timeout, between 1 and 5 s.
+    let deadline = tokio::time::Instant::now()
+        + grace.clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(5),
+        );
+    let background_done = futures::future::join_all(background);
+    if tokio::time::timeout_at(deadline, background_done)
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: the job runner did not stop in time (index unreachable?); its leases run out");
     }
     // Last: the writer drains what the others recorded.
     audit_stop.cancel();
-    let _ = audit_task.await;
+    let audit_deadline =
+        deadline.max(tokio::time::Instant::now() + std::time::Duration::from_secs(1));
+    if tokio::time::timeout_at(audit_deadline, audit_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: audit events not written in time (index unreachable?)");
+    }
     tracing::info!("stopped");
     Ok(())
 }

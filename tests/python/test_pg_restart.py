@@ -136,3 +136,20 @@ def test_postgres_restart_mid_ingest_loses_nothing(phim_factory, private_pg):
     [s] = server.get("/dicomweb/studies", params={"StudyInstanceUID": study},
                      headers={"Accept": "application/dicom+json"}).json()
     assert s["00201208"]["Value"] == [len(listed)], (s["00201208"], len(listed))
+
+
+def test_sigterm_with_postgres_down_exits_in_time(phim_factory, private_pg):
+    """SIGTERM while PostgreSQL is gone: the job runner cannot give its leases back and the
+    audit writer cannot write, but the server still exits within --shutdown-timeout (and a
+    bounded wait for those), exit status 0."""
+    pg = private_pg
+    store = ProdStore(prod_env(), pg["PHIM_TEST_DATABASE_URL"], pg["PG_DBNAME"], f"pgd-{random_suffix(6)}")
+    server = phim_factory.start("pg_s3", store=store, name="pg-down", extra_args=["--shutdown-timeout", "2"])
+    inst = Instance.make("pg-down")
+    body, ct = encode_multipart([inst.data])
+    assert requests.post(f"{server.dicomweb}/studies", data=body, headers={"Content-Type": ct}, timeout=60).ok
+    pg_ctl(pg, "-m", "immediate", "-w", "stop")
+    started = time.monotonic()
+    assert server.stop() == 0, server.log_tail()
+    took = time.monotonic() - started
+    assert took < 20, f"took {took:.1f} s to exit with PostgreSQL down"
