@@ -41,6 +41,7 @@ fn scan(c: &mut Criterion) {
                     encoding: scanned.encoding(),
                     instance_path: "/x",
                     default_charset: Default::default(),
+                    available_transfer_syntax: None,
                 },
             );
             out

@@ -40,6 +40,7 @@ fn load(file: &[u8]) -> Image {
             encoding: scanned.encoding(),
             instance_path: "/x",
             default_charset: scanned.default_charset,
+            available_transfer_syntax: Some(scanned.transfer_syntax.uid),
         },
     );
     let doc: serde_json::Value = serde_json::from_str(&json).expect("json");

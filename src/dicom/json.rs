@@ -22,7 +22,14 @@ pub struct JsonOptions<'a> {
     pub instance_path: &'a str,
     /// Assumed when (0008,0005) is absent.
     pub default_charset: Charset,
+    /// The stored transfer syntax, written as Available Transfer Syntax UID
+    /// (0008,3002) when the data set has none: a client (the viewer) then
+    /// knows how frames come before it asks for one.
+    pub available_transfer_syntax: Option<&'a str>,
 }
+
+/// Available Transfer Syntax UID (PS3.3 C.12.1).
+const AVAILABLE_TRANSFER_SYNTAX_UID: Tag = Tag(0x0008, 0x3002);
 
 /// Writes one data set as a DICOM JSON object.
 pub fn write_dataset(out: &mut String, elements: &[Element], opts: &JsonOptions<'_>) {
@@ -42,7 +49,10 @@ pub fn write_dataset(out: &mut String, elements: &[Element], opts: &JsonOptions<
         opts,
         pixel_rep,
     };
-    w.object(elements, charset);
+    let extra = opts
+        .available_transfer_syntax
+        .filter(|_| find(elements, AVAILABLE_TRANSFER_SYNTAX_UID).is_none());
+    w.object(elements, charset, extra);
 }
 
 /// The Specific Character Set declared in one data set or item.
@@ -69,20 +79,40 @@ fn excluded(tag: Tag) -> bool {
 }
 
 impl Writer<'_, '_> {
-    fn object(&mut self, elements: &[Element], charset: Charset) {
+    /// One data set; `available` is the Available Transfer Syntax UID to
+    /// add in tag order (top level only).
+    fn object(&mut self, elements: &[Element], charset: Charset, mut available: Option<&str>) {
         self.out.push('{');
         let mut first = true;
+        let mut separate = |out: &mut String| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+        };
         for e in elements {
             if excluded(e.tag) {
                 continue;
             }
-            if !first {
-                self.out.push(',');
+            if let Some(ts) = available.filter(|_| e.tag > AVAILABLE_TRANSFER_SYNTAX_UID) {
+                separate(self.out);
+                self.available_transfer_syntax(ts);
+                available = None;
             }
-            first = false;
+            separate(self.out);
             self.element(e, charset);
         }
+        if let Some(ts) = available {
+            separate(self.out);
+            self.available_transfer_syntax(ts);
+        }
         self.out.push('}');
+    }
+
+    fn available_transfer_syntax(&mut self, ts: &str) {
+        self.out.push_str("\"00083002\":{\"vr\":\"UI\",\"Value\":[");
+        self.out.push_str(&json_string(ts));
+        self.out.push_str("]}");
     }
 
     fn element(&mut self, e: &Element, charset: Charset) {
@@ -109,7 +139,7 @@ impl Writer<'_, '_> {
                         self.out.push(',');
                     }
                     let item_charset = charset_of(item).unwrap_or(charset);
-                    self.object(item, item_charset);
+                    self.object(item, item_charset, None);
                 }
                 self.out.push(']');
             }
@@ -366,6 +396,7 @@ mod tests {
                 encoding: s.encoding(),
                 instance_path: "/i",
                 default_charset: Charset::default(),
+                available_transfer_syntax: None,
             },
         );
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();

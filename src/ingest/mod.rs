@@ -727,6 +727,7 @@ pub(crate) fn metadata_document(
             encoding: scanned.encoding(),
             instance_path,
             default_charset: scanned.default_charset,
+            available_transfer_syntax: Some(scanned.transfer_syntax.uid),
         },
     );
     crate::index::metadata::deflate(&json)

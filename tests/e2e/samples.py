@@ -31,6 +31,8 @@ SAMPLES = {
     "j2k-lossless": "MR_small_jp2klossless.dcm",  # .90, MR 64x64
     "j2k-lossy": "693_J2KI.dcm",  # .91, 14-bit 512x512
     "rle": "MR_small_RLE.dcm",  # .5, MR 64x64
+    # .50 labelled RGB, no JFIF or Adobe marker: a browser's libjpeg would take it for YCbCr.
+    "jpeg-rgb-no-transform": "SC_jpeg_no_color_transform.dcm",
 }
 
 

@@ -48,6 +48,8 @@ class FileContext:
     big_endian: bool
     encapsulated: bool
     compare_text: bool  # False: Specific Character Set not in COMPARED_CHARSETS
+    # The file's transfer syntax: the server adds it as Available Transfer Syntax UID (0008,3002).
+    transfer_syntax: str = ""
 
 
 @dataclass
@@ -176,6 +178,12 @@ def compare_dataset(ds: Dataset, got: dict, ctx: FileContext, path: str = "", re
         if t is not None and _is_excluded_tag(t):
             continue
         if f"{path}/{key}" in res.dropped:
+            continue
+        if not path and key == "00083002":
+            # Available Transfer Syntax UID: the stored syntax, added by the server.
+            got_ts = got_norm[key].get("Value", [None])[0]
+            if got_norm[key].get("vr") != "UI" or (ctx.transfer_syntax and got_ts != ctx.transfer_syntax):
+                res.fail(f"/{key}", f"Available Transfer Syntax UID {got_norm[key]} is not the stored {ctx.transfer_syntax}")
             continue
         res.fail(f"{path}/{key}", "present in server metadata but not in the file (per pydicom)")
     return res

@@ -318,6 +318,7 @@ def _context(f: CorpusFile, ds: pydicom.Dataset, implicit: bool) -> FileContext:
         # Every character set is decoded since the PS3.5 §6.1 work: compare
         # text of every file (COMPARED_CHARSETS is kept for reference).
         compare_text=True,
+        transfer_syntax=str(ts) if ts else "",
     )
 
 

@@ -70,6 +70,9 @@ export interface StudyQuery {
 
 export const T = {
   StudyDate: '00080020',
+  AvailableTransferSyntaxUID: '00083002',
+  SamplesPerPixel: '00280002',
+  PhotometricInterpretation: '00280004',
   StudyTime: '00080030',
   AccessionNumber: '00080050',
   ModalitiesInStudy: '00080061',

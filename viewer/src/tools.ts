@@ -23,6 +23,12 @@ export const LEFT_TOOLS: Record<LeftTool, string> = {
 
 let initialised: Promise<void> | null = null;
 
+/** Frames (imageIds) to ask for decoded by the server (see `viewport.ts`). */
+export const decodedByServer = new Set<string>();
+
+/** Frames decoded by the server: native pixels, Explicit VR Little Endian. */
+const DECODED_FRAMES = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1';
+
 export function initCornerstone(): Promise<void> {
   initialised ??= (async () => {
     csInit();
@@ -32,12 +38,14 @@ export function initCornerstone(): Promise<void> {
     console.info(`phim viewer: ${backend.cpu ? 'CPU' : 'WebGL'} rendering (${backend.why})`);
     dicomLoaderInit({
       maxWebWorkers: Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)),
-      // The access token on every frame request ({} when the server needs none).
-      beforeSend: async () => {
+      // The access token on every frame request ({} when the server needs
+      // none); frames the browser would decode wrongly asked for decoded.
+      beforeSend: async (_xhr: XMLHttpRequest, imageId: string): Promise<Record<string, string>> => {
+        const accept: Record<string, string> = decodedByServer.has(imageId) ? { Accept: DECODED_FRAMES } : {};
         try {
-          return await authHeaders();
+          return { ...(await authHeaders()), ...accept };
         } catch {
-          return {}; // signed out: the login page is on its way, and this request gets its 401
+          return accept; // signed out: the login page is on its way, and this request gets its 401
         }
       },
       errorInterceptor: (err) => {

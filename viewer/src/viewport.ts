@@ -15,7 +15,7 @@ import * as cst from '@cornerstonejs/tools';
 
 import { DicomJson, frameUrl, num, seriesMetadata, str, T } from './api';
 import { formatDate, formatTime, t } from './i18n';
-import { TOOLGROUP_ID } from './tools';
+import { decodedByServer, TOOLGROUP_ID } from './tools';
 
 /** Window presets as [width, center] (CT, in HU); `default` is the image's stored WC/WW. */
 export const PRESETS = {
@@ -346,6 +346,24 @@ function relativeLabel(date: string, opened: string): string {
   return t('otherStudy');
 }
 
+/** JPEG Baseline and Extended (lossy) transfer syntaxes. */
+const JPEG_LOSSY = new Set(['1.2.840.10008.1.2.4.50', '1.2.840.10008.1.2.4.51']);
+
+/**
+ * Colour JPEG labelled RGB (PS3.5 8.2.1: compressed without a colour
+ * transform). The browser's libjpeg takes a three-component JPEG without an
+ * Adobe marker for YCbCr and converts it, so these frames are asked for
+ * decoded by the server, which reads the markers as pydicom does. The stored
+ * syntax comes from Available Transfer Syntax UID in the metadata.
+ */
+function needsServerDecode(inst: DicomJson): boolean {
+  return (
+    JPEG_LOSSY.has(str(inst, T.AvailableTransferSyntaxUID)) &&
+    num(inst, T.SamplesPerPixel) === 3 &&
+    str(inst, T.PhotometricInterpretation) === 'RGB'
+  );
+}
+
 /** One wadors: imageId per frame, metadata registered, sorted in space. */
 function registerFrames(studyUid: string, seriesUid: string, instances: DicomJson[]): Frame[] {
   const frames: Array<Frame & { z: number; n: number }> = [];
@@ -358,9 +376,11 @@ function registerFrames(studyUid: string, seriesUid: string, instances: DicomJso
     const count = num(inst, T.NumberOfFrames) ?? 1;
     const z = num(inst, T.ImagePositionPatient, 2) ?? 0;
     const n = num(inst, T.InstanceNumber) ?? 0;
+    const onServer = needsServerDecode(inst);
     for (let f = 1; f <= count; f++) {
       const id = `wadors:${frameUrl(studyUid, seriesUid, sop, f)}`;
       wadors.metaDataManager.add(id, inst as never);
+      if (onServer) decodedByServer.add(id);
       frames.push({ id, sop, frame: f, meta: inst, z, n });
     }
   }
