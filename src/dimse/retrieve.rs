@@ -31,7 +31,7 @@ use super::job::{busy_response, Job, JOB_QUEUE};
 use super::peer::Peer;
 use super::{DimseConfig, RemoteAe, Services};
 use crate::dicom::scan::Scanned;
-use crate::dicom::transfer_syntax::{self, EXPLICIT_VR_LE};
+use crate::dicom::transfer_syntax::{self, EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 use crate::dicom::write::ElementWriter;
 use crate::dicom::Uid;
 use crate::imaging::source::Source;
@@ -764,12 +764,33 @@ fn audit_start(
 /// class, transfer syntax).
 type Contexts = BTreeMap<(String, String), u8>;
 
+/// What an instance is sent in when its destination refuses the stored
+/// syntax, in order: the uncompressed syntaxes every DICOM peer takes
+/// (PS3.5 §10.1: Implicit VR LE is the default one).
+const FALLBACKS: [&str; 2] = [EXPLICIT_VR_LE, IMPLICIT_VR_LE];
+
+/// The syntax and presentation context an instance goes in: the stored one
+/// if `accepted` gives a context for it, else the first fallback it can be
+/// transcoded to.
+fn choose(
+    inst: &StoredInstance,
+    accepted: impl Fn(&str) -> Option<u8>,
+) -> Option<(u8, Option<&'static str>)> {
+    if let Some(pc) = accepted(&inst.transfer_syntax_uid) {
+        return Some((pc, None));
+    }
+    FALLBACKS
+        .into_iter()
+        .filter(|ts| can_transcode(&inst.transfer_syntax_uid, ts))
+        .find_map(|ts| accepted(ts).map(|pc| (pc, Some(ts))))
+}
+
 /// The C-MOVE sub-association to `dest`, proposing one presentation
 /// context per (SOP class, stored transfer syntax) of `instances`, then one
-/// per SOP class in Explicit VR Little Endian for those that can be
-/// transcoded to it (a destination that refuses the stored syntax gets
-/// that instead). One transfer syntax per context: the destination's
-/// choice among several would not tell us which it prefers.
+/// per SOP class in each fallback syntax for those that can be transcoded
+/// to it (a destination that refuses the stored syntax gets that instead).
+/// One transfer syntax per context: the destination's choice among several
+/// would not tell us which it prefers.
 async fn associate(
     ctx: &Ctx,
     dest: &RemoteAe,
@@ -782,13 +803,15 @@ async fn associate(
             pairs.push(pair);
         }
     }
-    for inst in instances {
-        let fallback = (inst.sop_class_uid.clone(), EXPLICIT_VR_LE.to_owned());
-        if can_transcode(&inst.transfer_syntax_uid, EXPLICIT_VR_LE)
-            && !pairs.contains(&fallback)
-            && pairs.len() < MAX_CONTEXTS
-        {
-            pairs.push(fallback);
+    for ts in FALLBACKS {
+        for inst in instances {
+            let fallback = (inst.sop_class_uid.clone(), ts.to_owned());
+            if can_transcode(&inst.transfer_syntax_uid, ts)
+                && !pairs.contains(&fallback)
+                && pairs.len() < MAX_CONTEXTS
+            {
+                pairs.push(fallback);
+            }
         }
     }
     let mut options = ClientAssociationOptions::new()
@@ -855,17 +878,14 @@ async fn run_move(ctx: Ctx, instances: Vec<StoredInstance>, dest: RemoteAe) {
             break;
         }
         p.remaining -= 1;
-        let accepted = |ts: &str| contexts.get(&(inst.sop_class_uid.clone(), ts.to_owned()));
-        let target = match accepted(&inst.transfer_syntax_uid) {
-            Some(&pc) => Some((pc, None)),
-            None if can_transcode(&inst.transfer_syntax_uid, EXPLICIT_VR_LE) => {
-                accepted(EXPLICIT_VR_LE).map(|&pc| (pc, Some(EXPLICIT_VR_LE)))
-            }
-            None => None,
-        };
+        let target = choose(&inst, |ts| {
+            contexts
+                .get(&(inst.sop_class_uid.clone(), ts.to_owned()))
+                .copied()
+        });
         match target {
             None => {
-                tracing::warn!(sop = %inst.sop_uid, ts = %inst.transfer_syntax_uid, "C-MOVE: destination accepted neither the stored transfer syntax nor Explicit VR Little Endian");
+                tracing::warn!(sop = %inst.sop_uid, ts = %inst.transfer_syntax_uid, "C-MOVE: destination accepted neither the stored transfer syntax nor an uncompressed one it can be transcoded to");
                 p.failed.push(inst.sop_uid.clone());
             }
             Some((pc_id, transcode_to)) => {
@@ -928,8 +948,8 @@ async fn fail_all(ctx: &Ctx, mut p: Progress, instances: Vec<StoredInstance>) {
 type GetTarget = Option<(u8, Option<&'static str>)>;
 
 /// For each instance, the presentation context of the requesting
-/// association it can go on (SCP role; the stored transfer syntax, else
-/// Explicit VR Little Endian by transcoding), if any.
+/// association it can go on (SCP role; the stored transfer syntax, else a
+/// fallback by transcoding), if any.
 fn get_contexts(peer: &Peer, instances: &[StoredInstance]) -> Vec<GetTarget> {
     instances
         .iter()
@@ -937,7 +957,7 @@ fn get_contexts(peer: &Peer, instances: &[StoredInstance]) -> Vec<GetTarget> {
             if !peer.is_scp_for(&inst.sop_class_uid) {
                 return None;
             }
-            let accepted = |ts: &str| {
+            choose(inst, |ts| {
                 peer.presentation_contexts()
                     .iter()
                     .find(|pc| {
@@ -946,14 +966,7 @@ fn get_contexts(peer: &Peer, instances: &[StoredInstance]) -> Vec<GetTarget> {
                             && pc.transfer_syntax.trim_end_matches('\0') == ts
                     })
                     .map(|pc| pc.id)
-            };
-            match accepted(&inst.transfer_syntax_uid) {
-                Some(pc) => Some((pc, None)),
-                None if can_transcode(&inst.transfer_syntax_uid, EXPLICIT_VR_LE) => {
-                    accepted(EXPLICIT_VR_LE).map(|pc| (pc, Some(EXPLICIT_VR_LE)))
-                }
-                None => None,
-            }
+            })
         })
         .collect()
 }
@@ -981,7 +994,7 @@ async fn run_get(
         p.remaining -= 1;
         match target {
             None => {
-                tracing::warn!(sop = %inst.sop_uid, ts = %inst.transfer_syntax_uid, "C-GET: no presentation context with SCP role for the SOP class in the stored transfer syntax or Explicit VR Little Endian");
+                tracing::warn!(sop = %inst.sop_uid, ts = %inst.transfer_syntax_uid, "C-GET: no presentation context with SCP role for the SOP class in the stored transfer syntax or an uncompressed one");
                 p.failed.push(inst.sop_uid.clone());
             }
             Some((pc_id, transcode_to)) => {

@@ -626,8 +626,8 @@ pub(crate) fn can_encode(uid: &str) -> bool {
 }
 
 /// The transfer syntaxes frames and instances are transcoded into, as
-/// static UIDs. Implicit VR LE is not one: transcoded instances are written
-/// with an Explicit VR Little Endian data set.
+/// static UIDs. Implicit VR LE is not one of DICOMweb's (PS3.18 answers
+/// Explicit VR LE); DICOM peers get it (`transcode::can_transcode`).
 pub(crate) fn encode_target(uid: &str) -> Option<&'static str> {
     [
         ts::EXPLICIT_VR_LE,

@@ -26,16 +26,25 @@ use crate::dicom::transfer_syntax::{self, EXPLICIT_VR_LE};
 use crate::dicom::write::{file_meta_prefix, long_form};
 use crate::store::Store;
 
-/// Whether an instance stored in `from` can be sent in `to`.
+/// Whether an instance stored in `from` can be sent in `to` (Implicit VR
+/// Little Endian too, for DICOM peers; DICOMweb never asks for it).
 pub(crate) fn can_transcode(from: &str, to: &str) -> bool {
-    from != transfer_syntax::EXPLICIT_VR_BE && codec::can_decode(from) && codec::can_encode(to)
+    from != transfer_syntax::EXPLICIT_VR_BE
+        && codec::can_decode(from)
+        && (codec::can_encode(to) || to == transfer_syntax::IMPLICIT_VR_LE)
 }
 
 const PIXEL_DATA: u32 = 0x7FE0_0010;
 
-fn header(out: &mut Vec<u8>, tag: u32, vr: &[u8; 2], len: u32) {
+/// An element header, Little Endian; without its VR (and with a 4-byte
+/// length) for Implicit VR (PS3.5 §7.1.3).
+fn header(out: &mut Vec<u8>, tag: u32, vr: &[u8; 2], len: u32, explicit: bool) {
     out.extend_from_slice(&((tag >> 16) as u16).to_le_bytes());
     out.extend_from_slice(&(tag as u16).to_le_bytes());
+    if !explicit {
+        out.extend_from_slice(&len.to_le_bytes());
+        return;
+    }
     out.extend_from_slice(vr);
     if long_form(vr) {
         out.extend_from_slice(&[0, 0]);
@@ -49,12 +58,13 @@ fn tag_of(e: &Element) -> u32 {
     (u32::from(e.tag.group()) << 16) | u32::from(e.tag.element())
 }
 
-/// Re-encodes elements as Explicit VR Little Endian. `src` holds the bytes
-/// the scanner's offsets point into; `signed` resolves implicit US/SS.
+/// Re-encodes elements as Explicit (or, `explicit` false, Implicit) VR
+/// Little Endian. `src` holds the bytes the scanner's offsets point into;
+/// `signed` resolves implicit US/SS.
 fn encode_elements(
     elements: &[Element],
     src: &[u8],
-    signed: bool,
+    (signed, explicit): (bool, bool),
     out: &mut Vec<u8>,
 ) -> Result<(), ImagingError> {
     for e in elements {
@@ -65,10 +75,10 @@ fn encode_elements(
         }
         match &e.value {
             Value::Sequence { items, .. } => {
-                header(out, tag, b"SQ", u32::MAX);
+                header(out, tag, b"SQ", u32::MAX, explicit);
                 for item in items {
                     out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
-                    encode_elements(item, src, signed, out)?;
+                    encode_elements(item, src, (signed, explicit), out)?;
                     out.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
                 }
                 out.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
@@ -100,7 +110,7 @@ fn encode_elements(
                     vr = *b"UN";
                 }
                 let pad = bytes.len() % 2;
-                header(out, tag, &vr, (bytes.len() + pad) as u32);
+                header(out, tag, &vr, (bytes.len() + pad) as u32, explicit);
                 out.extend_from_slice(bytes);
                 if pad == 1 {
                     out.push(if &vr == b"UI" || &vr == b"OB" || &vr == b"UN" {
@@ -134,7 +144,8 @@ fn pixel_element_start(src: &Source, prefix_len: u64, prefix: &[u8]) -> Option<u
 }
 
 /// The meta group and the data set up to Pixel Data, re-encoded as
-/// Explicit VR Little Endian with the attributes the new syntax changes.
+/// Explicit VR Little Endian (Implicit for that target) with the attributes
+/// the new syntax changes.
 /// CPU work (a header can hold tens of thousands of elements): run on the
 /// imaging pool.
 fn encoded_header(
@@ -153,6 +164,7 @@ fn encoded_header(
     }
     .map_err(|e| ImagingError::Corrupt(format!("the header does not scan: {e}")))?;
     let lossy = codec::is_lossy(target);
+    let explicit = target != transfer_syntax::IMPLICIT_VR_LE;
     let mut top: Vec<(u32, Vec<u8>)> = Vec::new();
     for e in &scanned.dataset {
         let tag = tag_of(e);
@@ -164,13 +176,18 @@ fn encoded_header(
             continue;
         }
         let mut b = Vec::new();
-        encode_elements(std::slice::from_ref(e), head, info.signed, &mut b)?;
+        encode_elements(
+            std::slice::from_ref(e),
+            head,
+            (info.signed, explicit),
+            &mut b,
+        )?;
         top.push((tag, b));
     }
     let mut el = |tag: u32, vr: &[u8; 2], value: &[u8]| {
         let mut b = Vec::new();
         let pad = value.len() % 2;
-        header(&mut b, tag, vr, (value.len() + pad) as u32);
+        header(&mut b, tag, vr, (value.len() + pad) as u32, explicit);
         b.extend_from_slice(value);
         if pad == 1 {
             b.push(b' ');
@@ -204,7 +221,7 @@ fn pixel_data_header(
     out: &mut Vec<u8>,
     info: &PixelInfo,
     total: u64,
-    native: bool,
+    (native, explicit): (bool, bool),
 ) -> Result<(), ImagingError> {
     if native {
         if total + 1 > u64::from(u32::MAX) {
@@ -217,9 +234,9 @@ fn pixel_data_header(
         } else {
             b"OB"
         };
-        header(out, PIXEL_DATA, vr, (total + total % 2) as u32);
+        header(out, PIXEL_DATA, vr, (total + total % 2) as u32, explicit);
     } else {
-        header(out, PIXEL_DATA, b"OB", u32::MAX);
+        header(out, PIXEL_DATA, b"OB", u32::MAX, true);
         out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
     }
     Ok(())
@@ -299,7 +316,8 @@ pub async fn instance(
     let native = codec::is_native(target);
     let frame_len = info.decoded_frame_len();
     let total = frame_len * u64::from(frames);
-    pixel_data_header(&mut out, &info, total, native)?;
+    let explicit = target != transfer_syntax::IMPLICIT_VR_LE;
+    pixel_data_header(&mut out, &info, total, (native, explicit))?;
     let store = store.clone();
     let width = imaging.threads().max(1);
     let imaging = imaging.clone();
@@ -360,7 +378,7 @@ mod tests {
         let scanned =
             scan_dataset(&ds, transfer_syntax::IMPLICIT_VR_LE, &ScanLimits::default()).unwrap();
         let mut out = Vec::new();
-        encode_elements(&scanned.dataset, &ds, false, &mut out).unwrap();
+        encode_elements(&scanned.dataset, &ds, (false, true), &mut out).unwrap();
         let again = scan_dataset(&out, EXPLICIT_VR_LE, &ScanLimits::default()).unwrap();
         assert_eq!(
             again

@@ -778,8 +778,9 @@ def test_c_get_cancel_stops_the_sub_operations(phim_factory):
     assert len(stored) == final.NumberOfCompletedSuboperations
 
 
-# One SOP class stored in several transfer syntaxes, to a peer that takes only Explicit VR
-# Little Endian (#12): C-MOVE and C-GET transcode on the imaging pool instead of failing.
+# One SOP class stored in several transfer syntaxes, to a peer that takes only Explicit or
+# only Implicit VR Little Endian (#12): C-MOVE and C-GET transcode on the imaging pool
+# instead of failing.
 MR_VARIANTS = ["MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm"]
 
 
@@ -801,13 +802,14 @@ def mr_variants(label: str) -> list[tuple[str, Dataset, bytes]]:
     return out
 
 
-@pytest.mark.parametrize("profile", PROFILES)
-def test_c_move_and_c_get_transcode_for_peers_that_take_only_explicit_le(phim_factory, profile):
+@pytest.mark.parametrize("profile,only", [(p, ts) for p in PROFILES for ts in ("explicit", "implicit")])
+def test_c_move_and_c_get_transcode_for_peers_that_take_only_uncompressed(phim_factory, profile, only):
     from pynetdicom import build_role
     from pynetdicom.sop_class import MRImageStorage
 
     from phim_helpers import stow
     received: dict[str, tuple[str, Dataset]] = {}
+    syntax = ExplicitVRLittleEndian if only == "explicit" else ImplicitVRLittleEndian
 
     def on_store(event):
         ds = event.dataset
@@ -816,12 +818,12 @@ def test_c_move_and_c_get_transcode_for_peers_that_take_only_explicit_le(phim_fa
         return 0x0000
 
     scp_ae = AE(ae_title="ELEONLY")
-    scp_ae.add_supported_context(MRImageStorage, [ExplicitVRLittleEndian])
+    scp_ae.add_supported_context(MRImageStorage, [syntax])
     port = free_port()
     scp = scp_ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
     try:
         server = phim_factory.start(profile, extra_args=["--remote-ae", f"ELEONLY=127.0.0.1:{port}"])
-        variants = mr_variants(profile)
+        variants = mr_variants(f"{profile}-{only}")
         res = stow(server, [v[2] for v in variants])
         assert res.status == 200, res.describe()
         study = str(variants[0][1].StudyInstanceUID)
@@ -830,7 +832,7 @@ def test_c_move_and_c_get_transcode_for_peers_that_take_only_explicit_le(phim_fa
             assert set(received) == {str(v[1].SOPInstanceUID) for v in variants}, (how, received.keys())
             for name, ds, _ in variants:
                 ts, got = received[str(ds.SOPInstanceUID)]
-                assert ts == ExplicitVRLittleEndian, (how, name, ts)
+                assert ts == syntax, (how, name, ts)
                 assert np.array_equal(got.pixel_array, ds.pixel_array), (how, name)
                 assert got.PatientName == ds.PatientName and got.SOPClassUID == ds.SOPClassUID
 
@@ -844,7 +846,7 @@ def test_c_move_and_c_get_transcode_for_peers_that_take_only_explicit_le(phim_fa
         received.clear()
         ae = AE(ae_title="GETELE")
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-        ae.add_requested_context(MRImageStorage, [ExplicitVRLittleEndian])
+        ae.add_requested_context(MRImageStorage, [syntax])
         assoc = ae.associate(*server.dicom_addr, ae_title="PHIM", ext_neg=[build_role(MRImageStorage, scp_role=True)],
                              evt_handlers=[(evt.EVT_C_STORE, on_store)])
         assert assoc.is_established
