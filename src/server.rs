@@ -253,10 +253,21 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     serve_until_stopped(http, dimse_tasks, &shutdown, grace).await?;
     audit.record(audit::Event::application("Application Stop"));
     shutdown.cancel();
-    // The job runner aborts its jobs and gives their leases back, the audit
-    // writer drains; an index that does not answer must not hold the exit
-    // for ever (leases not released run out and another server takes the
-    // jobs; the audit events lost are the ones it could not have written).
+    stop_background(background, audit_stop, audit_task, grace).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The job runner aborts its jobs and gives their leases back, the audit
+/// writer drains; an index that does not answer must not hold the exit for
+/// ever (leases not released run out and another server takes the jobs;
+/// the audit events lost are the ones it could not have written).
+async fn stop_background(
+    background: Vec<tokio::task::JoinHandle<()>>,
+    audit_stop: CancellationToken,
+    audit_task: tokio::task::JoinHandle<()>,
+    grace: std::time::Duration,
+) {
     // One deadline for both: the shutdown timeout, between 1 and 5 s.
     let deadline = tokio::time::Instant::now()
         + grace.clamp(
@@ -280,8 +291,6 @@ pub async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     {
         tracing::warn!("shutdown: audit events not written in time (index unreachable?)");
     }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// The authenticator, its configuration logged, the identity provider's
