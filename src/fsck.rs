@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 
 use crate::config::FsckArgs;
-use crate::index::{now_ms, ClaimedJob, Index, JobEnd};
+use crate::index::{ClaimedJob, Index, JobEnd};
 use crate::ingest::{Ingest, IngestError};
 use crate::jobs::Handler;
 use crate::store::{ObjectKey, Store};
@@ -199,11 +199,7 @@ impl Handler for Background {
                 Some(e)
             }
         };
-        let every = i64::try_from(self.every.as_millis()).unwrap_or(i64::MAX);
-        JobEnd::Reschedule {
-            at: now_ms().saturating_add(every),
-            error,
-        }
+        JobEnd::again_in(self.every, error)
     }
 }
 

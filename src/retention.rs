@@ -204,11 +204,7 @@ impl crate::jobs::Handler for Sweep {
                 Some(e)
             }
         };
-        let every = i64::try_from(self.every.as_millis()).unwrap_or(i64::MAX);
-        JobEnd::Reschedule {
-            at: now_ms().saturating_add(every),
-            error,
-        }
+        JobEnd::again_in(self.every, error)
     }
 }
 

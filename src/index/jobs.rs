@@ -81,6 +81,17 @@ pub enum JobEnd {
     Reschedule { at: i64, error: Option<String> },
 }
 
+impl JobEnd {
+    /// A periodic job's end: due again `every` from now.
+    pub fn again_in(every: std::time::Duration, error: Option<String>) -> JobEnd {
+        let every = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+        JobEnd::Reschedule {
+            at: super::now_ms().saturating_add(every),
+            error,
+        }
+    }
+}
+
 /// A job as `GET /api/jobs` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {

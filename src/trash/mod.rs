@@ -92,18 +92,14 @@ pub async fn restore(
     Ok(done)
 }
 
-/// Deletes the objects of trashed instances due at `now` (of one study, or
-/// all): marks them purging, deletes the objects, then their rows, and a
-/// study's thumbnails once nothing of it is left. How many were purged.
-pub(crate) async fn purge_due(
-    index: &dyn Index,
-    store: &Store,
-    study: Option<&str>,
-) -> Result<usize, String> {
+/// Deletes the objects of trashed instances due now: marks them purging,
+/// deletes the objects, then their rows, and a study's thumbnails once
+/// nothing of it is left. How many were purged.
+pub(crate) async fn purge_due(index: &dyn Index, store: &Store) -> Result<usize, String> {
     let mut purged = 0;
     loop {
         let batch = index
-            .claim_purge(now_ms(), study, PURGE_BATCH)
+            .claim_purge(now_ms(), None, PURGE_BATCH)
             .await
             .map_err(|e| e.to_string())?;
         if batch.is_empty() {
@@ -159,7 +155,7 @@ pub(crate) struct Purge {
 #[async_trait::async_trait]
 impl crate::jobs::Handler for Purge {
     async fn run(&self, _job: &ClaimedJob) -> JobEnd {
-        let error = match purge_due(self.index.as_ref(), &self.store, None).await {
+        let error = match purge_due(self.index.as_ref(), &self.store).await {
             Ok(0) => None,
             Ok(n) => {
                 tracing::info!(objects = n, "purge: trashed objects deleted");
@@ -170,11 +166,7 @@ impl crate::jobs::Handler for Purge {
                 Some(e)
             }
         };
-        let every = i64::try_from(self.every.as_millis()).unwrap_or(i64::MAX);
-        JobEnd::Reschedule {
-            at: now_ms().saturating_add(every),
-            error,
-        }
+        JobEnd::again_in(self.every, error)
     }
 }
 
